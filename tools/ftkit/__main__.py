@@ -1,0 +1,5 @@
+import sys
+
+from ftkit.cli import main
+
+sys.exit(main())

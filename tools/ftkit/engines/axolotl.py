@@ -1,0 +1,147 @@
+"""Axolotl: writes the resolved Axolotl YAML and runs `axolotl train` as a subprocess.
+
+Validation uses Axolotl's own pydantic schema (AxolotlInputConfig) plus an unknown-key check,
+since Axolotl silently ignores keys it does not know (a typo like `learing_rate` would be lost).
+Metrics come from the dicts the HF Trainer prints in the log.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from ftkit.engines.base import Engine, StageContext, absolutize
+from ftkit.errors import Problem
+from ftkit.validation import did_you_mean
+from ftkit.yamlio import LocatedYaml
+
+_LOG_DICT = re.compile(r"\{'[^{}]*\}")
+
+
+@cache
+def _axolotl_keys() -> frozenset[str]:
+    from axolotl.utils.schemas.config import AxolotlInputConfig
+
+    names = set()
+    for name, field in AxolotlInputConfig.model_fields.items():
+        names.add(name)
+        if field.alias:
+            names.add(field.alias)
+    return frozenset(names)
+
+
+def _to_float(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_log_records(text: str) -> list[dict[str, float]]:
+    """The metric dicts the trainer printed (`{'loss': '2.5', ...}`), values as floats."""
+    records = []
+    for match in _LOG_DICT.finditer(text.replace("\r", "\n")):
+        try:
+            raw = ast.literal_eval(match.group(0))
+        except (ValueError, SyntaxError):
+            continue
+        if not isinstance(raw, dict) or not ({"loss", "eval_loss", "train_runtime"} & raw.keys()):
+            continue
+        rec = {k: f for k, v in raw.items() if (f := _to_float(v)) is not None}
+        records.append(rec)
+    return records
+
+
+class AxolotlEngine(Engine):
+    name = "axolotl"
+    base_model_key = "base_model"
+    trust_remote_code_key = "trust_remote_code"
+
+    def validate(self, cfg: dict[str, Any], source: LocatedYaml | None, label: str) -> list[Problem]:
+        from pydantic import ValidationError
+
+        file = str(source.path) if source else label
+        problems = []
+        known = _axolotl_keys()
+        for key in cfg:
+            if key not in known:
+                guess = did_you_mean(key, known)
+                problems.append(
+                    Problem(
+                        f"unknown Axolotl key '{key}' (Axolotl would silently ignore it)",
+                        file,
+                        source.line_of(key) if source else None,
+                        key,
+                        f"did you mean '{guess}'?" if guess else "remove it, or check Axolotl's config reference",
+                    )
+                )
+        from axolotl.utils.config import validate_config
+        from axolotl.utils.dict import DictDefault
+
+        try:
+            validate_config(DictDefault(_plain(cfg)))
+        except ValidationError as exc:
+            for err in exc.errors():
+                dotted = ".".join(str(p) for p in err["loc"])
+                problems.append(
+                    Problem(
+                        f"Axolotl schema: {err['msg']}",
+                        file,
+                        source.line_of(dotted) if source else None,
+                        dotted or None,
+                        "see Axolotl's config reference for this key's type and allowed values",
+                    )
+                )
+        except (ValueError, TypeError) as exc:
+            problems.append(Problem(f"Axolotl rejected the config: {exc}", file, None, None, "fix the value named"))
+        return problems
+
+    def runtime_overrides(self, cfg: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "output_dir": str(ctx.output_dir),
+            "dataset_prepared_path": str(ctx.stage_dir / "prepared"),
+        }
+        for i, ds in enumerate(cfg.get("datasets") or []):
+            if isinstance(ds, dict) and "path" in ds:
+                path = absolutize(str(ds["path"]), ctx.recipe_dir)
+                if path != ds["path"]:
+                    out[f"datasets.{i}.path"] = path
+        return out
+
+    def report_overrides(self, backend: str, ctx: StageContext) -> dict[str, Any]:
+        return {
+            "none": {"use_tensorboard": False},
+            "tensorboard": {"use_tensorboard": True},
+            "wandb": {"use_wandb": True, "wandb_project": ctx.recipe_name, "wandb_name": ctx.stage},
+            "mlflow": {"use_mlflow": True, "mlflow_experiment_name": ctx.recipe_name},
+        }[backend]
+
+    def command(self, config_path: Path, ctx: StageContext) -> list[str]:
+        from ftkit.engines.base import python_module
+
+        # One process per GPU via accelerate; `--launcher python` when there is one device (or CPU).
+        launcher = ["--launcher", "python"] if ctx.gpus <= 1 else ["--launcher", "accelerate"]
+        return python_module("axolotl.cli.main", "train", str(config_path), *launcher)
+
+    def env(self, ctx: StageContext) -> dict[str, str]:
+        # Telemetry off by default: no network calls from a training run.
+        return {**super().env(ctx), "AXOLOTL_DO_NOT_TRACK": "1", "DO_NOT_TRACK": "1"}
+
+    def history(self, ctx: StageContext) -> list[dict[str, float]]:
+        if not ctx.log_path.is_file():
+            return []
+        return parse_log_records(ctx.log_path.read_text(encoding="utf-8", errors="replace"))
+
+    def dataset_paths(self, cfg: dict[str, Any]) -> list[str]:
+        return [str(d["path"]) for d in cfg.get("datasets") or [] if isinstance(d, dict) and "path" in d]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value

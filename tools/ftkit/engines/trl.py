@@ -1,0 +1,76 @@
+"""TRL: SFTTrainer / DPOTrainer with PEFT, run as `python -m ftkit.engines.trl_train CONFIG`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from ftkit.engines.base import Engine, StageContext, absolutize, python_module
+from ftkit.engines.trl_config import TrlStageConfig, dataclass_field_names, trainer_config_class
+from ftkit.errors import Problem
+from ftkit.validation import did_you_mean, pydantic_problems
+from ftkit.yamlio import LocatedYaml
+
+HISTORY_FILE = "history.jsonl"
+
+
+class TrlEngine(Engine):
+    name = "trl"
+    base_model_key = "base_model"
+    trust_remote_code_key = "model.trust_remote_code"
+
+    def validate(self, cfg: dict[str, Any], source: LocatedYaml | None, label: str) -> list[Problem]:
+        src = source or LocatedYaml(Path(label), cfg, {})
+        try:
+            parsed = TrlStageConfig.model_validate(cfg)
+        except ValidationError as exc:
+            return pydantic_problems(exc, src, TrlStageConfig)
+        problems = []
+        from peft import LoraConfig
+
+        checks = [("trainer", parsed.trainer, dataclass_field_names(trainer_config_class(parsed.stage)))]
+        if parsed.lora is not None:
+            checks.append(("lora", parsed.lora, dataclass_field_names(LoraConfig)))
+        for section, values, known in checks:
+            for key in values:
+                if key not in known:
+                    guess = did_you_mean(key, known)
+                    problems.append(
+                        Problem(
+                            f"unknown {section} argument '{key}'",
+                            str(src.path),
+                            src.line_of(f"{section}.{key}"),
+                            f"{section}.{key}",
+                            f"did you mean '{guess}'?" if guess else "remove it; see the TRL/PEFT docs",
+                        )
+                    )
+        return problems
+
+    def runtime_overrides(self, cfg: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
+        out: dict[str, Any] = {"trainer.output_dir": str(ctx.output_dir)}
+        path = cfg.get("dataset", {}).get("path")
+        if path and (absolute := absolutize(str(path), ctx.recipe_dir)) != path:
+            out["dataset.path"] = absolute
+        return out
+
+    def report_overrides(self, backend: str, ctx: StageContext) -> dict[str, Any]:
+        out: dict[str, Any] = {"trainer.report_to": [] if backend == "none" else [backend]}
+        if backend != "none":
+            out["trainer.run_name"] = f"{ctx.recipe_name}-{ctx.stage}"
+        return out
+
+    def command(self, config_path: Path, ctx: StageContext) -> list[str]:
+        return python_module("ftkit.engines.trl_train", str(config_path), str(ctx.stage_dir / HISTORY_FILE))
+
+    def history(self, ctx: StageContext) -> list[dict[str, float]]:
+        path = ctx.stage_dir / HISTORY_FILE
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def dataset_paths(self, cfg: dict[str, Any]) -> list[str]:
+        path = cfg.get("dataset", {}).get("path")
+        return [str(path)] if path else []

@@ -1,0 +1,141 @@
+"""Entry point of the TRL engine's training process: `python -m ftkit.engines.trl_train CONFIG HISTORY`.
+
+Loads the model (4-bit through bitsandbytes when asked), attaches a LoRA adapter through PEFT's
+LoraConfig, and trains with TRL's SFTTrainer or DPOTrainer. Every trainer log record is appended
+to HISTORY as one JSON line (with peak CUDA memory when on a GPU).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ftkit.engines.trl_config import TrlStageConfig, trainer_config_class
+
+
+def _dtype(name: str) -> Any:
+    import torch
+
+    if name == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+    return getattr(torch, name)
+
+
+def _history_callback(path: Path) -> Any:
+    import torch
+    from transformers import TrainerCallback
+
+    class HistoryCallback(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+            if not logs or not state.is_world_process_zero:
+                return
+            rec = {"step": float(state.global_step)}
+            rec |= {k: float(v) for k, v in logs.items() if isinstance(v, int | float)}
+            if torch.cuda.is_available():
+                rec["memory/max_allocated (GiB)"] = torch.cuda.max_memory_allocated() / 2**30
+            with path.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(rec) + "\n")
+
+    return HistoryCallback()
+
+
+def _as_dpo_pairs(row: dict[str, Any]) -> dict[str, Any]:
+    """Schema form (prompt + full chosen/rejected conversations) -> TRL's conversational pair form."""
+    prompt = row["prompt"]
+    prompt_msgs = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+
+    def answer(conv: Any) -> list[dict[str, str]]:
+        if isinstance(conv, str):
+            return [{"role": "assistant", "content": conv}]
+        return [conv[-1]]
+
+    return {"prompt": prompt_msgs, "chosen": answer(row["chosen"]), "rejected": answer(row["rejected"])}
+
+
+def train(cfg: TrlStageConfig, history: Path) -> None:
+    from datasets import load_dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    tok = AutoTokenizer.from_pretrained(cfg.base_model, trust_remote_code=cfg.model.trust_remote_code)
+    if cfg.model.pad_token:
+        tok.pad_token = cfg.model.pad_token
+    if tok.pad_token is None or tok.pad_token_id == tok.eos_token_id:
+        sys.exit(
+            f"{cfg.base_model}: pad token {tok.pad_token!r} is missing or equals EOS; with pad masked from the "
+            "loss the model never learns to stop. Set model.pad_token to a distinct token."
+        )
+    dtype = _dtype(cfg.model.dtype)
+    quant = None
+    if cfg.model.load_in_4bit:
+        quant = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=cfg.model.bnb_4bit_quant_type,
+            bnb_4bit_use_double_quant=cfg.model.bnb_4bit_use_double_quant,
+            bnb_4bit_compute_dtype=dtype,
+        )
+    model = AutoModelForCausalLM.from_pretrained(
+        cfg.base_model,
+        dtype=dtype,
+        quantization_config=quant,
+        attn_implementation=cfg.model.attn_implementation,
+        trust_remote_code=cfg.model.trust_remote_code,
+        use_safetensors=True,
+    )
+    model.config.pad_token_id = tok.pad_token_id
+    peft_config = None
+    if cfg.lora is not None:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(task_type="CAUSAL_LM", **cfg.lora)
+
+    data = load_dataset("json", data_files=cfg.dataset.path, split=cfg.dataset.split)
+    if cfg.stage == "dpo":
+        data = data.map(_as_dpo_pairs, remove_columns=data.column_names)
+    else:
+        data = data.select_columns(["messages"])
+    eval_data = None
+    if cfg.dataset.val_fraction > 0:
+        parts = data.train_test_split(test_size=cfg.dataset.val_fraction, seed=cfg.trainer.get("seed", 42))
+        data, eval_data = parts["train"], parts["test"]
+
+    import torch
+
+    # TRL defaults to bf16 mixed precision; follow the model's dtype unless the config says otherwise.
+    trainer_args = {"bf16": dtype == torch.bfloat16, **cfg.trainer}
+    args = trainer_config_class(cfg.stage)(**trainer_args)
+    if cfg.stage == "dpo":
+        from trl import DPOTrainer as Trainer
+    else:
+        from trl import SFTTrainer as Trainer
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=data,
+        eval_dataset=eval_data,
+        processing_class=tok,
+        peft_config=peft_config,
+        callbacks=[_history_callback(history)],
+    )
+    trainer.train()
+    if eval_data is not None:
+        trainer.evaluate()
+    trainer.save_model(args.output_dir)
+    tok.save_pretrained(args.output_dir)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2:
+        sys.exit("usage: python -m ftkit.engines.trl_train CONFIG.yaml HISTORY.jsonl")
+    cfg = TrlStageConfig.model_validate(yaml.safe_load(Path(argv[0]).read_text()))
+    history = Path(argv[1])
+    history.unlink(missing_ok=True)
+    train(cfg, history)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Export: merge adapters into their base (bf16), later GGUF and quantized exports."""

@@ -1,0 +1,1 @@
+"""Recipes: load and validate, resolve a profile, run, check metrics."""

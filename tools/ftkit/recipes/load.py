@@ -1,0 +1,223 @@
+"""Load a recipe folder and validate every file in it; collect all problems, then raise once."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from ftkit.data.validate import ValidationReport, load_schema, validate_file
+from ftkit.errors import FtkitError, Problem
+from ftkit.recipes.schema import ExpectedMetrics, Recipe, Stage
+from ftkit.validation import pydantic_problems
+from ftkit.yamlio import LocatedYaml, load_yaml
+
+RECIPE_FILE = "recipe.yaml"
+EXPECTED_FILE = "expected-metrics.yaml"
+
+
+def recipes_root() -> Path:
+    return Path(os.environ.get("FTKIT_RECIPES", "recipes")).resolve()
+
+
+def list_recipe_dirs(root: Path | None = None) -> list[Path]:
+    base = root or recipes_root()
+    return sorted(p.parent for p in base.glob(f"*/{RECIPE_FILE}"))
+
+
+def find_recipe(name_or_path: str, root: Path | None = None) -> Path:
+    as_path = Path(name_or_path)
+    if (as_path / RECIPE_FILE).is_file():
+        return as_path.resolve()
+    base = root or recipes_root()
+    candidate = base / name_or_path
+    if (candidate / RECIPE_FILE).is_file():
+        return candidate
+    known = [p.name for p in list_recipe_dirs(base)]
+    from ftkit.validation import did_you_mean
+
+    guess = did_you_mean(name_or_path, known)
+    raise FtkitError.one(
+        f"no recipe named '{name_or_path}' (no {candidate / RECIPE_FILE})",
+        field="NAME",
+        fix=f"did you mean '{guess}'?" if guess else f"known recipes: {', '.join(known) or 'none'}",
+    )
+
+
+@dataclass
+class StageFiles:
+    stage: Stage
+    config: LocatedYaml
+    schema_path: Path
+    sample_path: Path
+    sample_report: ValidationReport | None = None
+
+
+@dataclass
+class LoadedRecipe:
+    dir: Path
+    recipe: Recipe
+    source: LocatedYaml
+    stages: list[StageFiles]
+    expected: ExpectedMetrics | None
+    expected_source: LocatedYaml | None
+    warnings: list[Problem] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.recipe.name
+
+    def stage_files(self, name: str) -> StageFiles:
+        return next(s for s in self.stages if s.stage.name == name)
+
+
+def _stage_files(recipe: Recipe, rdir: Path, source: LocatedYaml, problems: list[Problem]) -> list[StageFiles]:
+    from ftkit.engines import get_engine
+
+    engine = get_engine(recipe.engine)
+    out = []
+    for i, stage in enumerate(recipe.stages):
+        missing = False
+        for key, rel in (("config", stage.config), ("schema", stage.schema_file), ("sample", stage.sample)):
+            if not (rdir / rel).is_file():
+                missing = True
+                problems.append(
+                    Problem(
+                        f"stage '{stage.name}': {key} file '{rel}' does not exist",
+                        str(source.path),
+                        source.line_of(f"stages.{i}.{key}"),
+                        f"stages.{i}.{key}",
+                        f"create {rdir / rel} or fix the path (relative to the recipe folder)",
+                    )
+                )
+        if missing:
+            continue
+        try:
+            config = load_yaml(rdir / stage.config)
+            load_schema(rdir / stage.schema_file)
+        except FtkitError as exc:
+            problems.extend(exc.problems)
+            continue
+        if not isinstance(config.data, dict):
+            problems.append(Problem("an engine config must be a YAML mapping", str(config.path), 1, None, None))
+            continue
+        problems.extend(engine.validate(config.data, config, stage.config))
+        if engine.trusts_remote_code(config.data) and not recipe.trust_remote_code_reason:
+            problems.append(
+                Problem(
+                    "trust_remote_code is on but the recipe does not say why",
+                    str(config.path),
+                    config.line_of(engine.trust_remote_code_key),
+                    engine.trust_remote_code_key,
+                    "turn it off, or set trust_remote_code_reason in recipe.yaml",
+                )
+            )
+        files = StageFiles(stage, config, rdir / stage.schema_file, rdir / stage.sample)
+        files.sample_report = validate_file(files.sample_path, files.schema_path)
+        problems.extend(files.sample_report.problems)
+        out.append(files)
+    return out
+
+
+def _expected(rdir: Path, recipe: Recipe, problems: list[Problem]) -> tuple[ExpectedMetrics | None, LocatedYaml | None]:
+    path = rdir / EXPECTED_FILE
+    if not path.is_file():
+        problems.append(Problem(f"{EXPECTED_FILE} is missing", str(path), None, None, "add the metric bounds"))
+        return None, None
+    try:
+        source = load_yaml(path)
+        expected = ExpectedMetrics.model_validate(source.data)
+    except FtkitError as exc:
+        problems.extend(exc.problems)
+        return None, None
+    except ValidationError as exc:
+        problems.extend(pydantic_problems(exc, source, ExpectedMetrics))
+        return None, None
+    from ftkit.recipes.metrics import KNOWN_METRICS
+
+    stage_names = [s.name for s in recipe.stages]
+    if expected.recipe != recipe.name:
+        problems.append(
+            Problem(
+                f"names recipe '{expected.recipe}' but the recipe is '{recipe.name}'",
+                str(path),
+                source.line_of("recipe"),
+                "recipe",
+                f"set recipe: {recipe.name}",
+            )
+        )
+    for pname, stages in expected.profiles.items():
+        if pname not in recipe.profiles:
+            problems.append(
+                Problem(f"unknown profile '{pname}'", str(path), source.line_of(f"profiles.{pname}"), pname, None)
+            )
+        for sname, metrics in stages.items():
+            if sname not in stage_names:
+                problems.append(
+                    Problem(
+                        f"unknown stage '{sname}'",
+                        str(path),
+                        source.line_of(f"profiles.{pname}.{sname}"),
+                        f"profiles.{pname}.{sname}",
+                        f"stages are {stage_names}",
+                    )
+                )
+            for metric in metrics:
+                if metric not in KNOWN_METRICS:
+                    from ftkit.validation import did_you_mean
+
+                    guess = did_you_mean(metric, KNOWN_METRICS)
+                    problems.append(
+                        Problem(
+                            f"unknown metric '{metric}'",
+                            str(path),
+                            source.line_of(f"profiles.{pname}.{sname}.{metric}"),
+                            f"profiles.{pname}.{sname}.{metric}",
+                            f"did you mean '{guess}'?" if guess else f"known: {', '.join(sorted(KNOWN_METRICS))}",
+                        )
+                    )
+    return expected, source
+
+
+def load_recipe(name_or_path: str, root: Path | None = None, *, check_profiles: bool = True) -> LoadedRecipe:
+    """Load and validate a recipe: recipe.yaml, engine configs, schemas, samples, expected metrics.
+
+    With check_profiles, every profile's resolved engine config is validated too, so an override
+    with a typo fails here and not an hour into a GPU run.
+    """
+    rdir = find_recipe(name_or_path, root)
+    source = load_yaml(rdir / RECIPE_FILE)
+    problems: list[Problem] = []
+    try:
+        recipe = Recipe.model_validate(source.data)
+    except ValidationError as exc:
+        raise FtkitError(f"{rdir.name}: recipe.yaml is invalid", pydantic_problems(exc, source, Recipe)) from exc
+    if recipe.name != rdir.name:
+        problems.append(
+            Problem(
+                f"name '{recipe.name}' differs from the folder name '{rdir.name}'",
+                str(source.path),
+                source.line_of("name"),
+                "name",
+                f"set name: {rdir.name}",
+            )
+        )
+    stages = _stage_files(recipe, rdir, source, problems)
+    expected, expected_source = _expected(rdir, recipe, problems)
+    if not (rdir / "README.md").is_file():
+        problems.append(Problem("README.md is missing", str(rdir / "README.md"), None, None, "describe the recipe"))
+    loaded = LoadedRecipe(rdir, recipe, source, stages, expected, expected_source)
+    if check_profiles and not problems:
+        from ftkit.recipes.resolve import validate_profiles
+
+        problems.extend(validate_profiles(loaded))
+    if problems:
+        raise FtkitError(f"{rdir.name}: {len(problems)} problem(s)", problems)
+    return loaded
+
+
+def sample_counts(loaded: LoadedRecipe) -> dict[str, Any]:
+    return {s.stage.name: s.sample_report.to_dict() if s.sample_report else None for s in loaded.stages}

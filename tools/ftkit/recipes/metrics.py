@@ -1,0 +1,112 @@
+"""Stage metrics from an engine's log history, and the gate against expected-metrics.yaml."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from statistics import fmean
+from typing import Any
+
+from ftkit.recipes.schema import Bound, ExpectedMetrics
+
+# Metrics a stage can report, with what they mean (the gate accepts only these names).
+KNOWN_METRICS: dict[str, str] = {
+    "train_loss_first": "first logged training loss",
+    "train_loss_last": "last logged training loss",
+    "train_loss_min": "lowest logged training loss",
+    "train_loss_tail": "mean training loss over the last quarter of logged steps",
+    "train_loss_drop": "train_loss_first - train_loss_tail (how much the loss fell)",
+    "eval_loss": "last evaluation loss on the held-out split",
+    "rewards_accuracy_tail": "DPO: mean reward accuracy over the last quarter of logged steps",
+    "rewards_margin_first": "DPO: first logged reward margin (chosen - rejected)",
+    "rewards_margin_tail": "DPO: mean reward margin over the last quarter of logged steps",
+    "rewards_margin_delta": "DPO: rewards_margin_tail - rewards_margin_first (how much the margin rose)",
+    "steps": "optimizer steps logged",
+    "tokens_per_second": "tokens processed (padding included) per second of training",
+    "train_runtime_s": "the trainer's own training time in seconds",
+    "wall_seconds": "the stage's wall time, process start to exit",
+    "peak_memory_gib": "peak memory: CUDA max allocated on a GPU, else the process's peak RSS",
+}
+
+
+def _tail(values: list[float]) -> float | None:
+    if not values:
+        return None
+    n = max(1, len(values) // 4)
+    return fmean(values[-n:])
+
+
+def summarize(history: list[dict[str, float]]) -> dict[str, float | None]:
+    """Reduce the logged records of one stage to the KNOWN_METRICS that the logs support."""
+    train = [r for r in history if "loss" in r and "train_runtime" not in r and "eval_loss" not in r]
+    losses = [r["loss"] for r in train if math.isfinite(r["loss"])]
+    evals = [r["eval_loss"] for r in history if "eval_loss" in r]
+    final = next((r for r in reversed(history) if "train_runtime" in r), {})
+    acc = [r["rewards/accuracies"] for r in train if "rewards/accuracies" in r]
+    margins = [r["rewards/margins"] for r in train if "rewards/margins" in r]
+    tokens = max((r.get("tokens/total", r.get("num_tokens", 0.0)) for r in history), default=0.0)
+    runtime = final.get("train_runtime")
+    cuda_peaks = [v for r in history for k, v in r.items() if k.startswith("memory/max_allocated")]
+    out: dict[str, float | None] = {
+        "train_loss_first": losses[0] if losses else None,
+        "train_loss_last": losses[-1] if losses else None,
+        "train_loss_min": min(losses) if losses else None,
+        "train_loss_tail": _tail(losses),
+        "train_loss_drop": losses[0] - _tail(losses) if losses else None,  # type: ignore[operator]
+        "eval_loss": evals[-1] if evals else None,
+        "rewards_accuracy_tail": _tail(acc),
+        "rewards_margin_first": margins[0] if margins else None,
+        "rewards_margin_tail": _tail(margins),
+        "rewards_margin_delta": (_tail(margins) - margins[0]) if margins else None,  # type: ignore[operator]
+        "steps": float(len(train)),
+        "tokens_per_second": tokens / runtime if runtime and tokens else None,
+        "train_runtime_s": runtime,
+        "cuda_peak_gib": max(cuda_peaks) if cuda_peaks and max(cuda_peaks) > 0 else None,
+    }
+    return out
+
+
+@dataclass
+class CheckRow:
+    stage: str
+    metric: str
+    value: float | None
+    bound: Bound
+    passed: bool
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "metric": self.metric,
+            "value": self.value,
+            "min": self.bound.min,
+            "max": self.bound.max,
+            "source": self.bound.source,
+            "passed": self.passed,
+            "reason": self.reason,
+        }
+
+
+def check_bound(value: float | None, bound: Bound) -> tuple[bool, str]:
+    if value is None or not math.isfinite(value):
+        return False, "not measured in this run"
+    if bound.min is not None and value < bound.min:
+        return False, f"{value:.4g} < min {bound.min:g}"
+    if bound.max is not None and value > bound.max:
+        return False, f"{value:.4g} > max {bound.max:g}"
+    return True, "within bounds"
+
+
+def check_metrics(stage_metrics: dict[str, dict[str, Any]], expected: ExpectedMetrics, profile: str) -> list[CheckRow]:
+    """Compare a run's per-stage metrics with the bounds for its profile (no bounds: no rows)."""
+    rows = []
+    for stage, bounds in expected.profiles.get(profile, {}).items():
+        values = stage_metrics.get(stage, {})
+        for metric, bound in bounds.items():
+            value = values.get(metric)
+            passed, reason = check_bound(value, bound)
+            if stage not in stage_metrics:
+                passed, reason = False, f"stage '{stage}' did not run"
+            rows.append(CheckRow(stage, metric, value, bound, passed, reason))
+    return rows

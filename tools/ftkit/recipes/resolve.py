@@ -1,0 +1,141 @@
+"""Resolve one stage's engine config for a profile, recording where every changed key came from.
+
+Order (later wins): the stage's engine YAML -> profile base_model -> profile overrides (all
+stages) -> profile overrides for the stage -> `--set` -> report_to -> init_from -> runner keys.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ftkit.engines import get_engine
+from ftkit.engines.base import REPORT_BACKENDS, StageContext
+from ftkit.errors import FtkitError, Problem
+from ftkit.recipes.load import LoadedRecipe
+from ftkit.recipes.overrides import get_path, has_path, set_path
+
+
+@dataclass
+class Change:
+    key: str
+    old: Any
+    new: Any
+    origin: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "from": self.old, "to": self.new, "origin": self.origin}
+
+
+@dataclass
+class ResolvedStage:
+    name: str
+    config: dict[str, Any]
+    changes: list[Change] = field(default_factory=list)
+
+    def set(self, key: str, value: Any, origin: str) -> None:
+        old = get_path(self.config, key) if has_path(self.config, key) else None
+        set_path(self.config, key, copy.deepcopy(value))
+        self.changes.append(Change(key, old, value, origin))
+
+
+@dataclass
+class SetOverrides:
+    """`--set` values split into global keys, per-stage keys and the report backend."""
+
+    common: dict[str, Any] = field(default_factory=dict)
+    per_stage: dict[str, dict[str, Any]] = field(default_factory=dict)
+    report_to: str | None = None
+
+
+def route_sets(pairs: list[tuple[str, Any]], stage_names: list[str]) -> SetOverrides:
+    routed = SetOverrides()
+    for key, value in pairs:
+        if key == "report_to":
+            if value not in REPORT_BACKENDS:
+                raise FtkitError.one(
+                    f"report_to={value!r} is not a known backend",
+                    field="--set report_to",
+                    fix=f"use one of {', '.join(REPORT_BACKENDS)}",
+                )
+            routed.report_to = value
+            continue
+        head, _, rest = key.partition(".")
+        if head in stage_names and rest:
+            routed.per_stage.setdefault(head, {})[rest] = value
+        else:
+            routed.common[key] = value
+    return routed
+
+
+def resolve_stage(
+    loaded: LoadedRecipe,
+    stage_name: str,
+    profile_name: str,
+    sets: SetOverrides | None = None,
+    *,
+    model_resolver: Callable[[str], str] = lambda ref: ref,
+    init_model: str | None = None,
+    ctx: StageContext | None = None,
+) -> ResolvedStage:
+    recipe = loaded.recipe
+    if profile_name not in recipe.profiles:
+        raise FtkitError.one(
+            f"recipe '{recipe.name}' has no profile '{profile_name}'",
+            file=loaded.source.path,
+            field="profiles",
+            fix=f"use one of {', '.join(recipe.profiles)}",
+        )
+    profile = recipe.profiles[profile_name]
+    engine = get_engine(recipe.engine)
+    files = loaded.stage_files(stage_name)
+    resolved = ResolvedStage(stage_name, copy.deepcopy(files.config.data))
+    where = f"recipe.yaml profiles.{profile_name}"
+    if profile.base_model:
+        resolved.set(engine.base_model_key, model_resolver(profile.base_model), f"{where}.base_model")
+    for key, value in profile.overrides.items():
+        resolved.set(key, value, f"{where}.overrides")
+    for key, value in profile.stages.get(stage_name, {}).items():
+        resolved.set(key, value, f"{where}.stages.{stage_name}")
+    sets = sets or SetOverrides()
+    for key, value in sets.common.items():
+        resolved.set(key, value, f"--set {key}")
+    for key, value in sets.per_stage.get(stage_name, {}).items():
+        resolved.set(key, value, f"--set {stage_name}.{key}")
+    if ctx is not None and sets.report_to:
+        for key, value in engine.report_overrides(sets.report_to, ctx).items():
+            resolved.set(key, value, f"--set report_to={sets.report_to}")
+    if init_model is not None:
+        stage = recipe.stage(stage_name)
+        resolved.set(engine.base_model_key, init_model, f"init_from: {stage.init_from} (merged adapter)")
+    if ctx is not None:
+        for key, value in engine.runtime_overrides(resolved.config, ctx).items():
+            resolved.set(key, value, "runner")
+    return resolved
+
+
+def validate_profiles(loaded: LoadedRecipe, sets: SetOverrides | None = None) -> list[Problem]:
+    """Validate each profile's resolved config with the engine's schema (built-in models not built)."""
+    engine = get_engine(loaded.recipe.engine)
+    problems = []
+    for profile_name in loaded.recipe.profiles:
+        for files in loaded.stages:
+            resolved = resolve_stage(loaded, files.stage.name, profile_name, sets)
+            label = f"{files.stage.config} as resolved for profile '{profile_name}'"
+            for p in engine.validate(resolved.config, None, label):
+                origin = next(
+                    (c.origin for c in reversed(resolved.changes) if p.field and p.field.startswith(c.key)), None
+                )
+                if origin:
+                    p.message += f" (value set by {origin})"
+                    p.file = str(loaded.source.path) if origin.startswith("recipe.yaml") else origin
+                if not any(q.render() == p.render() for q in problems):
+                    problems.append(p)
+    return problems
+
+
+def stage_dir(run_dir: Path, stage: str) -> Path:
+    return run_dir / stage

@@ -1,0 +1,142 @@
+"""Pydantic schemas of `recipe.yaml` and `expected-metrics.yaml` (validated at load time)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class ContainerRef(Strict):
+    image: str = Field(description="Image repository, e.g. ghcr.io/finetune-recipes/axolotl")
+    tag: str
+    digest: str | None = Field(default=None, pattern=r"^sha256:[0-9a-f]{64}$")
+
+
+class Hardware(Strict):
+    gpus: int = Field(ge=1, description="GPUs the full profile is written for")
+    min_vram_gb: float = Field(gt=0, description="Smallest GPU memory per device the full profile fits")
+    recommended: list[str] = Field(default_factory=list)
+
+
+class Stage(Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    config: str = Field(description="Engine config file, relative to the recipe folder")
+    schema_file: str = Field(alias="schema", description="JSON Schema of one dataset row")
+    sample: str = Field(description="Sample rows (JSONL) that obey the schema; the smoke profile trains on them")
+    init_from: str | None = Field(
+        default=None, description="An earlier stage whose adapter, merged into the base, this stage starts from"
+    )
+
+
+class Export(Strict):
+    merge: bool = True
+    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+
+
+class Profile(Strict):
+    description: str | None = None
+    base_model: str | None = Field(
+        default=None, description="Replaces every stage's base model: a hub id, a local dir or a built-in name"
+    )
+    overrides: dict[str, Any] = Field(
+        default_factory=dict, description="Engine-config keys (dotted paths allowed) set for every stage"
+    )
+    stages: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Engine-config keys set for one stage, by stage name"
+    )
+
+
+class Recipe(Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str
+    base_model: str
+    license_note: str | None = None
+    engine: Literal["axolotl", "trl"]
+    container: ContainerRef
+    hardware: Hardware
+    stages: list[Stage] = Field(min_length=1)
+    export: Export = Field(default_factory=Export)
+    profiles: dict[str, Profile]
+    trust_remote_code_reason: str | None = Field(
+        default=None, description="Required when an engine config sets trust_remote_code: true"
+    )
+
+    @model_validator(mode="after")
+    def _stages_are_consistent(self) -> Recipe:
+        seen: list[str] = []
+        for stage in self.stages:
+            if stage.name in seen:
+                raise ValueError(f"stage name '{stage.name}' is used twice; stage names must be unique")
+            if stage.init_from is not None and stage.init_from not in seen:
+                raise ValueError(
+                    f"stage '{stage.name}': init_from '{stage.init_from}' must name an earlier stage "
+                    f"(earlier stages: {seen or 'none'})"
+                )
+            seen.append(stage.name)
+        for pname, profile in self.profiles.items():
+            unknown = sorted(set(profile.stages) - set(seen))
+            if unknown:
+                raise ValueError(f"profile '{pname}' overrides unknown stage(s) {unknown}; stages are {seen}")
+        missing = {"smoke", "full"} - set(self.profiles)
+        if missing:
+            raise ValueError(f"profiles {sorted(missing)} are missing: every recipe has 'full' and 'smoke'")
+        return self
+
+    def stage(self, name: str) -> Stage:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+
+# ---------------------------------------------------------------- expected-metrics.yaml
+
+
+class Provenance(Strict):
+    value: float = Field(description="The value that was measured")
+    hardware: str
+    versions: dict[str, str]
+    commit: str
+    date: dt.date
+    run: str | None = Field(default=None, description="Run dir or results file the value comes from")
+
+
+class Bound(Strict):
+    min: float | None = None
+    max: float | None = None
+    source: Literal["measured", "estimate"]
+    measured: Provenance | None = None
+    note: str | None = None
+
+    @model_validator(mode="after")
+    def _has_bound_and_provenance(self) -> Bound:
+        if self.min is None and self.max is None:
+            raise ValueError("a bound needs 'min', 'max' or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        if self.source == "measured" and self.measured is None:
+            raise ValueError(
+                "source: measured needs a 'measured' block (value, hardware, versions, commit, date); "
+                "use source: estimate for a figure nobody measured"
+            )
+        return self
+
+
+class ExpectedMetrics(Strict):
+    recipe: str
+    profiles: dict[str, dict[str, dict[str, Bound]]] = Field(description="profile -> stage -> metric -> bound")
+
+    @field_validator("profiles")
+    @classmethod
+    def _known_profiles(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if not value:
+            raise ValueError("no profile has bounds; add at least 'smoke'")
+        return value
