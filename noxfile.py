@@ -1,0 +1,81 @@
+"""nox sessions. They run in the project's .venv (built from requirements.lock by `make setup`),
+so every session uses the exact locked versions; none creates its own environment.
+
+    nox -s lint       ruff check + format check
+    nox -s tests      pytest (all tests; `-- -m "not slow"` for the fast ones)
+    nox -s recipes    validate every recipe (all profiles, schemas, samples, bounds)
+    nox -s smoke      run every recipe's smoke profile on CPU and gate its metrics
+    nox -s gpu        run every recipe's full profile (a GPU machine)
+    nox -s lock       regenerate requirements*.lock from requirements*.in (uv, network)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+BIN = ROOT / ".venv" / "bin"
+nox.options.sessions = ["lint", "tests", "recipes"]
+nox.options.default_venv_backend = "none"
+
+
+def _setup(session: nox.Session) -> None:
+    session.run("make", "--no-print-directory", ".venv/.ftkit-installed", external=True)
+
+
+def _recipes() -> list[str]:
+    return sorted(p.parent.name for p in (ROOT / "recipes").glob("*/recipe.yaml"))
+
+
+@nox.session(python=False)
+def lint(session: nox.Session) -> None:
+    _setup(session)
+    session.run(str(BIN / "ruff"), "check", ".", external=True)
+    session.run(str(BIN / "ruff"), "format", "--check", ".", external=True)
+
+
+@nox.session(python=False)
+def tests(session: nox.Session) -> None:
+    _setup(session)
+    session.run(str(BIN / "python"), "-m", "pytest", "-q", *session.posargs, external=True)
+
+
+@nox.session(python=False)
+def recipes(session: nox.Session) -> None:
+    _setup(session)
+    session.run(str(BIN / "ftkit"), "recipe", "validate", external=True)
+
+
+@nox.session(python=False)
+def smoke(session: nox.Session) -> None:
+    """Every recipe's smoke profile (CPU); each must pass its metrics gate."""
+    _setup(session)
+    for name in session.posargs or _recipes():
+        session.run(str(BIN / "ftkit"), "recipe", "run", name, "--profile", "smoke", external=True)
+
+
+@nox.session(python=False)
+def gpu(session: nox.Session) -> None:
+    """Every recipe's full profile; for the self-hosted GPU runner (inside the recipe's container)."""
+    _setup(session)
+    for name in session.posargs or _recipes():
+        session.run(str(BIN / "ftkit"), "recipe", "run", name, "--profile", "full", external=True)
+
+
+@nox.session(python=False)
+def lock(session: nox.Session) -> None:
+    """Regenerate the hashed locks. torch comes from the CPU wheel in PIP_FIND_LINKS (default /opt/wheels)."""
+    find_links = os.environ.get("PIP_FIND_LINKS", "/opt/wheels")
+    common = ["--generate-hashes", "--python-version", "3.11", "--python-platform", "x86_64-manylinux_2_28"]
+    session.run(
+        str(BIN / "uv"), "pip", "compile", "requirements.in", "-o", "requirements.lock", *common,
+        "--find-links", find_links, "--index-strategy", "unsafe-best-match", "--no-emit-find-links",
+        external=True,
+    )  # fmt: skip
+    session.run(
+        str(BIN / "uv"), "pip", "compile", "requirements-models.in", "-o", "requirements-models.lock", "--no-deps", *common,
+        external=True,
+    )  # fmt: skip

@@ -1,0 +1,73 @@
+"""Rebuild the recipes' sample data from the public files in ../shared/data (run once, output committed).
+
+- data/sft.jsonl: the first 48 conversations of FastChat's dummy_conversation.json (Apache-2.0),
+  ShareGPT turns mapped to chat messages (human -> user, gpt -> assistant), ids kept.
+- data/dpo.jsonl: 48 single-turn pairs from Anthropic hh-rlhf harmless-base test (MIT): each
+  transcript split into turns, the shared prompt split off, chosen/rejected = prompt + final answer.
+
+Usage: python tools/make_sample_data.py [--shared ../shared/data]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TURN = re.compile(r"\n\n(Human|Assistant): ")
+ROLES = {"human": "user", "gpt": "assistant", "Human": "user", "Assistant": "assistant"}
+
+
+def hh_turns(transcript: str) -> list[dict[str, str]] | None:
+    parts = TURN.split(transcript)
+    if parts[0] != "":
+        return None
+    return [{"role": ROLES[parts[i]], "content": parts[i + 1].strip()} for i in range(1, len(parts), 2)]
+
+
+def sft_rows(shared: Path, n: int = 48) -> list[dict]:
+    rows = json.loads((shared / "fastchat-dummy-conversation.sharegpt.json").read_text())
+    return [
+        {"id": r["id"], "messages": [{"role": ROLES[c["from"]], "content": c["value"]} for c in r["conversations"]]}
+        for r in rows[:n]
+    ]
+
+
+def dpo_rows(shared: Path, n: int = 48, max_chars: int = 700) -> list[dict]:
+    out = []
+    with gzip.open(shared / "hh-rlhf-harmless-base-test.jsonl.gz", "rt") as fh:
+        for i, line in enumerate(fh):
+            r = json.loads(line)
+            chosen, rejected = hh_turns(r["chosen"]), hh_turns(r["rejected"])
+            if not chosen or not rejected or len(chosen) != 2 or chosen[:-1] != rejected[:-1]:
+                continue
+            if chosen[-1]["role"] != "assistant" or chosen[-1]["content"] == rejected[-1]["content"]:
+                continue
+            if len(r["chosen"]) + len(r["rejected"]) > max_chars:
+                continue
+            out.append({"id": f"hh-harmless-test-{i}", "prompt": chosen[:-1], "chosen": chosen, "rejected": rejected})
+            if len(out) == n:
+                break
+    return out
+
+
+def write(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    print(f"{path.relative_to(ROOT)}: {len(rows)} rows")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
+    args = ap.parse_args()
+    sft, dpo = sft_rows(args.shared), dpo_rows(args.shared)
+    for name in ("llama8b-qlora-sft", "llama8b-qlora-dpo"):
+        write(ROOT / "recipes" / name / "data" / "sft.jsonl", sft)
+    write(ROOT / "recipes" / "llama8b-qlora-dpo" / "data" / "dpo.jsonl", dpo)
+
+
+if __name__ == "__main__":
+    main()
