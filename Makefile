@@ -11,8 +11,10 @@ NAME ?=
 PROFILE ?= full
 SET ?=
 # The machine's pip config may list local mirrors that lack most packages; PyPI and
-# the find-links dir (where the CPU torch wheel lies) are enough.
-PIP := PIP_EXTRA_INDEX_URL= PIP_DISABLE_PIP_VERSION_CHECK=1 $(BIN)/pip
+# the find-links dir (where the CPU torch wheel lies) are enough. Elsewhere (GitHub runners) set
+# PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu for the CPU torch wheel.
+PIP_EXTRA_INDEX_URL ?=
+PIP := PIP_EXTRA_INDEX_URL=$(PIP_EXTRA_INDEX_URL) PIP_DISABLE_PIP_VERSION_CHECK=1 $(BIN)/pip
 
 .DEFAULT_GOAL := help
 .PHONY: help setup recipe test test-fast lint validate smoke lock clean-runs

