@@ -115,3 +115,29 @@ def test_validate_cli_exit_code_is_2_for_a_broken_recipe(recipes_root: Path, cap
     [result] = json.loads(capsys.readouterr().out)
     assert result["valid"] is False and result["problems"][0]["file"].endswith("sft.schema.json")
     assert result["problems"][0]["line"] == 1
+
+
+def test_report_to_switches_the_engines_tracking_keys(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    from ftkit.engines.base import StageContext
+    from ftkit.recipes.resolve import route_sets
+
+    monkeypatch.setenv("FTKIT_RECIPES", str(ROOT / "recipes"))
+    loaded = load_recipe("llama8b-qlora-sft", check_profiles=False)
+    ctx = StageContext("llama8b-qlora-sft", "sft", tmp_path, loaded.dir, "cpu", 0)
+    for backend, expected in [
+        ("tensorboard", {"use_tensorboard": True}),
+        ("wandb", {"use_wandb": True, "wandb_project": "llama8b-qlora-sft"}),
+        ("mlflow", {"use_mlflow": True}),
+    ]:
+        sets = route_sets([("report_to", backend)], ["sft"])
+        cfg = resolve_stage(loaded, "sft", "smoke", sets, ctx=ctx).config
+        assert expected.items() <= cfg.items()
+        assert cfg["output_dir"] == str(tmp_path / "output")
+
+
+def test_recipe_list_json_names_both_recipes(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    monkeypatch.setenv("FTKIT_RECIPES", str(ROOT / "recipes"))
+    assert main(["recipe", "list", "--json"]) == 0
+    listed = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert listed["llama8b-qlora-dpo"]["stages"] == ["sft", "dpo"]
+    assert listed["llama8b-qlora-sft"]["engine"] == "axolotl"
