@@ -110,6 +110,19 @@ def test_a_dataset_row_that_breaks_its_schema_stops_the_run_before_training(tiny
     assert rdir.is_dir()
 
 
+def test_a_base_model_dir_without_safetensors_is_refused(tiny_recipe, tiny_llama: Path, tmp_path: Path, capsys):  # type: ignore[no-untyped-def]
+    import shutil
+
+    pickled = tmp_path / "pickled-model"
+    shutil.copytree(tiny_llama, pickled)
+    for f in pickled.glob("*.safetensors"):
+        f.rename(f.with_suffix(".bin"))
+    tiny_recipe("tiny-trl-sft-dpo")
+    code = run("tiny-trl-sft-dpo", tmp_path / "runs", "--set", f"sft.base_model={pickled}")
+    assert code == 2
+    assert "no *.safetensors weights" in capsys.readouterr().err
+
+
 def test_full_profile_without_a_gpu_exits_5_and_says_how_to_run_the_smoke_profile(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):

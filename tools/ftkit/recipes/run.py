@@ -105,6 +105,21 @@ def _preflight_data(loaded: LoadedRecipe, resolved: ResolvedStage, ctx: StageCon
     return reports
 
 
+def _check_local_weights(base_model: str, stage: str) -> None:
+    """Safe default: weights load from safetensors only; a local dir with only pickle files is refused."""
+    path = Path(base_model)
+    if not path.is_dir():
+        return  # a hub id: transformers prefers safetensors; the engine config decides the rest
+    if not any(path.glob("*.safetensors")):
+        raise FtkitError.one(
+            f"stage '{stage}': {path} has no *.safetensors weights (pickle checkpoints can run code on load)",
+            file=path,
+            field="base_model",
+            fix="convert the checkpoint to safetensors (model.save_pretrained(dir, safe_serialization=True))",
+            code=ExitCode.USAGE,
+        )
+
+
 def _write_resolved(run_dir: Path, resolved: ResolvedStage) -> Path:
     out = run_dir / "resolved"
     out.mkdir(parents=True, exist_ok=True)
@@ -161,6 +176,8 @@ def run_recipe(name: str, opts: RunOptions, events: RunEvents | None = None) -> 
         resolved = resolve_stage(
             loaded, stage.name, opts.profile, sets, model_resolver=resolver, init_model=placeholder, ctx=ctx
         )
+        if not stage.init_from:
+            _check_local_weights(engine.base_model(resolved.config), stage.name)
         stage_problems = engine.validate(resolved.config, None, f"{stage.config} (resolved)")
         if stage_problems:
             raise FtkitError(f"stage '{stage.name}': the resolved config is invalid", stage_problems)
