@@ -24,8 +24,7 @@ def sft_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FTKIT_RECIPES", str(ROOT / "recipes"))
         mp.setenv("FTKIT_CACHE", str(ROOT / ".cache"))
-        code = main(["recipe", "run", "llama8b-qlora-sft", "--profile", "smoke", "--runs-dir", str(runs),
-                     "--set", "max_steps=8"])  # fmt: skip
+        code = main(["recipe", "run", "llama8b-qlora-sft", "--profile", "smoke", "--runs-dir", str(runs)])
     assert code == 0, "the smoke run failed: see the captured output"
     [run_dir] = list((runs / "llama8b-qlora-sft").iterdir())
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -39,7 +38,7 @@ def sft_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 def test_smoke_sft_loss_falls_on_smollm2(sft_run: dict[str, Any]):
     sft = sft_run["metrics"]["stages"]["sft"]
-    assert sft["steps"] == 8
+    assert sft["steps"] == 12
     assert sft["train_loss_tail"] < sft["train_loss_first"] - 0.3
     assert sft["base_model"] == sft_run["base"]
 
@@ -95,9 +94,10 @@ def test_fine_tuned_model_answers_and_stops_at_its_end_of_turn_token(sft_run: di
     ids = tok.apply_chat_template([{"role": "user", "content": "Who are you?"}], add_generation_prompt=True,
                                   return_tensors="pt", return_dict=True)  # fmt: skip
     with torch.no_grad():
-        out = model.generate(**ids, max_new_tokens=64, do_sample=False)
+        out = model.generate(**ids, max_new_tokens=200, do_sample=False)
     new = out[0, ids["input_ids"].shape[1] :].tolist()
-    assert tok.eos_token_id in new, f"no end-of-turn within 64 tokens: {tok.decode(new)!r}"
+    assert tok.eos_token_id in new, f"no end-of-turn within 200 tokens: {tok.decode(new)!r}"
     answer = tok.decode(new[: new.index(tok.eos_token_id)])
     assert answer.strip(), "the model must answer before it stops"
+    print(f"answer ({len(new)} tokens): {answer!r}")
     assert "<|im_start|>" not in answer and "<|im_end|>" not in answer

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -15,6 +15,30 @@ from ftkit.yamlio import LocatedYaml
 def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.75)
     return close[0] if close else None
+
+
+def unknown_keys(
+    keys: Iterable[str],
+    known: Iterable[str],
+    *,
+    what: str,
+    file: str,
+    line_of: Callable[[str], int | None],
+    prefix: str = "",
+    otherwise: str = "remove it",
+    note: str = "",
+) -> list[Problem]:
+    """A Problem for each key not in `known`, with a 'did you mean' fix when a close name exists."""
+    known = list(known)
+    problems = []
+    for key in keys:
+        if key in known:
+            continue
+        dotted = f"{prefix}{key}"
+        guess = did_you_mean(key, known)
+        fix = f"did you mean '{guess}'?" if guess else otherwise
+        problems.append(Problem(f"unknown {what} '{key}'{note}", file, line_of(dotted), dotted, fix))
+    return problems
 
 
 def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:

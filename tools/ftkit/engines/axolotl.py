@@ -15,7 +15,7 @@ from typing import Any
 
 from ftkit.engines.base import Engine, StageContext, absolutize
 from ftkit.errors import Problem
-from ftkit.validation import did_you_mean
+from ftkit.validation import unknown_keys
 from ftkit.yamlio import LocatedYaml
 
 _LOG_DICT = re.compile(r"\{'[^{}]*\}")
@@ -64,20 +64,16 @@ class AxolotlEngine(Engine):
         from pydantic import ValidationError
 
         file = str(source.path) if source else label
-        problems = []
-        known = _axolotl_keys()
-        for key in cfg:
-            if key not in known:
-                guess = did_you_mean(key, known)
-                problems.append(
-                    Problem(
-                        f"unknown Axolotl key '{key}' (Axolotl would silently ignore it)",
-                        file,
-                        source.line_of(key) if source else None,
-                        key,
-                        f"did you mean '{guess}'?" if guess else "remove it, or check Axolotl's config reference",
-                    )
-                )
+        line_of = source.line_of if source else (lambda _key: None)
+        problems = unknown_keys(
+            cfg,
+            _axolotl_keys(),
+            what="Axolotl key",
+            note=" (Axolotl would silently ignore it)",
+            file=file,
+            line_of=line_of,
+            otherwise="remove it, or check Axolotl's config reference",
+        )
         from axolotl.utils.config import validate_config
         from axolotl.utils.dict import DictDefault
 

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from ftkit.engines.base import Engine, StageContext, absolutize, python_module
 from ftkit.engines.trl_config import TrlStageConfig, dataclass_field_names, trainer_config_class
 from ftkit.errors import Problem
-from ftkit.validation import did_you_mean, pydantic_problems
+from ftkit.validation import pydantic_problems, unknown_keys
 from ftkit.yamlio import LocatedYaml
 
 HISTORY_FILE = "history.jsonl"
@@ -35,18 +35,15 @@ class TrlEngine(Engine):
         if parsed.lora is not None:
             checks.append(("lora", parsed.lora, dataclass_field_names(LoraConfig)))
         for section, values, known in checks:
-            for key in values:
-                if key not in known:
-                    guess = did_you_mean(key, known)
-                    problems.append(
-                        Problem(
-                            f"unknown {section} argument '{key}'",
-                            str(src.path),
-                            src.line_of(f"{section}.{key}"),
-                            f"{section}.{key}",
-                            f"did you mean '{guess}'?" if guess else "remove it; see the TRL/PEFT docs",
-                        )
-                    )
+            problems += unknown_keys(
+                values,
+                known,
+                what=f"{section} argument",
+                file=str(src.path),
+                line_of=src.line_of,
+                prefix=f"{section}.",
+                otherwise="remove it; see the TRL/PEFT docs",
+            )
         return problems
 
     def runtime_overrides(self, cfg: dict[str, Any], ctx: StageContext) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from ftkit.data.validate import ValidationReport, load_schema, validate_file
 from ftkit.errors import FtkitError, Problem
 from ftkit.recipes.schema import ExpectedMetrics, Recipe, Stage
-from ftkit.validation import pydantic_problems
+from ftkit.validation import pydantic_problems, unknown_keys
 from ftkit.yamlio import LocatedYaml, load_yaml
 
 RECIPE_FILE = "recipe.yaml"
@@ -165,20 +165,15 @@ def _expected(rdir: Path, recipe: Recipe, problems: list[Problem]) -> tuple[Expe
                         f"stages are {stage_names}",
                     )
                 )
-            for metric in metrics:
-                if metric not in KNOWN_METRICS:
-                    from ftkit.validation import did_you_mean
-
-                    guess = did_you_mean(metric, KNOWN_METRICS)
-                    problems.append(
-                        Problem(
-                            f"unknown metric '{metric}'",
-                            str(path),
-                            source.line_of(f"profiles.{pname}.{sname}.{metric}"),
-                            f"profiles.{pname}.{sname}.{metric}",
-                            f"did you mean '{guess}'?" if guess else f"known: {', '.join(sorted(KNOWN_METRICS))}",
-                        )
-                    )
+            problems += unknown_keys(
+                metrics,
+                KNOWN_METRICS,
+                what="metric",
+                file=str(path),
+                line_of=source.line_of,
+                prefix=f"profiles.{pname}.{sname}.",
+                otherwise=f"known: {', '.join(sorted(KNOWN_METRICS))}",
+            )
     return expected, source
 
 

@@ -60,6 +60,14 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _short_model(base_model: str, run_dir: str) -> str:
+    """A run's own merged model as 'sft/merged'; a cache dir by its name; a hub id as it is."""
+    path = Path(base_model)
+    if path.is_relative_to(run_dir):
+        return str(path.relative_to(run_dir))
+    return path.name if path.is_absolute() else base_model
+
+
 def markdown_summary(metrics: dict[str, Any], rows: list[CheckRow], plot: Path | None) -> str:
     lines = [
         f"# Run report: {metrics['recipe']} ({metrics['profile']} profile)",
@@ -78,7 +86,7 @@ def markdown_summary(metrics: dict[str, Any], rows: list[CheckRow], plot: Path |
     ]
     for name, st in metrics["stages"].items():
         lines.append(
-            f"| {name} | `{Path(str(st.get('base_model', ''))).name}` | {_fmt(st.get('steps'))} "
+            f"| {name} | `{_short_model(str(st.get('base_model', '')), metrics['run_dir'])}` | {_fmt(st.get('steps'))} "
             f"| {_fmt(st.get('train_loss_first'))} → {_fmt(st.get('train_loss_tail'))} | {_fmt(st.get('eval_loss'))} "
             f"| {_fmt(st.get('rewards_accuracy_tail'))} "
             f"| {_fmt(st.get('rewards_margin_first'))} → {_fmt(st.get('rewards_margin_tail'))} "
