@@ -65,7 +65,7 @@ validate: $(STAMP) ## validate every recipe (configs for all profiles, schemas, 
 smoke: $(STAMP) ## run every recipe's smoke profile on CPU
 	$(BIN)/nox -s smoke
 
-lock: ## regenerate requirements*.lock from requirements*.in (needs network; uv)
+lock: $(STAMP) ## regenerate requirements*.lock from requirements*.in (needs network; uv)
 	$(BIN)/nox -s lock
 
 clean-runs: ## delete runs/

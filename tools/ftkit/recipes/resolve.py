@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ftkit.engines import get_engine
@@ -135,7 +134,3 @@ def validate_profiles(loaded: LoadedRecipe, sets: SetOverrides | None = None) ->
                 if not any(q.render() == p.render() for q in problems):
                     problems.append(p)
     return problems
-
-
-def stage_dir(run_dir: Path, stage: str) -> Path:
-    return run_dir / stage
