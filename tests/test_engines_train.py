@@ -123,6 +123,12 @@ def test_a_base_model_dir_without_safetensors_is_refused(tiny_recipe, tiny_llama
     assert "no *.safetensors weights" in capsys.readouterr().err
 
 
+def test_trust_remote_code_stays_off_unless_the_recipe_says_why(tiny_recipe, tmp_path: Path, capsys):  # type: ignore[no-untyped-def]
+    tiny_recipe("tiny-trl-sft-dpo")
+    assert run("tiny-trl-sft-dpo", tmp_path / "runs", "--set", "model.trust_remote_code=true") == 2
+    assert "trust_remote_code is on" in capsys.readouterr().err
+
+
 def test_full_profile_without_a_gpu_exits_5_and_says_how_to_run_the_smoke_profile(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):
