@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ftkit import __version__
+from ftkit.data.formats import FORMATS
 from ftkit.errors import ExitCode, FtkitError
 
 # Logs (CI, `| tee`) get wide tables instead of 80 columns of wrapped text.
@@ -178,6 +179,32 @@ def cmd_metrics_check(args: argparse.Namespace) -> int:
     return int(ExitCode.OK if result.passed else ExitCode.METRICS_FAILED)
 
 
+def cmd_data_validate(args: argparse.Namespace) -> int:
+    from ftkit.data.validate import validate_file
+
+    report = validate_file(args.file, args.schema, args.quarantine, args.format)
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        quarantined = f" -> {report.quarantine}" if report.quarantine else ""
+        out.print(
+            f"{report.path}: format {report.format or 'unknown'}; rows {report.rows} = valid {report.valid} "
+            f"+ invalid {report.invalid}{quarantined}"
+        )
+        if report.reasons:
+            table = Table(title="invalid rows by reason")
+            table.add_column("reason")
+            table.add_column("rows", justify="right")
+            for reason, count in report.reasons.most_common():
+                table.add_row(reason, str(count))
+            out.print(table)
+        for p in report.problems[: args.show]:
+            out.print(f"  - {p.render()}", highlight=False, markup=False)
+        if len(report.problems) > args.show:
+            out.print(f"  … {len(report.problems) - args.show} more (use --show N or --json)")
+    return int(ExitCode.OK if report.ok else ExitCode.DATA_INVALID)
+
+
 def cmd_model_prepare(args: argparse.Namespace) -> int:
     from ftkit.models import BUILTIN_MODELS, materialize
 
@@ -241,6 +268,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_metrics_check)
+
+    data = sub.add_parser("data", help="dataset checks")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    p = dsub.add_parser(
+        "validate",
+        help="check every row of a dataset: JSON, schema, format rules (turn order, pairs, labels)",
+        description="Reads .jsonl/.ndjson/.json/.parquet (JSON optionally .gz/.zst), streaming JSONL and Parquet. "
+        "Each problem names the line (or row), the field and a fix. Exit code 3 when any row is invalid.",
+    )
+    p.add_argument("file")
+    p.add_argument("--format", default="auto", choices=["auto", *FORMATS], help="row format (default: detect)")
+    p.add_argument("--schema", help="a JSON Schema every row must match (e.g. recipes/<name>/sft.schema.json)")
+    p.add_argument("--quarantine", help="write invalid rows with their reasons to this JSONL file")
+    p.add_argument("--show", type=int, default=20, help="problems to print (default 20)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_data_validate)
 
     model = sub.add_parser("model", help="built-in small models for smoke runs")
     mosub = model.add_subparsers(dest="model_command", required=True)

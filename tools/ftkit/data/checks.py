@@ -80,12 +80,3 @@ def check_preference(row: dict[str, Any]) -> list[Finding]:
                     )
                 )
     return out
-
-
-def check_row(row: dict[str, Any]) -> list[Finding]:
-    """Format checks chosen by the fields the row has."""
-    if "chosen" in row or "rejected" in row:
-        return check_preference(row)
-    if "messages" in row:
-        return check_conversation(row["messages"], "messages")
-    return []

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,9 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from ftkit.data.checks import check_row
+from ftkit.data.checks import Finding
+from ftkit.data.formats import check_format, detect_format
+from ftkit.data.readers import iter_records
 from ftkit.errors import FtkitError, Problem
 
 MAX_PROBLEMS_KEPT = 50
@@ -32,6 +33,7 @@ class ValidationReport:
     reasons: Counter[str] = field(default_factory=Counter)
     problems: list[Problem] = field(default_factory=list)
     quarantine: str | None = None
+    format: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -46,6 +48,7 @@ class ValidationReport:
             "reasons": dict(self.reasons),
             "problems": [p.to_dict() for p in self.problems],
             "quarantine": self.quarantine,
+            "format": self.format,
         }
 
 
@@ -67,41 +70,44 @@ def load_schema(path: str | Path) -> Draft202012Validator:
     return Draft202012Validator(schema)
 
 
-def iter_jsonl(path: Path) -> Iterator[tuple[int, str, Any, str | None]]:
-    """Yield (line_number, raw_line, parsed_or_None, json_error) for each non-blank line."""
-    with path.open("r", encoding="utf-8") as fh:
-        for number, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            try:
-                yield number, raw, json.loads(raw), None
-            except json.JSONDecodeError as exc:
-                yield number, raw, None, f"invalid JSON at column {exc.colno}: {exc.msg}"
-
-
-def _row_problems(row: Any, validator: Draft202012Validator) -> list[tuple[str, str, str]]:
-    if not isinstance(row, dict):
-        return [("", f"a row must be a JSON object, got {type(row).__name__}", "write one object per line")]
+def _schema_problems(row: Any, validator: Draft202012Validator) -> list[Finding]:
     found = []
     for err in sorted(validator.iter_errors(row), key=lambda e: list(e.absolute_path)):
         where = ".".join(str(p) for p in err.absolute_path)
         found.append((where, err.message, f"make '{where or 'the row'}' match the schema ({err.validator})"))
-    if not found:
-        found = check_row(row)
     return found
 
 
-def validate_file(path: str | Path, schema_path: str | Path, quarantine: str | Path | None = None) -> ValidationReport:
+def validate_file(
+    path: str | Path,
+    schema_path: str | Path | None = None,
+    quarantine: str | Path | None = None,
+    fmt: str = "auto",
+) -> ValidationReport:
+    """Check every row: JSON syntax, the JSON Schema (if given), then the format's own checks.
+
+    fmt "auto" takes the format of the first row that parses; every row must then have it.
+    """
     p = Path(path)
-    if not p.is_file():
-        raise FtkitError.one("dataset file not found", file=p, fix="fix the path or create the file")
-    validator = load_schema(schema_path)
+    validator = load_schema(schema_path) if schema_path else None
     report = ValidationReport(path=str(p), quarantine=str(quarantine) if quarantine else None)
+    report.format = None if fmt == "auto" else fmt
     with contextlib.ExitStack() as stack:
         qfh = stack.enter_context(Path(quarantine).open("w", encoding="utf-8")) if quarantine else None
-        for number, raw, row, json_error in iter_jsonl(p):
+        for rec in iter_records(p):
             report.rows += 1
-            found = [("", json_error, "fix the JSON on this line")] if json_error else _row_problems(row, validator)
+            if rec.error:
+                found: list[Finding] = [("", rec.error, "fix the JSON on this line")]
+            else:
+                if fmt == "auto":
+                    fmt = detect_format(rec.row) or "auto"
+                    report.format = None if fmt == "auto" else fmt
+                found = _schema_problems(rec.row, validator) if validator else []
+                if not found and fmt != "auto":
+                    found = check_format(rec.row, fmt)
+                elif not found and validator is None:
+                    found = [("", "no known format (messages, sharegpt, alpaca, preference, kto, completion)",
+                              "pass --format, or fix the row's keys")]  # fmt: skip
             if not found:
                 report.valid += 1
                 continue
@@ -109,14 +115,11 @@ def validate_file(path: str | Path, schema_path: str | Path, quarantine: str | P
             for where, message, fix in found:
                 report.reasons[message.split(":")[0][:80]] += 1
                 if len(report.problems) < MAX_PROBLEMS_KEPT:
-                    report.problems.append(Problem(message, str(p), number, where or None, fix))
+                    report.problems.append(Problem(message, str(p), rec.number, where or None, fix))
             if qfh:
-                qfh.write(
-                    json.dumps(
-                        {"line": number, "reasons": [m for _, m, _ in found], "row": row if row is not None else raw}
-                    )
-                    + "\n"
-                )
+                reasons = [m for _, m, _ in found]
+                row = rec.row if rec.error is None else rec.raw
+                qfh.write(json.dumps({"line": rec.number, "reasons": reasons, "row": row}) + "\n")
     if report.rows == 0:
         report.problems.append(Problem("the dataset has no rows", str(p), None, None, "add rows"))
     return report
