@@ -13,42 +13,33 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import re
 from pathlib import Path
 
+from ftkit.data.convert import ConversionError, hh_to_preference, sharegpt_to_messages
+
 ROOT = Path(__file__).resolve().parents[1]
-TURN = re.compile(r"\n\n(Human|Assistant): ")
-ROLES = {"human": "user", "gpt": "assistant", "Human": "user", "Assistant": "assistant"}
-
-
-def hh_turns(transcript: str) -> list[dict[str, str]] | None:
-    parts = TURN.split(transcript)
-    if parts[0] != "":
-        return None
-    return [{"role": ROLES[parts[i]], "content": parts[i + 1].strip()} for i in range(1, len(parts), 2)]
 
 
 def sft_rows(shared: Path, n: int = 48) -> list[dict]:
     rows = json.loads((shared / "fastchat-dummy-conversation.sharegpt.json").read_text())
-    return [
-        {"id": r["id"], "messages": [{"role": ROLES[c["from"]], "content": c["value"]} for c in r["conversations"]]}
-        for r in rows[:n]
-    ]
+    return [{"id": r["id"], **sharegpt_to_messages(r)} for r in rows[:n]]
 
 
 def dpo_rows(shared: Path, n: int = 48, max_chars: int = 700) -> list[dict]:
+    """Short single-turn pairs (prompt + one answer each), in file order."""
     out = []
     with gzip.open(shared / "hh-rlhf-harmless-base-test.jsonl.gz", "rt") as fh:
         for i, line in enumerate(fh):
             r = json.loads(line)
-            chosen, rejected = hh_turns(r["chosen"]), hh_turns(r["rejected"])
-            if not chosen or not rejected or len(chosen) != 2 or chosen[:-1] != rejected[:-1]:
-                continue
-            if chosen[-1]["role"] != "assistant" or chosen[-1]["content"] == rejected[-1]["content"]:
-                continue
             if len(r["chosen"]) + len(r["rejected"]) > max_chars:
                 continue
-            out.append({"id": f"hh-harmless-test-{i}", "prompt": chosen[:-1], "chosen": chosen, "rejected": rejected})
+            try:
+                pair = hh_to_preference(r)
+            except ConversionError:
+                continue
+            if len(pair["chosen"]) != 2:
+                continue
+            out.append({"id": f"hh-harmless-test-{i}", **pair})
             if len(out) == n:
                 break
     return out

@@ -205,6 +205,23 @@ def cmd_data_validate(args: argparse.Namespace) -> int:
     return int(ExitCode.OK if report.ok else ExitCode.DATA_INVALID)
 
 
+def cmd_data_convert(args: argparse.Namespace) -> int:
+    from ftkit.data.convert import convert_file
+
+    report = convert_file(args.input, args.output, args.to, args.rejected)
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        aside = f" (set aside: {report.rejected_path})" if report.rejected_path else ""
+        out.print(
+            f"{args.input} -> {args.output} ({args.to}): rows in {report.rows_in} = out {report.rows_out} "
+            f"+ set aside {report.set_aside}{aside}"
+        )
+        for reason, count in report.reasons.most_common(10):
+            out.print(f"  {count:>6}  {reason}", highlight=False, markup=False)
+    return 0
+
+
 def cmd_model_prepare(args: argparse.Namespace) -> int:
     from ftkit.models import BUILTIN_MODELS, materialize
 
@@ -284,6 +301,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", type=int, default=20, help="problems to print (default 20)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_data_validate)
+
+    p = dsub.add_parser(
+        "convert",
+        help="convert alpaca/sharegpt rows to chat messages, hh-rlhf transcripts to preference pairs",
+        description="Ids are kept. Rows that cannot be converted go to OUT.rejected.jsonl (or --rejected) with the "
+        "reason; rows in = out + set aside.",
+    )
+    p.add_argument("input")
+    p.add_argument("output", help="JSONL to write")
+    p.add_argument("--to", required=True, choices=["messages", "preference"])
+    p.add_argument("--rejected", help="where rows that cannot be converted go (default OUTPUT.rejected.jsonl)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_data_convert)
 
     model = sub.add_parser("model", help="built-in small models for smoke runs")
     mosub = model.add_subparsers(dest="model_command", required=True)
