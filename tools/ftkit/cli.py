@@ -222,6 +222,62 @@ def cmd_data_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_dedup(args: argparse.Namespace) -> int:
+    from ftkit.data.dedup import dedup_file
+
+    with console.status("deduplicating (exact + MinHash LSH)" if not args.exact_only else "deduplicating (exact)"):
+        report = dedup_file(args.input, args.output, args.dropped, near=not args.exact_only, threshold=args.threshold)
+    if args.json:
+        _print_json(report.to_dict())
+        return 0
+    out.print(
+        f"{args.input} -> {args.output}: rows in {report.rows_in} = kept {report.kept} + exact {report.exact} "
+        f"+ near {report.near} + unreadable {report.unreadable} (dropped rows: {report.dropped_path})"
+    )
+    for ex in report.examples:
+        out.print(f"  line {ex['line']}: {ex['kind']} duplicate of {ex.get('duplicate_of')} "
+                  f"(similarity {ex.get('similarity')})")  # fmt: skip
+    return 0
+
+
+def _leak_line(name: str, leak: dict[str, Any]) -> str:
+    return (f"{name}: {leak['exact']} exact + {leak['near']} near of {leak['rows']} rows also in train"
+            + ("" if leak["exact"] + leak["near"] else " (no leakage)"))  # fmt: skip
+
+
+def cmd_data_split(args: argparse.Namespace) -> int:
+    from ftkit.data.split import split_file
+
+    with console.status("splitting and checking leakage"):
+        report = split_file(
+            args.input, args.out_dir, val=args.val, test=args.test, stratify=args.stratify, seed=args.seed
+        )
+    if args.json:
+        _print_json(report.to_dict())
+        return 0
+    counts = " + ".join(f"{n} {c}" for n, c in report.counts.items())
+    out.print(f"{args.input}: rows {report.rows} = {counts} + unreadable {report.unreadable}")
+    for name, path in report.files.items():
+        out.print(f"  {name}: {path}")
+    for name, leak in report.leakage.items():
+        out.print("  " + _leak_line(name, leak))
+    return 0
+
+
+def cmd_data_leakage(args: argparse.Namespace) -> int:
+    from ftkit.data.split import leakage
+
+    leak = leakage(args.train, args.other, threshold=args.threshold)
+    if args.json:
+        _print_json(leak)
+    else:
+        out.print(_leak_line(args.other, leak))
+        for ex in leak["examples"]:
+            out.print(f"  line {ex['line']} ({ex['id']}): {ex['kind']} match of train {ex['train_id']} "
+                      f"(similarity {ex['similarity']})")  # fmt: skip
+    return int(ExitCode.DATA_INVALID if leak["exact"] + leak["near"] else ExitCode.OK)
+
+
 def cmd_model_prepare(args: argparse.Namespace) -> int:
     from ftkit.models import BUILTIN_MODELS, materialize
 
@@ -314,6 +370,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rejected", help="where rows that cannot be converted go (default OUTPUT.rejected.jsonl)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_data_convert)
+
+    p = dsub.add_parser(
+        "dedup",
+        help="drop exact (normalised) and near (MinHash LSH) duplicates, keeping the first",
+        description="Dropped rows go to OUTPUT.dropped.jsonl with the id of the row kept, the kind and the "
+        "estimated Jaccard similarity of word 5-grams.",
+    )
+    p.add_argument("input")
+    p.add_argument("output")
+    p.add_argument("--threshold", type=float, default=0.8, help="near-duplicate Jaccard threshold (default 0.8)")
+    p.add_argument("--exact-only", action="store_true", help="skip the near-duplicate pass")
+    p.add_argument("--dropped", help="where dropped rows go (default OUTPUT.dropped.jsonl)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_data_dedup)
+    p = dsub.add_parser(
+        "split",
+        help="seeded train/val/test split (optionally stratified) with a leakage check",
+        description="Writes <stem>.train.jsonl, <stem>.val.jsonl (and .test.jsonl) and reports rows of val/test "
+        "that are exact or near duplicates of train rows.",
+    )
+    p.add_argument("input")
+    p.add_argument("--val", type=float, default=0.1)
+    p.add_argument("--test", type=float, default=0.0)
+    p.add_argument("--stratify", help="field (dotted path) whose values keep their proportions in every split")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--out-dir", help="where the split files go (default: beside the input)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_data_split)
+    p = dsub.add_parser("leakage", help="rows of OTHER that are in TRAIN (exact or near); exit 3 when any")
+    p.add_argument("train")
+    p.add_argument("other")
+    p.add_argument("--threshold", type=float, default=0.8)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_data_leakage)
 
     model = sub.add_parser("model", help="built-in small models for smoke runs")
     mosub = model.add_subparsers(dest="model_command", required=True)
