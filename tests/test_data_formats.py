@@ -92,3 +92,19 @@ def test_data_validate_cli_exits_3_and_quarantines_bad_rows(tmp_path: Path, caps
     [kept] = [json.loads(x) for x in quarantine.read_text().splitlines()]
     assert kept["line"] == 2 and kept["row"] == bad
     assert main(["data", "validate", str(write_jsonl(tmp_path / "ok.jsonl", [ROWS["kto"]]))]) == 0
+
+
+def test_lengths_use_the_chat_template_and_flag_rows_whose_answer_would_be_cut(tiny_llama: Path, tmp_path: Path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    short = {"messages": [{"role": "user", "content": "Who are you?"}, {"role": "assistant", "content": "A test."}]}
+    long_prompt = {"messages": [{"role": "user", "content": "Who are you? " * 30},
+                                {"role": "assistant", "content": "A test."}]}  # fmt: skip
+    path = write_jsonl(tmp_path / "d.jsonl", [short, long_prompt, short])
+    n_short = len(tok.apply_chat_template(short["messages"], tokenize=True, return_dict=True)["input_ids"])
+    report = validate_file(path, tokenizer=tok, max_len=n_short + 5)
+    assert (report.valid, report.invalid) == (2, 1)
+    assert report.problems[0].line == 2 and "cut off entirely" in report.problems[0].message
+    assert report.lengths["p50"] == n_short and report.lengths["over_max_len"] == 1
+    assert report.lengths["max"] > n_short + 5

@@ -129,6 +129,14 @@ def test_trust_remote_code_stays_off_unless_the_recipe_says_why(tiny_recipe, tmp
     assert "trust_remote_code is on" in capsys.readouterr().err
 
 
+def test_rows_whose_answer_the_sequence_length_would_cut_stop_the_run(tiny_recipe, tmp_path: Path, capsys):  # type: ignore[no-untyped-def]
+    tiny_recipe("tiny-trl-sft-dpo")
+    assert run("tiny-trl-sft-dpo", tmp_path / "runs", "--set", "sft.trainer.max_length=6") == 3
+    err = capsys.readouterr().err
+    assert "cut off entirely" in err and "training did not start" in err
+    assert not (only_run_dir(tmp_path / "runs", "tiny-trl-sft-dpo") / "sft" / "train.log").exists()
+
+
 def test_full_profile_without_a_gpu_exits_5_and_says_how_to_run_the_smoke_profile(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):

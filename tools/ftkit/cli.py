@@ -182,7 +182,14 @@ def cmd_metrics_check(args: argparse.Namespace) -> int:
 def cmd_data_validate(args: argparse.Namespace) -> int:
     from ftkit.data.validate import validate_file
 
-    report = validate_file(args.file, args.schema, args.quarantine, args.format)
+    tokenizer = None
+    if args.tokenizer:
+        from transformers import AutoTokenizer
+
+        with console.status(f"loading tokenizer {args.tokenizer}"):
+            tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    with console.status(f"validating {args.file}"):
+        report = validate_file(args.file, args.schema, args.quarantine, args.format, tokenizer, args.max_len)
     if args.json:
         _print_json(report.to_dict())
     else:
@@ -191,6 +198,12 @@ def cmd_data_validate(args: argparse.Namespace) -> int:
             f"{report.path}: format {report.format or 'unknown'}; rows {report.rows} = valid {report.valid} "
             f"+ invalid {report.invalid}{quarantined}"
         )
+        if report.lengths and report.lengths.get("rows"):
+            ln = report.lengths
+            out.print(
+                f"tokens after the chat template: p50 {ln['p50']}, p95 {ln['p95']}, max {ln['max']}"
+                + (f"; {ln['over_max_len']} over --max-len {ln['max_len']} (truncated)" if ln["max_len"] else "")
+            )
         if report.reasons:
             table = Table(title="invalid rows by reason")
             table.add_column("reason")
@@ -354,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="auto", choices=["auto", *FORMATS], help="row format (default: detect)")
     p.add_argument("--schema", help="a JSON Schema every row must match (e.g. recipes/<name>/sft.schema.json)")
     p.add_argument("--quarantine", help="write invalid rows with their reasons to this JSONL file")
+    p.add_argument("--tokenizer", help="a model dir (or hub id) whose tokenizer and chat template measure lengths")
+    p.add_argument("--max-len", type=int, help="the training sequence length: rows over it are counted, and rows "
+                   "whose answer it would cut off entirely are invalid")  # fmt: skip
     p.add_argument("--show", type=int, default=20, help="problems to print (default 20)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_data_validate)

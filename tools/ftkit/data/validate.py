@@ -18,6 +18,7 @@ from jsonschema.exceptions import SchemaError
 
 from ftkit.data.checks import Finding
 from ftkit.data.formats import check_format, detect_format
+from ftkit.data.lengths import LengthStats, check_lengths
 from ftkit.data.readers import iter_records
 from ftkit.errors import FtkitError, Problem
 
@@ -34,6 +35,7 @@ class ValidationReport:
     problems: list[Problem] = field(default_factory=list)
     quarantine: str | None = None
     format: str | None = None
+    lengths: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -49,6 +51,7 @@ class ValidationReport:
             "problems": [p.to_dict() for p in self.problems],
             "quarantine": self.quarantine,
             "format": self.format,
+            "lengths": self.lengths,
         }
 
 
@@ -83,11 +86,16 @@ def validate_file(
     schema_path: str | Path | None = None,
     quarantine: str | Path | None = None,
     fmt: str = "auto",
+    tokenizer: Any = None,
+    max_len: int | None = None,
 ) -> ValidationReport:
     """Check every row: JSON syntax, the JSON Schema (if given), then the format's own checks.
 
     fmt "auto" takes the format of the first row that parses; every row must then have it.
+    With a tokenizer, token lengths after the chat template are measured and a row whose answer
+    a max length would cut off entirely is invalid.
     """
+    stats = LengthStats()
     p = Path(path)
     validator = load_schema(schema_path) if schema_path else None
     report = ValidationReport(path=str(p), quarantine=str(quarantine) if quarantine else None)
@@ -108,6 +116,8 @@ def validate_file(
                 elif not found and validator is None:
                     found = [("", "no known format (messages, sharegpt, alpaca, preference, kto, completion)",
                               "pass --format, or fix the row's keys")]  # fmt: skip
+                if not found and tokenizer is not None:
+                    found = check_lengths(tokenizer, rec.row, max_len, stats)
             if not found:
                 report.valid += 1
                 continue
@@ -122,4 +132,6 @@ def validate_file(
                 qfh.write(json.dumps({"line": rec.number, "reasons": reasons, "row": row}) + "\n")
     if report.rows == 0:
         report.problems.append(Problem("the dataset has no rows", str(p), None, None, "add rows"))
+    if tokenizer is not None:
+        report.lengths = stats.summary(max_len)
     return report

@@ -131,6 +131,10 @@ class AxolotlEngine(Engine):
             return []
         return parse_log_records(ctx.log_path.read_text(encoding="utf-8", errors="replace"))
 
+    def sequence_len(self, cfg: dict[str, Any]) -> int | None:
+        value = cfg.get("sequence_len")
+        return int(value) if value else None
+
     def dataset_paths(self, cfg: dict[str, Any]) -> list[str]:
         return [str(d["path"]) for d in cfg.get("datasets") or [] if isinstance(d, dict) and "path" in d]
 

@@ -115,6 +115,10 @@ class Engine(ABC):
     def dataset_paths(self, cfg: dict[str, Any]) -> list[str]:
         """Dataset locations the config trains on (local files or hub ids)."""
 
+    @abstractmethod
+    def sequence_len(self, cfg: dict[str, Any]) -> int | None:
+        """The training sequence length (tokens) the config truncates rows to."""
+
     def env(self, ctx: StageContext) -> dict[str, str]:
         return {"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
 

@@ -68,6 +68,10 @@ class TrlEngine(Engine):
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
+    def sequence_len(self, cfg: dict[str, Any]) -> int | None:
+        value = cfg.get("trainer", {}).get("max_length")
+        return int(value) if value else None
+
     def dataset_paths(self, cfg: dict[str, Any]) -> list[str]:
         path = cfg.get("dataset", {}).get("path")
         return [str(path)] if path else []

@@ -83,8 +83,21 @@ def _check_hardware(loaded: LoadedRecipe, profile: str, hw: dict[str, Any]) -> N
         )
 
 
-def _preflight_data(loaded: LoadedRecipe, resolved: ResolvedStage, ctx: StageContext) -> list[ValidationReport]:
-    """Validate every local dataset of the stage against its schema; refuse to train on bad rows."""
+def _load_tokenizer(model: str) -> Any:
+    """The base model's tokenizer for length checks, or None when it cannot be had (a gated hub id offline)."""
+    try:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(model)
+    except (OSError, ValueError):
+        return None
+
+
+def _preflight_data(
+    loaded: LoadedRecipe, resolved: ResolvedStage, ctx: StageContext, tokenizer: Any = None
+) -> list[ValidationReport]:
+    """Validate every local dataset of the stage against its schema, format rules and, with a tokenizer,
+    its sequence length; refuse to train on bad rows."""
     engine = get_engine(loaded.recipe.engine)
     files = loaded.stage_files(resolved.name)
     reports = []
@@ -92,7 +105,8 @@ def _preflight_data(loaded: LoadedRecipe, resolved: ResolvedStage, ctx: StageCon
         if not Path(path).is_file():
             continue  # a hub dataset: the engine loads it (checked by `ftkit data validate` in issue 3)
         quarantine = ctx.stage_dir / f"quarantine-{Path(path).stem}.jsonl"
-        report = validate_file(path, files.schema_path, quarantine)
+        max_len = engine.sequence_len(resolved.config) if tokenizer is not None else None
+        report = validate_file(path, files.schema_path, quarantine, tokenizer=tokenizer, max_len=max_len)
         reports.append(report)
         if not report.ok:
             raise FtkitError(
@@ -170,6 +184,8 @@ def run_recipe(name: str, opts: RunOptions, events: RunEvents | None = None) -> 
         return model_cache[ref]
 
     planned: dict[str, PlannedStage] = {}
+    tokenizers: dict[str, Any] = {}
+    root_base = ""
     for stage in loaded.recipe.stages:
         ctx = ctx_for(stage.name)
         placeholder = str(ctx.stage_dir.parent / (stage.init_from or "") / "merged") if stage.init_from else None
@@ -191,7 +207,14 @@ def run_recipe(name: str, opts: RunOptions, events: RunEvents | None = None) -> 
             )
         if stage_problems:
             raise FtkitError(f"stage '{stage.name}': the resolved config is invalid", stage_problems)
-        planned[stage.name] = PlannedStage(ctx, _preflight_data(loaded, resolved, ctx))
+        # A stage that starts from an earlier one keeps that stage's tokenizer: the root stage's base model.
+        base = root_base if stage.init_from else engine.base_model(resolved.config)
+        root_base = root_base or base
+        if base not in tokenizers:
+            tokenizers[base] = _load_tokenizer(base)
+            if tokenizers[base] is None:
+                events.message(f"no tokenizer for {base}: token lengths not checked before training")
+        planned[stage.name] = PlannedStage(ctx, _preflight_data(loaded, resolved, ctx, tokenizers[base]))
 
     metrics: dict[str, Any] = {
         "recipe": loaded.name,
