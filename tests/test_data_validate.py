@@ -64,3 +64,24 @@ def test_preference_rows_follow_the_dpo_schema(tmp_path: Path):
     report = validate_file(write_jsonl(tmp_path / "p.jsonl", [good, missing]), DPO_SCHEMA)
     assert report.valid == 1 and report.invalid == 1
     assert "rejected" in report.problems[0].message
+
+
+def test_parallel_validation_reports_the_same_lines_as_sequential(tmp_path: Path, monkeypatch):  # type: ignore[no-untyped-def]
+    import ftkit.data.validate as v
+
+    good = json.dumps({"id": 1, "messages": msgs(("user", "hi"), ("assistant", "hello"))})
+    bad = json.dumps({"id": 2, "messages": msgs(("user", "hi"))})
+    lines = []
+    for i in range(300):
+        lines.append(bad if i % 37 == 5 else ("{broken" if i % 91 == 50 else good))
+        if i % 53 == 0:
+            lines.append("")  # blank lines still count for line numbers
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    seq = validate_file(path, SFT_SCHEMA, tmp_path / "q1.jsonl")
+    monkeypatch.setattr(v, "PARALLEL_MIN_BYTES", 0)
+    par = validate_file(path, SFT_SCHEMA, tmp_path / "q2.jsonl", workers=3)
+    assert (par.rows, par.valid, par.invalid) == (seq.rows, seq.valid, seq.invalid) and seq.invalid > 5
+    assert [(p.line, p.field, p.message) for p in par.problems] == [(p.line, p.field, p.message) for p in seq.problems]
+    assert (tmp_path / "q1.jsonl").read_text() == (tmp_path / "q2.jsonl").read_text()
+    assert par.reasons == seq.reasons

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -189,7 +190,9 @@ def cmd_data_validate(args: argparse.Namespace) -> int:
         with console.status(f"loading tokenizer {args.tokenizer}"):
             tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     with console.status(f"validating {args.file}"):
-        report = validate_file(args.file, args.schema, args.quarantine, args.format, tokenizer, args.max_len)
+        report = validate_file(
+            args.file, args.schema, args.quarantine, args.format, tokenizer, args.max_len, workers=args.workers
+        )
     if args.json:
         _print_json(report.to_dict())
     else:
@@ -371,6 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-len", type=int, help="the training sequence length: rows over it are counted, and rows "
                    "whose answer it would cut off entirely are invalid")  # fmt: skip
     p.add_argument("--show", type=int, default=20, help="problems to print (default 20)")
+    p.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1,
+        help="processes for a plain JSONL file over 4 MB (default: all cores; 1 = sequential)",
+    )  # fmt: skip
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_data_validate)
 

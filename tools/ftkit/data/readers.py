@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
+
 from ftkit.errors import FtkitError
 
 SUPPORTED = ".jsonl, .ndjson, .json, .parquet (JSON files optionally .gz or .zst compressed)"
@@ -55,9 +57,13 @@ def _json_lines(fh: IO[str]) -> Iterator[Record]:
         if not raw.strip():
             continue
         try:
-            yield Record(number, json.loads(raw))
-        except json.JSONDecodeError as exc:
-            yield Record(number, None, raw.rstrip("\n"), f"invalid JSON at column {exc.colno}: {exc.msg}")
+            yield Record(number, orjson.loads(raw))
+        except orjson.JSONDecodeError:
+            # The standard library accepts a little more (NaN, integers over 64 bits) and names the column.
+            try:
+                yield Record(number, json.loads(raw))
+            except json.JSONDecodeError as exc:
+                yield Record(number, None, raw.rstrip("\n"), f"invalid JSON at column {exc.colno}: {exc.msg}")
 
 
 def iter_records(path: str | Path) -> Iterator[Record]:
