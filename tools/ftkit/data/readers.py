@@ -6,6 +6,7 @@ Parquet file) so errors can name it. JSONL and Parquet stream in constant memory
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import gzip
 import io
@@ -38,32 +39,115 @@ def _kind(path: Path) -> tuple[str, str | None]:
 
 
 @contextlib.contextmanager
-def _open_text(path: Path, compression: str | None) -> Iterator[IO[str]]:
+def _open_binary(path: Path, compression: str | None) -> Iterator[IO[bytes]]:
     if compression == "gz":
-        with gzip.open(path, "rt", encoding="utf-8") as fh:
-            yield fh
+        with gzip.open(path, "rb") as fh:
+            yield fh  # type: ignore[misc]
     elif compression == "zst":
         import zstandard
 
         with path.open("rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as reader:
-            yield io.TextIOWrapper(reader, encoding="utf-8")
+            yield io.BufferedReader(reader)  # type: ignore[arg-type]
     else:
-        with path.open("r", encoding="utf-8") as fh:
+        with path.open("rb") as fh:
             yield fh
 
 
-def _json_lines(fh: IO[str]) -> Iterator[Record]:
+def parse_line(number: int, raw: bytes) -> Record:
+    """One JSONL line -> a Record; every failure becomes a classified error, never an exception."""
+    try:
+        return Record(number, orjson.loads(raw))
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        shown = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+        return Record(number, None, shown, f"not valid UTF-8 (byte {exc.start} of the line)")
+    try:  # the standard library accepts a little more (NaN, huge integers) and names the column
+        return Record(number, json.loads(text))
+    except json.JSONDecodeError as exc:
+        return Record(number, None, text.rstrip("\r\n"), f"invalid JSON at column {exc.colno}: {exc.msg}")
+    except RecursionError:
+        return Record(number, None, text[:200], "JSON nested too deeply")
+
+
+def _json_lines(fh: IO[bytes]) -> Iterator[Record]:
     for number, raw in enumerate(fh, start=1):
-        if not raw.strip():
-            continue
-        try:
-            yield Record(number, orjson.loads(raw))
-        except orjson.JSONDecodeError:
-            # The standard library accepts a little more (NaN, integers over 64 bits) and names the column.
-            try:
-                yield Record(number, json.loads(raw))
-            except json.JSONDecodeError as exc:
-                yield Record(number, None, raw.rstrip("\n"), f"invalid JSON at column {exc.colno}: {exc.msg}")
+        if number == 1 and raw.startswith(BOM):
+            raw = raw[len(BOM) :]
+        if raw.strip():
+            yield parse_line(number, raw)
+
+
+BOM = b"\xef\xbb\xbf"
+CHUNK = 1 << 20
+MAX_ROW_CHARS = 256 << 20
+
+
+def _json_array(fh: IO[bytes]) -> Iterator[Record]:
+    """Stream the elements of a top-level JSON array, one decoded value at a time (constant memory).
+
+    A syntax error ends the stream with one error record naming the row index and the line.
+    """
+    decoder = json.JSONDecoder()
+    utf8 = codecs.getincrementaldecoder("utf-8")()
+    buf, pos, line, index, eof = "", 0, 1, 0, False
+
+    def more() -> bool:
+        nonlocal buf, pos, eof
+        if eof:
+            return False
+        chunk = fh.read(CHUNK)
+        eof = not chunk
+        buf = buf[pos:] + utf8.decode(chunk, final=eof)
+        pos = 0
+        return bool(chunk) or bool(buf)
+
+    def skip_ws() -> str:
+        nonlocal pos, line
+        while True:
+            while pos < len(buf) and buf[pos] in " \t\r\n\ufeff":
+                line += buf[pos] == "\n"
+                pos += 1
+            if pos < len(buf) or not more():
+                return buf[pos] if pos < len(buf) else ""
+
+    def error(message: str) -> Record:
+        return Record(index + 1, None, buf[pos : pos + 200], f"{message} (line {line} of the file)")
+
+    try:
+        if skip_ws() != "[":
+            yield error("a JSON array file must start with '['")
+            return
+        pos += 1
+        if skip_ws() == "]":
+            return
+        while True:
+            skip_ws()
+            while True:
+                try:
+                    value, end = decoder.raw_decode(buf, pos)
+                    break
+                except json.JSONDecodeError as exc:
+                    if len(buf) - pos > MAX_ROW_CHARS or not more():
+                        yield error(f"invalid JSON in row {index + 1}: {exc.msg}")
+                        return
+            line += buf.count("\n", pos, end)
+            pos = end
+            index += 1
+            yield Record(index, value)
+            sep = skip_ws()
+            if sep == "]":
+                return
+            if sep != ",":
+                yield error(f"expected ',' or ']' after row {index}, found {sep or 'the end of the file'!r}")
+                return
+            pos += 1
+    except UnicodeDecodeError as exc:
+        yield Record(index + 1, None, None, f"not valid UTF-8 near row {index + 1} ({exc.reason})")
+    except RecursionError:
+        yield Record(index + 1, None, None, f"JSON nested too deeply in row {index + 1}")
 
 
 def iter_records(path: str | Path) -> Iterator[Record]:
@@ -82,24 +166,14 @@ def iter_records(path: str | Path) -> Iterator[Record]:
         return
     if base not in (".jsonl", ".ndjson", ".json"):
         raise FtkitError.one(f"unsupported file type '{''.join(p.suffixes)}'", file=p, fix=f"use one of: {SUPPORTED}")
-    if base == ".json" and _first_char(p, compression) == "[":
-        # A JSON array is parsed whole (not streamed): convert large ones to JSONL first.
-        with _open_text(p, compression) as fh:
-            try:
-                rows = json.load(fh)
-            except json.JSONDecodeError as exc:
-                raise FtkitError.one(
-                    f"not valid JSON: {exc.msg}", file=p, line=exc.lineno, fix="fix the JSON, or write JSONL"
-                ) from exc
-        for i, row in enumerate(rows, start=1):
-            yield Record(i, row)
-        return
-    with _open_text(p, compression) as fh:
-        yield from _json_lines(fh)
+    with _open_binary(p, compression) as fh:
+        if base == ".json" and _first_byte(p, compression) == b"[":
+            yield from _json_array(fh)
+        else:
+            yield from _json_lines(fh)
 
 
-def _first_char(path: Path, compression: str | None) -> str:
-    with _open_text(path, compression) as fh:
-        while (ch := fh.read(1)) and ch.isspace():
-            pass
-        return ch
+def _first_byte(path: Path, compression: str | None) -> bytes:
+    with _open_binary(path, compression) as fh:
+        head = fh.read(4096).lstrip(b" \t\r\n")
+        return head.removeprefix(BOM).lstrip()[:1]

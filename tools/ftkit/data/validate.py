@@ -14,14 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import orjson
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from ftkit.data.checks import Finding
 from ftkit.data.formats import check_format, detect_format
 from ftkit.data.lengths import LengthStats, check_lengths
-from ftkit.data.readers import Record, iter_records
+from ftkit.data.readers import BOM, Record, iter_records, parse_line
 from ftkit.errors import FtkitError, Problem
 
 MAX_PROBLEMS_KEPT = 50
@@ -189,16 +188,10 @@ def _range_records(path: Path, start: int, end: int) -> Iterator[Record]:
         number = 0
         while fh.tell() < end and (raw := fh.readline()):
             number += 1
-            if not raw.strip():
-                continue
-            try:
-                yield Record(number, orjson.loads(raw))
-            except orjson.JSONDecodeError:
-                text = raw.decode("utf-8", errors="replace")
-                try:
-                    yield Record(number, json.loads(text))
-                except json.JSONDecodeError as exc:
-                    yield Record(number, None, text.rstrip("\n"), f"invalid JSON at column {exc.colno}: {exc.msg}")
+            if start == 0 and number == 1 and raw.startswith(BOM):
+                raw = raw[len(BOM) :]
+            if raw.strip():
+                yield parse_line(number, raw)
 
 
 def _line_count(path: Path, start: int, end: int) -> int:
@@ -229,8 +222,7 @@ def _validate_parallel(
     from concurrent.futures import ProcessPoolExecutor
 
     if fmt == "auto":  # settle the format once, from the first row, so every worker checks the same one
-        first = next((r for r in iter_records(path) if r.error is None), None)
-        fmt = (detect_format(first.row) if first else None) or "auto"
+        fmt = next((f for r in iter_records(path) if r.error is None and (f := detect_format(r.row))), "auto")
     size = path.stat().st_size
     bounds = [size * i // workers for i in range(workers + 1)]
     parts = [f"{quarantine}.part{i}" if quarantine else None for i in range(workers)]
