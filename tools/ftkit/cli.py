@@ -208,9 +208,9 @@ def cmd_data_validate(args: argparse.Namespace) -> int:
                 + (f"; {ln['over_max_len']} over --max-len {ln['max_len']} (truncated)" if ln["max_len"] else "")
             )
         if report.reasons:
-            table = Table(title="invalid rows by reason")
+            table = Table(title="problems by reason")
             table.add_column("reason")
-            table.add_column("rows", justify="right")
+            table.add_column("problems", justify="right")
             for reason, count in report.reasons.most_common():
                 table.add_row(reason, str(count))
             out.print(table)

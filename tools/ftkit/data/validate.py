@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from ftkit.data.readers import BOM, Record, iter_records, parse_line
 from ftkit.errors import FtkitError, Problem
 
 MAX_PROBLEMS_KEPT = 50
+_NUMBER = re.compile(r"\d+")
 
 
 @dataclass
@@ -94,6 +96,11 @@ def load_schema(path: str | Path) -> SchemaValidator:
     return SchemaValidator(schema)
 
 
+def reason_key(message: str) -> str:
+    """A problem's summary bucket: its text before any ':' with numbers as N ('turn N is ...')."""
+    return _NUMBER.sub("N", message.split(":")[0])[:80]
+
+
 def _check_records(
     records: Iterable[Record],
     report: ValidationReport,
@@ -126,7 +133,7 @@ def _check_records(
             continue
         report.invalid += 1
         for where, message, fix in found:
-            report.reasons[message.split(":")[0][:80]] += 1
+            report.reasons[reason_key(message)] += 1
             if len(report.problems) < MAX_PROBLEMS_KEPT:
                 report.problems.append(Problem(message, report.path, rec.number, where or None, fix))
         if qfh:
