@@ -1,54 +1,95 @@
-"""Peak GPU memory, step time and tokens/s of the llama8b QLoRA recipes on a real GPU, side by side
-with a plain transformers + PEFT baseline, in one process.
+"""Peak GPU memory, step time and tokens/s of the llama8b QLoRA recipes, side by side with a plain baseline.
 
-What it runs (each case loads the model fresh and trains a few steps on random tokens):
+What it measures, in one process, one case after the other (each case loads the model fresh; memory is freed and
+the peak counters reset between cases):
 
-  sft-recipe    llama8b-qlora-sft's hyperparameters, read from recipes/*/sft.axolotl.yaml: NF4 4-bit base with
-                double quant, LoRA r/alpha/dropout on all linear layers, sequence_len, micro_batch_size,
-                non-reentrant gradient checkpointing, paged AdamW 8-bit, bf16, PyTorch SDPA attention
-                (flash-attn has no wheel here; SDPA runs PyTorch's fused flash kernels). Full-length rows stand
-                for packed batches (sample packing fills every row to sequence_len).
-  sft-baseline  the plain transformers+PEFT loop people write first: same model, LoRA and tokens per step, but
-                eager attention, torch AdamW (fp32 states) and default (reentrant) gradient checkpointing.
-  dpo-recipe    llama8b-qlora-dpo's DPO stage: LoRA r16, sequence_len, micro-batch of pairs (chosen+rejected
-                in one forward), the reference pass with the adapter disabled (no second model), sigmoid DPO
-                loss with rl_beta, paged AdamW 8-bit, SDPA.
-  dpo-baseline  the same DPO step with a separate 4-bit reference model in memory, eager attention, torch AdamW.
+  sft-recipe    llama8b-qlora-sft's hyperparameters, read from recipes/llama8b-qlora-sft/sft.axolotl.yaml: NF4 4-bit
+                base with double quant (bf16 compute), LoRA r/alpha/dropout on all linear layers, sequence_len,
+                micro_batch_size, gradient checkpointing with the YAML's kwargs (use_reentrant false), the YAML's
+                optimizer (paged_adamw_8bit), bf16 autocast, tf32, max_grad_norm, and Axolotl's dtype fix-up after
+                `prepare_model_for_kbit_training` (norms, embed_tokens and lm_head back to bf16). Attention is
+                PyTorch SDPA: the YAML asks for flash_attention_2, but flash-attn has no wheel for the GPU machine.
+                Every row is sequence_len random tokens, which is what sample packing produces (one causal sequence
+                per row: packing's per-document attention boundaries are not modelled).
+  sft-baseline  the plain transformers + PEFT loop people write first: the same 4-bit model, LoRA and tokens per step,
+                but eager attention, torch AdamW (fp32 states), `prepare_model_for_kbit_training` with its defaults
+                (gradient checkpointing without kwargs, so torch's default reentrant variant) and no dtype fix-up
+                (embeddings, lm_head and norms stay fp32), tf32 off. The JSON names each difference.
+  dpo-recipe    llama8b-qlora-dpo's DPO stage from recipes/llama8b-qlora-dpo/dpo.axolotl.yaml: a fresh LoRA (r 16) on
+                the same 4-bit base, sequence_len 2048 per sequence, micro_batch_size pairs (chosen + rejected of every
+                pair in one concatenated forward: 2 x micro-batch rows), sigmoid DPO loss with rl_beta, reference
+                log-probs from the same model with the adapter disabled (no second model). Runs through TRL's
+                DPOTrainer (what Axolotl drives) when trl and datasets import, else through a direct implementation
+                of the same step; the JSON says which ran (and why, if TRL failed).
+  dpo-baseline  (only with --cases) the same DPO step with a separate 4-bit reference model, eager attention, torch
+                AdamW and default checkpointing: the plain setup without PEFT's adapter switch.
 
-Weights are random: the real Llama-3.1-8B architecture (its published config.json values) built with
-`from_config` in bf16, saved once as safetensors, loaded back through BitsAndBytesConfig like the recipe.
-Speed and memory do not depend on the weight values; loss values here mean nothing and are not reported as such.
+Per case, after --warmup steps, over --steps timed steps: step time (mean, p50), tokens/s (for DPO chosen + rejected
+tokens of the policy forward), torch.cuda.max_memory_allocated / max_memory_reserved during training (and during
+loading), trainable parameters, loss of the first and last timed step. Then a table and the recipe/baseline ratios.
+A step is one micro-batch: forward, backward, gradient clipping and an optimizer step (the recipes accumulate 8
+micro-batches per optimizer step; the LoRA optimizer step is a small part of a micro-batch's time).
 
-Run on a GPU machine from the repo root (wheels for missing packages in --wheels are installed first):
-    python benchmarks/gpu_recipe_bench.py --out results.json --steps 6 --warmup 2
+Weights are random: the real Llama-3.1-8B-Instruct architecture (its published config.json values, below) built with
+`from_config` in bf16, saved once as safetensors under --model-dir (about 16 GB; kept out of $OUT) and loaded back
+through BitsAndBytesConfig like the recipe. Speed and memory do not depend on weight values; losses from random
+weights only show that the step ran. Paged optimizer states live in CUDA managed memory, which torch's counters do not
+see: `device_used_gib` (total minus free, from cudaMemGetInfo, right after the last step) includes them.
+
+Missing bitsandbytes, trl or peft are installed first from the wheels in --wheels (default .gpu-carry/, kept out of
+git) with `pip install --no-deps --no-index` (or unpacked onto sys.path if pip cannot install).
+
+Run on the GPU machine from the repo root (about 5 to 7 minutes on an H100; --deadline-s cuts timed steps short and
+skips cases that would start too late, so the run ends in time):
+    GIT_COMMIT=<sha> python benchmarks/gpu_recipe_bench.py --out $OUT/llama8b-qlora-bench.json --steps 6 --warmup 2
+
+Check the script without a GPU (2-layer, hidden-64 Llama on CPU, no 4-bit; CPU numbers are not GPU numbers):
+    python benchmarks/gpu_recipe_bench.py --tiny --out /tmp/tiny-bench.json --steps 2 --warmup 1
+    python benchmarks/gpu_recipe_bench.py --dry-run --out /tmp/plan.json   # the 8B plan, YAML values, param count
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
+import hashlib
 import importlib
+import importlib.util
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+import traceback
+import warnings
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+T_START = time.monotonic()
 ROOT = Path(__file__).resolve().parents[1]
+SFT_YAML = ROOT / "recipes/llama8b-qlora-sft/sft.axolotl.yaml"
+DPO_YAML = ROOT / "recipes/llama8b-qlora-dpo/dpo.axolotl.yaml"
+GIB = 2**30
+SCRIPT_VERSION = 2
 
-# meta-llama/Llama-3.1-8B-Instruct config.json (published values).
-LLAMA31_8B: dict[str, Any] = {
+# meta-llama/Llama-3.1-8B-Instruct config.json, published values (head_dim is derived: 4096 / 32 = 128).
+LLAMA31_8B_INSTRUCT: dict[str, Any] = {
     "architectures": ["LlamaForCausalLM"],
     "attention_bias": False,
+    "attention_dropout": 0.0,
     "bos_token_id": 128000,
     "eos_token_id": [128001, 128008, 128009],
-    "head_dim": 128,
     "hidden_act": "silu",
     "hidden_size": 4096,
+    "initializer_range": 0.02,
     "intermediate_size": 14336,
     "max_position_embeddings": 131072,
     "mlp_bias": False,
@@ -56,272 +97,1071 @@ LLAMA31_8B: dict[str, Any] = {
     "num_attention_heads": 32,
     "num_hidden_layers": 32,
     "num_key_value_heads": 8,
+    "pretraining_tp": 1,
     "rms_norm_eps": 1e-05,
     "rope_scaling": {
         "factor": 8.0,
-        "high_freq_factor": 4.0,
         "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
         "original_max_position_embeddings": 8192,
         "rope_type": "llama3",
     },
     "rope_theta": 500000.0,
     "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16",
+    "use_cache": True,
     "vocab_size": 128256,
 }
-TINY = {**LLAMA31_8B, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-        "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 512}  # fmt: skip
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+TINY_OVERRIDES: dict[str, Any] = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 512,
+    "bos_token_id": 0,
+    "eos_token_id": 511,
+}
+TINY_SEQ_CAP = 128
+EXPECTED_8B_PARAMS = 8_030_261_248
+CARRIED_PACKAGES = ("bitsandbytes", "trl", "peft")
+DEFAULT_CASES = ("sft-recipe", "sft-baseline", "dpo-recipe")
+ALL_CASES = (*DEFAULT_CASES, "dpo-baseline")
+MIN_TIMED_STEPS = 2
 
 
-def ensure_packages(wheels: Path) -> None:
-    missing = [m for m in ("bitsandbytes", "peft") if importlib.util.find_spec(m) is None]
-    if missing and wheels.is_dir():
-        files = [str(w) for w in wheels.glob("*.whl") if any(w.name.startswith(m) for m in missing)]
-        print(f"installing carried wheels for {missing}: {files}", flush=True)
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", *files], check=True)
+def log(msg: str) -> None:
+    print(f"[{time.monotonic() - T_START:7.1f}s] {msg}", flush=True)
+
+
+# --------------------------------------------------------------------------------------------------- carried wheels
+def _importable(name: str) -> tuple[bool, str]:
+    try:
+        importlib.import_module(name)
+        return True, ""
+    except Exception as exc:  # a broken install raises more than ImportError
+        return False, f"{type(exc).__name__}: {exc}"[:300]
+
+
+def ensure_packages(wheels: Path) -> dict[str, Any]:
+    """Install the carried wheels of packages that do not import; return what was done."""
+    record: dict[str, Any] = {"wheels_dir": str(wheels), "actions": []}
+    for name in CARRIED_PACKAGES:
+        ok, why = _importable(name)
+        if ok:
+            continue
+        found = sorted(wheels.glob(f"{name}-*.whl")) if wheels.is_dir() else []
+        if not found:
+            record["actions"].append({"package": name, "import_error": why, "result": f"no {name}-*.whl in {wheels}"})
+            continue
+        wheel = found[-1]
+        log(f"{name} does not import ({why}); installing carried wheel {wheel.name}")
+        cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--quiet", str(wheel)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        how = "pip install --no-deps --no-index"
+        if proc.returncode != 0:
+            # pip missing or site-packages read-only: unpack the wheel (these wheels need no install hooks).
+            target = Path(tempfile.gettempdir()) / "gpu-carry-site"
+            with zipfile.ZipFile(wheel) as zf:
+                zf.extractall(target)
+            if str(target) not in sys.path:
+                sys.path.insert(0, str(target))
+            how = f"unpacked onto sys.path at {target} (pip failed: {proc.stderr.strip()[-300:]})"
         importlib.invalidate_caches()
+        for mod in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
+            del sys.modules[mod]
+        ok, why = _importable(name)
+        record["actions"].append({"package": name, "wheel": wheel.name, "how": how, "imports_now": ok, "error": why})
+    return record
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
-    import yaml
-
-    return yaml.safe_load(path.read_text())
-
-
-def versions() -> dict[str, str]:
+# ------------------------------------------------------------------------------------------------------ environment
+def package_versions() -> dict[str, str]:
     from importlib import metadata
 
-    out = {}
-    for name in ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "trl", "flash-attn"):
+    names = ("torch", "transformers", "peft", "trl", "bitsandbytes", "accelerate", "datasets", "safetensors",
+             "tokenizers", "numpy", "flash-attn", "flash_attn", "pyyaml")  # fmt: skip
+    out: dict[str, str] = {}
+    for name in names:
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             out[name] = "absent"
+    if out.pop("flash_attn") != "absent":
+        out["flash-attn"] = metadata.version("flash_attn")
     return out
 
 
-def build_random_model(cfg_values: dict[str, Any], path: Path) -> None:
-    import torch
-    from transformers import AutoModelForCausalLM, LlamaConfig
+def git_commit() -> str:
+    if os.environ.get("GIT_COMMIT"):
+        return os.environ["GIT_COMMIT"]
+    with contextlib.suppress(Exception):
+        proc = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if proc.returncode == 0:
+            return proc.stdout.strip()
+    return "unknown (set GIT_COMMIT)"
 
-    if (path / "config.json").is_file():
-        return
-    t0 = time.time()
-    config = LlamaConfig(**{k: v for k, v in cfg_values.items() if k not in ("architectures", "model_type")})
+
+def environment(device: str) -> dict[str, Any]:
+    import torch
+
+    env: dict[str, Any] = {
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "commit": git_commit(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "versions": package_versions(),
+        "torch_cuda_build": torch.version.cuda,
+        "cuda_available": torch.cuda.is_available(),
+        "device_used": device,
+        "flash_attn_importable": importlib.util.find_spec("flash_attn") is not None,
+    }
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        env["gpu"] = props.name
+        env["gpu_memory_gib"] = round(props.total_memory / GIB, 2)
+        env["compute_capability"] = f"{props.major}.{props.minor}"
+        env["cudnn"] = torch.backends.cudnn.version()
+        with contextlib.suppress(Exception):
+            q = "--query-gpu=driver_version,name,memory.total"
+            smi = subprocess.run(["nvidia-smi", q, "--format=csv,noheader"], capture_output=True, text=True, timeout=30)
+            env["nvidia_smi"] = smi.stdout.strip()
+            env["driver"] = smi.stdout.strip().split(",")[0]
+    else:
+        env["gpu"] = None
+        env["note"] = "no CUDA device: any figures from this run are CPU figures, not GPU figures"
+    return env
+
+
+# ---------------------------------------------------------------------------------------------------------- recipes
+def read_yaml(path: Path, required: tuple[str, ...]) -> dict[str, Any]:
+    import yaml
+
+    if not path.is_file():
+        raise SystemExit(f"{path}: not found. Run this script from a checkout of finetune-recipes (repo root).")
+    data = yaml.safe_load(path.read_text())
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise SystemExit(f"{path}: missing keys {missing}. Fix: add them to the recipe's Axolotl YAML.")
+    if not data.get("load_in_4bit") or data.get("adapter") != "qlora":
+        raise SystemExit(f"{path}: load_in_4bit/adapter are not QLoRA; this benchmark measures QLoRA recipes.")
+    return data
+
+
+STAGE_KEYS = ("load_in_4bit", "adapter", "bnb_config_kwargs", "lora_r", "lora_alpha", "lora_dropout",
+              "lora_target_linear", "sequence_len", "micro_batch_size", "gradient_accumulation_steps", "optimizer",
+              "learning_rate", "max_grad_norm", "bf16", "tf32", "gradient_checkpointing",
+              "gradient_checkpointing_kwargs", "attn_implementation")  # fmt: skip
+
+
+@dataclass
+class Case:
+    name: str
+    kind: str  # "sft" | "dpo"
+    description: str
+    source: str
+    seq_len: int
+    micro_batch: int
+    lora_r: int
+    lora_alpha: int
+    lora_dropout: float
+    learning_rate: float
+    weight_decay: float
+    max_grad_norm: float
+    optimizer: str
+    attn_implementation: str
+    gradient_checkpointing_kwargs: dict[str, Any] | None  # None: what prepare_model_for_kbit_training does by default
+    axolotl_dtype_casts: bool
+    tf32: bool
+    beta: float | None = None
+    dpo_impl: str | None = None
+    separate_reference_model: bool = False
+    yaml_attn_implementation: str | None = None
+    differs_from_recipe: dict[str, list[Any]] = field(default_factory=dict)
+
+
+def build_cases(sft: dict[str, Any], dpo: dict[str, Any], tiny: bool, dpo_impl: str) -> list[Case]:
+    def seq(value: int) -> int:
+        return min(int(value), TINY_SEQ_CAP) if tiny else int(value)
+
+    def recipe(stage: dict[str, Any], name: str, kind: str, path: Path) -> Case:
+        if not stage["lora_target_linear"]:
+            raise SystemExit(f"{path}: lora_target_linear is not true; this benchmark targets all linear layers.")
+        return Case(
+            name=name,
+            kind=kind,
+            description=f"{path.parent.name} hyperparameters from {path.name}; SDPA attention (flash-attn absent)",
+            source=str(path.relative_to(ROOT)),
+            seq_len=seq(stage["sequence_len"]),
+            micro_batch=int(stage["micro_batch_size"]),
+            lora_r=int(stage["lora_r"]),
+            lora_alpha=int(stage["lora_alpha"]),
+            lora_dropout=float(stage["lora_dropout"]),
+            learning_rate=float(stage["learning_rate"]),
+            weight_decay=float(stage.get("weight_decay", 0.0)),
+            max_grad_norm=float(stage["max_grad_norm"]),
+            optimizer=str(stage["optimizer"]),
+            attn_implementation="sdpa",
+            gradient_checkpointing_kwargs=dict(stage["gradient_checkpointing_kwargs"] or {}),
+            axolotl_dtype_casts=True,
+            tf32=bool(stage["tf32"]),
+            beta=float(stage["rl_beta"]) if kind == "dpo" else None,
+            dpo_impl=dpo_impl if kind == "dpo" else None,
+            yaml_attn_implementation=stage["attn_implementation"],
+        )
+
+    def baseline(rec: Case, name: str, **extra: Any) -> Case:
+        changes: dict[str, Any] = {
+            "attn_implementation": "eager",
+            "optimizer": "adamw_torch",
+            "gradient_checkpointing_kwargs": None,
+            "axolotl_dtype_casts": False,
+            "tf32": False,
+            **extra,
+        }
+        case = Case(**{**asdict(rec), **changes, "name": name})
+        case.description = "plain transformers + PEFT baseline: same model, LoRA and tokens per step as " + rec.name
+        case.differs_from_recipe = {k: [getattr(rec, k), v] for k, v in changes.items() if getattr(rec, k) != v}
+        return case
+
+    sft_rec = recipe(sft, "sft-recipe", "sft", SFT_YAML)
+    dpo_rec = recipe(dpo, "dpo-recipe", "dpo", DPO_YAML)
+    sft_base = baseline(sft_rec, "sft-baseline")
+    dpo_base = baseline(dpo_rec, "dpo-baseline", separate_reference_model=True, dpo_impl="direct")
+    return [sft_rec, sft_base, dpo_rec, dpo_base]
+
+
+DIFFERENCE_NOTES = {
+    "attn_implementation": "recipe: PyTorch SDPA (fused flash/mem-efficient kernels); baseline: eager (materialised "
+    "attention matrix, fp32 softmax)",
+    "optimizer": "recipe: bitsandbytes PagedAdamW8bit (8-bit states in CUDA managed memory); baseline: "
+    "torch.optim.AdamW (fp32 states)",
+    "gradient_checkpointing_kwargs": "recipe: {'use_reentrant': False} from the YAML; baseline: None, i.e. "
+    "prepare_model_for_kbit_training's default, which passes {} and so leaves torch.utils.checkpoint's default "
+    "(reentrant, with a warning) — see gradient_checkpointing_resolved",
+    "axolotl_dtype_casts": "recipe: norms, embed_tokens and lm_head cast back to bf16 after "
+    "prepare_model_for_kbit_training (as Axolotl does for QLoRA); baseline: they stay fp32 (PEFT's upcast)",
+    "tf32": "recipe YAML tf32: true; baseline: torch default (off)",
+    "separate_reference_model": "baseline DPO keeps a second 4-bit model as reference; recipe disables the adapter",
+    "dpo_impl": "baseline DPO always uses the direct implementation",
+}
+
+
+# ------------------------------------------------------------------------------------------------------------ model
+def model_values(tiny: bool) -> dict[str, Any]:
+    return {**LLAMA31_8B_INSTRUCT, **TINY_OVERRIDES} if tiny else dict(LLAMA31_8B_INSTRUCT)
+
+
+def make_config(values: dict[str, Any]) -> Any:
+    from transformers import LlamaConfig
+
+    skip = ("architectures", "model_type", "torch_dtype")
+    return LlamaConfig(**{k: v for k, v in values.items() if k not in skip})
+
+
+def count_params_meta(values: dict[str, Any]) -> int:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(make_config(values), dtype=torch.bfloat16)
+    return sum(p.numel() for p in model.parameters())
+
+
+def build_random_model(values: dict[str, Any], path: Path, device: str, n_params: int) -> dict[str, Any]:
+    """Random bf16 weights for the architecture, saved once as safetensors; reused when the config matches."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    digest = hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
+    marker = path / "bench_complete.json"
+    if marker.is_file() and json.loads(marker.read_text()).get("config_sha") == digest:
+        log(f"reusing random model in {path}")
+        return {"dir": str(path), "reused": True, "config_sha": digest}
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    need = n_params * 2 * 1.1
+    free = shutil.disk_usage(path).free
+    if free < need:
+        raise SystemExit(f"{path}: {free / GIB:.1f} GiB free, the bf16 model needs {need / GIB:.1f} GiB. "
+                         "Fix: pass --model-dir on a disk with room (not under $OUT).")  # fmt: skip
+    t0 = time.monotonic()
     torch.manual_seed(0)
-    with torch.device("cuda"):
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
-    model.save_pretrained(path, safe_serialization=True)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(make_config(values), dtype=torch.bfloat16)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    build_s = time.monotonic() - t0
+    t1 = time.monotonic()
+    model.save_pretrained(path, max_shard_size="5GB")
+    save_s = time.monotonic() - t1
     del model
-    gc.collect()
-    torch.cuda.empty_cache()
-    print(f"random model saved to {path} in {time.time() - t0:.0f} s", flush=True)
+    free_memory(device)
+    files = sorted(p.name for p in path.iterdir())
+    size = sum(p.stat().st_size for p in path.iterdir())
+    marker.write_text(json.dumps({"config_sha": digest}))
+    log(f"random model built in {build_s:.0f} s, saved in {save_s:.0f} s: {size / GIB:.1f} GiB in {path}")
+    return {"dir": str(path), "reused": False, "config_sha": digest, "build_seconds": round(build_s, 1),
+            "save_seconds": round(save_s, 1), "size_gib": round(size / GIB, 2), "files": files}  # fmt: skip
 
 
-def load_4bit(path: Path, attn: str) -> Any:
+def bnb_config(stage: dict[str, Any]) -> Any:
     import torch
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import BitsAndBytesConfig
 
-    quant = BitsAndBytesConfig(
+    kw = stage.get("bnb_config_kwargs") or {}
+    return BitsAndBytesConfig(
         load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=True,
+        bnb_4bit_quant_type=kw.get("bnb_4bit_quant_type", "nf4"),
+        bnb_4bit_use_double_quant=bool(kw.get("bnb_4bit_use_double_quant", False)),
         bnb_4bit_compute_dtype=torch.bfloat16,
     )
-    return AutoModelForCausalLM.from_pretrained(
-        path, quantization_config=quant, dtype=torch.bfloat16, attn_implementation=attn, device_map={"": 0}
-    )
 
 
-def add_lora(model: Any, r: int, alpha: int, dropout: float, reentrant: bool) -> Any:
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+def load_model(path: Path, attn: str, device: str, quant: Any | None) -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM
 
+    kwargs: dict[str, Any] = {
+        "dtype": torch.bfloat16,
+        "attn_implementation": attn,
+        "device_map": {"": 0} if device == "cuda" else {"": "cpu"},
+    }
+    if quant is not None:
+        kwargs["quantization_config"] = quant
+    return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+
+
+def prepare_base(model: Any, case: Case) -> Any:
+    """PEFT's k-bit preparation (freeze, upcast, checkpointing), then Axolotl's dtype fix-up for the recipe cases."""
+    import torch
+    from peft import prepare_model_for_kbit_training
+
+    model.config.use_cache = False
     model = prepare_model_for_kbit_training(
-        model, use_gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": reentrant}
+        model, use_gradient_checkpointing=True, gradient_checkpointing_kwargs=case.gradient_checkpointing_kwargs
     )
-    cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=LORA_TARGETS, task_type="CAUSAL_LM")
-    return get_peft_model(model, cfg)
+    if not getattr(model, "is_loaded_in_4bit", False):
+        # --tiny without 4-bit: PEFT enables checkpointing only for k-bit models; pass what it would have passed.
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=case.gradient_checkpointing_kwargs or {})
+    if case.axolotl_dtype_casts:
+        for name, module in model.named_modules():
+            if "norm" in name or name.endswith(("embed_tokens", "lm_head")):
+                module.to(torch.bfloat16)
+    return model
 
 
-def make_optimizer(name: str, params: list[Any], lr: float) -> Any:
+def resolved_checkpointing(model: Any) -> dict[str, Any]:
+    for module in model.modules():
+        func = getattr(module, "_gradient_checkpointing_func", None)
+        if func is not None:
+            keywords = dict(getattr(func, "keywords", {}) or {})
+            reentrant = keywords.get("use_reentrant", "unset: torch.utils.checkpoint default (reentrant in torch 2.x)")
+            return {"enabled": True, "checkpoint_kwargs": keywords, "use_reentrant": reentrant}
+    return {"enabled": False}
+
+
+def dtype_summary(model: Any) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, param in model.named_parameters():
+        for key in ("embed_tokens", "lm_head", "norm", "lora_A"):
+            if key in name and key not in out:
+                out[key] = str(param.dtype).replace("torch.", "")
+    return out
+
+
+def lora_config(case: Case) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(r=case.lora_r, lora_alpha=case.lora_alpha, lora_dropout=case.lora_dropout,
+                      target_modules="all-linear", bias="none", task_type="CAUSAL_LM")  # fmt: skip
+
+
+def make_optimizer(case: Case, params: list[Any], device: str) -> tuple[Any, str]:
     import torch
 
-    if name == "paged_adamw_8bit":
+    if case.optimizer == "paged_adamw_8bit":
+        if importlib.util.find_spec("bitsandbytes") is None:
+            if device == "cuda":
+                raise RuntimeError("paged_adamw_8bit needs bitsandbytes: carry its wheel in --wheels")
+            return torch.optim.AdamW(params, lr=case.learning_rate, weight_decay=case.weight_decay), (
+                "torch.optim.AdamW (CPU check without bitsandbytes, NOT the recipe's optimizer)"
+            )
         import bitsandbytes as bnb
 
-        return bnb.optim.PagedAdamW8bit(params, lr=lr)
-    return torch.optim.AdamW(params, lr=lr)
+        opt = bnb.optim.PagedAdamW8bit(params, lr=case.learning_rate, weight_decay=case.weight_decay)
+        name = "bitsandbytes.optim.PagedAdamW8bit"
+        return opt, name if device == "cuda" else name + " (on CPU bitsandbytes runs it unpaged)"
+    if case.optimizer in ("adamw_torch", "adamw"):
+        return torch.optim.AdamW(params, lr=case.learning_rate, weight_decay=case.weight_decay), "torch.optim.AdamW"
+    raise SystemExit(f"optimizer {case.optimizer!r} is not one this benchmark knows (paged_adamw_8bit, adamw_torch)")
 
 
-def seq_logps(model: Any, ids: Any) -> Any:
-    """Sum of log-probs of each row's tokens after the first (the 'answer' is the whole row here)."""
+# ---------------------------------------------------------------------------------------------------------- helpers
+def free_memory(device: str) -> None:
+    if "bitsandbytes" in sys.modules:  # paged optimizer buffers stay listed in bitsandbytes' global page manager
+        with contextlib.suppress(Exception):
+            sys.modules["bitsandbytes"].functional.GlobalPageManager.get_instance().paged_tensors.clear()
+    gc.collect()
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def synchronizer(device: str) -> Callable[[], None]:
     import torch
 
-    logits = model(input_ids=ids).logits[:, :-1].float()
-    return torch.gather(logits.log_softmax(-1), 2, ids[:, 1:, None]).squeeze(-1).sum(-1)
+    return torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
 
-def run_case(case: dict[str, Any], model_path: Path, steps: int, warmup: int) -> dict[str, Any]:
+def memory_now(device: str) -> dict[str, float | None]:
+    import torch
+
+    if device != "cuda":
+        return {"allocated_gib": None, "reserved_gib": None}
+    return {"allocated_gib": round(torch.cuda.memory_allocated() / GIB, 3),
+            "reserved_gib": round(torch.cuda.memory_reserved() / GIB, 3)}  # fmt: skip
+
+
+def memory_peaks(device: str) -> dict[str, float | None]:
+    import torch
+
+    if device != "cuda":
+        import resource
+
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB
+        return {"peak_allocated_gib": None, "peak_reserved_gib": None, "device_used_gib": None,
+                "cpu_process_peak_rss_gib": round(rss, 3)}  # fmt: skip
+    free, total = torch.cuda.mem_get_info()
+    return {"peak_allocated_gib": round(torch.cuda.max_memory_allocated() / GIB, 3),
+            "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / GIB, 3),
+            "device_used_gib": round((total - free) / GIB, 3)}  # fmt: skip
+
+
+def set_tf32(device: str, on: bool) -> None:
+    import torch
+
+    if device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = on
+        torch.backends.cudnn.allow_tf32 = on
+
+
+@contextlib.contextmanager
+def record_warnings(sink: list[str]) -> Iterator[None]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        text = f"{w.category.__name__}: {str(w.message)[:300]}"
+        if text not in sink and len(sink) < 12:
+            sink.append(text)
+
+
+def summarise(times: list[float], losses: list[float], tokens_per_step: int, warmup: int) -> dict[str, Any]:
+    mean = statistics.fmean(times)
+    p50 = statistics.median(times)
+    return {
+        "warmup_steps": warmup,
+        "timed_steps": len(times),
+        "step_seconds": [round(t, 4) for t in times],
+        "step_seconds_mean": round(mean, 4),
+        "step_seconds_p50": round(p50, 4),
+        "tokens_per_step": tokens_per_step,
+        "tokens_per_second": round(tokens_per_step / mean, 1),
+        "tokens_per_second_p50": round(tokens_per_step / p50, 1),
+        "loss_first": round(losses[0], 4),
+        "loss_last": round(losses[-1], 4),
+        "loss_note": "random weights: the loss only shows the step ran",
+    }
+
+
+class Deadline:
+    def __init__(self, seconds: float) -> None:
+        self.at = T_START + seconds
+
+    def left(self) -> float:
+        return self.at - time.monotonic()
+
+    def passed(self) -> bool:
+        return self.left() <= 0
+
+
+def timed_loop(step: Callable[[int], Any], warmup: int, steps: int, sync: Callable[[], None], deadline: Deadline,
+               warn_sink: list[str]) -> tuple[list[float], list[float], bool]:  # fmt: skip
+    times: list[float] = []
+    losses: list[float] = []
+    cut = False
+    for i in range(warmup + steps):
+        sync()
+        t0 = time.perf_counter()
+        ctx = record_warnings(warn_sink) if i == 0 else contextlib.nullcontext()
+        with ctx:
+            loss = step(i)
+        sync()
+        dt = time.perf_counter() - t0
+        value = float(loss)
+        kind = "warm-up" if i < warmup else "timed"
+        log(f"  step {i + 1}/{warmup + steps} ({kind}): {dt:.3f} s, loss {value:.4f}")
+        if i >= warmup:
+            times.append(dt)
+            losses.append(value)
+            if len(times) >= MIN_TIMED_STEPS and len(times) < steps and deadline.left() < dt * 1.5:
+                cut = True
+                log(f"  deadline near: stopping after {len(times)} timed steps")
+                break
+    return times, losses, cut
+
+
+# ------------------------------------------------------------------------------------------------------------- steps
+def token_range(vocab: int) -> tuple[int, int]:
+    """Random ids avoid the two top ids, used as pad/eos by the DPO tokenizer."""
+    return 1, vocab - 2
+
+
+def sft_step_fn(model: Any, opt: Any, case: Case, device: str, vocab: int) -> Callable[[int], Any]:
+    import torch
+
+    gen = torch.Generator(device=device).manual_seed(1234)
+    lo, hi = token_range(vocab)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def step(_: int) -> Any:
+        ids = torch.randint(lo, hi, (case.micro_batch, case.seq_len), device=device, generator=gen)
+        with torch.autocast(device_type=device, dtype=torch.bfloat16):
+            loss = model(input_ids=ids, labels=ids, use_cache=False).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, case.max_grad_norm)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    return step
+
+
+def completion_logps(logits: Any, ids: Any, prompt_len: int) -> Any:
+    """Sum of log-probs of the completion tokens of each row; one row at a time to bound the log-softmax memory."""
+    import torch
+
+    labels = ids[:, 1:]
+    pairs = zip(logits[:, :-1], labels, strict=True)
+    rows = [lg.log_softmax(-1).gather(-1, lb[:, None]).squeeze(-1) for lg, lb in pairs]
+    per_token = torch.stack(rows)
+    return per_token[:, prompt_len - 1 :].sum(-1)
+
+
+def dpo_batch(gen: Any, case: Case, device: str, vocab: int) -> tuple[Any, int]:
+    """micro_batch pairs: rows [chosen_0..chosen_{b-1}, rejected_0..rejected_{b-1}], each prompt + completion."""
+    import torch
+
+    lo, hi = token_range(vocab)
+    mb, prompt_len = case.micro_batch, case.seq_len // 2
+    comp_len = case.seq_len - prompt_len
+    prompt = torch.randint(lo, hi, (mb, prompt_len), device=device, generator=gen)
+    chosen = torch.randint(lo, hi, (mb, comp_len), device=device, generator=gen)
+    rejected = torch.randint(lo, hi, (mb, comp_len), device=device, generator=gen)
+    ids = torch.cat([torch.cat([prompt, chosen], 1), torch.cat([prompt, rejected], 1)], 0)
+    return ids, prompt_len
+
+
+def dpo_direct_step_fn(model: Any, ref_model: Any | None, opt: Any, case: Case, device: str,
+                       vocab: int) -> Callable[[int], Any]:  # fmt: skip
+    """TRL's DPO step written out: policy forward on chosen+rejected, reference forward without grad, sigmoid loss."""
     import torch
     import torch.nn.functional as F
 
-    gc.collect()
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
-    t_load = time.time()
-    model = load_4bit(model_path, case["attn"])
-    ref = load_4bit(model_path, case["attn"]) if case.get("separate_ref") else None
-    model = add_lora(model, case["r"], case["alpha"], case["dropout"], case["reentrant"])
-    load_s = time.time() - t_load
-    mem_after_load = torch.cuda.memory_allocated() / 2**30
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    opt = make_optimizer(case["optimizer"], [p for p in model.parameters() if p.requires_grad], case["lr"])
-    model.train()
-    vocab = model.config.vocab_size
-    mb, seq = case["micro_batch"], case["seq_len"]
-    gen = torch.Generator(device="cuda").manual_seed(0)
-    times, losses = [], []
-    for step in range(warmup + steps):
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            if case["kind"] == "sft":
-                ids = torch.randint(0, vocab, (mb, seq), device="cuda", generator=gen)
-                loss = model(input_ids=ids, labels=ids).loss
-            else:
-                ids = torch.randint(0, vocab, (2 * mb, seq), device="cuda", generator=gen)  # chosen rows, then rejected
-                policy = seq_logps(model, ids)
-                with torch.no_grad():
-                    if ref is None:
-                        with model.disable_adapter():
-                            reference = seq_logps(model, ids)
-                    else:
-                        reference = seq_logps(ref, ids)
-                logratio = (policy - reference)[:mb] - (policy - reference)[mb:]
-                loss = -F.logsigmoid(case["beta"] * logratio).mean()
+    gen = torch.Generator(device=device).manual_seed(1234)
+    params = [p for p in model.parameters() if p.requires_grad]
+    beta = float(case.beta or 0.1)
+    mb = case.micro_batch
+
+    def step(_: int) -> Any:
+        ids, prompt_len = dpo_batch(gen, case, device, vocab)
+        with torch.autocast(device_type=device, dtype=torch.bfloat16):
+            logits = model(input_ids=ids, use_cache=False).logits
+            logps = completion_logps(logits, ids, prompt_len)
+            del logits
+            with torch.no_grad():
+                if ref_model is None:
+                    with model.disable_adapter():
+                        ref_logits = model(input_ids=ids, use_cache=False).logits
+                else:
+                    ref_logits = ref_model(input_ids=ids, use_cache=False).logits
+                ref_logps = completion_logps(ref_logits, ids, prompt_len)
+                del ref_logits
+        logratios = (logps - ref_logps).float()
+        loss = -F.logsigmoid(beta * (logratios[:mb] - logratios[mb:])).mean()
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, case.max_grad_norm)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        torch.cuda.synchronize()
-        if step >= warmup:
-            times.append(time.perf_counter() - t0)
-            losses.append(float(loss))
-    tokens_per_step = mb * seq * (2 if case["kind"] == "dpo" else 1)
-    result = {
-        **case,
-        "load_seconds": round(load_s, 1),
-        "trainable_params": trainable,
-        "memory_after_load_gib": round(mem_after_load, 2),
-        "peak_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
-        "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2),
-        "step_seconds_mean": round(statistics.fmean(times), 3),
-        "step_seconds_p50": round(statistics.median(times), 3),
-        "tokens_per_step": tokens_per_step,
-        "tokens_per_second": round(tokens_per_step / statistics.fmean(times), 1),
-        "timed_steps": steps,
-        "warmup_steps": warmup,
-        "loss_first_last_random_weights": [round(losses[0], 4), round(losses[-1], 4)],
-    }
-    del model, ref, opt
-    gc.collect()
-    torch.cuda.empty_cache()
+        return loss.detach()
+
+    return step
+
+
+def disable_dropout(model: Any) -> None:
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+
+
+# --------------------------------------------------------------------------------------------------------------- TRL
+def id_tokenizer(vocab: int) -> Any:
+    """A word-level tokenizer where the word `t<i>` is token i: lets DPOTrainer tokenize text back to chosen ids."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    eos_id, pad_id = vocab - 1, vocab - 2
+    table = {f"t{i}": i for i in range(vocab - 2)}
+    table["<eos>"] = eos_id
+    table["<pad>"] = pad_id
+    core = Tokenizer(models.WordLevel(vocab=table, unk_token="t0"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<eos>", pad_token="<pad>", unk_token="t0")
+    assert tok.eos_token_id == eos_id and tok.pad_token_id == pad_id, (tok.eos_token_id, tok.pad_token_id)
+    return tok
+
+
+def dpo_rows(case: Case, vocab: int, n_rows: int) -> list[dict[str, str]]:
+    """Text rows whose tokens fill sequence_len exactly: prompt + completion + the EOS that TRL appends."""
+    import random
+
+    rng = random.Random(1234)
+    lo, hi = token_range(vocab)
+    prompt_len = case.seq_len // 2
+    comp_words = case.seq_len - prompt_len - 1
+
+    def words(n: int) -> str:
+        return " ".join(f"t{rng.randrange(lo, hi)}" for _ in range(n))
+
+    return [{"prompt": words(prompt_len), "chosen": " " + words(comp_words), "rejected": " " + words(comp_words)}
+            for _ in range(n_rows)]  # fmt: skip
+
+
+def run_dpo_trl(model: Any, case: Case, device: str, vocab: int, warmup: int, steps: int, deadline: Deadline,
+                result: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    import torch
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import DPOConfig, DPOTrainer
+
+    sync = synchronizer(device)
+
+    class StepTimer(TrainerCallback):
+        def __init__(self) -> None:
+            self.t0 = 0.0
+            self.all_times: list[float] = []
+            self.losses: list[float] = []
+            self.cut = False
+
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            sync()
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            sync()
+            dt = time.perf_counter() - self.t0
+            self.all_times.append(dt)
+            n = len(self.all_times)
+            log(f"  step {n}/{warmup + steps} ({'warm-up' if n <= warmup else 'timed'}): {dt:.3f} s")
+            timed = n - warmup
+            if MIN_TIMED_STEPS <= timed < steps and deadline.left() < dt * 1.5:
+                self.cut = True
+                control.should_training_stop = True
+                log(f"  deadline near: stopping after {timed} timed steps")
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+            if logs and "loss" in logs:
+                self.losses.append(float(logs["loss"]))
+
+    tok = id_tokenizer(vocab)
+    dataset = Dataset.from_list(dpo_rows(case, vocab, (warmup + steps) * case.micro_batch))
+    on_cuda = device == "cuda"
+    optim = case.optimizer if (on_cuda or importlib.util.find_spec("bitsandbytes")) else "adamw_torch"
+    args = DPOConfig(
+        output_dir=tempfile.mkdtemp(prefix="dpo-bench-"),
+        per_device_train_batch_size=case.micro_batch,
+        gradient_accumulation_steps=1,
+        max_steps=warmup + steps,
+        learning_rate=case.learning_rate,
+        lr_scheduler_type="constant",
+        weight_decay=case.weight_decay,
+        max_grad_norm=case.max_grad_norm,
+        optim=optim,
+        beta=float(case.beta or 0.1),
+        loss_type="sigmoid",
+        max_length=case.seq_len,
+        bf16=True,
+        tf32=case.tf32 if on_cuda else None,
+        gradient_checkpointing=True,
+        gradient_checkpointing_kwargs=case.gradient_checkpointing_kwargs,
+        logging_steps=1,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        seed=42,
+        use_cpu=not on_cuda,
+    )
+    timer = StepTimer()
+    trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=dataset, processing_class=tok,
+                         peft_config=lora_config(case), callbacks=[timer])  # fmt: skip
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(case.micro_batch)])
+    shape = tuple(batch["input_ids"].shape)
+    expected = (2 * case.micro_batch, case.seq_len)
+    if shape != expected:
+        raise RuntimeError(f"DPOTrainer batch shape {shape}, expected {expected}: tokens per step would be wrong")
+    result["trl_batch_shape"] = list(shape)
+    result["trainable_params"] = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    result["param_dtypes"] = dtype_summary(trainer.model)
+    targets = trainer.model.peft_config["default"].target_modules
+    result["lora_target_modules"] = sorted({m.split(".")[-1] for m in targets})
+    result["gradient_checkpointing_resolved"] = resolved_checkpointing(trainer.model)
+    result["optimizer_used"] = f"HF Trainer optim={optim!r}"
+    result["reference"] = "TRL: same PEFT model with the adapter disabled (ref_model=None)"
+    result["dropout"] = "disabled by TRL (DPOConfig.disable_dropout=True, its default)"
+    result["memory_after_setup"] = memory_now(device)
+    if on_cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    warn_sink: list[str] = []
+    with record_warnings(warn_sink):
+        trainer.train()
+    sync()
+    result.update(memory_peaks(device))
+    result["warnings_during_training"] = warn_sink
+    inner = getattr(trainer.optimizer, "optimizer", trainer.optimizer)
+    result["optimizer_used"] += f" -> {type(inner).__module__}.{type(inner).__name__}"
+    times = timer.all_times[warmup:]
+    losses = timer.losses[warmup:] if len(timer.losses) >= len(timer.all_times) else timer.losses
+    if not times or not losses:
+        raise RuntimeError(f"TRL run produced {len(timer.all_times)} step times and {len(timer.losses)} losses")
+    result.update(summarise(times, losses, 2 * case.micro_batch * case.seq_len, warmup))
+    result["steps_cut_short_by_deadline"] = timer.cut
+    del trainer, batch
     return result
 
 
-def cases(sft: dict[str, Any], dpo: dict[str, Any], tiny: bool) -> list[dict[str, Any]]:
-    cap = 256 if tiny else None
-    recipe_sft = {
-        "name": "sft-recipe", "kind": "sft", "attn": "sdpa", "optimizer": sft["optimizer"], "reentrant": False,
-        "r": sft["lora_r"], "alpha": sft["lora_alpha"], "dropout": sft["lora_dropout"],
-        "seq_len": cap or sft["sequence_len"], "micro_batch": sft["micro_batch_size"],
-        "lr": float(sft["learning_rate"]),
-    }  # fmt: skip
-    baseline_sft = {
-        **recipe_sft,
-        "name": "sft-baseline",
-        "attn": "eager",
-        "optimizer": "adamw_torch",
-        "reentrant": True,
-    }
-    recipe_dpo = {
-        "name": "dpo-recipe", "kind": "dpo", "attn": "sdpa", "optimizer": dpo["optimizer"], "reentrant": False,
-        "r": dpo["lora_r"], "alpha": dpo["lora_alpha"], "dropout": dpo["lora_dropout"], "beta": dpo["rl_beta"],
-        "seq_len": cap or dpo["sequence_len"], "micro_batch": dpo["micro_batch_size"],
-        "lr": float(dpo["learning_rate"]),
-    }  # fmt: skip
-    baseline_dpo = {**recipe_dpo, "name": "dpo-baseline", "attn": "eager", "optimizer": "adamw_torch",
-                    "reentrant": True, "separate_ref": True}  # fmt: skip
-    return [recipe_sft, baseline_sft, recipe_dpo, baseline_dpo]
+def trl_usable() -> tuple[bool, str]:
+    for name in ("trl", "datasets"):
+        ok, why = _importable(name)
+        if not ok:
+            return False, f"{name} does not import ({why})"
+    try:
+        from trl import DPOConfig, DPOTrainer  # noqa: F401
+    except Exception as exc:
+        return False, f"from trl import DPOTrainer failed: {type(exc).__name__}: {exc}"[:400]
+    return True, ""
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--steps", type=int, default=6)
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--wheels", type=Path, default=ROOT / ".gpu-carry")
-    ap.add_argument("--model-dir", type=Path, default=Path("/tmp/llama31-8b-random"))
-    ap.add_argument("--only", nargs="*", help="case names to run (default: all)")
-    ap.add_argument("--tiny", action="store_true", help="a 2-layer model instead of 8B (a quick check of the script)")
-    args = ap.parse_args()
+# -------------------------------------------------------------------------------------------------------------- case
+@dataclass
+class Context:
+    model_dir: Path
+    device: str
+    quant: dict[str, Any] | None  # stage name -> BitsAndBytesConfig, or None when not 4-bit
+    vocab: int
+    steps: int
+    warmup: int
+    deadline: Deadline
 
-    ensure_packages(args.wheels)
+
+def run_case(case: Case, ctx: Context) -> dict[str, Any]:
     import torch
 
-    if not torch.cuda.is_available():
-        sys.exit("no CUDA device: this benchmark measures GPU memory and speed (bitsandbytes 4-bit needs CUDA here)")
-    sft = read_yaml(ROOT / "recipes/llama8b-qlora-sft/sft.axolotl.yaml")
-    dpo = read_yaml(ROOT / "recipes/llama8b-qlora-dpo/dpo.axolotl.yaml")
-    props = torch.cuda.get_device_properties(0)
-    env = {
-        "gpu": props.name,
-        "gpu_memory_gib": round(props.total_memory / 2**30, 1),
-        "driver": subprocess.run(
-            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True, text=True
-        ).stdout.strip(),
-        "cuda": torch.version.cuda,
-        "python": platform.python_version(),
-        "versions": versions(),
-        "commit": os.environ.get("GIT_COMMIT", "unknown"),
-        "date": time.strftime("%Y-%m-%d"),
-        "weights": "random (Llama-3.1-8B-Instruct published config)" if not args.tiny else "random tiny config",
-        "attention_note": "flash-attn absent: the recipe case uses attn_implementation=sdpa",
-    }
-    print(json.dumps(env, indent=1), flush=True)
-    build_random_model(TINY if args.tiny else LLAMA31_8B, args.model_dir)
-    results: list[dict[str, Any]] = []
-    for case in cases(sft, dpo, args.tiny):
-        if args.only and case["name"] not in args.only:
-            continue
-        print(f"--- {case['name']}", flush=True)
+    device = ctx.device
+    result: dict[str, Any] = {"name": case.name, "settings": asdict(case)}
+    result["differences_explained"] = {k: DIFFERENCE_NOTES.get(k, "") for k in case.differs_from_recipe}
+    free_memory(device)
+    set_tf32(device, case.tf32)
+    quant = ctx.quant[case.kind] if ctx.quant else None
+    result["quantization"] = quant.to_dict() if quant is not None else "none (--tiny without 4-bit)"
+    t0 = time.monotonic()
+    model = load_model(ctx.model_dir, case.attn_implementation, device, quant)
+    ref_model = None
+    if case.separate_reference_model:
+        ref_model = load_model(ctx.model_dir, case.attn_implementation, device, quant).eval()
+        ref_model.requires_grad_(False)
+    result["load_seconds"] = round(time.monotonic() - t0, 1)
+    result["memory_footprint_gib"] = round(model.get_memory_footprint() / GIB, 3)
+    model = prepare_base(model, case)
+    result["gradient_checkpointing_resolved"] = resolved_checkpointing(model)
+    if device == "cuda":
+        result["peak_allocated_during_load_gib"] = round(torch.cuda.max_memory_allocated() / GIB, 3)
+    log(f"  loaded and prepared in {time.monotonic() - t0:.0f} s ({result['memory_footprint_gib']} GiB footprint)")
+
+    impl = "direct"
+    if case.kind == "dpo" and case.dpo_impl in ("auto", "trl"):
+        ok, why = trl_usable()
+        if ok:
+            impl = "trl"
+        elif case.dpo_impl == "trl":
+            raise RuntimeError(f"--dpo-impl trl but {why}")
+        else:
+            result["trl_not_used_because"] = why
+    if impl == "trl":
+        result["implementation"] = "trl.DPOTrainer (HF Trainer loop)"
         try:
-            res = run_case(case, args.model_dir, args.steps, args.warmup)
-        except torch.OutOfMemoryError as exc:
-            res = {**case, "error": f"CUDA OOM: {exc}"[:300]}
-            gc.collect()
-            torch.cuda.empty_cache()
-        results.append(res)
-        print(json.dumps(res), flush=True)
-        args.out.write_text(json.dumps({"env": env, "results": results}, indent=1))
-    by = {r["name"]: r for r in results if "error" not in r}
-    ratios = {}
+            return run_dpo_trl(model, case, device, ctx.vocab, ctx.warmup, ctx.steps, ctx.deadline, result)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as exc:
+            if case.dpo_impl == "trl":
+                raise
+            result["trl_failed"] = f"{type(exc).__name__}: {exc}"[:600]
+            result["trl_traceback_tail"] = traceback.format_exc()[-2000:]
+        # Outside the except block, so the traceback no longer holds the TRL run's model and optimizer.
+        log(f"  TRL DPOTrainer failed ({result['trl_failed'][:200]}); falling back to the direct DPO step")
+        for key in [k for k in result if k not in ("name", "settings", "differences_explained", "quantization",
+                                                    "load_seconds", "memory_footprint_gib", "trl_failed",
+                                                    "trl_traceback_tail")]:  # fmt: skip
+            del result[key]
+        del model
+        free_memory(device)
+        model = prepare_base(load_model(ctx.model_dir, case.attn_implementation, device, quant), case)
+        result["gradient_checkpointing_resolved"] = resolved_checkpointing(model)
+    return run_plain(model, ref_model, case, ctx, result)
+
+
+def run_plain(model: Any, ref_model: Any | None, case: Case, ctx: Context, result: dict[str, Any]) -> dict[str, Any]:
+    import torch
+    from peft import get_peft_model
+
+    device = ctx.device
+    model = get_peft_model(model, lora_config(case))
+    if case.kind == "dpo":
+        disable_dropout(model)  # as TRL does by default
+        result["dropout"] = "disabled (as TRL's DPOConfig.disable_dropout=True default)"
+        if getattr(model, "is_loaded_in_4bit", False):
+            for p in model.parameters():  # TRL keeps QLoRA adapter weights in bf16
+                if p.requires_grad:
+                    p.data = p.data.to(torch.bfloat16)
+        result["implementation"] = "direct DPO step (policy forward on chosen+rejected, reference without grad, " \
+            "sigmoid loss) in a plain PyTorch loop"  # fmt: skip
+        result["reference"] = (
+            "a second copy of the base model, loaded the same way" if ref_model is not None
+            else "same model, adapter disabled"
+        )  # fmt: skip
+    else:
+        result["implementation"] = "plain PyTorch loop over a PEFT model (labels = input ids, transformers' loss)"
+    model.train()
+    result["lora_target_modules"] = sorted({m.split(".")[-1] for m in model.peft_config["default"].target_modules})
+    result["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    result["param_dtypes"] = dtype_summary(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt, opt_name = make_optimizer(case, params, device)
+    result["optimizer_used"] = opt_name
+    result["memory_after_setup"] = memory_now(device)
+    if device == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    if case.kind == "sft":
+        step = sft_step_fn(model, opt, case, device, ctx.vocab)
+        tokens = case.micro_batch * case.seq_len
+    else:
+        step = dpo_direct_step_fn(model, ref_model, opt, case, device, ctx.vocab)
+        tokens = 2 * case.micro_batch * case.seq_len
+    warn_sink: list[str] = []
+    times, losses, cut = timed_loop(step, ctx.warmup, ctx.steps, synchronizer(device), ctx.deadline, warn_sink)
+    result.update(memory_peaks(device))
+    result["warnings_first_step"] = warn_sink
+    result.update(summarise(times, losses, tokens, ctx.warmup))
+    result["steps_cut_short_by_deadline"] = cut
+    del model, ref_model, opt, step, params
+    return result
+
+
+# ------------------------------------------------------------------------------------------------------------ report
+def ratios(results: list[dict[str, Any]]) -> dict[str, Any]:
+    by = {r["name"]: r for r in results if "tokens_per_second" in r}
+    out: dict[str, Any] = {}
     for kind in ("sft", "dpo"):
         rec, base = by.get(f"{kind}-recipe"), by.get(f"{kind}-baseline")
-        if rec and base:
-            ratios[kind] = {
-                "tokens_per_second_ratio": round(rec["tokens_per_second"] / base["tokens_per_second"], 3),
-                "peak_allocated_ratio": round(rec["peak_allocated_gib"] / base["peak_allocated_gib"], 3),
-            }
-    print("\ncase          tok/s   step s  peak alloc GiB  peak reserved GiB")
+        if not (rec and base):
+            continue
+        entry: dict[str, Any] = {
+            "tokens_per_second_recipe_over_baseline": round(rec["tokens_per_second"] / base["tokens_per_second"], 3),
+            "step_time_baseline_over_recipe": round(base["step_seconds_mean"] / rec["step_seconds_mean"], 3),
+        }
+        for key in ("peak_allocated_gib", "peak_reserved_gib", "device_used_gib"):
+            if rec.get(key) and base.get(key):
+                entry[f"{key.removesuffix('_gib')}_recipe_over_baseline"] = round(rec[key] / base[key], 3)
+        out[kind] = entry
+    return out
+
+
+def print_table(results: list[dict[str, Any]], device: str) -> None:
+    unit = "GPU" if device == "cuda" else "CPU (not GPU numbers)"
+    print(f"\n=== results on {unit}")
+    head = f"{'case':<13} {'impl':<7} {'tok/s':>9} {'step s':>8} {'p50 s':>8} {'alloc GiB':>10} {'resv GiB':>9} "
+    print(head + f"{'used GiB':>9} {'trainable':>11}  loss first→last")
     for r in results:
-        if "error" in r:
-            print(f"{r['name']:<13} {r['error'][:60]}")
-        else:
-            print(f"{r['name']:<13} {r['tokens_per_second']:>7.0f} {r['step_seconds_mean']:>7.2f} "
-                  f"{r['peak_allocated_gib']:>15.2f} {r['peak_reserved_gib']:>18.2f}")  # fmt: skip
-    print("ratios recipe/baseline:", json.dumps(ratios))
-    args.out.write_text(json.dumps({"env": env, "results": results, "ratios": ratios}, indent=1))
+        if "tokens_per_second" not in r:
+            print(f"{r['name']:<13} {r.get('error') or r.get('skipped') or 'no result'}"[:160])
+            continue
+
+        def gib(key: str, r: dict[str, Any] = r) -> str:
+            return "n/a" if r.get(key) is None else f"{r[key]:.2f}"
+
+        impl = str(r.get("implementation", "")).split(" ")[0].split(".")[0]
+        print(f"{r['name']:<13} {impl:<7} {r['tokens_per_second']:>9.0f} {r['step_seconds_mean']:>8.3f} "
+              f"{r['step_seconds_p50']:>8.3f} {gib('peak_allocated_gib'):>10} {gib('peak_reserved_gib'):>9} "
+              f"{gib('device_used_gib'):>9} {r['trainable_params']:>11,}  "
+              f"{r['loss_first']:.3f}→{r['loss_last']:.3f}")  # fmt: skip
+
+
+def write(path: Path, record: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(record, indent=1, default=str))
+    tmp.replace(path)
+
+
+# -------------------------------------------------------------------------------------------------------------- main
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True, help="JSON file to write (rewritten after every case)")
+    ap.add_argument("--steps", type=int, default=6, help="timed steps per case (default 6)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed warm-up steps per case (default 2)")
+    ap.add_argument("--wheels", type=Path, default=ROOT / ".gpu-carry", help="carried wheels (default .gpu-carry)")
+    ap.add_argument("--model-dir", type=Path, default=None, help="where the random bf16 model is saved (not $OUT)")
+    ap.add_argument("--cases", nargs="+", choices=ALL_CASES, default=list(DEFAULT_CASES))
+    ap.add_argument("--dpo-impl", choices=("auto", "trl", "direct"), default="auto",
+                    help="auto: TRL's DPOTrainer if trl and datasets import, else the direct step")  # fmt: skip
+    ap.add_argument("--deadline-s", type=float, default=420.0,
+                    help="seconds from start: timed steps stop early and later cases are skipped past it")  # fmt: skip
+    ap.add_argument("--tiny", action="store_true", help="2-layer hidden-64 Llama, CPU unless --device cuda")
+    ap.add_argument("--tiny-4bit", action="store_true", help="with --tiny: keep bitsandbytes NF4 (works on CPU)")
+    ap.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
+    ap.add_argument("--dry-run", action="store_true", help="print the plan (config, YAML values, cases) and stop")
+    args = ap.parse_args(argv)
+    if args.steps < MIN_TIMED_STEPS or args.warmup < 0:
+        ap.error(f"--steps must be at least {MIN_TIMED_STEPS} and --warmup at least 0")
+    if args.tiny_4bit and not args.tiny:
+        ap.error("--tiny-4bit goes with --tiny")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    record: dict[str, Any] = {
+        "benchmark": "benchmarks/gpu_recipe_bench.py",
+        "script_version": SCRIPT_VERSION,
+        "argv": sys.argv,
+        "mode": "tiny CPU/GPU check of the script" if args.tiny else "Llama-3.1-8B architecture, random weights",
+    }
+    record["carried_wheels"] = ensure_packages(args.wheels)
+    import torch
+
+    cuda = torch.cuda.is_available()
+    device = args.device
+    if device == "auto":
+        device = "cuda" if cuda and not args.tiny else "cpu"
+    if device == "cuda" and not cuda:
+        raise SystemExit("--device cuda but torch sees no CUDA device")
+    env = environment(device)
+    record["env"] = env
+    log("environment:\n" + json.dumps(env, indent=1))
+
+    sft = read_yaml(SFT_YAML, STAGE_KEYS)
+    dpo = read_yaml(DPO_YAML, (*STAGE_KEYS, "rl", "rl_beta"))
+    if dpo["rl"] != "dpo":
+        raise SystemExit(f"{DPO_YAML}: rl is {dpo['rl']!r}, expected 'dpo'")
+    record["recipe_yaml_values"] = {"sft": {k: sft[k] for k in STAGE_KEYS},
+                                    "dpo": {k: dpo[k] for k in (*STAGE_KEYS, "rl", "rl_beta")}}  # fmt: skip
+    cases = [c for c in build_cases(sft, dpo, args.tiny, args.dpo_impl) if c.name in args.cases]
+    record["cases_planned"] = [asdict(c) for c in cases]
+    values = model_values(args.tiny)
+    n_params = count_params_meta(values)
+    if not args.tiny and n_params != EXPECTED_8B_PARAMS:
+        raise SystemExit(f"config builds {n_params:,} parameters, Llama-3.1-8B has {EXPECTED_8B_PARAMS:,}")
+    four_bit = not args.tiny or args.tiny_4bit
+    record["model"] = {
+        "architecture": "LlamaForCausalLM",
+        "config_values": values,
+        "parameters": n_params,
+        "weights": "random (normal, std = initializer_range), built with from_config in bf16, saved as safetensors",
+        "loaded_as": "NF4 4-bit via BitsAndBytesConfig from the recipe YAML" if four_bit else "bf16, no quantization",
+    }
+    quant = {"sft": bnb_config(sft), "dpo": bnb_config(dpo)} if four_bit else None
+    if quant:
+        record["model"]["quantization_config"] = {stage: q.to_dict() for stage, q in quant.items()}
+    record["notes"] = [
+        "flash-attn is absent on the GPU machine: the recipe YAMLs ask for attn_implementation=flash_attention_2, "
+        "the recipe cases here use sdpa (PyTorch's fused flash / memory-efficient kernels) instead",
+        "one step = one micro-batch (forward, backward, grad clip, optimizer step); the recipes accumulate "
+        "gradient_accumulation_steps micro-batches per optimizer step",
+        "rows are full-length random tokens (what sample packing produces), one causal sequence per row",
+        "max_memory_* count torch's allocator only; paged optimizer states (CUDA managed memory) show in "
+        "device_used_gib",
+        "losses come from random weights and only show that the step ran",
+    ]
+    for c in cases:
+        log(f"case {c.name}: seq {c.seq_len} x micro-batch {c.micro_batch}, LoRA r{c.lora_r}/a{c.lora_alpha}/"
+            f"d{c.lora_dropout}, {c.optimizer}, attn {c.attn_implementation}, gc {c.gradient_checkpointing_kwargs}"
+            + (f", differs: {c.differs_from_recipe}" if c.differs_from_recipe else ""))  # fmt: skip
+    log(f"model: {n_params:,} parameters ({'tiny' if args.tiny else 'Llama-3.1-8B'}), 4-bit: {four_bit}")
+    if args.dry_run:
+        record["dry_run"] = True
+        write(args.out, record)
+        log(f"dry run: plan written to {args.out}")
+        return 0
+    if not args.tiny and device != "cuda":
+        record["error"] = "no CUDA device: the 8B benchmark measures GPU memory and speed (use --tiny on CPU)"
+        write(args.out, record)
+        print(f"error: {record['error']}", file=sys.stderr)
+        return 2
+    if four_bit and not _importable("bitsandbytes")[0]:
+        record["error"] = f"bitsandbytes does not import and no usable wheel in {args.wheels}"
+        write(args.out, record)
+        print(f"error: {record['error']}", file=sys.stderr)
+        return 2
+
+    default_dir = Path(tempfile.gettempdir()) / ("llama-tiny-random" if args.tiny else "llama31-8b-random")
+    model_dir = args.model_dir or default_dir
+    record["model"].update(build_random_model(values, model_dir, device, n_params))
+    ctx = Context(model_dir=model_dir, device=device, quant=quant, vocab=values["vocab_size"], steps=args.steps,
+                  warmup=args.warmup, deadline=Deadline(args.deadline_s))  # fmt: skip
+    results: list[dict[str, Any]] = []
+    record["results"] = results
+    for case in cases:
+        if ctx.deadline.left() < 90:
+            results.append({"name": case.name, "skipped": f"deadline ({args.deadline_s:.0f} s from start) too near"})
+            log(f"case {case.name}: skipped, deadline too near")
+            write(args.out, record)
+            continue
+        log(f"case {case.name}: start")
+        try:
+            res = run_case(case, ctx)
+        except torch.OutOfMemoryError as exc:
+            res = {"name": case.name, "settings": asdict(case), "error": f"CUDA out of memory: {exc}"[:600]}
+        except Exception as exc:
+            res = {"name": case.name, "settings": asdict(case), "error": f"{type(exc).__name__}: {exc}"[:600],
+                   "traceback_tail": traceback.format_exc()[-3000:]}  # fmt: skip
+            log(res["traceback_tail"])
+        free_memory(device)
+        results.append(res)
+        record["ratios"] = ratios(results)
+        record["elapsed_seconds"] = round(time.monotonic() - T_START, 1)
+        write(args.out, record)
+        summary = {k: res.get(k) for k in ("tokens_per_second", "step_seconds_mean", "peak_allocated_gib",
+                                           "peak_reserved_gib", "implementation", "error")}  # fmt: skip
+        log(f"case {case.name}: {json.dumps(summary)}")
+    print_table(results, device)
+    print("ratios recipe/baseline:", json.dumps(record["ratios"], indent=1))
+    record["elapsed_seconds"] = round(time.monotonic() - T_START, 1)
+    record["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    write(args.out, record)
+    log(f"wrote {args.out}")
+    return 1 if any("error" in r for r in results) else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
