@@ -623,6 +623,17 @@ def token_range(vocab: int) -> tuple[int, int]:
     return 1, vocab - 2
 
 
+def optimizer_step(loss: Any, params: list[Any], opt: Any, max_grad_norm: float) -> Any:
+    """Backward, clip, step, clear: the end of every training step (as the HF Trainer does it)."""
+    import torch
+
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
 def sft_step_fn(model: Any, opt: Any, case: Case, device: str, vocab: int) -> Callable[[int], Any]:
     import torch
 
@@ -634,11 +645,7 @@ def sft_step_fn(model: Any, opt: Any, case: Case, device: str, vocab: int) -> Ca
         ids = torch.randint(lo, hi, (case.micro_batch, case.seq_len), device=device, generator=gen)
         with torch.autocast(device_type=device, dtype=torch.bfloat16):
             loss = model(input_ids=ids, labels=ids, use_cache=False).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, case.max_grad_norm)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss.detach()
+        return optimizer_step(loss, params, opt, case.max_grad_norm)
 
     return step
 
@@ -695,11 +702,7 @@ def dpo_direct_step_fn(model: Any, ref_model: Any | None, opt: Any, case: Case, 
                 del ref_logits
         logratios = (logps - ref_logps).float()
         loss = -F.logsigmoid(beta * (logratios[:mb] - logratios[mb:])).mean()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, case.max_grad_norm)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss.detach()
+        return optimizer_step(loss, params, opt, case.max_grad_norm)
 
     return step
 
