@@ -141,3 +141,14 @@ def test_recipe_list_json_names_both_recipes(monkeypatch: pytest.MonkeyPatch, ca
     listed = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert listed["llama8b-qlora-dpo"]["stages"] == ["sft", "dpo"]
     assert listed["llama8b-qlora-sft"]["engine"] == "axolotl"
+
+
+def test_trust_remote_code_in_an_engine_yaml_needs_a_reason_in_recipe_yaml(recipes_root: Path):
+    rdir = copy_recipe("llama8b-qlora-sft", recipes_root)
+    cfg = rdir / "sft.axolotl.yaml"
+    cfg.write_text(cfg.read_text().replace("trust_remote_code: false", "trust_remote_code: true"))
+    [p] = problems_of("llama8b-qlora-sft")
+    assert "trust_remote_code is on" in p.message and p.file == str(cfg)
+    assert p.line == next(i for i, ln in enumerate(cfg.read_text().splitlines(), 1) if ln.startswith("trust_remote"))
+    edit_yaml(rdir / "recipe.yaml", lambda d: d.update(trust_remote_code_reason="the model ships custom code"))
+    assert load_recipe("llama8b-qlora-sft").recipe.trust_remote_code_reason

@@ -105,16 +105,6 @@ def _stage_files(recipe: Recipe, rdir: Path, source: LocatedYaml, problems: list
             problems.append(Problem("an engine config must be a YAML mapping", str(config.path), 1, None, None))
             continue
         problems.extend(engine.validate(config.data, config, stage.config))
-        if engine.trusts_remote_code(config.data) and not recipe.trust_remote_code_reason:
-            problems.append(
-                Problem(
-                    "trust_remote_code is on but the recipe does not say why",
-                    str(config.path),
-                    config.line_of(engine.trust_remote_code_key),
-                    engine.trust_remote_code_key,
-                    "turn it off, or set trust_remote_code_reason in recipe.yaml",
-                )
-            )
         files = StageFiles(stage, config, rdir / stage.schema_file, rdir / stage.sample)
         files.sample_report = validate_file(files.sample_path, files.schema_path)
         problems.extend(files.sample_report.problems)

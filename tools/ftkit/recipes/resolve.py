@@ -116,21 +116,37 @@ def resolve_stage(
     return resolved
 
 
+def _origin(resolved: ResolvedStage, key: str | None) -> str | None:
+    """Where the value at `key` (or a parent of it) was last set, if not in the engine YAML itself."""
+    return next((c.origin for c in reversed(resolved.changes) if key and key.startswith(c.key)), None)
+
+
 def validate_profiles(loaded: LoadedRecipe, sets: SetOverrides | None = None) -> list[Problem]:
-    """Validate each profile's resolved config with the engine's schema (built-in models not built)."""
+    """Validate each profile's resolved config (with `--set` values, built-in models not built): the
+    engine's schema, and trust_remote_code stays off unless recipe.yaml says why."""
     engine = get_engine(loaded.recipe.engine)
-    problems = []
+    problems: list[Problem] = []
     for profile_name in loaded.recipe.profiles:
         for files in loaded.stages:
             resolved = resolve_stage(loaded, files.stage.name, profile_name, sets)
             label = f"{files.stage.config} as resolved for profile '{profile_name}'"
-            for p in engine.validate(resolved.config, None, label):
-                origin = next(
-                    (c.origin for c in reversed(resolved.changes) if p.field and p.field.startswith(c.key)), None
+            found = engine.validate(resolved.config, None, label)
+            if engine.trusts_remote_code(resolved.config) and not loaded.recipe.trust_remote_code_reason:
+                key = engine.trust_remote_code_key
+                found.append(
+                    Problem(
+                        "trust_remote_code is on but the recipe does not say why",
+                        str(files.config.path),
+                        files.config.line_of(key),
+                        key,
+                        "turn it off, or set trust_remote_code_reason in recipe.yaml",
+                    )
                 )
-                if origin:
+            for p in found:
+                if origin := _origin(resolved, p.field):
                     p.message += f" (value set by {origin})"
                     p.file = str(loaded.source.path) if origin.startswith("recipe.yaml") else origin
+                    p.line = None
                 if not any(q.render() == p.render() for q in problems):
                     problems.append(p)
     return problems

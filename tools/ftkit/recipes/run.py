@@ -195,16 +195,6 @@ def run_recipe(name: str, opts: RunOptions, events: RunEvents | None = None) -> 
         if not stage.init_from:
             _check_local_weights(engine.base_model(resolved.config), stage.name)
         stage_problems = engine.validate(resolved.config, None, f"{stage.config} (resolved)")
-        if engine.trusts_remote_code(resolved.config) and not loaded.recipe.trust_remote_code_reason:
-            stage_problems.append(
-                Problem(
-                    "trust_remote_code is on (set by an override) but the recipe does not say why",
-                    str(loaded.source.path),
-                    None,
-                    engine.trust_remote_code_key,
-                    "drop the override, or set trust_remote_code_reason in recipe.yaml",
-                )
-            )
         if stage_problems:
             raise FtkitError(f"stage '{stage.name}': the resolved config is invalid", stage_problems)
         # A stage that starts from an earlier one keeps that stage's tokenizer: the root stage's base model.
