@@ -11,7 +11,7 @@ import contextlib
 import gzip
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -72,9 +72,11 @@ def parse_line(number: int, raw: bytes) -> Record:
         return Record(number, None, text[:200], "JSON nested too deeply")
 
 
-def _json_lines(fh: IO[bytes]) -> Iterator[Record]:
-    for number, raw in enumerate(fh, start=1):
-        if number == 1 and raw.startswith(BOM):
+def records_from_lines(lines: Iterable[bytes], *, file_start: bool = True) -> Iterator[Record]:
+    """JSONL lines -> Records numbered from 1 (blank lines count but yield nothing); a BOM is
+    dropped from the first line when the lines begin at the start of the file."""
+    for number, raw in enumerate(lines, start=1):
+        if number == 1 and file_start and raw.startswith(BOM):
             raw = raw[len(BOM) :]
         if raw.strip():
             yield parse_line(number, raw)
@@ -170,7 +172,7 @@ def iter_records(path: str | Path) -> Iterator[Record]:
         if base == ".json" and _first_byte(p, compression) == b"[":
             yield from _json_array(fh)
         else:
-            yield from _json_lines(fh)
+            yield from records_from_lines(fh)
 
 
 def _first_byte(path: Path, compression: str | None) -> bytes:

@@ -21,7 +21,7 @@ from jsonschema.exceptions import SchemaError
 from ftkit.data.checks import Finding
 from ftkit.data.formats import check_format, detect_format
 from ftkit.data.lengths import LengthStats, check_lengths
-from ftkit.data.readers import BOM, Record, iter_records, parse_line
+from ftkit.data.readers import Record, iter_records, records_from_lines
 from ftkit.errors import FtkitError, Problem
 
 MAX_PROBLEMS_KEPT = 50
@@ -186,40 +186,33 @@ def validate_file(
 PARALLEL_MIN_BYTES = 4 << 20
 
 
-def _range_records(path: Path, start: int, end: int) -> Iterator[Record]:
-    """Records of the lines that begin in [start, end), numbered from 1 within the range."""
+def _range_lines(path: Path, start: int, end: int) -> Iterator[bytes]:
+    """The lines of a file that begin in the byte range [start, end)."""
     with path.open("rb") as fh:
         if start:
             fh.seek(start - 1)
             fh.readline()  # finish the line that began before `start`
-        number = 0
         while fh.tell() < end and (raw := fh.readline()):
-            number += 1
-            if start == 0 and number == 1 and raw.startswith(BOM):
-                raw = raw[len(BOM) :]
-            if raw.strip():
-                yield parse_line(number, raw)
-
-
-def _line_count(path: Path, start: int, end: int) -> int:
-    with path.open("rb") as fh:
-        if start:
-            fh.seek(start - 1)
-            fh.readline()
-        n = 0
-        while fh.tell() < end and fh.readline():
-            n += 1
-        return n
+            yield raw
 
 
 def _validate_range(args: tuple[str, str | None, str, int, int, str | None]) -> tuple[ValidationReport, int]:
+    """One worker: check the lines that begin in [start, end); return its report and how many lines it read."""
     path, schema_path, fmt, start, end, qpart = args
     validator = load_schema(schema_path) if schema_path else None
     report = ValidationReport(path=path)
+    lines_read = 0
+
+    def counted() -> Iterator[bytes]:
+        nonlocal lines_read
+        for raw in _range_lines(Path(path), start, end):
+            lines_read += 1
+            yield raw
+
     with contextlib.ExitStack() as stack:
         qfh = stack.enter_context(Path(qpart).open("w", encoding="utf-8")) if qpart else None
-        _check_records(_range_records(Path(path), start, end), report, validator, fmt, qfh)
-    return report, _line_count(Path(path), start, end)
+        _check_records(records_from_lines(counted(), file_start=start == 0), report, validator, fmt, qfh)
+    return report, lines_read
 
 
 def _validate_parallel(
