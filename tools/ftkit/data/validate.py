@@ -21,6 +21,7 @@ from jsonschema.exceptions import SchemaError
 from ftkit.data.checks import Finding
 from ftkit.data.formats import check_format, detect_format
 from ftkit.data.lengths import LengthStats, check_lengths
+from ftkit.data.parallel import range_lines
 from ftkit.data.readers import Record, iter_records, records_from_lines
 from ftkit.errors import FtkitError, Problem
 
@@ -186,16 +187,6 @@ def validate_file(
 PARALLEL_MIN_BYTES = 4 << 20
 
 
-def _range_lines(path: Path, start: int, end: int) -> Iterator[bytes]:
-    """The lines of a file that begin in the byte range [start, end)."""
-    with path.open("rb") as fh:
-        if start:
-            fh.seek(start - 1)
-            fh.readline()  # finish the line that began before `start`
-        while fh.tell() < end and (raw := fh.readline()):
-            yield raw
-
-
 def _validate_range(args: tuple[str, str | None, str, int, int, str | None]) -> tuple[ValidationReport, int]:
     """One worker: check the lines that begin in [start, end); return its report and how many lines it read."""
     path, schema_path, fmt, start, end, qpart = args
@@ -205,7 +196,7 @@ def _validate_range(args: tuple[str, str | None, str, int, int, str | None]) -> 
 
     def counted() -> Iterator[bytes]:
         nonlocal lines_read
-        for raw in _range_lines(Path(path), start, end):
+        for raw in range_lines(Path(path), start, end):
             lines_read += 1
             yield raw
 

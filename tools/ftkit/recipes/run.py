@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -47,6 +48,7 @@ class RunOptions:
     sets: list[str] = field(default_factory=list)
     runs_root: Path = Path("runs")
     run_dir: Path | None = None
+    allow_pii: bool = False  # train even when the PII gate finds more than recipe.yaml's pii.max_rows
 
 
 @dataclass
@@ -64,6 +66,7 @@ class RunResult:
 class PlannedStage:
     ctx: StageContext
     data_reports: list[ValidationReport]
+    pii_reports: list[dict[str, Any]]
 
 
 def _check_hardware(loaded: LoadedRecipe, profile: str, hw: dict[str, Any]) -> None:
@@ -116,6 +119,34 @@ def _preflight_data(
                 ExitCode.DATA_INVALID,
             )
         quarantine.unlink(missing_ok=True)
+    return reports
+
+
+def _pii_gate(
+    loaded: LoadedRecipe, resolved: ResolvedStage, ctx: StageContext, allow: bool, events: RunEvents
+) -> list[dict[str, Any]]:
+    """Scan every local dataset of the stage for PII and refuse (exit 3) above `pii.max_rows`, unless allowed."""
+    from ftkit.pii.fields import parse_patterns
+    from ftkit.pii.gate import gate_dataset, thresholds
+    from ftkit.pii.rows import ScanSettings
+
+    policy = loaded.recipe.pii
+    patterns = parse_patterns(policy.fields)
+    settings = ScanSettings(tuple(patterns) if patterns else None, ner=policy.ner)
+    limits = thresholds(dict(policy.max_rows))
+    engine = get_engine(loaded.recipe.engine)
+    reports = []
+    for path in engine.dataset_paths(resolved.config):
+        if not Path(path).is_file():
+            continue
+        result = gate_dataset(
+            path, settings, limits, allow=allow, policy_file=str(loaded.source.path),
+            report_path=ctx.stage_dir / f"pii-{Path(path).stem}.json", workers=os.cpu_count() or 1,
+        )  # fmt: skip
+        found = ", ".join(f"{e} in {n} rows" for e, n in result["rows_by_entity"].items()) or "no PII found"
+        events.message(f"pii: {resolved.name}: {Path(path).name}: {result['rows']} rows, {found}"
+                       f" (gate {result['gate']['verdict']}; {result['ner']['reason']})")  # fmt: skip
+        reports.append(result)
     return reports
 
 
@@ -204,7 +235,9 @@ def run_recipe(name: str, opts: RunOptions, events: RunEvents | None = None) -> 
             tokenizers[base] = _load_tokenizer(base)
             if tokenizers[base] is None:
                 events.message(f"no tokenizer for {base}: token lengths not checked before training")
-        planned[stage.name] = PlannedStage(ctx, _preflight_data(loaded, resolved, ctx, tokenizers[base]))
+        data_reports = _preflight_data(loaded, resolved, ctx, tokenizers[base])
+        pii_reports = _pii_gate(loaded, resolved, ctx, opts.allow_pii, events)
+        planned[stage.name] = PlannedStage(ctx, data_reports, pii_reports)
 
     metrics: dict[str, Any] = {
         "recipe": loaded.name,
@@ -246,6 +279,7 @@ def run_recipe(name: str, opts: RunOptions, events: RunEvents | None = None) -> 
                 "peak_memory_kind": "cuda_max_allocated" if cuda_peak else "process_peak_rss",
                 "returncode": result.returncode,
                 "data": [r.to_dict() for r in planned[stage.name].data_reports],
+                "pii": planned[stage.name].pii_reports,
                 "adapter_dir": str(engine.adapter_dir(ctx)),
             }
             metrics["stages"][stage.name] = summary

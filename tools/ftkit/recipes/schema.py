@@ -41,6 +41,35 @@ class Export(Strict):
     dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
 
 
+PiiEntity = Literal[
+    "EMAIL", "PHONE", "CREDIT_CARD", "US_SSN", "IBAN", "IP_ADDRESS", "URL", "SECRET", "PERSON", "ADDRESS"
+]  # ftkit.pii.findings.ENTITIES (a test keeps the two equal)
+
+
+class PiiPolicy(Strict):
+    """The PII gate of the pre-flight: every stage's local dataset is scanned before training."""
+
+    max_rows: dict[PiiEntity, int | None] = Field(
+        default_factory=dict,
+        description="Rows that may carry each entity before the run refuses (SECRET defaults to 0; null = no limit)",
+    )
+    fields: list[str] | None = Field(
+        default=None, description="Dotted paths of the text fields to scan (default: the row format's text fields)"
+    )
+    ner: str = Field(
+        default="off",
+        description="PERSON/ADDRESS via presidio + spaCy: off, auto (a model if installed) or a model name/path",
+    )
+
+    @field_validator("max_rows")
+    @classmethod
+    def _non_negative(cls, value: dict[str, int | None]) -> dict[str, int | None]:
+        bad = [k for k, v in value.items() if v is not None and v < 0]
+        if bad:
+            raise ValueError(f"max_rows must be 0 or more (or null for no limit): {bad}")
+        return value
+
+
 class Profile(Strict):
     description: str | None = None
     base_model: str | None = Field(
@@ -64,6 +93,7 @@ class Recipe(Strict):
     hardware: Hardware
     stages: list[Stage] = Field(min_length=1)
     export: Export = Field(default_factory=Export)
+    pii: PiiPolicy = Field(default_factory=PiiPolicy)
     profiles: dict[str, Profile]
     trust_remote_code_reason: str | None = Field(
         default=None, description="Required when an engine config sets trust_remote_code: true"

@@ -1,0 +1,220 @@
+"""The structured PII and secret detectors: a pattern finds a candidate, a pure check confirms it.
+
+Each `Detector` has cheap literal triggers (a substring test before any regex runs), a compiled
+pattern, and a `confirm` function that turns a match into a `Finding` or rejects it. `detect` in
+`ftkit.pii.detect` runs them and resolves overlaps. Scores: 0.99 for provider-formatted secrets,
+0.95 for checksummed numbers (cards, IBANs), 0.9 for validated formats, lower for the rest.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ftkit.pii import checks
+from ftkit.pii.findings import Finding
+
+Confirm = Callable[[re.Match[str]], Finding | None]
+
+
+@dataclass(frozen=True)
+class Detector:
+    entity: str
+    kind: str
+    pattern: re.Pattern[str]
+    confirm: Confirm
+    triggers: tuple[str, ...] = ()  # run only when one of these occurs in the text (lower-cased if `folded`)
+    folded: bool = False
+    needs_digits: bool = False  # run only when the text has a run of digits
+
+
+def _span(m: re.Match[str], entity: str, score: float, kind: str, group: int = 0) -> Finding:
+    return Finding(m.start(group), m.end(group), entity, score, kind)
+
+
+def _plain(entity: str, score: float, kind: str, group: int = 0) -> Confirm:
+    return lambda m: _span(m, entity, score, kind, group)
+
+
+# ------------------------------------------------------------------ email, URL with credentials, IP
+
+EMAIL = re.compile(
+    r"(?<![\w.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
+    r"[A-Za-z]{2,24}(?![\w-])"
+)
+
+URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]{1,15}://[^\s\"'<>`]+")
+_URL_USERINFO = re.compile(r"^[^:/?#]+://([^/?#@\s]*):([^/?#@\s]+)@")
+_URL_CRED_PARAM = re.compile(
+    r"[?&#](?:access_token|refresh_token|id_token|token|auth|api_?key|apikey|key|secret|client_secret|password|passwd|"
+    r"pwd|pass|sig|signature|x-amz-signature|x-amz-credential|x-goog-signature|sv|code)=([^&#\s]{6,})",
+    re.I,
+)
+_TRAILING = ".,;:!?)]}'\""
+
+
+def _placeholder(value: str) -> bool:
+    """A value that stands for a secret instead of being one: <your-key>, ${TOKEN}, ****, xxxx, {{ key }}."""
+    v = value.strip("'\"")
+    if not v or v[0] in "<$%{[*" or v.startswith(("{{", "os.", "process.env", "env.", "ENV[", "getenv")):
+        return True
+    if len(set(v.lower())) <= 2:  # xxxxxxxx, ********, 00000000
+        return True
+    low = v.lower()
+    return any(w in low for w in ("your", "example", "placeholder", "redacted", "changeme", "dummy", "xxxx"))
+
+
+def _url(m: re.Match[str]) -> Finding | None:
+    text = m.group(0)
+    end = m.end()
+    while text and text[-1] in _TRAILING:
+        text, end = text[:-1], end - 1
+    info = _URL_USERINFO.match(text)
+    if info and not _placeholder(info.group(2)):
+        return Finding(m.start(), end, "URL", 0.9, "url_userinfo")
+    param = _URL_CRED_PARAM.search(text)
+    if param and not _placeholder(param.group(1)) and checks.entropy(param.group(1)) >= 2.5:
+        return Finding(m.start(), end, "URL", 0.85, "url_credential_param")
+    return None
+
+
+IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)")
+IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{0,4})(?![\w:])")
+
+
+def _ip(m: re.Match[str]) -> Finding | None:
+    text = m.group(0)
+    if not checks.ip_ok(text) or (text.count(":") and not any(c.isalnum() for c in text)):
+        return None
+    return Finding(m.start(), m.end(), "IP_ADDRESS", 0.9, "ipv6" if ":" in text else "ipv4")
+
+
+# ------------------------------------------------------------------ numbers: cards, SSNs, IBANs
+
+CARD = re.compile(r"(?<![\w.-])\d(?:[ -]?\d){11,18}(?![\w-]|\.\d)")
+
+
+def _card(m: re.Match[str]) -> Finding | None:
+    return _span(m, "CREDIT_CARD", 0.95, "card_luhn") if checks.card_ok(checks.digits(m.group(0))) else None
+
+
+SSN = re.compile(r"(?<![\w.-])(\d{3})([- ])(\d{2})\2(\d{4})(?![\w-]|\.\d)")
+SSN_BARE = re.compile(r"(?i)\b(?:ssn|social security(?: number| no\.?| #)?)\W{0,6}(\d{9})\b")
+
+
+def _ssn(m: re.Match[str]) -> Finding | None:
+    return _span(m, "US_SSN", 0.85, "ssn") if checks.ssn_ok(checks.digits(m.group(0))) else None
+
+
+def _ssn_bare(m: re.Match[str]) -> Finding | None:
+    return _span(m, "US_SSN", 0.8, "ssn_with_context", 1) if checks.ssn_ok(m.group(1)) else None
+
+
+IBAN_START = re.compile(r"\b([A-Z]{2})(\d{2})(?=[ -]?[A-Z0-9])")
+
+
+def _iban(m: re.Match[str]) -> Finding | None:
+    """Read the country's IBAN length of letters and digits after the check digits, allowing one space
+    or dash between groups; confirm by mod 97."""
+    length = checks.IBAN_LENGTHS.get(m.group(1))
+    if length is None:
+        return None
+    text, pos, chars = m.string, m.end(), [m.group(1), m.group(2)]
+    have = 4
+    while have < length and pos < len(text):
+        ch = text[pos]
+        if ch.isascii() and ch.isalnum():
+            chars.append(ch.upper())
+            have += 1
+            pos += 1
+        elif ch in " -" and pos + 1 < len(text) and text[pos + 1].isascii() and text[pos + 1].isalnum():
+            pos += 1
+        else:
+            break
+    if have != length or (pos < len(text) and text[pos].isascii() and text[pos].isalnum()):
+        return None
+    if not checks.iban_ok("".join(chars)):
+        return None
+    return Finding(m.start(), pos, "IBAN", 0.95, "iban_mod97")
+
+
+# ------------------------------------------------------------------ secrets
+
+_SECRET_FORMATS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("aws_access_key_id", r"\b(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA)[A-Z0-9]{16}\b",
+     ("AKIA", "ASIA", "ABIA", "ACCA", "AGPA", "AIDA", "AROA", "AIPA", "ANPA", "ANVA", "APKA")),
+    ("github_token", r"\bgh[pousr]_[A-Za-z0-9]{36,251}\b", ("ghp_", "gho_", "ghu_", "ghs_", "ghr_")),
+    ("github_pat", r"\bgithub_pat_[A-Za-z0-9_]{50,255}\b", ("github_pat_",)),
+    ("gitlab_token", r"\bgl(?:pat|dt|rt|ptt|cbt|imt|soat|ft|agent)-[A-Za-z0-9_-]{20,}",
+     ("glpat-", "gldt-", "glrt-", "glptt-", "glcbt-", "glimt-", "glsoat-", "glft-", "glagent-")),
+    ("slack_token", r"\bxox[abposr]-[A-Za-z0-9-]{10,}", ("xox",)),
+    ("slack_webhook", r"https://hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9/_-]{20,}",
+     ("hooks.slack.com",)),
+    ("huggingface_token", r"\b(?:hf_|api_org_)[A-Za-z0-9]{30,}\b", ("hf_", "api_org_")),
+    ("anthropic_key", r"\bsk-ant-(?:api|admin|oat|ort)\d{2}-[A-Za-z0-9_-]{32,}", ("sk-ant-",)),
+    ("openai_key", r"\bsk-(?!ant-)(?:proj-|svcacct-|admin-|None-)?[A-Za-z0-9_-]{32,}", ("sk-",)),
+    ("stripe_key", r"\b(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{16,}", ("sk_live_", "sk_test_", "rk_live_", "rk_test_")),
+    ("google_api_key", r"\bAIza[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])", ("AIza",)),
+    ("jwt", r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}", ("eyJ",)),
+    ("private_key", r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----[\s\S]*?"
+     r"(?:-----END[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|\Z)", ("PRIVATE KEY",)),
+)  # fmt: skip
+
+
+def _secret(kind: str) -> Confirm:
+    def confirm(m: re.Match[str]) -> Finding | None:
+        if kind == "openai_key" and checks.char_classes(m.group(0)) < 3:  # sk-followed-by-a-long-slug
+            return None
+        return _span(m, "SECRET", 0.99, kind)
+
+    return confirm
+
+
+AWS_SECRET = re.compile(
+    r"(?i)aws.{0,20}?(?:secret|private).{0,20}?[\"']?\s*(?:[:=]|=>)\s*[\"']?([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])"
+)
+
+# A secret-like name, an assignment, then a value: name = "value", "name": "value", name: value, NAME=value.
+_SECRET_NAME = (
+    r"[A-Za-z0-9_.-]*(?:api[_-]?key|apikey|secret|passw(?:or)?d|pwd|token|access[_-]?key|auth[_-]?key|"
+    r"credentials?|private[_-]?key)[A-Za-z0-9_-]*"
+)
+ASSIGNED = re.compile(
+    rf"(?i)(?<![\w-])[\"']?({_SECRET_NAME})[\"']?\s*(?::=|=>|=|:)\s*"
+    r"(?:\"([^\"\s]{6,256})\"|'([^'\s]{6,256})'|([^\s\"',;<>(){}\[\]`]{6,256}))"
+)
+
+
+def _assigned(m: re.Match[str]) -> Finding | None:
+    group = next(g for g in (2, 3, 4) if m.group(g) is not None)
+    value = m.group(group)
+    end = m.end(group)
+    if group == 4:
+        while value and value[-1] in _TRAILING:
+            value, end = value[:-1], end - 1
+    if len(value) < 8 or _placeholder(value) or "://" in value:
+        return None
+    if checks.entropy(value) < 3.0 or checks.char_classes(value) < 2 or not any(c.isdigit() for c in value):
+        return None
+    return Finding(m.start(group), end, "SECRET", 0.7, "assigned_secret")
+
+
+# ------------------------------------------------------------------ the list
+
+DETECTORS: tuple[Detector, ...] = (
+    Detector("EMAIL", "email", EMAIL, _plain("EMAIL", 0.9, "email"), ("@",)),
+    Detector("URL", "url", URL, _url, ("://",)),
+    Detector("IP_ADDRESS", "ipv4", IPV4, _ip, (".",), needs_digits=True),
+    Detector("IP_ADDRESS", "ipv6", IPV6, _ip, (":",), needs_digits=True),
+    Detector("CREDIT_CARD", "card", CARD, _card, needs_digits=True),
+    Detector("US_SSN", "ssn", SSN, _ssn, ("-", " "), needs_digits=True),
+    Detector("US_SSN", "ssn_with_context", SSN_BARE, _ssn_bare, ("ssn", "social security"), folded=True,
+             needs_digits=True),
+    Detector("IBAN", "iban", IBAN_START, _iban, needs_digits=True),
+    *(Detector("SECRET", kind, re.compile(rx), _secret(kind), trig) for kind, rx, trig in _SECRET_FORMATS),
+    Detector("SECRET", "aws_secret_access_key", AWS_SECRET,
+             lambda m: _span(m, "SECRET", 0.95, "aws_secret_access_key", 1), ("aws",), folded=True),
+    Detector("SECRET", "assigned_secret", ASSIGNED, _assigned,
+             ("key", "secret", "pass", "pwd", "token", "credential"), folded=True),
+)  # fmt: skip

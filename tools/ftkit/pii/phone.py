@@ -1,0 +1,110 @@
+"""Phone numbers: a pattern finds runs of digits and phone punctuation, the `phonenumbers` library
+decides which part of a run is a number of some country.
+
+International numbers (+CC or 00CC) parse without a region. National numbers are tried against
+`REGIONS`; a valid number for a region (its numbering plan knows the prefix) is a finding, and so is a
+number of possible length written the way people write phones (+CC, a bracketed area code, or
+groups joined by separators) — many numbers in real text, and every fictional one, are not
+assigned but are still phone numbers to a reader. Bare digit strings must be valid to count.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+import phonenumbers
+from phonenumbers import NumberParseException
+
+from ftkit.pii.findings import Finding
+
+REGIONS = ("US", "GB", "DE", "FR", "IN", "BR", "IT", "ES", "NL", "CA", "AU", "MX", "JP", "CN", "RU", "PL")
+
+# A run: optional + prefix, digit groups joined by one separator (a space, dot, dash or slash, or a bracket
+# with an optional space), an optional extension.
+CANDIDATE = re.compile(
+    r"(?<![\w+/.-])(?:\+|\(\+?)?\d(?:\d|(?:[ .\-/]|\) ?| ?\()(?=[\d(])){5,24}\d\)?"
+    r"(?:\s{0,2}(?:x|ext\.?|extension|#)\s{0,2}\d{1,6})?(?![\w]|[.-]\d)"
+)
+_DIGIT = re.compile(r"\d")
+_DATE_TIME = re.compile(
+    r"^(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}|\d{1,2}:\d{2}(?::\d{2})?)(?:[ T].*)?$"
+)
+_GROUPED = re.compile(r"^(?:\+|00|\()|\d[ .-]\d{2,}[ .-]\d")
+_SSN_SHAPE = re.compile(r"^\d{3}-\d{2}-\d{4}$")
+_NOT_PHONE = re.compile(
+    r"^(?:\(?[12]\d{3} ?[-/] ?[12]\d{3}\)?"  # a range of years: (1874-1936)
+    r"|[-+]?\d+\.\d+)$"  # a decimal number: 37.3362725
+)
+_EXTENSION = re.compile(r"\s{0,2}(?:x|ext\.?|extension|#)\s{0,2}\d{1,6}$")
+_SHORT_LEAD = re.compile(r"^\d{1,2} ")
+
+
+@lru_cache(maxsize=4096)
+def _classify(candidate: str) -> float:
+    """0 when `candidate` is not a phone number, else the finding's score."""
+    main = _EXTENSION.sub("", candidate)
+    n_digits = len(_DIGIT.findall(main))  # E.164: at most 15 digits
+    if not 7 <= n_digits <= 15 or _DATE_TIME.match(main) or _SSN_SHAPE.match(main) or _NOT_PHONE.match(main):
+        return 0.0
+    international = candidate.startswith(("+", "(+")) or candidate.startswith("00")
+    text = "+" + candidate[2:] if candidate.startswith("00") else candidate
+    regions: tuple[str | None, ...] = (None,) if international else REGIONS
+    formatted = bool(_GROUPED.search(candidate))
+    if main.isdigit() and n_digits < 9:  # 6000000 is a number, not a phone
+        return 0.0
+    possible = False
+    for region in regions:
+        try:
+            number = phonenumbers.parse(text, region)
+        except NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(number):
+            return 0.85
+        possible = possible or (formatted and phonenumbers.is_possible_number(number))
+    return 0.6 if possible else 0.0
+
+
+def _sub_runs(text: str, start: int) -> list[tuple[int, int]]:
+    """The run itself, then shorter runs of its space-separated groups (longest first), for runs that
+    glued a number to a neighbouring figure ('room 12 555-123-4567')."""
+    groups = [(m.start() + start, m.end() + start) for m in re.finditer(r"\S+", text)]
+    spans = [(groups[i][0], groups[j][1]) for i in range(len(groups)) for j in range(i, len(groups))]
+    return sorted(spans, key=lambda s: s[0] - s[1])
+
+
+def _rank(piece: str, score: float) -> tuple[float, bool, int]:
+    """Surer first; of equally sure readings, one that does not start with a stray short figure; then longer."""
+    return (score, not (score < 0.85 and _SHORT_LEAD.match(piece)), len(piece))
+
+
+def find_phones(text: str) -> list[Finding]:
+    """Each run is read whole when it is a number; otherwise its sub-runs are read, surest and longest first.
+    A run that starts with +CC keeps its start (a national number is not read out of an international one)."""
+    found: list[Finding] = []
+    for m in CANDIDATE.finditer(text):
+        run, start = m.group(0), m.start()
+        if run.count(")") > run.count("("):
+            run = run.rstrip(")")
+        elif run.startswith("(") and run.endswith(")") and run.count("(") == 1:  # (555-3476): the brackets are prose
+            run, start = run[1:-1], start + 1
+        score = _classify(run)
+        if score and _rank(run, score)[1]:
+            found.append(Finding(start, start + len(run), "PHONE", score, "phone"))
+            continue
+        international = run.startswith(("+", "(+", "00"))
+        scored = []
+        for s, e in _sub_runs(run, start):
+            if (international and s != start) or e - s == len(run):
+                continue
+            piece = text[s:e]
+            if piece.count(")") > piece.count("("):
+                piece = piece.rstrip(")")
+            if score := _classify(piece):
+                scored.append((_rank(piece, score), s, s + len(piece), score))
+        taken: list[tuple[int, int]] = []
+        for _, s, e, score in sorted(scored, reverse=True):
+            if not any(s < te and e > ts for ts, te in taken):
+                found.append(Finding(s, e, "PHONE", score, "phone"))
+                taken.append((s, e))
+    return found
