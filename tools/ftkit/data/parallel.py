@@ -54,12 +54,14 @@ def map_records(
     work: Callable[[Record], T],
     *,
     workers: int = 1,
-    chunk_bytes: int = CHUNK_BYTES,
+    chunk_bytes: int | None = None,
     on_progress: Callable[[int, int | None], None] | None = None,
 ) -> Iterator[tuple[int, T]]:
-    """Yield (record number, work(record)) in file order. `work` must be picklable (a module-level function or a
-    functools.partial of one) when workers > 1. `on_progress(done, total)` counts bytes for plain JSONL
-    and records otherwise (total None)."""
+    """Yield (record number, work(record)) in file order.
+
+    `work` must be picklable (a module-level function or a functools.partial of one) when workers > 1.
+    Chunks are `chunk_bytes` (default CHUNK_BYTES) long. `on_progress(done, total)` counts bytes for
+    plain JSONL and records otherwise (total None)."""
     p = Path(path)
     if p.suffix not in PLAIN_JSONL or not p.is_file():
         for n, rec in enumerate(iter_records(p), start=1):
@@ -68,7 +70,7 @@ def map_records(
                 on_progress(n, None)
         return
     size = p.stat().st_size
-    spans = byte_ranges(size, chunk_bytes)
+    spans = byte_ranges(size, chunk_bytes or CHUNK_BYTES)
     run = functools.partial(_run_range, work, str(p))
     if workers > 1 and len(spans) > 1:
         import multiprocessing

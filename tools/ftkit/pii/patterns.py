@@ -108,7 +108,7 @@ def _ssn(m: re.Match[str]) -> Finding | None:
 
 
 def _ssn_bare(m: re.Match[str]) -> Finding | None:
-    return _span(m, "US_SSN", 0.8, "ssn_with_context", 1) if checks.ssn_ok(m.group(1)) else None
+    return _span(m, "US_SSN", 0.9, "ssn_with_context", 1) if checks.ssn_ok(m.group(1)) else None
 
 
 IBAN_START = re.compile(r"\b([A-Z]{2})(\d{2})(?=[ -]?[A-Z0-9])")

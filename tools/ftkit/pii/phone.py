@@ -62,14 +62,18 @@ def _classify(candidate: str) -> float:
         if phonenumbers.is_valid_number(number):
             return 0.85
         possible = possible or (formatted and phonenumbers.is_possible_number(number))
-    return 0.6 if possible else 0.0
+    # A national number (no +CC) of more than 12 digits is a card, account or order number, not a phone.
+    return 0.6 if possible and (international or n_digits <= 12) else 0.0
 
 
 def _sub_runs(text: str, start: int) -> list[tuple[int, int]]:
-    """The run itself, then shorter runs of its space-separated groups (longest first), for runs that
-    glued a number to a neighbouring figure ('room 12 555-123-4567')."""
+    """The run without a stray short figure (three characters at most) at either end, for runs that glued
+    a number to a neighbouring one ('room 12 555-123-4567', '555-123-4567 2'); longest first."""
     groups = [(m.start() + start, m.end() + start) for m in re.finditer(r"\S+", text)]
-    spans = [(groups[i][0], groups[j][1]) for i in range(len(groups)) for j in range(i, len(groups))]
+    short = [e - s <= 3 for s, e in groups]
+    firsts = [0, 1] if len(groups) > 1 and short[0] else [0]
+    lasts = [len(groups) - 1, len(groups) - 2] if len(groups) > 1 and short[-1] else [len(groups) - 1]
+    spans = [(groups[i][0], groups[j][1]) for i in firsts for j in lasts if i <= j]
     return sorted(spans, key=lambda s: s[0] - s[1])
 
 
@@ -79,7 +83,7 @@ def _rank(piece: str, score: float) -> tuple[float, bool, int]:
 
 
 def find_phones(text: str) -> list[Finding]:
-    """Each run is read whole when it is a number; otherwise its sub-runs are read, surest and longest first.
+    """Each run is read whole when it is a number; otherwise its sub-runs that are valid numbers, longest first.
     A run that starts with +CC keeps its start (a national number is not read out of an international one)."""
     found: list[Finding] = []
     for m in CANDIDATE.finditer(text):
@@ -100,7 +104,7 @@ def find_phones(text: str) -> list[Finding]:
             piece = text[s:e]
             if piece.count(")") > piece.count("("):
                 piece = piece.rstrip(")")
-            if score := _classify(piece):
+            if (score := _classify(piece)) >= 0.85:  # a part of a run must be a valid number on its own
                 scored.append((_rank(piece, score), s, s + len(piece), score))
         taken: list[tuple[int, int]] = []
         for _, s, e, score in sorted(scored, reverse=True):
