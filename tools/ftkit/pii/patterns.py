@@ -47,8 +47,7 @@ EMAIL = re.compile(
 URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]{1,15}://[^\s\"'<>`]+")
 _URL_USERINFO = re.compile(r"^[^:/?#]+://([^/?#@\s]*):([^/?#@\s]+)@")
 _URL_CRED_PARAM = re.compile(
-    r"[?&#](?:access_token|refresh_token|id_token|token|auth|api_?key|apikey|key|secret|client_secret|password|passwd|"
-    r"pwd|pass|sig|signature|x-amz-signature|x-amz-credential|x-goog-signature|sv|code)=([^&#\s]{6,})",
+    r"[?&#;]([\w.-]*(?:token|key|secret|passw|pwd|pass|sig|signature|auth|credential|session)[\w.-]*)=([^&#;\s]{6,})",
     re.I,
 )
 _TRAILING = ".,;:!?)]}'\""
@@ -57,12 +56,22 @@ _TRAILING = ".,;:!?)]}'\""
 def _placeholder(value: str) -> bool:
     """A value that stands for a secret instead of being one: <your-key>, ${TOKEN}, ****, xxxx, {{ key }}."""
     v = value.strip("'\"")
-    if not v or v[0] in "<$%{[*" or v.startswith(("{{", "os.", "process.env", "env.", "ENV[", "getenv")):
+    if not v or v[0] in "<${[*" or v.startswith(("os.", "process.env", "env.", "ENV[", "getenv")):
+        return True
+    if v[0] == "%" and v.endswith("%"):  # %API_KEY% (a Windows variable; %2B... is URL encoding)
         return True
     if len(set(v.lower())) <= 2:  # xxxxxxxx, ********, 00000000
         return True
     low = v.lower()
     return any(w in low for w in ("your", "example", "placeholder", "redacted", "changeme", "dummy", "xxxx"))
+
+
+def random_looking(value: str) -> bool:
+    """A generated credential rather than a word: mixed characters with a digit, or long and high-entropy."""
+    h = checks.entropy(value)
+    if checks.char_classes(value) < 2:
+        return False
+    return (h >= 3.0 and any(c.isdigit() for c in value)) or (len(value) >= 16 and h >= 3.5)
 
 
 def _url(m: re.Match[str]) -> Finding | None:
@@ -73,9 +82,10 @@ def _url(m: re.Match[str]) -> Finding | None:
     info = _URL_USERINFO.match(text)
     if info and not _placeholder(info.group(2)):
         return Finding(m.start(), end, "URL", 0.9, "url_userinfo")
-    param = _URL_CRED_PARAM.search(text)
-    if param and not _placeholder(param.group(1)) and checks.entropy(param.group(1)) >= 2.5:
-        return Finding(m.start(), end, "URL", 0.85, "url_credential_param")
+    for param in _URL_CRED_PARAM.finditer(text):
+        value = param.group(2)
+        if not _placeholder(value) and random_looking(value):
+            return Finding(m.start(), end, "URL", 0.85, "url_credential_param")
     return None
 
 
@@ -100,7 +110,10 @@ def _card(m: re.Match[str]) -> Finding | None:
 
 
 SSN = re.compile(r"(?<![\w.-])(\d{3})([- ])(\d{2})\2(\d{4})(?![\w-]|\.\d)")
-SSN_BARE = re.compile(r"(?i)\b(?:ssn|social security(?: number| no\.?| #)?)\W{0,6}(\d{9})\b")
+SSN_BARE = re.compile(
+    r"(?i)\b(?:ssn|social security)(?:\W+\w+){0,3}?\W+(\d{9})\b"  # SSN is 123456789
+    r"|\b(\d{9})\b(?=(?:\W+\w+){0,4}?\W+(?:ssn|social security))"  # 123456789 is the social security number
+)
 
 
 def _ssn(m: re.Match[str]) -> Finding | None:
@@ -108,7 +121,8 @@ def _ssn(m: re.Match[str]) -> Finding | None:
 
 
 def _ssn_bare(m: re.Match[str]) -> Finding | None:
-    return _span(m, "US_SSN", 0.9, "ssn_with_context", 1) if checks.ssn_ok(m.group(1)) else None
+    group = 1 if m.group(1) else 2
+    return _span(m, "US_SSN", 0.9, "ssn_with_context", group) if checks.ssn_ok(m.group(group)) else None
 
 
 IBAN_START = re.compile(r"\b([A-Z]{2})(\d{2})(?=[ -]?[A-Z0-9])")
@@ -182,8 +196,9 @@ _SECRET_NAME = (
 )
 ASSIGNED = re.compile(
     rf"(?i)(?<![\w-])[\"']?({_SECRET_NAME})[\"']?\s*(?::=|=>|=|:)\s*"
-    r"(?:\"([^\"\s]{6,256})\"|'([^'\s]{6,256})'|([^\s\"',;<>(){}\[\]`]{6,256}))"
+    r"(?:\"([^\"\s]{6,256})\"|'([^'\s]{6,256})'|([^\s\"',;<>`]{6,256}))"
 )
+_CALL = re.compile(r"^[A-Za-z_][\w.]*\(.*\)$|^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+$")  # get_key(...), settings.API_KEY
 
 
 def _assigned(m: re.Match[str]) -> Finding | None:
@@ -191,11 +206,14 @@ def _assigned(m: re.Match[str]) -> Finding | None:
     value = m.group(group)
     end = m.end(group)
     if group == 4:
-        while value and value[-1] in _TRAILING:
+        if m.start() > 0 and m.string[m.start() - 1] in "?&;":  # a URL query parameter: the value ends at &
+            value = value.split("&")[0]
+            end = m.start(group) + len(value)
+        while value and value[-1] in _TRAILING and value.count("(") <= value.count(")") - (value[-1] == ")"):
             value, end = value[:-1], end - 1
-    if len(value) < 8 or _placeholder(value) or "://" in value:
+    if len(value) < 8 or _placeholder(value) or "://" in value or _CALL.match(value):
         return None
-    if checks.entropy(value) < 3.0 or checks.char_classes(value) < 2 or not any(c.isdigit() for c in value):
+    if not random_looking(value):
         return None
     return Finding(m.start(group), end, "SECRET", 0.7, "assigned_secret")
 
@@ -206,7 +224,7 @@ DETECTORS: tuple[Detector, ...] = (
     Detector("EMAIL", "email", EMAIL, _plain("EMAIL", 0.9, "email"), ("@",)),
     Detector("URL", "url", URL, _url, ("://",)),
     Detector("IP_ADDRESS", "ipv4", IPV4, _ip, (".",), needs_digits=True),
-    Detector("IP_ADDRESS", "ipv6", IPV6, _ip, (":",), needs_digits=True),
+    Detector("IP_ADDRESS", "ipv6", IPV6, _ip, (":",)),
     Detector("CREDIT_CARD", "card", CARD, _card, needs_digits=True),
     Detector("US_SSN", "ssn", SSN, _ssn, ("-", " "), needs_digits=True),
     Detector("US_SSN", "ssn_with_context", SSN_BARE, _ssn_bare, ("ssn", "social security"), folded=True,

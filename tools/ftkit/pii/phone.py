@@ -23,8 +23,8 @@ REGIONS = ("US", "GB", "DE", "FR", "IN", "BR", "IT", "ES", "NL", "CA", "AU", "MX
 # A run: optional + prefix, digit groups joined by one separator (a space, dot, dash or slash, or a bracket
 # with an optional space), an optional extension.
 CANDIDATE = re.compile(
-    r"(?<![\w+/.-])(?:\+|\(\+?)?\d(?:\d|(?:[ .\-/]|\) ?| ?\()(?=[\d(])){5,24}\d\)?"
-    r"(?:\s{0,2}(?:x|ext\.?|extension|#)\s{0,2}\d{1,6})?(?![\w]|[.-]\d)"
+    r"(?<![\w+/.-])(?:\+|\(\+?)?\d(?:\d|(?:[ .\-/]|\)[ -]?| ?\()(?=[\d(])){5,24}\d\)?"
+    r"(?:\s{0,2}(?:x|ext\.?|extension|#)\s{0,2}\d{1,6})?(?![\w]|[.-]\w)"
 )
 _DIGIT = re.compile(r"\d")
 _DATE_TIME = re.compile(
@@ -34,10 +34,32 @@ _GROUPED = re.compile(r"^(?:\+|00|\()|\d[ .-]\d{2,}[ .-]\d")
 _SSN_SHAPE = re.compile(r"^\d{3}-\d{2}-\d{4}$")
 _NOT_PHONE = re.compile(
     r"^(?:\(?[12]\d{3} ?[-/] ?[12]\d{3}\)?"  # a range of years: (1874-1936)
-    r"|[-+]?\d+\.\d+)$"  # a decimal number: 37.3362725
+    r"|[-+]?\d+\.\d+"  # a decimal number: 37.3362725
+    r"|\d{1,3}(?:\.\d{1,3}){3})$"  # a dotted quad (an IP address, valid or not)
 )
+_ISBN_SHAPE = re.compile(r"^(?:97[89]-)?\d{1,5}-\d{1,7}-\d{1,7}-[\dX]$")
+
+
+def isbn_ok(text: str) -> bool:
+    """A hyphenated ISBN-10 or ISBN-13 whose check digit is right (books are not phones)."""
+    if not _ISBN_SHAPE.match(text):
+        return False
+    chars = text.replace("-", "")
+    if len(chars) == 10:
+        total = sum((10 - i) * (10 if c == "X" else int(c)) for i, c in enumerate(chars))
+        return total % 11 == 0
+    if len(chars) == 13 and chars.isdigit():
+        return sum(int(c) * (3 if i % 2 else 1) for i, c in enumerate(chars)) % 10 == 0
+    return False
+
+
 _EXTENSION = re.compile(r"\s{0,2}(?:x|ext\.?|extension|#)\s{0,2}\d{1,6}$")
 _SHORT_LEAD = re.compile(r"^\d{1,2} ")
+
+
+def _looks_like_something_else(text: str) -> bool:
+    """A date, time, SSN, year range, decimal, dotted quad or ISBN with phone-like digits."""
+    return bool(_DATE_TIME.match(text) or _SSN_SHAPE.match(text) or _NOT_PHONE.match(text)) or isbn_ok(text)
 
 
 @lru_cache(maxsize=4096)
@@ -45,7 +67,7 @@ def _classify(candidate: str) -> float:
     """0 when `candidate` is not a phone number, else the finding's score."""
     main = _EXTENSION.sub("", candidate)
     n_digits = len(_DIGIT.findall(main))  # E.164: at most 15 digits
-    if not 7 <= n_digits <= 15 or _DATE_TIME.match(main) or _SSN_SHAPE.match(main) or _NOT_PHONE.match(main):
+    if not 7 <= n_digits <= 15 or _looks_like_something_else(main):
         return 0.0
     international = candidate.startswith(("+", "(+")) or candidate.startswith("00")
     text = "+" + candidate[2:] if candidate.startswith("00") else candidate
@@ -82,12 +104,17 @@ def _rank(piece: str, score: float) -> tuple[float, bool, int]:
     return (score, not (score < 0.85 and _SHORT_LEAD.match(piece)), len(piece))
 
 
+_CODE_BEFORE = re.compile(r"[A-Z]{2}\d{2}(?: [A-Z0-9]{4})* $")  # 'GB38 XWJM ' before digits: an IBAN-like code
+
+
 def find_phones(text: str) -> list[Finding]:
     """Each run is read whole when it is a number; otherwise its sub-runs that are valid numbers, longest first.
     A run that starts with +CC keeps its start (a national number is not read out of an international one)."""
     found: list[Finding] = []
     for m in CANDIDATE.finditer(text):
         run, start = m.group(0), m.start()
+        if _CODE_BEFORE.search(text, max(0, start - 40), start):
+            continue
         if run.count(")") > run.count("("):
             run = run.rstrip(")")
         elif run.startswith("(") and run.endswith(")") and run.count("(") == 1:  # (555-3476): the brackets are prose
