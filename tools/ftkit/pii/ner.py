@@ -15,10 +15,11 @@ Entities:
   `Finding.kind` is "ner:<presidio entity>" (ner:PERSON, ner:LOCATION); `score` is presidio's score
   (0.85 for every spaCy entity: spaCy's NER gives no per-entity confidence).
 
-The model is optional. `load_ner()` never raises because no model is installed: it returns a backend
-whose `.status.available` is False, whose `.status.reason` says what was tried and how to fix it,
-and whose `.detect` returns []. It raises `FtkitError` only when a model was asked for explicitly
-(argument or FTKIT_PII_NER_MODEL) and does not load.
+The model is optional. `load_ner()` never raises because no model is installed (or because the one
+it found does not load): it returns a backend whose `.status.available` is False, whose
+`.status.reason` says what was tried and how to fix it, and whose `.detect` returns []. It raises
+`FtkitError` only when a model was asked for explicitly (argument or FTKIT_PII_NER_MODEL) and does
+not load.
 
 presidio and spaCy are imported lazily (presidio's import alone takes seconds), and a loaded backend
 is cached per model for the life of the process.
@@ -136,6 +137,7 @@ def clear_ner_cache() -> None:
 
 
 def _load_uncached(model: str | None, source: str) -> NerBackend:
+    auto = model is None
     if model is None:
         found = next((name for name in DEFAULT_MODELS if _is_installed(name)), None)
         if found is None:
@@ -161,6 +163,13 @@ def _load_uncached(model: str | None, source: str) -> NerBackend:
     try:
         nlp = _load_spacy(name)
     except Exception as exc:  # spaCy raises OSError, ValueError, KeyError, catalogue errors... for a bad pipeline
+        if auto:  # found, not asked for: report it, do not stop the scan
+            return _unavailable(
+                name,
+                f"spaCy model {name} is installed but did not load ({type(exc).__name__}: {exc}): "
+                "PERSON and ADDRESS were not scanned",
+                fix=f"reinstall it for spaCy {_spacy_version()} or pass --ner PATH",
+            )
         raise _load_error(model, source, f"did not load as a spaCy pipeline: {type(exc).__name__}: {exc}") from exc
     if not nlp.pipe_names:
         raise _load_error(model, source, "is a blank pipeline (no components): it cannot find any entity")
@@ -194,6 +203,12 @@ def _is_installed(package: str) -> bool:
         return importlib.util.find_spec(package) is not None
     except (ImportError, ValueError):
         return False
+
+
+def _spacy_version() -> str:
+    import spacy
+
+    return str(spacy.__version__)
 
 
 def _load_spacy(name: str) -> Any:

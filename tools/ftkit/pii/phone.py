@@ -55,6 +55,7 @@ def isbn_ok(text: str) -> bool:
 
 _EXTENSION = re.compile(r"\s{0,2}(?:x|ext\.?|extension|#)\s{0,2}\d{1,6}$")
 _SHORT_LEAD = re.compile(r"^\d{1,2} ")
+_STRAY_TAIL = re.compile(r"(?<=\d{3}) \d{1,2}$")  # '123456789 10': the next list number, not the phone's
 
 
 def _looks_like_something_else(text: str) -> bool:
@@ -115,6 +116,8 @@ def find_phones(text: str) -> list[Finding]:
         run, start = m.group(0), m.start()
         if _CODE_BEFORE.search(text, max(0, start - 40), start):
             continue
+        if (tail := _STRAY_TAIL.search(run)) and _classify(run[: tail.start()]):
+            run = run[: tail.start()]
         if run.count(")") > run.count("("):
             run = run.rstrip(")")
         elif run.startswith("(") and run.endswith(")") and run.count("(") == 1:  # (555-3476): the brackets are prose
