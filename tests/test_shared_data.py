@@ -59,3 +59,38 @@ def test_hh_rlhf_converts_and_injected_faults_are_reported_at_their_lines(tmp_pa
                     "identical": "identical", "utf8": "not valid UTF-8", "role": "'robot' is not one of"}  # fmt: skip
     for line_no, how in injected.items():
         assert expectations[how] in found[line_no].message, (line_no, found[line_no].message)
+
+
+def _shape(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: _shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shape(v) for v in value]
+    return type(value).__name__
+
+
+@pytest.mark.parametrize(
+    ("name", "out_name", "rows"),
+    [("fastchat-dummy-conversation.sharegpt.json", "clean.json", 500),
+     ("hh-rlhf-harmless-base-test.jsonl.gz", "clean.jsonl", 2312),
+     ("mt-bench-questions.jsonl", "clean.jsonl", 80)],
+)  # fmt: skip
+def test_pii_scan_and_clean_keep_the_row_count_and_the_json_structure(name: str, out_name: str, rows: int, tmp_path):
+    from ftkit.data.readers import iter_records
+    from ftkit.pii.clean import clean_file
+    from ftkit.pii.rows import ScanSettings
+    from ftkit.pii.scan import scan_file
+
+    settings = ScanSettings(ner="off")
+    scan = scan_file(SHARED / name, settings)
+    report = clean_file(SHARED / name, tmp_path / out_name, settings)
+    assert scan.rows == report.rows_in == report.rows_out == rows and scan.unreadable == 0
+    assert report.rows_changed == scan.rows_with_pii
+    before = [r.row for r in iter_records(SHARED / name)]
+    after = [r.row for r in iter_records(tmp_path / out_name)]
+    assert [_shape(r) for r in after] == [_shape(r) for r in before]
+    changed = sum(a != b for a, b in zip(after, before, strict=True))
+    assert changed == report.rows_changed
+    if name.startswith("hh-rlhf"):  # the transcripts carry real-looking phone numbers and emails
+        assert scan.rows_by_entity["PHONE"] > 10 and scan.rows_by_entity["EMAIL"] > 3
+        assert "[PHONE_1]" in json.dumps(after) and "[EMAIL_1]" in json.dumps(after)
