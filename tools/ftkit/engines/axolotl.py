@@ -19,6 +19,7 @@ from ftkit.validation import unknown_keys
 from ftkit.yamlio import LocatedYaml
 
 _LOG_DICT = re.compile(r"\{'[^{}]*\}")
+CPU_4BIT_PLUGIN = "ftkit.engines.axolotl_plugin.Cpu4bitTrainingPlugin"
 
 
 @cache
@@ -105,6 +106,9 @@ class AxolotlEngine(Engine):
                 path = absolutize(str(ds["path"]), ctx.recipe_dir)
                 if path != ds["path"]:
                     out[f"datasets.{i}.path"] = path
+        plugins = list(cfg.get("plugins") or [])
+        if ctx.device == "cpu" and cfg.get("load_in_4bit") and CPU_4BIT_PLUGIN not in plugins:
+            out["plugins"] = [*plugins, CPU_4BIT_PLUGIN]  # bitsandbytes' CPU eval repacking breaks training
         return out
 
     def report_overrides(self, backend: str, ctx: StageContext) -> dict[str, Any]:

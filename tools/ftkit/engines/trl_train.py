@@ -86,6 +86,12 @@ def train(cfg: TrlStageConfig, history: Path) -> None:
         use_safetensors=True,
     )
     model.config.pad_token_id = tok.pad_token_id
+    import torch
+
+    if quant is not None and not torch.cuda.is_available():
+        from ftkit.engines.bnb_cpu import keep_4bit_layers_trainable
+
+        keep_4bit_layers_trainable(model)  # an evaluation would otherwise break later training steps
     peft_config = None
     if cfg.lora is not None:
         from peft import LoraConfig
@@ -101,8 +107,6 @@ def train(cfg: TrlStageConfig, history: Path) -> None:
     if cfg.dataset.val_fraction > 0:
         parts = data.train_test_split(test_size=cfg.dataset.val_fraction, seed=cfg.trainer.get("seed", 42))
         data, eval_data = parts["train"], parts["test"]
-
-    import torch
 
     # TRL defaults to bf16 mixed precision; follow the model's dtype unless the config says otherwise.
     trainer_args = {"bf16": dtype == torch.bfloat16, **cfg.trainer}
