@@ -22,12 +22,10 @@ import datetime as dt
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -254,48 +252,17 @@ def format_examples(result: dict[str, Any], per_entity: int) -> str:
 # Provenance
 
 
-def git_commit() -> str:
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True, timeout=10
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, check=True, timeout=10
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return sha + ("-dirty" if dirty else "")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def package_versions(names: Sequence[str] = ("faker", "phonenumbers", "presidio-analyzer", "ftkit")) -> dict[str, str]:
-    out = {}
-    for name in names:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
 def provenance() -> dict[str, Any]:
+    from ftkit import envinfo
+
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
-        "commit": git_commit(),
+        "commit": envinfo.git_commit(ROOT),
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "versions": package_versions(),
+        "versions": envinfo.versions(("faker", "phonenumbers", "presidio-analyzer", "ftkit")),
         "python": platform.python_version(),
         "machine": {
-            "cpu": cpu_model(),
+            "cpu": envinfo.hardware()["cpu"],
             "cpu_count": os.cpu_count(),
             "usable_cores": usable,
             "platform": platform.platform(),

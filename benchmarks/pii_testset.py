@@ -67,6 +67,7 @@ Hard negatives (no spans; anything found in them is a false positive)
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import ipaddress
 import json
 import random
@@ -583,6 +584,15 @@ def secret_text(ctx: Ctx) -> LabelledText:
 # ---------------------------------------------------------------------------------------------------------------
 # Filler (not PII of a structured entity) and template rendering
 
+# Faker's date()/date_time()/time() draw from "1970 until now", so they change with the clock: the set
+# would not be the same twice. Dates come from a fixed window instead.
+_DATES = (dt.datetime(2015, 1, 1), dt.datetime(2025, 12, 31, 23, 59, 59))
+
+
+def when(ctx: Ctx) -> dt.datetime:
+    return ctx.fk().date_time_between_dates(*_DATES)
+
+
 FILLERS: dict[str, Callable[[Ctx], str]] = {
     "name": lambda c: c.any_fk().name(),
     "first": lambda c: c.any_fk().first_name(),
@@ -592,8 +602,8 @@ FILLERS: dict[str, Callable[[Ctx], str]] = {
     "word": lambda c: c.fk().word(),
     "int": lambda c: str(c.rng.randrange(2, 999)),
     "ticket": lambda c: f"#{c.rng.randrange(1000, 99999)}",
-    "date": lambda c: c.fk().date(),
-    "ts": lambda c: c.fk().date_time().isoformat(sep=" ", timespec="seconds"),
+    "date": lambda c: when(c).date().isoformat(),
+    "ts": lambda c: when(c).isoformat(sep=" ", timespec="seconds"),
     "city": lambda c: c.any_fk().city(),
 }
 
@@ -810,17 +820,16 @@ def _neg_ip(ctx: Ctx) -> str:
 
 
 def _neg_date_time(ctx: Ctx) -> str:
-    fake = ctx.fk()
-    d = fake.date_object()
+    d = when(ctx).date()
     shown = ctx.rng.choice(
         (d.isoformat(), d.strftime("%d/%m/%Y"), d.strftime("%d.%m.%Y"), d.strftime("%B %d, %Y"), d.strftime("%m/%d/%y"))
     )
     return ctx.rng.choice(
         (
-            f"The meeting moved to {shown} at {fake.time()}.",
+            f"The meeting moved to {shown} at {when(ctx):%H:%M:%S}.",
             f"Deadline: {shown}",
-            f"Released on {shown}, patched at {fake.time()} UTC.",
-            f"{shown} {fake.time()} backup completed",
+            f"Released on {shown}, patched at {when(ctx):%H:%M:%S} UTC.",
+            f"{shown} {when(ctx):%H:%M:%S} backup completed",
         )
     )
 

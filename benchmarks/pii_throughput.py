@@ -42,7 +42,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -275,16 +274,6 @@ def tally(
 # --------------------------------------------------------------------------------------- provenance
 
 
-def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for name in VERSIONS:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
-
-
 def mb(texts: Sequence[str]) -> float:
     return sum(len(t.encode("utf-8")) for t in texts) / 1e6
 
@@ -415,7 +404,7 @@ def main() -> None:
         "hardware": envinfo.hardware_label(hw),
         "cpu": {"model": hw["cpu"], "cores": hw["cpu_count"], "memory_gib": hw["memory_gib"]},
         "platform": hw["platform"],
-        "versions": versions(),
+        "versions": {"python": platform.python_version(), **envinfo.versions(VERSIONS)},
         "target_ratio": args.target,
         "settings": {
             "mb": args.mb,

@@ -16,9 +16,10 @@ PACKAGES = (
 )  # fmt: skip
 
 
-def versions() -> dict[str, str]:
+def versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
+    """Installed versions of `names` (default: the training stack); packages not installed are left out."""
     out = {}
-    for name in PACKAGES:
+    for name in names:
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -30,23 +30,27 @@ def range_lines(path: Path, start: int, end: int) -> Iterator[bytes]:
             yield raw
 
 
+class CountedLines:
+    """The lines of a byte range (see `range_lines`), counting them as they are read."""
+
+    def __init__(self, path: Path, start: int, end: int) -> None:
+        self.path, self.start, self.end, self.count = path, start, end, 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for raw in range_lines(self.path, self.start, self.end):
+            self.count += 1
+            yield raw
+
+
 def byte_ranges(size: int, chunk: int) -> list[tuple[int, int]]:
     return [(s, min(s + chunk, size)) for s in range(0, size, chunk)] or [(0, 0)]
 
 
 def _run_range(work: Callable[[Record], T], path: str, span: tuple[int, int]) -> tuple[list[tuple[int, T]], int]:
     """One chunk: (record number within the chunk, result) for every record, and how many lines were read."""
-    start, end = span
-    lines_read = 0
-
-    def counted() -> Iterator[bytes]:
-        nonlocal lines_read
-        for raw in range_lines(Path(path), start, end):
-            lines_read += 1
-            yield raw
-
-    results = [(rec.number, work(rec)) for rec in records_from_lines(counted(), file_start=start == 0)]
-    return results, lines_read
+    lines = CountedLines(Path(path), *span)
+    results = [(rec.number, work(rec)) for rec in records_from_lines(lines, file_start=span[0] == 0)]
+    return results, lines.count
 
 
 def map_records(

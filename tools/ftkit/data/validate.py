@@ -10,7 +10,7 @@ import contextlib
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -21,7 +21,7 @@ from jsonschema.exceptions import SchemaError
 from ftkit.data.checks import Finding
 from ftkit.data.formats import check_format, detect_format
 from ftkit.data.lengths import LengthStats, check_lengths
-from ftkit.data.parallel import range_lines
+from ftkit.data.parallel import CountedLines
 from ftkit.data.readers import Record, iter_records, records_from_lines
 from ftkit.errors import FtkitError, Problem
 
@@ -192,18 +192,11 @@ def _validate_range(args: tuple[str, str | None, str, int, int, str | None]) -> 
     path, schema_path, fmt, start, end, qpart = args
     validator = load_schema(schema_path) if schema_path else None
     report = ValidationReport(path=path)
-    lines_read = 0
-
-    def counted() -> Iterator[bytes]:
-        nonlocal lines_read
-        for raw in range_lines(Path(path), start, end):
-            lines_read += 1
-            yield raw
-
+    lines = CountedLines(Path(path), start, end)
     with contextlib.ExitStack() as stack:
         qfh = stack.enter_context(Path(qpart).open("w", encoding="utf-8")) if qpart else None
-        _check_records(records_from_lines(counted(), file_start=start == 0), report, validator, fmt, qfh)
-    return report, lines_read
+        _check_records(records_from_lines(lines, file_start=start == 0), report, validator, fmt, qfh)
+    return report, lines.count
 
 
 def _validate_parallel(
