@@ -399,6 +399,42 @@ def cmd_pii_clean(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ estimate
+
+
+def _estimate_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Setting fields given on the command line (None = not given)."""
+    given = {
+        "method": args.method, "stage": args.stage, "seq_len": args.seq_len, "micro_batch": args.micro_batch,
+        "grad_accum": args.grad_accum, "gradient_checkpointing": args.checkpointing, "attention": args.attention,
+        "optimizer": args.optimizer, "lora_rank": args.lora_rank, "sample_packing": args.packing,
+        "gpus": args.gpus, "parallelism": args.parallelism, "cpu_offload": args.cpu_offload or None,
+        "lora_targets": tuple(args.lora_targets.split(",")) if args.lora_targets else None,
+    }  # fmt: skip
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    from ftkit.estimate.report import estimate_report
+
+    if bool(args.recipe) == bool(args.model):
+        raise FtkitError.one(
+            "give either --recipe NAME or --model NAME_OR_DIR", field="--recipe/--model",
+            fix="ftkit estimate --recipe llama8b-qlora-dpo, or --model llama-3.1-8b --method qlora",
+        )  # fmt: skip
+    report = estimate_report(
+        recipe=args.recipe, model=args.model, profile=args.profile, overrides=_estimate_overrides(args),
+        tokens=args.tokens, rows=args.rows, avg_tokens=args.avg_tokens, gpu=args.gpu,
+    )  # fmt: skip
+    if args.json:
+        _print_json(report)
+        return 0
+    from ftkit.estimate.report import print_report
+
+    print_report(report, out, top=args.top)
+    return 0
+
+
 def cmd_model_prepare(args: argparse.Namespace) -> int:
     from ftkit.models import BUILTIN_MODELS, materialize
 
@@ -586,6 +622,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default="mask", choices=["mask", "pseudonymize", "drop-row"])
     pii_common(p)
     p.set_defaults(func=cmd_pii_clean)
+
+    p = sub.add_parser(
+        "estimate",
+        help="GPU memory (per term), training time and cost of a recipe or a setting, before it runs",
+        description="Memory per GPU from the architecture's shapes: weights (NF4 with its block scales, bf16), "
+        "adapter, gradients, optimizer states, activations per layer, logits, reference model, allocator and CUDA "
+        "context. Time from FLOPs per token at an assumed MFU per method; cost from a built-in GPU price catalog "
+        "(each price with the date it was read). Works offline: models come from a built-in architecture catalog "
+        "or a local dir with config.json.",
+    )
+    p.add_argument("--recipe", help="a recipe: every stage is estimated from its engine config")
+    p.add_argument("--profile", default="full", help="recipe profile (default full)")
+    p.add_argument("--model", help="a catalog name (llama-3.1-8b, qwen2.5-7b, ...), Hub id or local model dir")
+    p.add_argument("--method", choices=["full", "lora", "qlora", "dora"])
+    p.add_argument("--stage", choices=["sft", "dpo", "orpo", "kto", "reward", "grpo"])
+    p.add_argument("--seq-len", type=int)
+    p.add_argument("--micro-batch", type=int)
+    p.add_argument("--grad-accum", type=int)
+    p.add_argument("--checkpointing", action=argparse.BooleanOptionalAction, default=None,
+                   help="gradient checkpointing on/off")  # fmt: skip
+    p.add_argument("--attention", choices=["eager", "sdpa", "flash"])
+    p.add_argument("--optimizer", choices=["adamw", "adamw_8bit", "paged_adamw_8bit", "adafactor", "sgd"])
+    p.add_argument("--lora-rank", type=int)
+    p.add_argument("--lora-targets", help="comma-separated module names (default: all linear layers)")
+    p.add_argument("--packing", action=argparse.BooleanOptionalAction, default=None, help="sample packing")
+    p.add_argument("--gpus", type=int)
+    p.add_argument("--parallelism", choices=["none", "ddp", "fsdp", "zero1", "zero2", "zero3"])
+    p.add_argument("--cpu-offload", action="store_true", help="optimizer states (and sharded weights) on the CPU")
+    p.add_argument("--tokens", type=float, help="training tokens in all (for time and cost)")
+    p.add_argument("--rows", type=int, help="dataset rows per epoch (with --avg-tokens; time and cost)")
+    p.add_argument("--avg-tokens", type=int, help="tokens per row (default: the sequence length, an upper bound)")
+    p.add_argument("--gpu", help="only this GPU in the table (e.g. H100, A100-80GB, L4)")
+    p.add_argument("--top", type=int, default=8, help="GPU rows to print (default 8)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_estimate)
 
     model = sub.add_parser("model", help="built-in small models for smoke runs")
     mosub = model.add_subparsers(dest="model_command", required=True)

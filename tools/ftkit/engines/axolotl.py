@@ -142,6 +142,52 @@ class AxolotlEngine(Engine):
     def dataset_paths(self, cfg: dict[str, Any]) -> list[str]:
         return [str(d["path"]) for d in cfg.get("datasets") or [] if isinstance(d, dict) and "path" in d]
 
+    def estimate_setting(self, cfg: dict[str, Any]) -> dict[str, Any]:
+        adapter = cfg.get("adapter")
+        method = "full" if not adapter else "qlora" if cfg.get("load_in_4bit") or adapter == "qlora" else "lora"
+        if adapter and cfg.get("peft_use_dora"):
+            method = "dora"
+        stage = {"dpo": "dpo", "ipo": "dpo", "kto": "kto", "orpo": "orpo", "grpo": "grpo"}.get(
+            str(cfg.get("rl") or ""), "reward" if cfg.get("reward_model") else "sft"
+        )
+        attn = str(cfg.get("attn_implementation") or "")
+        attention = "flash" if cfg.get("flash_attention") or "flash" in attn else "eager" if attn == "eager" else "sdpa"
+        bnb = cfg.get("bnb_config_kwargs") or {}
+        out: dict[str, Any] = {
+            "method": method,
+            "stage": stage,
+            "seq_len": int(cfg.get("sequence_len") or 2048),
+            "micro_batch": int(cfg.get("micro_batch_size") or 1),
+            "grad_accum": int(cfg.get("gradient_accumulation_steps") or 1),
+            "gradient_checkpointing": bool(cfg.get("gradient_checkpointing")),
+            "attention": attention,
+            "optimizer": optimizer_kind(str(cfg.get("optimizer") or "adamw_torch")),
+            "sample_packing": bool(cfg.get("sample_packing")),
+            "double_quant": bool(bnb.get("bnb_4bit_use_double_quant", True)),
+        }
+        if adapter:
+            targets = cfg.get("lora_target_modules")
+            out |= {"lora_rank": int(cfg.get("lora_r") or 8), "lora_dropout": float(cfg.get("lora_dropout") or 0.0)}
+            if targets and not cfg.get("lora_target_linear"):
+                out["lora_targets"] = tuple(targets)
+        if cfg.get("fsdp") or cfg.get("fsdp_config"):
+            out["parallelism"] = "fsdp"
+        return out
+
+
+def optimizer_kind(name: str) -> str:
+    """An HF/Axolotl optimizer name -> the estimator's kind (adamw, adamw_8bit, paged_adamw_8bit, adafactor, sgd)."""
+    name = name.lower()
+    if "paged" in name and "8bit" in name:
+        return "paged_adamw_8bit"
+    if "8bit" in name:
+        return "adamw_8bit"
+    if "adafactor" in name:
+        return "adafactor"
+    if name.startswith("sgd"):
+        return "sgd"
+    return "adamw"
+
 
 def _plain(value: Any) -> Any:
     if isinstance(value, dict):

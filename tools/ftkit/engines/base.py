@@ -119,6 +119,10 @@ class Engine(ABC):
     def sequence_len(self, cfg: dict[str, Any]) -> int | None:
         """The training sequence length (tokens) the config truncates rows to."""
 
+    @abstractmethod
+    def estimate_setting(self, cfg: dict[str, Any]) -> dict[str, Any]:
+        """The memory/time estimator's view of the config (`ftkit.estimate.inputs.Setting` fields)."""
+
     def env(self, ctx: StageContext) -> dict[str, str]:
         return {"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
 

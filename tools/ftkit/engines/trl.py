@@ -75,3 +75,30 @@ class TrlEngine(Engine):
     def dataset_paths(self, cfg: dict[str, Any]) -> list[str]:
         path = cfg.get("dataset", {}).get("path")
         return [str(path)] if path else []
+
+    def estimate_setting(self, cfg: dict[str, Any]) -> dict[str, Any]:
+        from ftkit.engines.axolotl import optimizer_kind
+
+        model, trainer, lora = cfg.get("model") or {}, cfg.get("trainer") or {}, cfg.get("lora")
+        method = "full" if lora is None else "qlora" if model.get("load_in_4bit") else "lora"
+        if lora and lora.get("use_dora"):
+            method = "dora"
+        attn = str(model.get("attn_implementation") or "sdpa")
+        out: dict[str, Any] = {
+            "method": method,
+            "stage": cfg.get("stage", "sft"),
+            "seq_len": int(trainer.get("max_length") or 1024),
+            "micro_batch": int(trainer.get("per_device_train_batch_size") or 8),
+            "grad_accum": int(trainer.get("gradient_accumulation_steps") or 1),
+            "gradient_checkpointing": bool(trainer.get("gradient_checkpointing", True)),
+            "attention": "flash" if "flash" in attn else attn,
+            "optimizer": optimizer_kind(str(trainer.get("optim") or "adamw_torch")),
+            "sample_packing": bool(trainer.get("packing")),
+            "double_quant": bool(model.get("bnb_4bit_use_double_quant", True)),
+        }
+        if lora:
+            targets = lora.get("target_modules")
+            out |= {"lora_rank": int(lora.get("r") or 8), "lora_dropout": float(lora.get("lora_dropout") or 0.0)}
+            if isinstance(targets, list):
+                out["lora_targets"] = tuple(targets)
+        return out

@@ -1,0 +1,49 @@
+"""What an estimate is asked about: one training stage's setting, validated at construction."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Method = Literal["full", "lora", "qlora", "dora"]
+Stage = Literal["sft", "dpo", "orpo", "kto", "reward", "grpo"]
+Optimizer = Literal["adamw", "adamw_8bit", "paged_adamw_8bit", "adafactor", "sgd"]
+Attention = Literal["eager", "sdpa", "flash"]
+Parallelism = Literal["none", "ddp", "fsdp", "zero1", "zero2", "zero3"]
+ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+class Setting(BaseModel):
+    """A training stage as the estimator sees it. Defaults are a common single-GPU QLoRA SFT."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Method = "qlora"
+    stage: Stage = "sft"
+    seq_len: int = Field(2048, ge=1)
+    micro_batch: int = Field(1, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    gradient_checkpointing: bool = True
+    attention: Attention = "sdpa"
+    optimizer: Optimizer = "adamw"
+    lora_rank: int = Field(16, ge=1)
+    lora_targets: tuple[str, ...] = ALL_LINEAR
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    double_quant: bool = True  # NF4 with quantized absmax (bnb_4bit_use_double_quant)
+    sample_packing: bool = False
+    gpus: int = Field(1, ge=1)
+    parallelism: Parallelism = "none"
+    cpu_offload: bool = False  # optimizer state (and, with zero3/fsdp, parameters) on the CPU
+    num_generations: int = Field(8, ge=1)  # GRPO: completions per prompt
+    max_prompt_len: int | None = None  # preference stages: the prompt part of seq_len (default seq_len // 2)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Setting:
+        if self.gpus == 1 and self.parallelism not in ("none", "ddp"):
+            raise ValueError(f"parallelism {self.parallelism} needs more than one GPU")
+        return self
+
+    @property
+    def adapter(self) -> bool:
+        return self.method != "full"

@@ -1,0 +1,293 @@
+"""GPU memory of one training stage, term by term, from the architecture's shapes.
+
+Every term is a pure function of (architecture, setting) returning bytes per GPU. The model:
+
+- weights: NF4 for the decoder's linear layers under QLoRA (0.5 byte + the block absmax: fp32 per 64
+  values, or with double quantization int8 per 64 plus fp32 per 256 blocks), bf16 for the rest
+  (embeddings, norms, lm_head) and for every parameter otherwise.
+- trainable parameters: all (full) or the LoRA A/B matrices of the target modules (+ DoRA's magnitude
+  vectors). Adapters train in fp32 (PEFT up-casts them); full fine-tuning trains bf16 parameters with
+  no fp32 master copy (what the HF Trainer does with a bf16 model).
+- gradients: one per trainable parameter in its dtype. optimizer: AdamW keeps two states in the
+  parameter's dtype; 8-bit AdamW one byte each; Adafactor a row and a column vector per matrix.
+- activations saved for backward, per token and layer, in bf16: the layer input and the normed input
+  of both blocks, q (after rotary), k, v, the attention output and its copy into o_proj (7h + 2 kv),
+  the gated MLP's gate, activation, up and product (4 I); eager attention adds the softmax
+  probabilities (fp32 and bf16) of every head over the sequence (the N² term that SDPA/flash do not
+  keep); LoRA dropout keeps a dropped-out copy and a mask of each target's input. With gradient
+  checkpointing only each layer's input is kept, and one layer is recomputed at a time.
+- logits: tokens × vocab at the end of the forward: bf16 logits, their fp32 copy and the fp32
+  log-softmax the loss keeps (10 bytes an element at the peak; large for 128k-256k vocabularies).
+- reference model (DPO, KTO): none with an adapter (the base with the adapter disabled), a second
+  copy of the weights for full fine-tuning.
+- the peak is at the end of the forward pass (weights + optimizer + activations + logits) or at the
+  end of the backward pass (weights + optimizer + gradients), whichever is larger.
+- allocator: PyTorch's caching allocator reserves more than it hands out (`FRAGMENTATION`), and the
+  CUDA context takes memory no tensor accounts for (`CUDA_CONTEXT_GIB`).
+
+Sharding: ZeRO-1 splits optimizer states across GPUs, ZeRO-2 also gradients, ZeRO-3/FSDP also
+weights (plus the gathered weights of one layer); CPU offload moves optimizer states (and with
+ZeRO-3/FSDP the weights) to the host.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ftkit.estimate.catalog import Architecture
+from ftkit.estimate.inputs import Setting
+from ftkit.estimate.params import linear_shapes, param_count
+
+GIB = 2**30
+BF16 = 2
+FP32 = 4
+NF4_BLOCK = 64
+NF4_DQ_BLOCK = 256
+FRAGMENTATION = (
+    0.10  # reserved / allocated - 1 at the peak: an estimate, checked against benchmarks/vram_reference.yaml
+)
+CUDA_CONTEXT_GIB = 0.5  # CUDA context + cuBLAS workspace on a recent driver: an estimate
+LOGIT_BYTES = BF16 + FP32 + FP32
+
+
+@dataclass(frozen=True)
+class Term:
+    name: str
+    bytes: float
+    note: str = ""
+
+    @property
+    def gib(self) -> float:
+        return self.bytes / GIB
+
+
+@dataclass
+class Breakdown:
+    """Per-GPU memory: the terms, the peak PyTorch allocates, what it reserves, and with the CUDA context."""
+
+    terms: list[Term] = field(default_factory=list)
+    peak_allocated: float = 0.0
+    peak_phase: str = ""
+    trainable_params: int = 0
+    total_params: int = 0
+
+    @property
+    def reserved(self) -> float:
+        return self.peak_allocated * (1 + FRAGMENTATION)
+
+    @property
+    def device_total(self) -> float:
+        """What must fit in the GPU: reserved memory plus the CUDA context."""
+        return self.reserved + CUDA_CONTEXT_GIB * GIB
+
+    def term(self, name: str) -> float:
+        return sum(t.bytes for t in self.terms if t.name == name)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "terms": [{"name": t.name, "gib": round(t.gib, 3), "note": t.note} for t in self.terms],
+            "peak_allocated_gib": round(self.peak_allocated / GIB, 3),
+            "peak_phase": self.peak_phase,
+            "reserved_gib": round(self.reserved / GIB, 3),
+            "device_total_gib": round(self.device_total / GIB, 3),
+            "trainable_params": self.trainable_params,
+            "total_params": self.total_params,
+            "assumptions": {"fragmentation": FRAGMENTATION, "cuda_context_gib": CUDA_CONTEXT_GIB},
+        }
+
+
+# ------------------------------------------------------------------ parameters
+
+
+def layer_linear_params(arch: Architecture) -> int:
+    """Parameters of the linear layers of the decoder blocks (what QLoRA quantizes), biases included."""
+    per_layer = sum(i * o for i, o in linear_shapes(arch).values())
+    if arch.attention_bias:
+        per_layer += arch.num_attention_heads * arch.head_dim + 2 * arch.num_key_value_heads * arch.head_dim
+    return per_layer * arch.num_hidden_layers
+
+
+def nf4_bytes_per_param(double_quant: bool) -> float:
+    """4 bits per weight plus the absmax of each block of 64: fp32, or int8 with an fp32 per 256 blocks."""
+    if double_quant:
+        return 0.5 + 1 / NF4_BLOCK + FP32 / (NF4_BLOCK * NF4_DQ_BLOCK)
+    return 0.5 + FP32 / NF4_BLOCK
+
+
+def lora_params(arch: Architecture, s: Setting) -> int:
+    shapes = linear_shapes(arch)
+    unknown = [t for t in s.lora_targets if t not in shapes]
+    if unknown:
+        raise ValueError(f"LoRA targets {unknown} are not linear layers of {arch.name}: {sorted(shapes)}")
+    per_layer = sum(s.lora_rank * (shapes[t][0] + shapes[t][1]) for t in s.lora_targets)
+    if s.method == "dora":
+        per_layer += sum(shapes[t][1] for t in s.lora_targets)  # one magnitude per output feature
+    return per_layer * arch.num_hidden_layers
+
+
+def trainable_params(arch: Architecture, s: Setting) -> int:
+    return param_count(arch) if s.method == "full" else lora_params(arch, s)
+
+
+def weights(arch: Architecture, s: Setting) -> list[Term]:
+    total = param_count(arch)
+    if s.method == "qlora":
+        linear = layer_linear_params(arch)
+        per = nf4_bytes_per_param(s.double_quant)
+        return [
+            Term("weights (nf4)", linear * per, f"{linear / 1e9:.2f}B params in the decoder's linear layers, "
+                 f"{per:.3f} bytes each{' (double quant)' if s.double_quant else ''}"),
+            Term("weights (bf16)", (total - linear) * BF16,
+                 f"{(total - linear) / 1e9:.2f}B: embeddings, norms, lm_head"),
+        ]  # fmt: skip
+    return [Term("weights (bf16)", total * BF16, f"{total / 1e9:.2f}B params")]
+
+
+def _trainable_dtype_bytes(s: Setting) -> int:
+    return BF16 if s.method == "full" else FP32
+
+
+def adapter_weights(arch: Architecture, s: Setting) -> list[Term]:
+    if s.method == "full":
+        return []
+    n = lora_params(arch, s)
+    return [
+        Term("adapter (fp32)", n * FP32, f"{n / 1e6:.1f}M LoRA params, r={s.lora_rank}, {len(s.lora_targets)} targets")
+    ]
+
+
+def gradients(arch: Architecture, s: Setting) -> float:
+    return trainable_params(arch, s) * _trainable_dtype_bytes(s)
+
+
+def optimizer_states(arch: Architecture, s: Setting) -> float:
+    n = trainable_params(arch, s)
+    if s.optimizer == "adamw":
+        return 2 * n * _trainable_dtype_bytes(s)
+    if s.optimizer in ("adamw_8bit", "paged_adamw_8bit"):
+        return 2 * n * 1
+    if s.optimizer == "sgd":
+        return 0.0
+    # Adafactor: a row and a column second-moment vector (fp32) per matrix, a full vector per vector param.
+    shapes = linear_shapes(arch)
+    if s.method == "full":
+        per_layer = sum(i + o for i, o in shapes.values())
+        embed = arch.vocab_size + arch.hidden_size
+        return FP32 * (per_layer * arch.num_hidden_layers + embed * (1 if arch.tie_word_embeddings else 2))
+    per_layer = sum((shapes[t][0] + s.lora_rank) + (s.lora_rank + shapes[t][1]) for t in s.lora_targets)
+    return FP32 * per_layer * arch.num_hidden_layers
+
+
+# ------------------------------------------------------------------ activations
+
+
+def sequences_per_step(s: Setting) -> int:
+    """Sequences in one micro-batch forward: chosen + rejected for pairwise stages, a group for GRPO."""
+    if s.stage in ("dpo", "orpo", "reward"):
+        return 2 * s.micro_batch
+    if s.stage == "kto":
+        return 2 * s.micro_batch  # the batch and its mismatched KL batch
+    if s.stage == "grpo":
+        return s.num_generations * s.micro_batch
+    return s.micro_batch
+
+
+def tokens_per_step(s: Setting) -> int:
+    return sequences_per_step(s) * s.seq_len
+
+
+def layer_activation_bytes_per_token(arch: Architecture, s: Setting) -> float:
+    """Bytes one decoder layer keeps for backward per token, without checkpointing."""
+    h, inter = arch.hidden_size, arch.intermediate_size
+    q = arch.num_attention_heads * arch.head_dim
+    kv = arch.num_key_value_heads * arch.head_dim
+    elements = 4 * h + 3 * q + 2 * kv + 4 * inter  # norms' inputs/outputs, q, k, v, attention out + o_proj input, MLP
+    extra = 0.0
+    if s.attention == "eager":
+        extra += arch.num_attention_heads * s.seq_len * (FP32 + BF16)  # softmax probabilities, per token a row of s
+    if s.adapter:
+        shapes = linear_shapes(arch)
+        extra += sum(s.lora_rank for _ in s.lora_targets) * BF16  # A's output, B's input
+        if s.lora_dropout > 0:
+            extra += sum(shapes[t][0] * (BF16 + 1) for t in s.lora_targets)  # dropped-out input + mask
+    return elements * BF16 + extra
+
+
+def activations(arch: Architecture, s: Setting) -> list[Term]:
+    tokens = tokens_per_step(s)
+    per_layer = layer_activation_bytes_per_token(arch, s)
+    layers = arch.num_hidden_layers
+    if s.gradient_checkpointing:
+        kept = tokens * layers * arch.hidden_size * BF16
+        return [
+            Term("activations (checkpoints)", kept, f"{layers} layer inputs × {tokens} tokens"),
+            Term("activations (one layer recomputed)", tokens * per_layer, f"{per_layer / 1024:.0f} KiB per token"),
+        ]
+    return [Term("activations", tokens * layers * per_layer, f"{layers} layers × {tokens} tokens × "
+                 f"{per_layer / 1024:.0f} KiB")]  # fmt: skip
+
+
+def logits(arch: Architecture, s: Setting) -> float:
+    if s.stage == "reward":
+        return 0.0  # a scalar head, no vocabulary projection
+    return tokens_per_step(s) * arch.vocab_size * LOGIT_BYTES
+
+
+def reference_model(arch: Architecture, s: Setting) -> list[Term]:
+    if s.stage not in ("dpo", "kto", "grpo"):
+        return []
+    if s.adapter:
+        return [Term("reference model", 0.0, "the policy with its adapter disabled: no second copy")]
+    return [Term("reference model", param_count(arch) * BF16, "a frozen bf16 copy of the model")]
+
+
+# ------------------------------------------------------------------ the whole breakdown
+
+
+def _shard(s: Setting) -> dict[str, int]:
+    """How many ways each kind of state is split across GPUs."""
+    g = s.gpus
+    split = {"weights": 1, "gradients": 1, "optimizer": 1}
+    if s.parallelism in ("zero1", "zero2", "zero3", "fsdp"):
+        split["optimizer"] = g
+    if s.parallelism in ("zero2", "zero3", "fsdp"):
+        split["gradients"] = g
+    if s.parallelism in ("zero3", "fsdp"):
+        split["weights"] = g
+    return split
+
+
+def estimate_memory(arch: Architecture, s: Setting) -> Breakdown:
+    split = _shard(s)
+    out = Breakdown(trainable_params=trainable_params(arch, s), total_params=param_count(arch))
+    sharded = split["weights"] > 1
+    offload_weights = s.cpu_offload and sharded
+    for t in weights(arch, s) + adapter_weights(arch, s) + reference_model(arch, s):
+        if offload_weights and t.name.startswith("weights"):
+            t = Term(t.name, 0.0, t.note + "; offloaded to the CPU")
+        elif sharded:
+            t = Term(t.name, t.bytes / split["weights"], t.note + f"; sharded over {s.gpus} GPUs")
+        out.terms.append(t)
+    if sharded:
+        one_layer = layer_linear_params(arch) / arch.num_hidden_layers * BF16
+        out.terms.append(
+            Term("gathered layer (zero3/fsdp)", 2 * one_layer, "one layer's full weights, and the next prefetched")
+        )
+    opt = 0.0 if s.cpu_offload else optimizer_states(arch, s) / split["optimizer"]
+    out.terms.append(
+        Term("optimizer states", opt, f"{s.optimizer}" + ("; offloaded to the CPU" if s.cpu_offload else ""))
+    )
+    grads = gradients(arch, s) / split["gradients"]
+    out.terms.append(Term("gradients", grads, "bf16" if s.method == "full" else "fp32 adapter gradients"))
+    acts = activations(arch, s)
+    out.terms.extend(acts)
+    lg = logits(arch, s)
+    out.terms.append(Term("logits", lg, f"{tokens_per_step(s)} tokens × {arch.vocab_size} vocab × {LOGIT_BYTES} bytes"))
+    resident = sum(
+        t.bytes for t in out.terms if t.name not in ("gradients", "logits") and not t.name.startswith("activations")
+    )
+    forward_end = resident + sum(t.bytes for t in acts) + lg
+    backward_end = resident + grads + (acts[-1].bytes if s.gradient_checkpointing else 0.0)
+    out.peak_allocated = max(forward_end, backward_end)
+    out.peak_phase = "end of forward" if forward_end >= backward_end else "end of backward"
+    return out

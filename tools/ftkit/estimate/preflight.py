@@ -1,0 +1,77 @@
+"""Will a stage fit the GPUs at hand, and if not, which changes would make it fit (cheapest first)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ftkit.estimate.catalog import Architecture
+from ftkit.estimate.inputs import Setting
+from ftkit.estimate.memory import GIB, estimate_memory
+from ftkit.estimate.timecost import FIT_HEADROOM
+
+Change = tuple[str, Callable[[Setting], Setting | None]]
+
+
+def _update(s: Setting, **changes: object) -> Setting:
+    return Setting(**{**s.model_dump(), **changes})
+
+
+def _halve_micro_batch(s: Setting) -> Setting | None:
+    if s.micro_batch < 2:
+        return None
+    return _update(s, micro_batch=s.micro_batch // 2, grad_accum=s.grad_accum * 2)
+
+
+# In order of what they cost the run: nothing, a little speed, optimizer precision, model precision, data.
+CHANGES: tuple[Change, ...] = (
+    ("use SDPA/flash attention instead of eager (no N² attention matrix)",
+     lambda s: _update(s, attention="sdpa") if s.attention == "eager" else None),
+    ("turn on gradient checkpointing (about a third more compute)",
+     lambda s: _update(s, gradient_checkpointing=True) if not s.gradient_checkpointing else None),
+    ("halve the micro-batch and double gradient accumulation (same global batch)", _halve_micro_batch),
+    ("use an 8-bit optimizer (paged_adamw_8bit)",
+     lambda s: _update(s, optimizer="paged_adamw_8bit") if s.optimizer in ("adamw", "adafactor") else None),
+    ("shard over the GPUs with FSDP / ZeRO-3",
+     lambda s: _update(s, parallelism="fsdp") if s.gpus > 1 and s.parallelism in ("none", "ddp") else None),
+    ("switch to QLoRA (4-bit base weights)",
+     lambda s: _update(s, method="qlora") if s.method in ("lora", "full") else None),
+    ("offload optimizer states to the CPU", lambda s: _update(s, cpu_offload=True) if not s.cpu_offload else None),
+    ("halve the sequence length (longer rows are cut)",
+     lambda s: _update(s, seq_len=s.seq_len // 2) if s.seq_len >= 512 else None),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    changes: tuple[str, ...]
+    need_gib: float
+
+
+def need_gib(arch: Architecture, s: Setting) -> float:
+    return estimate_memory(arch, s).device_total / GIB
+
+
+def fits(arch: Architecture, s: Setting, budget_gib: float) -> bool:
+    return need_gib(arch, s) <= budget_gib * FIT_HEADROOM
+
+
+def suggestions(arch: Architecture, s: Setting, budget_gib: float, limit: int = 3) -> list[Suggestion]:
+    """Up to `limit` ways to fit `budget_gib`, cheapest first: single changes in CHANGES order, then the
+    changes applied cumulatively in that order (each prefix that fits), so a setting far over the budget
+    still gets an answer when one exists."""
+    found: list[Suggestion] = []
+    for text, change in CHANGES:
+        changed = change(s)
+        if changed is not None and fits(arch, changed, budget_gib):
+            found.append(Suggestion((text,), need_gib(arch, changed)))
+    current, applied = s, []
+    for text, change in CHANGES:
+        changed = change(current)
+        if changed is None:
+            continue
+        current, applied = changed, [*applied, text]
+        if len(applied) > 1 and fits(arch, current, budget_gib):
+            found.append(Suggestion(tuple(applied), need_gib(arch, current)))
+            break
+    return found[:limit]

@@ -1,0 +1,138 @@
+"""`ftkit estimate`: the data (a dict, also the --json output) and its rich rendering."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ftkit.errors import FtkitError
+from ftkit.estimate.inputs import Setting
+from ftkit.estimate.memory import GIB, estimate_memory
+from ftkit.estimate.resolve import StagePlan, recipe_stage_plans, resolve_architecture
+from ftkit.estimate.timecost import MFU, gpu_options, tokens_per_optimizer_step
+
+
+def _tokens(plan: StagePlan, tokens: float | None, rows: int | None, avg: int | None) -> tuple[float | None, str]:
+    s = plan.setting
+    if tokens:
+        return tokens, "--tokens"
+    if rows:
+        per_row = avg or s.seq_len
+        epochs = plan.epochs or 1.0
+        return rows * per_row * epochs, f"{rows} rows × {per_row} tokens × {epochs:g} epochs"
+    if plan.max_steps:
+        return plan.max_steps * tokens_per_optimizer_step(s), f"max_steps {plan.max_steps} × tokens per step"
+    return None, "unknown: pass --tokens, or --rows (and --avg-tokens)"
+
+
+def _gpus(name: str | None) -> list[Any]:
+    from ftkit.estimate.gpus import GPUS, lookup_gpu
+
+    if name is None:
+        return list(GPUS.values())
+    gpu = lookup_gpu(name)
+    if gpu is None:
+        raise FtkitError.one(f"unknown GPU '{name}'", field="--gpu", fix=f"use one of: {', '.join(GPUS)}")
+    return [gpu]
+
+
+def estimate_report(
+    *,
+    recipe: str | None = None,
+    model: str | None = None,
+    profile: str = "full",
+    overrides: dict[str, Any] | None = None,
+    tokens: float | None = None,
+    rows: int | None = None,
+    avg_tokens: int | None = None,
+    gpu: str | None = None,
+) -> dict[str, Any]:
+    if recipe:
+        plans = recipe_stage_plans(recipe, profile, overrides)
+    else:
+        assert model is not None
+        try:
+            setting = Setting(**(overrides or {}))
+        except ValueError as exc:
+            raise FtkitError.one(f"cannot estimate this setting: {exc}", fix="check the options named") from exc
+        plans = [StagePlan(setting.stage, model, resolve_architecture(model), setting, None, None, "")]
+    gpus = _gpus(gpu)
+    stages = []
+    for plan in plans:
+        memory = estimate_memory(plan.arch, plan.setting)
+        n_tokens, source = _tokens(plan, tokens, rows, avg_tokens)
+        stages.append({
+            "stage": plan.stage,
+            "base_model": plan.base_model,
+            "architecture": plan.arch.name,
+            "config": plan.config_file,
+            "setting": plan.setting.model_dump(mode="json"),
+            "memory": memory.to_dict(),
+            "tokens": n_tokens,
+            "tokens_source": source,
+            "mfu_assumed": MFU[plan.setting.method],
+            "gpus": [o.to_dict() for o in gpu_options(plan.arch, plan.setting, n_tokens, gpus)],
+        })  # fmt: skip
+    return {
+        "recipe": recipe,
+        "profile": profile if recipe else None,
+        "stages": stages,
+        "notes": [
+            "memory is per GPU; 'need' = PyTorch's reserved memory at the peak + the CUDA context",
+            f"time assumes an MFU of {', '.join(f'{k} {v:.0%}' for k, v in MFU.items())} (estimates, not measured)",
+            "prices are on-demand USD per GPU-hour as read on the date shown; cost = hours × price × GPUs",
+        ],
+    }
+
+
+def _setting_line(st: dict[str, Any]) -> str:
+    s = st["setting"]
+    lora = f" r={s['lora_rank']} on {len(s['lora_targets'])} modules" if s["method"] != "full" else ""
+    return (
+        f"{st['architecture']} {s['method']}{lora}, {s['stage']}, seq {s['seq_len']} × micro-batch "
+        f"{s['micro_batch']} (× {s['grad_accum']} accumulation × {s['gpus']} GPU), checkpointing "
+        f"{'on' if s['gradient_checkpointing'] else 'off'}, {s['attention']} attention, {s['optimizer']}"
+        + (f", {s['parallelism']}" if s["parallelism"] != "none" else "")
+    )
+
+
+def print_report(report: dict[str, Any], console: Any, top: int = 8) -> None:
+    from rich.table import Table
+
+    for st in report["stages"]:
+        mem = st["memory"]
+        table = Table(title=f"stage {st['stage']}: {_setting_line(st)}", title_justify="left")
+        table.add_column("term")
+        table.add_column("GiB", justify="right")
+        table.add_column("how", overflow="fold")
+        for t in mem["terms"]:
+            table.add_row(t["name"], f"{t['gib']:.2f}", t["note"])
+        table.add_row("[bold]peak allocated[/bold]", f"[bold]{mem['peak_allocated_gib']:.2f}[/bold]",
+                      f"at the {mem['peak_phase']}")  # fmt: skip
+        table.add_row("reserved", f"{mem['reserved_gib']:.2f}",
+                      f"+{mem['assumptions']['fragmentation']:.0%} allocator fragmentation")  # fmt: skip
+        table.add_row("[bold]need per GPU[/bold]", f"[bold]{mem['device_total_gib']:.2f}[/bold]",
+                      f"+{mem['assumptions']['cuda_context_gib']} GiB CUDA context")  # fmt: skip
+        console.print(table)
+        gpus = Table(title=f"GPUs for stage {st['stage']} (tokens: {st['tokens_source']})", title_justify="left")
+        for col in ("GPU", "memory GiB", "fits", "hours", "cheapest", "on demand (all providers)", "prices read"):
+            gpus.add_column(col, justify="right" if col in ("memory GiB", "hours") else "left")
+        for o in st["gpus"][:top]:
+            costs = o["cost_usd"]
+            cheapest = min(costs.items(), key=lambda kv: kv[1]) if costs else None
+            gpus.add_row(
+                o["gpu"], f"{o['memory_gib']:.1f}", "[green]yes[/green]" if o["fits"] else "[red]no[/red]",
+                "–" if o["hours"] is None else f"{o['hours']:.1f}",
+                f"${cheapest[1]:,.0f} {cheapest[0]}" if cheapest else "–",
+                ", ".join(f"{k} ${v:,.0f}" for k, v in sorted(costs.items(), key=lambda kv: kv[1])) or "–",
+                ", ".join(sorted(set(o["prices_read"].values()))) or "–",
+            )  # fmt: skip
+        console.print(gpus)
+    for note in report["notes"]:
+        console.print(f"[dim]{note}[/dim]")
+
+
+def need_line(st: dict[str, Any]) -> str:
+    return f"{st['stage']}: needs {st['memory']['device_total_gib']:.1f} GiB per GPU"
+
+
+__all__ = ["GIB", "estimate_report", "need_line", "print_report"]

@@ -1,0 +1,105 @@
+"""Training time and cost: FLOPs per token ÷ (a GPU's bf16 peak × an MFU per method), priced per GPU-hour.
+
+FLOPs per token: a forward pass costs 2 N (N = parameters that do matrix products: all but the input
+embedding, unless it is tied to the lm_head) plus causal attention, 2 L s d per token (QKᵀ and AV,
+half of them masked). Full fine-tuning adds a backward pass of twice the forward (gradients for
+inputs and weights): 3 forwards. LoRA/QLoRA/DoRA backpropagate only to the inputs of the frozen
+layers: 2 forwards. Gradient checkpointing recomputes one more forward. DPO, KTO and GRPO add the
+reference model's forward. GRPO's generation is not modelled (it is memory-bound and depends on
+the inference engine): its time is a lower bound.
+
+MFU (model FLOPs utilisation) is an assumption per method, not a measurement; the output says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ftkit.estimate.catalog import Architecture, Gpu
+from ftkit.estimate.inputs import Setting
+from ftkit.estimate.memory import GIB, estimate_memory, sequences_per_step
+from ftkit.estimate.params import param_count
+
+# Assumed MFU on a single modern GPU (estimates: the order typically reported for HF Trainer + flash
+# attention; QLoRA pays for dequantizing every weight, DoRA for the weight norm on every step).
+MFU = {"full": 0.40, "lora": 0.35, "qlora": 0.25, "dora": 0.20}
+FIT_HEADROOM = 0.95  # fits when the estimate (reserved + CUDA context) is within 95 % of the GPU's memory
+
+
+def matmul_params(arch: Architecture) -> int:
+    embed = arch.vocab_size * arch.hidden_size
+    return param_count(arch) if arch.tie_word_embeddings else param_count(arch) - embed
+
+
+def forward_flops_per_token(arch: Architecture, s: Setting) -> float:
+    attention = 2 * arch.num_hidden_layers * s.seq_len * arch.num_attention_heads * arch.head_dim
+    return 2 * matmul_params(arch) + attention
+
+
+def train_flops_per_token(arch: Architecture, s: Setting) -> float:
+    forwards = 3.0 if s.method == "full" else 2.0
+    if s.gradient_checkpointing:
+        forwards += 1
+    if s.stage in ("dpo", "kto", "grpo"):
+        forwards += 1  # the reference model's forward
+    return forwards * forward_flops_per_token(arch, s)
+
+
+def tokens_per_optimizer_step(s: Setting) -> int:
+    return sequences_per_step(s) * s.seq_len * s.grad_accum * s.gpus
+
+
+@dataclass
+class GpuOption:
+    gpu: Gpu
+    fits: bool
+    need_gib: float  # per GPU: reserved + CUDA context
+    hours: float | None
+    costs: dict[str, float] = field(default_factory=dict)  # provider -> USD on demand for all GPUs
+    spot_costs: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def cheapest(self) -> tuple[str, float] | None:
+        return min(self.costs.items(), key=lambda kv: kv[1]) if self.costs else None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "gpu": self.gpu.name,
+            "memory_gib": self.gpu.memory_gib,
+            "fits": self.fits,
+            "need_gib": round(self.need_gib, 2),
+            "hours": None if self.hours is None else round(self.hours, 3),
+            "cost_usd": {k: round(v, 2) for k, v in self.costs.items()},
+            "spot_cost_usd": {k: round(v, 2) for k, v in self.spot_costs.items()},
+            "prices_read": {p.provider: str(p.read) for p in self.gpu.prices},
+        }
+
+
+def train_hours(arch: Architecture, s: Setting, tokens: float, gpu: Gpu) -> float | None:
+    if gpu.bf16_tflops <= 0:
+        return None  # no bf16 tensor cores (V100, T4)
+    flops = tokens * train_flops_per_token(arch, s)
+    return flops / (gpu.bf16_tflops * 1e12 * MFU[s.method] * s.gpus) / 3600
+
+
+def gpu_options(arch: Architecture, s: Setting, tokens: float | None, gpus: list[Gpu]) -> list[GpuOption]:
+    """Every catalog GPU with whether the setting fits, the time and the cost; those that fit first,
+    cheapest first (by the lowest on-demand price that is known)."""
+    need = estimate_memory(arch, s).device_total / GIB
+    options = []
+    for gpu in gpus:
+        fits = need <= gpu.memory_gib * FIT_HEADROOM
+        hours = train_hours(arch, s, tokens, gpu) if tokens else None
+        opt = GpuOption(gpu, fits, need, hours)
+        if hours is not None:
+            for price in gpu.prices:
+                opt.costs[price.provider] = hours * price.on_demand_per_h * s.gpus
+                if price.spot_per_h is not None:
+                    opt.spot_costs[price.provider] = hours * price.spot_per_h * s.gpus
+        options.append(opt)
+
+    def order(o: GpuOption) -> tuple[bool, float, float]:
+        cheapest = o.cheapest[1] if o.cheapest else float("inf")
+        return (not o.fits, cheapest, o.gpu.memory_gib)
+
+    return sorted(options, key=order)
