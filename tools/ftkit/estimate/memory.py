@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 from ftkit.estimate.catalog import Architecture
 from ftkit.estimate.inputs import Setting
-from ftkit.estimate.params import linear_shapes, param_count
+from ftkit.estimate.params import linear_shapes, param_count, resolve_lora_targets
 
 GIB = 2**30
 BF16 = 2
@@ -114,15 +114,28 @@ def nf4_bytes_per_param(double_quant: bool) -> float:
     return 0.5 + FP32 / NF4_BLOCK
 
 
+def lora_targets(arch: Architecture, s: Setting) -> list[str]:
+    """The decoder-layer linear modules LoRA wraps (Phi-3's fused qkv_proj / gate_up_proj stand for their
+    parts; "all-linear" is every one of them; lm_head is counted separately, see `lora_on_head`)."""
+    names = [t for t in s.lora_targets if t != "lm_head"]
+    if any(t.replace("_", "-").lower() == "all-linear" for t in names):
+        return resolve_lora_targets(arch, "all-linear")
+    return resolve_lora_targets(arch, names) if names else []
+
+
+def lora_on_head(s: Setting) -> bool:
+    return "lm_head" in s.lora_targets
+
+
 def lora_params(arch: Architecture, s: Setting) -> int:
     shapes = linear_shapes(arch)
-    unknown = [t for t in s.lora_targets if t not in shapes]
-    if unknown:
-        raise ValueError(f"LoRA targets {unknown} are not linear layers of {arch.name}: {sorted(shapes)}")
-    per_layer = sum(s.lora_rank * (shapes[t][0] + shapes[t][1]) for t in s.lora_targets)
+    targets = lora_targets(arch, s)
+    per_layer = sum(s.lora_rank * (shapes[t][0] + shapes[t][1]) for t in targets)
+    head = s.lora_rank * (arch.hidden_size + arch.vocab_size) if lora_on_head(s) else 0
     if s.method == "dora":
-        per_layer += sum(shapes[t][1] for t in s.lora_targets)  # one magnitude per output feature
-    return per_layer * arch.num_hidden_layers
+        per_layer += sum(shapes[t][1] for t in targets)  # one magnitude per output feature
+        head += arch.vocab_size if lora_on_head(s) else 0
+    return per_layer * arch.num_hidden_layers + head
 
 
 def trainable_params(arch: Architecture, s: Setting) -> int:
@@ -174,7 +187,7 @@ def optimizer_states(arch: Architecture, s: Setting) -> float:
         per_layer = sum(i + o for i, o in shapes.values())
         embed = arch.vocab_size + arch.hidden_size
         return FP32 * (per_layer * arch.num_hidden_layers + embed * (1 if arch.tie_word_embeddings else 2))
-    per_layer = sum((shapes[t][0] + s.lora_rank) + (s.lora_rank + shapes[t][1]) for t in s.lora_targets)
+    per_layer = sum((shapes[t][0] + s.lora_rank) + (s.lora_rank + shapes[t][1]) for t in lora_targets(arch, s))
     return FP32 * per_layer * arch.num_hidden_layers
 
 
@@ -197,20 +210,30 @@ def tokens_per_step(s: Setting) -> int:
 
 
 def layer_activation_bytes_per_token(arch: Architecture, s: Setting) -> float:
-    """Bytes one decoder layer keeps for backward per token, without checkpointing."""
-    h, inter = arch.hidden_size, arch.intermediate_size
-    q = arch.num_attention_heads * arch.head_dim
+    """Bytes one decoder layer keeps for backward per token, without checkpointing.
+
+    Measured with saved-tensor hooks on transformers' Llama layer and PEFT's LoRA layers (CPU, bf16;
+    `tests/test_estimate_memory.py` re-measures it): both RMSNorms keep their fp32 input (and, when
+    their weight trains, the bf16 output); attention keeps q, k, v, its output and the fp32 log-sum-exp
+    per head (GQA-native kernels: k and v at their own width); the gated MLP keeps the gate output, its
+    activation and the up output (and the product for down_proj when weights train). Frozen layers keep
+    nothing for their weights; each LoRA target keeps an fp32 copy of its input (PEFT casts it to the
+    adapter's dtype), the A output, and with dropout the dropped-out input.
+    """
+    h, inter, heads = arch.hidden_size, arch.intermediate_size, arch.num_attention_heads
+    q = heads * arch.head_dim
     kv = arch.num_key_value_heads * arch.head_dim
-    elements = 4 * h + 3 * q + 2 * kv + 4 * inter  # norms' inputs/outputs, q, k, v, attention out + o_proj input, MLP
-    extra = 0.0
-    if s.attention == "eager":
-        extra += arch.num_attention_heads * s.seq_len * (FP32 + BF16)  # softmax probabilities, per token a row of s
-    if s.adapter:
+    lse = FP32 * heads
+    if s.method == "full":
+        per = 16 * h + 4 * q + 4 * kv + 8 * inter + lse
+    else:
         shapes = linear_shapes(arch)
-        extra += sum(s.lora_rank for _ in s.lora_targets) * BF16  # A's output, B's input
-        if s.lora_dropout > 0:
-            extra += sum(shapes[t][0] * (BF16 + 1) for t in s.lora_targets)  # dropped-out input + mask
-    return elements * BF16 + extra
+        per = 8 * h + 4 * q + 4 * kv + 6 * inter + lse
+        for t in lora_targets(arch, s):
+            per += FP32 * shapes[t][0] * (2 if s.lora_dropout > 0 else 1) + FP32 * s.lora_rank
+    if s.attention == "eager":
+        per += heads * s.seq_len * (FP32 + BF16)  # softmax probabilities: fp32 and their bf16 copy, a row of s per head
+    return float(per)
 
 
 def activations(arch: Architecture, s: Setting) -> list[Term]:
@@ -221,10 +244,19 @@ def activations(arch: Architecture, s: Setting) -> list[Term]:
         kept = tokens * layers * arch.hidden_size * BF16
         return [
             Term("activations (checkpoints)", kept, f"{layers} layer inputs × {tokens} tokens"),
+            *_head_adapter_activations(arch, s),
             Term("activations (one layer recomputed)", tokens * per_layer, f"{per_layer / 1024:.0f} KiB per token"),
         ]
-    return [Term("activations", tokens * layers * per_layer, f"{layers} layers × {tokens} tokens × "
-                 f"{per_layer / 1024:.0f} KiB")]  # fmt: skip
+    out = [Term("activations", tokens * layers * per_layer, f"{layers} layers × {tokens} tokens × "
+                f"{per_layer / 1024:.0f} KiB")]  # fmt: skip
+    return out + _head_adapter_activations(arch, s)
+
+
+def _head_adapter_activations(arch: Architecture, s: Setting) -> list[Term]:
+    if s.method == "full" or not lora_on_head(s):
+        return []
+    per = FP32 * arch.hidden_size * (2 if s.lora_dropout > 0 else 1) + FP32 * s.lora_rank
+    return [Term("activations (lm_head adapter)", tokens_per_step(s) * per, "fp32 copy of the final hidden state")]
 
 
 def logits(arch: Architecture, s: Setting) -> float:

@@ -1,0 +1,131 @@
+"""The estimator against published, measured peak GPU memory (benchmarks/vram_reference.yaml).
+
+For every entry: rebuild the setting, estimate, compare the matching quantity (allocated/active ->
+PyTorch's peak allocated; reserved -> reserved; nvidia-smi -> reserved + CUDA context), print the
+relative error per entry and the summary. `--all` includes the entries marked `in_test: false`.
+
+    python benchmarks/vram_reference_check.py [--all] [--json] [--out PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = ROOT / "benchmarks" / "vram_reference.yaml"
+PARALLELISM = {"fsdp": "fsdp", "ddp": "ddp", "deepspeed-zero3": "zero3", "deepspeed-zero2": "zero2"}
+KIND_TO_QUANTITY = {"max_memory_allocated": "allocated", "active": "allocated", "reserved": "reserved",
+                    "nvidia-smi": "device", "unknown": "reserved"}  # fmt: skip
+
+
+def load_entries(include_all: bool = False) -> list[dict[str, Any]]:
+    entries = yaml.safe_load(REFERENCE.read_text())["entries"]
+    return [e for e in entries if include_all or e.get("in_test")]
+
+
+def entry_architecture(e: dict[str, Any]) -> Any:
+    from ftkit.estimate.resolve import architecture_from_config, resolve_architecture
+
+    if e.get("architecture"):
+        cfg = {**e["architecture"], "model_type": e["architecture"].get("family", "llama")}
+        return architecture_from_config(cfg, e["model"], e["architecture"].get("source", ""))
+    return resolve_architecture(e["model"])
+
+
+def entry_setting(e: dict[str, Any]) -> Any:
+    from ftkit.estimate.inputs import Setting
+
+    lora = e.get("lora") or {}
+    optimizer = str(e.get("optimizer") or "adamw")
+    par = str(e.get("parallelism") or "none").split(" ")[0]
+    fields: dict[str, Any] = {
+        "method": e["method"],
+        "seq_len": int(e["seq_len"]),
+        "micro_batch": int(e["micro_batch"]),
+        "grad_accum": int(e.get("grad_accum") or 1),
+        "gradient_checkpointing": bool(e.get("gradient_checkpointing")),
+        "optimizer": "paged_adamw_8bit" if "8bit" in optimizer and "paged" in optimizer
+        else "adamw_8bit" if "8bit" in optimizer else "adamw",
+        "gpus": int(e.get("gpus") or 1),
+        "parallelism": PARALLELISM.get(par, "none") if int(e.get("gpus") or 1) > 1 else "none",
+        "cpu_offload": "offload" in str(e.get("parallelism") or ""),
+    }  # fmt: skip
+    if e["method"] != "full" and lora:
+        fields["lora_rank"] = int(lora.get("rank") or 8)
+        fields["lora_dropout"] = float(lora.get("dropout") or 0.0)
+        targets = lora.get("targets")
+        if targets and targets != "all-linear":
+            fields["lora_targets"] = tuple(targets)
+    return Setting(**fields)
+
+
+def measured_gib(e: dict[str, Any]) -> float:
+    value = float(e["measured_gb"])
+    return value * 1e9 / 2**30 if str(e.get("measured_unit", "GB")).upper() == "GB" else value
+
+
+def check(e: dict[str, Any]) -> dict[str, Any]:
+    from ftkit.estimate.memory import GIB, estimate_memory
+
+    try:
+        memory = estimate_memory(entry_architecture(e), entry_setting(e))
+    except (ValueError, KeyError) as exc:
+        return {"id": e["id"], "error": f"{type(exc).__name__}: {exc}"}
+    quantity = KIND_TO_QUANTITY.get(e.get("measured_kind", "unknown"), "reserved")
+    estimate = {"allocated": memory.peak_allocated, "reserved": memory.reserved, "device": memory.device_total}[
+        quantity
+    ] / GIB
+    measured = measured_gib(e)
+    return {
+        "id": e["id"],
+        "framework": e.get("framework"),
+        "quantity": quantity,
+        "measured_gib": round(measured, 2),
+        "estimate_gib": round(estimate, 2),
+        "error": round((estimate - measured) / measured, 3),
+        "tolerance": float(e.get("tolerance") or 0.10),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--all", action="store_true", help="also the entries marked in_test: false")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args(argv)
+    sys.path.insert(0, str(ROOT / "tools"))
+    rows = [check(e) for e in load_entries(args.all)]
+    ok = [r for r in rows if isinstance(r.get("error"), float)]
+    within = sum(abs(r["error"]) <= r["tolerance"] for r in ok)
+    summary = {
+        "entries": len(rows),
+        "within_tolerance": within,
+        "max_abs_error": max((abs(r["error"]) for r in ok), default=None),
+        "median_abs_error": sorted(abs(r["error"]) for r in ok)[len(ok) // 2] if ok else None,
+    }
+    if args.out:
+        args.out.write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
+    if args.json:
+        print(json.dumps({"summary": summary, "rows": rows}, indent=1))
+        return 0
+    print(f"{'id':58s} {'framework':22s} {'kind':9s} {'measured':>9s} {'estimate':>9s} {'error':>7s}")
+    for r in rows:
+        if not isinstance(r.get("error"), float):
+            print(f"{r['id']:58s} could not estimate: {r['error']}")
+            continue
+        flag = "" if abs(r["error"]) <= r["tolerance"] else "  OUT"
+        print(f"{r['id'][:58]:58s} {str(r['framework'])[:22]:22s} {r['quantity']:9s} {r['measured_gib']:8.2f}G "
+              f"{r['estimate_gib']:8.2f}G {r['error']:+7.1%}{flag}")  # fmt: skip
+    print(f"\n{within} of {len(ok)} within tolerance; max |error| {summary['max_abs_error']}, "
+          f"median |error| {summary['median_abs_error']}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

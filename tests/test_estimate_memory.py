@@ -1,0 +1,118 @@
+"""Estimator terms against the real libraries: NF4 storage from bitsandbytes, saved activations from
+transformers' Llama and PEFT's LoRA (measured with saved-tensor hooks), and the estimate CLI."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+import torch
+from ftkit.cli import main
+from ftkit.estimate.architectures import lookup
+from ftkit.estimate.inputs import ALL_LINEAR, Setting
+from ftkit.estimate.memory import (
+    estimate_memory,
+    layer_activation_bytes_per_token,
+    layer_linear_params,
+    lora_params,
+    nf4_bytes_per_param,
+)
+from ftkit.estimate.preflight import fits, suggestions
+from ftkit.estimate.resolve import architecture_from_config
+
+LLAMA8B = lookup("llama-3.1-8b")
+
+
+def test_nf4_bytes_per_param_match_what_bitsandbytes_stores():
+    bnb = pytest.importorskip("bitsandbytes")
+    weight = torch.randn(1024, 4096, dtype=torch.bfloat16)
+    for double_quant in (True, False):
+        packed, state = bnb.functional.quantize_4bit(weight, blocksize=64, compress_statistics=double_quant,
+                                                     quant_type="nf4")  # fmt: skip
+        stored = packed.numel() * packed.element_size() + state.absmax.numel() * state.absmax.element_size()
+        if double_quant:
+            stored += state.state2.absmax.numel() * state.state2.absmax.element_size()
+        assert stored / weight.numel() == pytest.approx(nf4_bytes_per_param(double_quant), rel=1e-3)
+
+
+def test_qlora_weights_of_llama_8b_are_nf4_linear_layers_plus_bf16_rest():
+    terms = {t.name: t.bytes for t in estimate_memory(LLAMA8B, Setting(method="qlora")).terms}
+    linear = layer_linear_params(LLAMA8B)
+    assert linear == 32 * (2 * 4096 * 4096 + 2 * 4096 * 1024 + 3 * 4096 * 14336)
+    assert terms["weights (nf4)"] == pytest.approx(linear * (0.5 + 1 / 64 + 4 / (64 * 256)))
+    assert terms["weights (bf16)"] == (8_030_261_248 - linear) * 2
+
+
+def test_lora_params_count_lm_head_and_all_linear():
+    s = Setting(method="lora", lora_rank=16, lora_targets=("all-linear",))
+    assert lora_params(LLAMA8B, s) == lora_params(LLAMA8B, Setting(method="lora", lora_rank=16))
+    with_head = Setting(method="lora", lora_rank=16, lora_targets=(*ALL_LINEAR, "lm_head"))
+    assert lora_params(LLAMA8B, with_head) - lora_params(LLAMA8B, s) == 16 * (4096 + 128256)
+
+
+TINY = {"hidden_size": 256, "intermediate_size": 688, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "head_dim": 80, "vocab_size": 1000, "tie_word_embeddings": False, "max_position_embeddings": 512}  # fmt: skip
+
+
+def _saved_bytes(layers: int, method: str, targets: tuple[str, ...], dropout: float, attn: str, seq: int) -> int:
+    """Bytes autograd keeps for backward after one forward of a tiny Llama (parameters excluded)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(num_hidden_layers=layers, **TINY)
+    cfg._attn_implementation = attn
+    model = LlamaForCausalLM(cfg).to(torch.bfloat16)
+    if method != "full":
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=8, target_modules=list(targets), lora_dropout=dropout))
+    model.train()
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if (ptr := t.untyped_storage().data_ptr()) not in params:
+            seen[ptr] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(input_ids=torch.randint(0, TINY["vocab_size"], (2, seq)))
+    return sum(seen.values())
+
+
+@pytest.mark.parametrize(
+    ("method", "targets", "dropout", "attn"),
+    [("full", ALL_LINEAR, 0.0, "sdpa"), ("lora", ALL_LINEAR, 0.0, "sdpa"), ("lora", ALL_LINEAR, 0.1, "sdpa"),
+     ("lora", ("q_proj", "v_proj"), 0.0, "sdpa"), ("lora", ALL_LINEAR, 0.0, "eager")],
+)  # fmt: skip
+def test_activation_bytes_per_layer_match_what_autograd_saves(method, targets, dropout, attn):
+    seq = 48
+    per_layer_token = (_saved_bytes(4, method, targets, dropout, attn, seq)
+                       - _saved_bytes(2, method, targets, dropout, attn, seq)) / 2 / (2 * seq)  # fmt: skip
+    arch = architecture_from_config({**TINY, "num_hidden_layers": 2, "model_type": "llama"}, "tiny", "")
+    s = Setting(method=method, lora_rank=8, lora_targets=targets, lora_dropout=dropout, attention=attn, seq_len=seq)
+    assert layer_activation_bytes_per_token(arch, s) == pytest.approx(per_layer_token, rel=0.02)
+
+
+def test_a_setting_over_budget_gets_changes_that_fit_cheapest_first():
+    s = Setting(method="lora", seq_len=4096, micro_batch=4, gradient_checkpointing=False, optimizer="adamw")
+    assert not fits(LLAMA8B, s, 24)
+    found = suggestions(LLAMA8B, s, 24)
+    assert found, "some change must make an 8B LoRA fit a 24 GB GPU"
+    for sug in found:
+        assert sug.need_gib <= 24 * 0.95
+    assert all(len(a.changes) <= len(b.changes) for a, b in itertools.pairwise(found))
+
+
+def test_estimate_prints_both_stages_of_the_dpo_recipe_with_time_and_cost(capsys: pytest.CaptureFixture):
+    assert main(["estimate", "--recipe", "llama8b-qlora-dpo", "--tokens", "1e8", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [s["stage"] for s in report["stages"]] == ["sft", "dpo"]
+    sft, dpo = report["stages"]
+    assert sft["setting"]["method"] == "qlora" and dpo["setting"]["stage"] == "dpo"
+    assert {t["name"] for t in sft["memory"]["terms"]} >= {"weights (nf4)", "optimizer states", "logits"}
+    priced = [g for g in sft["gpus"] if g["fits"] and g["cost_usd"]]
+    assert priced and all(g["hours"] > 0 for g in priced)
+    costs = [min(g["cost_usd"].values()) for g in priced]
+    assert costs == sorted(costs), "GPUs that fit come cheapest first"
