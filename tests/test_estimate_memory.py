@@ -116,3 +116,31 @@ def test_estimate_prints_both_stages_of_the_dpo_recipe_with_time_and_cost(capsys
     assert priced and all(g["hours"] > 0 for g in priced)
     costs = [min(g["cost_usd"].values()) for g in priced]
     assert costs == sorted(costs), "GPUs that fit come cheapest first"
+
+
+def test_preflight_refuses_a_stage_that_will_not_fit_the_gpu_before_training(
+    monkeypatch: pytest.MonkeyPatch, tmp_path, capsys: pytest.CaptureFixture
+):
+    from conftest import ROOT
+    from ftkit import envinfo
+
+    monkeypatch.setattr(envinfo, "gpus", lambda: [{"name": "NVIDIA L4", "memory_gib": 16.0}])
+    monkeypatch.setenv("FTKIT_RECIPES", str(ROOT / "recipes"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["recipe", "run", "llama8b-qlora-dpo", "--profile", "full", "--runs-dir", str(tmp_path)]) == 5
+    err = " ".join(capsys.readouterr().err.split())
+    assert "stage 'sft' needs about" in err and "this GPU has 16.0 GiB" in err and "training did not start" in err
+    assert "--force" in err and "logits" in err
+    [run_dir] = list((tmp_path / "llama8b-qlora-dpo").iterdir())
+    assert not (run_dir / "sft" / "train.log").exists()
+
+
+def test_preflight_with_force_records_the_estimate_instead_of_refusing():
+    from ftkit.estimate.preflight import check_stage
+
+    s = Setting(method="qlora", seq_len=4096, micro_batch=2)
+    result = check_stage(LLAMA8B, s, [{"name": "NVIDIA L4", "memory_gib": 16.0}], stage="sft", config_file="x",
+                         force=True)  # fmt: skip
+    assert result["verdict"] == "forced" and not result["fits"] and result["suggestions"]
+    roomy = check_stage(LLAMA8B, s, [{"name": "H100", "memory_gib": 79.2}], stage="sft", config_file="x")
+    assert roomy["verdict"] == "fits" and roomy["suggestions"] == []

@@ -154,7 +154,11 @@ def cmd_recipe_run(args: argparse.Namespace) -> int:
     from ftkit.recipes.run import RunOptions, run_recipe
 
     opts = RunOptions(
-        profile=args.profile, sets=args.set or [], runs_root=Path(args.runs_dir), allow_pii=args.allow_pii
+        profile=args.profile,
+        sets=args.set or [],
+        runs_root=Path(args.runs_dir),
+        allow_pii=args.allow_pii,
+        force=args.force,
     )
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True, disable=args.json) as progress:
@@ -489,6 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
         "or send logs somewhere (report_to=tensorboard|wandb|mlflow|none); repeatable",
     )  # fmt: skip
     p.add_argument("--runs-dir", default="runs", help="where run dirs go (default: runs/)")
+    p.add_argument("--force", action="store_true",
+                   help="train even when the VRAM pre-flight estimates a stage will not fit the GPU")  # fmt: skip
     p.add_argument("--allow-pii", action="store_true",
                    help="train even when the pre-flight PII scan finds more than recipe.yaml's pii.max_rows "
                    "(default: no row with a secret); the report is still written")  # fmt: skip

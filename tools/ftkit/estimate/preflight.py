@@ -75,3 +75,46 @@ def suggestions(arch: Architecture, s: Setting, budget_gib: float, limit: int = 
             found.append(Suggestion(tuple(applied), need_gib(arch, current)))
             break
     return found[:limit]
+
+
+def check_stage(
+    arch: Architecture, s: Setting, gpus: list[dict[str, object]], *, stage: str, config_file: str, force: bool = False
+) -> dict[str, object]:
+    """The pre-flight for one stage on the GPUs at hand (envinfo.gpus()): the estimate, the verdict, and
+    when it does not fit, the changes that would make it fit. Raises (exit 5) unless it fits or `force`."""
+    from ftkit.errors import ExitCode, FtkitError, Problem
+
+    budget = min(float(g["memory_gib"]) for g in gpus)  # type: ignore[arg-type]
+    s = Setting(**{**s.model_dump(), "gpus": max(len(gpus), 1)})
+    memory = estimate_memory(arch, s)
+    need = memory.device_total / GIB
+    ok = need <= budget * FIT_HEADROOM
+    found = [] if ok else suggestions(arch, s, budget)
+    result: dict[str, object] = {
+        "stage": stage,
+        "need_gib": round(need, 2),
+        "budget_gib": budget,
+        "fits": ok,
+        "verdict": "fits" if ok else "forced" if force else "refused",
+        "memory": memory.to_dict(),
+        "suggestions": [{"changes": list(f.changes), "need_gib": round(f.need_gib, 2)} for f in found],
+    }
+    if ok or force:
+        return result
+    top = sorted(memory.terms, key=lambda t: -t.bytes)[:4]
+    biggest = ", ".join(f"{t.name} {t.gib:.1f}" for t in top)
+    fixes = "; or ".join(" + ".join(f.changes) + f" (→ {f.need_gib:.1f} GiB)" for f in found) or (
+        "no single change fits: use a larger GPU or more GPUs with FSDP"
+    )
+    problem = Problem(
+        f"estimate: peak {memory.peak_allocated / GIB:.1f} GiB allocated at the {memory.peak_phase}; "
+        f"largest terms (GiB): {biggest}",
+        config_file,
+        fix=f"{fixes}; or pass --force to try anyway",
+    )
+    raise FtkitError(
+        f"stage '{stage}' needs about {need:.1f} GiB per GPU; this GPU has {budget:.1f} GiB "
+        f"({FIT_HEADROOM:.0%} usable): training did not start",
+        [problem],
+        ExitCode.ENVIRONMENT,
+    )

@@ -49,6 +49,7 @@ class RunOptions:
     runs_root: Path = Path("runs")
     run_dir: Path | None = None
     allow_pii: bool = False  # train even when the PII gate finds more than recipe.yaml's pii.max_rows
+    force: bool = False  # train even when the VRAM pre-flight says a stage will not fit the GPU
 
 
 @dataclass
@@ -67,6 +68,7 @@ class PlannedStage:
     ctx: StageContext
     data_reports: list[ValidationReport]
     pii_reports: list[dict[str, Any]]
+    vram: dict[str, Any] | None = None
 
 
 def _check_hardware(loaded: LoadedRecipe, profile: str, hw: dict[str, Any]) -> None:
@@ -148,6 +150,35 @@ def _pii_gate(
                        f" (gate {result['gate']['verdict']}; {result['ner']['reason']})")  # fmt: skip
         reports.append(result)
     return reports
+
+
+def _vram_preflight(
+    engine: Any,
+    resolved: ResolvedStage,
+    base: str,
+    hw: dict[str, Any],
+    force: bool,
+    config_file: str,
+    events: RunEvents,
+) -> dict[str, Any] | None:
+    """On a GPU machine: estimate the stage's peak memory and refuse (exit 5) what will not fit, unless forced."""
+    if not hw["gpus"]:
+        return None
+    from ftkit.estimate.inputs import Setting
+    from ftkit.estimate.preflight import check_stage
+    from ftkit.estimate.resolve import resolve_architecture
+
+    try:
+        arch = resolve_architecture(base)
+    except FtkitError:
+        events.message(f"vram: {resolved.name}: {base} is not in the estimator's catalog; memory not checked")
+        return None
+    engine_setting = engine.estimate_setting(resolved.config)
+    result = check_stage(arch, Setting(**engine_setting), hw["gpus"], stage=resolved.name,
+                         config_file=config_file, force=force)  # fmt: skip
+    events.message(f"vram: {resolved.name}: needs about {result['need_gib']} GiB of {result['budget_gib']} GiB "
+                   f"per GPU ({result['verdict']})")  # fmt: skip
+    return result
 
 
 def _check_local_weights(base_model: str, stage: str) -> None:
@@ -237,7 +268,8 @@ def run_recipe(name: str, opts: RunOptions, events: RunEvents | None = None) -> 
                 events.message(f"no tokenizer for {base}: token lengths not checked before training")
         data_reports = _preflight_data(loaded, resolved, ctx, tokenizers[base])
         pii_reports = _pii_gate(loaded, resolved, ctx, opts.allow_pii, events)
-        planned[stage.name] = PlannedStage(ctx, data_reports, pii_reports)
+        vram = _vram_preflight(engine, resolved, base, hw, opts.force, str(loaded.dir / stage.config), events)
+        planned[stage.name] = PlannedStage(ctx, data_reports, pii_reports, vram)
 
     metrics: dict[str, Any] = {
         "recipe": loaded.name,
@@ -280,6 +312,7 @@ def run_recipe(name: str, opts: RunOptions, events: RunEvents | None = None) -> 
                 "returncode": result.returncode,
                 "data": [r.to_dict() for r in planned[stage.name].data_reports],
                 "pii": planned[stage.name].pii_reports,
+                "vram_estimate": planned[stage.name].vram,
                 "adapter_dir": str(engine.adapter_dir(ctx)),
             }
             metrics["stages"][stage.name] = summary
