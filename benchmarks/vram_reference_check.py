@@ -20,6 +20,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "benchmarks" / "vram_reference.yaml"
 PARALLELISM = {"fsdp": "fsdp", "ddp": "ddp", "deepspeed-zero3": "zero3", "deepspeed-zero2": "zero2"}
+# Frameworks that keep LoRA weights (and so their saved inputs, gradients and optimizer states) in bf16
+# (benchmarks/vram_reference.yaml header); the HF stack (PEFT) up-casts adapters to fp32.
+BF16_ADAPTERS = ("litgpt", "torchtune")
 KIND_TO_QUANTITY = {"max_memory_allocated": "allocated", "active": "allocated", "reserved": "reserved",
                     "nvidia-smi": "device", "unknown": "reserved"}  # fmt: skip
 
@@ -55,6 +58,7 @@ def entry_setting(e: dict[str, Any]) -> Any:
         "gpus": int(e.get("gpus") or 1),
         "parallelism": PARALLELISM.get(par, "none") if int(e.get("gpus") or 1) > 1 else "none",
         "cpu_offload": "offload" in str(e.get("parallelism") or ""),
+        "adapter_dtype": "bf16" if str(e.get("framework", "")).startswith(BF16_ADAPTERS) else "fp32",
     }  # fmt: skip
     if e["method"] != "full" and lora:
         fields["lora_rank"] = int(lora.get("rank") or 8)

@@ -55,7 +55,9 @@ TINY = {"hidden_size": 256, "intermediate_size": 688, "num_attention_heads": 4, 
         "head_dim": 80, "vocab_size": 1000, "tie_word_embeddings": False, "max_position_embeddings": 512}  # fmt: skip
 
 
-def _saved_bytes(layers: int, method: str, targets: tuple[str, ...], dropout: float, attn: str, seq: int) -> int:
+def _saved_bytes(
+    layers: int, method: str, targets: tuple[str, ...], dropout: float, attn: str, seq: int, adapter: str
+) -> int:
     """Bytes autograd keeps for backward after one forward of a tiny Llama (parameters excluded)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -66,7 +68,8 @@ def _saved_bytes(layers: int, method: str, targets: tuple[str, ...], dropout: fl
     if method != "full":
         from peft import LoraConfig, get_peft_model
 
-        model = get_peft_model(model, LoraConfig(r=8, target_modules=list(targets), lora_dropout=dropout))
+        config = LoraConfig(r=8, target_modules=list(targets), lora_dropout=dropout)
+        model = get_peft_model(model, config, autocast_adapter_dtype=adapter == "fp32")
     model.train()
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     seen: dict[int, int] = {}
@@ -82,16 +85,19 @@ def _saved_bytes(layers: int, method: str, targets: tuple[str, ...], dropout: fl
 
 
 @pytest.mark.parametrize(
-    ("method", "targets", "dropout", "attn"),
-    [("full", ALL_LINEAR, 0.0, "sdpa"), ("lora", ALL_LINEAR, 0.0, "sdpa"), ("lora", ALL_LINEAR, 0.1, "sdpa"),
-     ("lora", ("q_proj", "v_proj"), 0.0, "sdpa"), ("lora", ALL_LINEAR, 0.0, "eager")],
+    ("method", "targets", "dropout", "attn", "adapter"),
+    [("full", ALL_LINEAR, 0.0, "sdpa", "fp32"), ("lora", ALL_LINEAR, 0.0, "sdpa", "fp32"),
+     ("lora", ALL_LINEAR, 0.1, "sdpa", "fp32"), ("lora", ("q_proj", "v_proj"), 0.0, "sdpa", "fp32"),
+     ("lora", ALL_LINEAR, 0.0, "eager", "fp32"), ("lora", ALL_LINEAR, 0.0, "sdpa", "bf16"),
+     ("lora", ALL_LINEAR, 0.1, "sdpa", "bf16"), ("lora", ("q_proj", "v_proj"), 0.0, "sdpa", "bf16")],
 )  # fmt: skip
-def test_activation_bytes_per_layer_match_what_autograd_saves(method, targets, dropout, attn):
+def test_activation_bytes_per_layer_match_what_autograd_saves(method, targets, dropout, attn, adapter):
     seq = 48
-    per_layer_token = (_saved_bytes(4, method, targets, dropout, attn, seq)
-                       - _saved_bytes(2, method, targets, dropout, attn, seq)) / 2 / (2 * seq)  # fmt: skip
+    per_layer_token = (_saved_bytes(4, method, targets, dropout, attn, seq, adapter)
+                       - _saved_bytes(2, method, targets, dropout, attn, seq, adapter)) / 2 / (2 * seq)  # fmt: skip
     arch = architecture_from_config({**TINY, "num_hidden_layers": 2, "model_type": "llama"}, "tiny", "")
-    s = Setting(method=method, lora_rank=8, lora_targets=targets, lora_dropout=dropout, attention=attn, seq_len=seq)
+    s = Setting(method=method, lora_rank=8, lora_targets=targets, lora_dropout=dropout, attention=attn, seq_len=seq,
+                adapter_dtype=adapter)  # fmt: skip
     assert layer_activation_bytes_per_token(arch, s) == pytest.approx(per_layer_token, rel=0.02)
 
 

@@ -30,6 +30,7 @@ class Setting(BaseModel):
     lora_rank: int = Field(16, ge=1)
     lora_targets: tuple[str, ...] = ALL_LINEAR
     lora_dropout: float = Field(0.0, ge=0, lt=1)
+    adapter_dtype: Literal["fp32", "bf16"] = "fp32"  # PEFT up-casts adapters to fp32; LitGPT/torchtune keep bf16
     double_quant: bool = True  # NF4 with quantized absmax (bnb_4bit_use_double_quant)
     sample_packing: bool = False
     gpus: int = Field(1, ge=1)

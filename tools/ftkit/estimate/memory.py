@@ -157,7 +157,7 @@ def weights(arch: Architecture, s: Setting) -> list[Term]:
 
 
 def _trainable_dtype_bytes(s: Setting) -> int:
-    return BF16 if s.method == "full" else FP32
+    return BF16 if s.method == "full" or s.adapter_dtype == "bf16" else FP32
 
 
 def adapter_weights(arch: Architecture, s: Setting) -> list[Term]:
@@ -227,13 +227,32 @@ def layer_activation_bytes_per_token(arch: Architecture, s: Setting) -> float:
     if s.method == "full":
         per = 16 * h + 4 * q + 4 * kv + 8 * inter + lse
     else:
-        shapes = linear_shapes(arch)
-        per = 8 * h + 4 * q + 4 * kv + 6 * inter + lse
-        for t in lora_targets(arch, s):
-            per += FP32 * shapes[t][0] * (2 if s.lora_dropout > 0 else 1) + FP32 * s.lora_rank
+        per = 8 * h + 4 * q + 4 * kv + 6 * inter + lse + _lora_layer_inputs(arch, s)
     if s.attention == "eager":
         per += heads * s.seq_len * (FP32 + BF16)  # softmax probabilities: fp32 and their bf16 copy, a row of s per head
     return float(per)
+
+
+# Which tensor each LoRA target reads: targets sharing an input share its saved copy when the adapter
+# is bf16 (no cast); the attention output is already kept by the attention kernel.
+_LORA_INPUT = {"q_proj": "attn_in", "k_proj": "attn_in", "v_proj": "attn_in", "qkv_proj": "attn_in",
+               "o_proj": "attn_out", "gate_proj": "mlp_in", "up_proj": "mlp_in", "gate_up_proj": "mlp_in",
+               "down_proj": "mlp_mid"}  # fmt: skip
+
+
+def _lora_layer_inputs(arch: Architecture, s: Setting) -> float:
+    """What the LoRA targets of one layer keep per token. fp32 adapters (PEFT's default): each target an
+    fp32 copy of its input (and with dropout the dropped-out copy too). bf16 adapters: each distinct input
+    once (bf16), with dropout each target a dropped-out bf16 copy and a bool mask. Plus A's output."""
+    shapes = linear_shapes(arch)
+    targets = lora_targets(arch, s)
+    rank = s.lora_rank * _trainable_dtype_bytes(s) * len(targets)
+    if s.adapter_dtype == "fp32":
+        return rank + sum(FP32 * shapes[t][0] * (2 if s.lora_dropout > 0 else 1) for t in targets)
+    sizes = {"attn_in": arch.hidden_size, "attn_out": 0, "mlp_in": arch.hidden_size, "mlp_mid": arch.intermediate_size}
+    shared = sum(BF16 * sizes[g] for g in {_LORA_INPUT.get(t, "mlp_in") for t in targets})
+    dropped = sum((BF16 + 1) * shapes[t][0] for t in targets) if s.lora_dropout > 0 else 0
+    return rank + shared + dropped
 
 
 def activations(arch: Architecture, s: Setting) -> list[Term]:
@@ -310,7 +329,7 @@ def estimate_memory(arch: Architecture, s: Setting) -> Breakdown:
         Term("optimizer states", opt, f"{s.optimizer}" + ("; offloaded to the CPU" if s.cpu_offload else ""))
     )
     grads = gradients(arch, s) / split["gradients"]
-    out.terms.append(Term("gradients", grads, "bf16" if s.method == "full" else "fp32 adapter gradients"))
+    out.terms.append(Term("gradients", grads, "bf16" if s.method == "full" else f"{s.adapter_dtype} adapter gradients"))
     acts = activations(arch, s)
     out.terms.extend(acts)
     lg = logits(arch, s)
