@@ -130,12 +130,12 @@ def test_preflight_refuses_a_stage_that_will_not_fit_the_gpu_before_training(
     from conftest import ROOT
     from ftkit import envinfo
 
-    monkeypatch.setattr(envinfo, "gpus", lambda: [{"name": "NVIDIA L4", "memory_gib": 16.0}])
+    monkeypatch.setattr(envinfo, "gpus", lambda: [{"name": "NVIDIA L4", "memory_gib": 12.0}])
     monkeypatch.setenv("FTKIT_RECIPES", str(ROOT / "recipes"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert main(["recipe", "run", "llama8b-qlora-dpo", "--profile", "full", "--runs-dir", str(tmp_path)]) == 5
     err = " ".join(capsys.readouterr().err.split())
-    assert "stage 'sft' needs about" in err and "this GPU has 16.0 GiB" in err and "training did not start" in err
+    assert "stage 'sft' needs about" in err and "this GPU has 12.0 GiB" in err and "training did not start" in err
     assert "--force" in err and "logits" in err
     [run_dir] = list((tmp_path / "llama8b-qlora-dpo").iterdir())
     assert not (run_dir / "sft" / "train.log").exists()
@@ -145,7 +145,7 @@ def test_preflight_with_force_records_the_estimate_instead_of_refusing():
     from ftkit.estimate.preflight import check_stage
 
     s = Setting(method="qlora", seq_len=4096, micro_batch=2)
-    result = check_stage(LLAMA8B, s, [{"name": "NVIDIA L4", "memory_gib": 16.0}], stage="sft", config_file="x",
+    result = check_stage(LLAMA8B, s, [{"name": "NVIDIA L4", "memory_gib": 12.0}], stage="sft", config_file="x",
                          force=True)  # fmt: skip
     assert result["verdict"] == "forced" and not result["fits"] and result["suggestions"]
     roomy = check_stage(LLAMA8B, s, [{"name": "H100", "memory_gib": 79.2}], stage="sft", config_file="x")
