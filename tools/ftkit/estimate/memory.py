@@ -80,9 +80,6 @@ class Breakdown:
         """What must fit in the GPU: reserved memory plus the CUDA context."""
         return self.reserved + CUDA_CONTEXT_GIB * GIB
 
-    def term(self, name: str) -> float:
-        return sum(t.bytes for t in self.terms if t.name == name)
-
     def to_dict(self) -> dict[str, object]:
         return {
             "terms": [{"name": t.name, "gib": round(t.gib, 3), "note": t.note} for t in self.terms],

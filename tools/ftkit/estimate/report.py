@@ -6,7 +6,7 @@ from typing import Any
 
 from ftkit.errors import FtkitError
 from ftkit.estimate.inputs import Setting
-from ftkit.estimate.memory import GIB, estimate_memory
+from ftkit.estimate.memory import estimate_memory
 from ftkit.estimate.resolve import StagePlan, recipe_stage_plans, resolve_architecture
 from ftkit.estimate.timecost import MFU, gpu_options, tokens_per_optimizer_step
 
@@ -129,10 +129,3 @@ def print_report(report: dict[str, Any], console: Any, top: int = 8) -> None:
         console.print(gpus)
     for note in report["notes"]:
         console.print(f"[dim]{note}[/dim]")
-
-
-def need_line(st: dict[str, Any]) -> str:
-    return f"{st['stage']}: needs {st['memory']['device_total_gib']:.1f} GiB per GPU"
-
-
-__all__ = ["GIB", "estimate_report", "need_line", "print_report"]
