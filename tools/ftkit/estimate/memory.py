@@ -20,8 +20,9 @@ Every term is a pure function of (architecture, setting) returning bytes per GPU
   log-softmax the loss keeps (10 bytes an element at the peak; large for 128k-256k vocabularies).
 - reference model (DPO, KTO): none with an adapter (the base with the adapter disabled), a second
   copy of the weights for full fine-tuning.
-- the peak is at the end of the forward pass (weights + optimizer + activations + logits) or at the
-  end of the backward pass (weights + optimizer + gradients), whichever is larger.
+- the peak is at the end of the forward pass (weights + optimizer + activations + logits, + the
+  gradients of earlier micro-batches when accumulating) or at the end of the backward pass (weights +
+  optimizer + gradients), whichever is larger.
 - allocator: PyTorch's caching allocator reserves more than it hands out (`FRAGMENTATION`), and the
   CUDA context takes memory no tensor accounts for (`CUDA_CONTEXT_GIB`).
 
@@ -334,7 +335,8 @@ def estimate_memory(arch: Architecture, s: Setting) -> Breakdown:
     resident = sum(
         t.bytes for t in out.terms if t.name not in ("gradients", "logits") and not t.name.startswith("activations")
     )
-    forward_end = resident + sum(t.bytes for t in acts) + lg
+    # With gradient accumulation the gradients of earlier micro-batches are alive during the next forward.
+    forward_end = resident + sum(t.bytes for t in acts) + lg + (grads if s.grad_accum > 1 else 0.0)
     backward_end = resident + grads + (acts[-1].bytes if s.gradient_checkpointing else 0.0)
     out.peak_allocated = max(forward_end, backward_end)
     out.peak_phase = "end of forward" if forward_end >= backward_end else "end of backward"
