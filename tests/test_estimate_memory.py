@@ -150,3 +150,11 @@ def test_preflight_with_force_records_the_estimate_instead_of_refusing():
     assert result["verdict"] == "forced" and not result["fits"] and result["suggestions"]
     roomy = check_stage(LLAMA8B, s, [{"name": "H100", "memory_gib": 79.2}], stage="sft", config_file="x")
     assert roomy["verdict"] == "fits" and roomy["suggestions"] == []
+
+
+def test_preference_rows_count_two_sequences_for_time_and_cost():
+    from ftkit.estimate.report import estimate_report
+
+    sft = estimate_report(model="qwen2.5-0.5b", overrides={"stage": "sft"}, rows=10, avg_tokens=100)
+    dpo = estimate_report(model="qwen2.5-0.5b", overrides={"stage": "dpo"}, rows=10, avg_tokens=100)
+    assert sft["stages"][0]["tokens"] == 1000 and dpo["stages"][0]["tokens"] == 2000

@@ -656,7 +656,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus", type=int)
     p.add_argument("--parallelism", choices=["none", "ddp", "fsdp", "zero1", "zero2", "zero3"])
     p.add_argument("--cpu-offload", action="store_true", help="optimizer states (and sharded weights) on the CPU")
-    p.add_argument("--tokens", type=float, help="training tokens in all (for time and cost)")
+    p.add_argument("--tokens", type=float, help="tokens the run processes in all, every sequence counted (time, cost)")
     p.add_argument("--rows", type=int, help="dataset rows per epoch (with --avg-tokens; time and cost)")
     p.add_argument("--avg-tokens", type=int, help="tokens per row (default: the sequence length, an upper bound)")
     p.add_argument("--gpu", help="only this GPU in the table (e.g. H100, A100-80GB, L4)")

@@ -6,7 +6,7 @@ from typing import Any
 
 from ftkit.errors import FtkitError
 from ftkit.estimate.inputs import Setting
-from ftkit.estimate.memory import estimate_memory
+from ftkit.estimate.memory import estimate_memory, sequences_per_step
 from ftkit.estimate.resolve import StagePlan, recipe_stage_plans, resolve_architecture
 from ftkit.estimate.timecost import MFU, gpu_options, tokens_per_optimizer_step
 
@@ -18,7 +18,8 @@ def _tokens(plan: StagePlan, tokens: float | None, rows: int | None, avg: int | 
     if rows:
         per_row = avg or s.seq_len
         epochs = plan.epochs or 1.0
-        return rows * per_row * epochs, f"{rows} rows × {per_row} tokens × {epochs:g} epochs"
+        seqs = sequences_per_step(s) // s.micro_batch  # a preference row is two sequences, a GRPO prompt a group
+        return rows * seqs * per_row * epochs, f"{rows} rows × {seqs} sequences × {per_row} tokens × {epochs:g} epochs"
     if plan.max_steps:
         return plan.max_steps * tokens_per_optimizer_step(s), f"max_steps {plan.max_steps} × tokens per step"
     return None, "unknown: pass --tokens, or --rows (and --avg-tokens)"
