@@ -216,7 +216,8 @@ def layer_activation_bytes_per_token(arch: Architecture, s: Setting) -> float:
     per head (GQA-native kernels: k and v at their own width); the gated MLP keeps the gate output, its
     activation and the up output (and the product for down_proj when weights train). Frozen layers keep
     nothing for their weights; each LoRA target keeps an fp32 copy of its input (PEFT casts it to the
-    adapter's dtype), the A output, and with dropout the dropped-out input.
+    adapter's dtype), the A output, and with dropout the dropped-out input; DoRA also keeps each target's
+    output twice (bf16 and fp32) for its magnitude rescaling.
     """
     h, inter, heads = arch.hidden_size, arch.intermediate_size, arch.num_attention_heads
     q = heads * arch.head_dim
@@ -245,6 +246,8 @@ def _lora_layer_inputs(arch: Architecture, s: Setting) -> float:
     shapes = linear_shapes(arch)
     targets = lora_targets(arch, s)
     rank = s.lora_rank * _trainable_dtype_bytes(s) * len(targets)
+    if s.method == "dora":  # DoRA rescales each target's output: it keeps that output in bf16 and fp32
+        rank += sum((BF16 + FP32) * shapes[t][1] for t in targets)
     if s.adapter_dtype == "fp32":
         return rank + sum(FP32 * shapes[t][0] * (2 if s.lora_dropout > 0 else 1) for t in targets)
     sizes = {"attn_in": arch.hidden_size, "attn_out": 0, "mlp_in": arch.hidden_size, "mlp_mid": arch.intermediate_size}
