@@ -50,6 +50,15 @@ def edit_yaml(path: Path, change) -> None:  # type: ignore[no-untyped-def]
     path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
+def json_shape(value: object) -> object:
+    """A JSON value with every leaf replaced by its type name: two rows of equal shape differ only in values."""
+    if isinstance(value, dict):
+        return {k: json_shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_shape(v) for v in value]
+    return type(value).__name__
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path

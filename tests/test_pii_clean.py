@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import write_jsonl
+from conftest import json_shape, write_jsonl
 from ftkit.cli import main
 from ftkit.errors import FtkitError
 from ftkit.pii.clean import clean_file
@@ -30,15 +30,6 @@ ROWS = [
     chat(2, f"deploy with AWS_ACCESS_KEY_ID={KEY}", "Never paste keys."),
     chat(3, "call me on +1 415 555 2671", "Jane@Corp.com said +1 (415) 555-2671 is hers."),
 ]
-
-
-def structure(value: object) -> object:
-    """The JSON shape with every string replaced by its key path: two rows with equal shapes differ only in text."""
-    if isinstance(value, dict):
-        return {k: structure(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [structure(v) for v in value]
-    return type(value).__name__
 
 
 # ------------------------------------------------------------------ which fields
@@ -78,12 +69,12 @@ def test_field_patterns_select_with_wildcards():
 # ------------------------------------------------------------------ clean
 
 
-def test_mask_numbers_values_per_row_consistently_and_keeps_the_structure(tmp_path: Path):
+def test_mask_numbers_values_per_row_consistently_and_keeps_the_json_shape(tmp_path: Path):
     src = write_jsonl(tmp_path / "in.jsonl", ROWS)
     report = clean_file(src, tmp_path / "out.jsonl", OFF)
     out = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert report.rows_in == report.rows_out == len(out) == 4 and report.rows_changed == 3
-    assert [structure(r) for r in out] == [structure(r) for r in ROWS]
+    assert [json_shape(r) for r in out] == [json_shape(r) for r in ROWS]
     assert [r["id"] for r in out] == ["r0", "r1", "r2", "r3"]
     assert [m["role"] for r in out for m in r["messages"]] == [m["role"] for r in ROWS for m in r["messages"]]
     assert out[0]["messages"][0]["content"] == "Mail [EMAIL_1] please"

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, json_shape
 from ftkit.data.convert import convert_file
 from ftkit.data.validate import validate_file
 
@@ -61,14 +61,6 @@ def test_hh_rlhf_converts_and_injected_faults_are_reported_at_their_lines(tmp_pa
         assert expectations[how] in found[line_no].message, (line_no, found[line_no].message)
 
 
-def _shape(value: object) -> object:
-    if isinstance(value, dict):
-        return {k: _shape(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_shape(v) for v in value]
-    return type(value).__name__
-
-
 @pytest.mark.parametrize(
     ("name", "out_name", "rows"),
     [("fastchat-dummy-conversation.sharegpt.json", "clean.json", 500),
@@ -88,7 +80,7 @@ def test_pii_scan_and_clean_keep_the_row_count_and_the_json_structure(name: str,
     assert report.rows_changed == scan.rows_with_pii
     before = [r.row for r in iter_records(SHARED / name)]
     after = [r.row for r in iter_records(tmp_path / out_name)]
-    assert [_shape(r) for r in after] == [_shape(r) for r in before]
+    assert [json_shape(r) for r in after] == [json_shape(r) for r in before]
     changed = sum(a != b for a, b in zip(after, before, strict=True))
     assert changed == report.rows_changed
     if name.startswith("hh-rlhf"):  # the transcripts carry real-looking phone numbers and emails
