@@ -121,7 +121,8 @@ def print_report(report: dict[str, Any], console: Any, top: int = 8) -> None:
             costs = o["cost_usd"]
             cheapest = min(costs.items(), key=lambda kv: kv[1]) if costs else None
             gpus.add_row(
-                o["gpu"], f"{o['memory_gib']:.1f}", "[green]yes[/green]" if o["fits"] else "[red]no[/red]",
+                o["gpu"], f"{o['memory_gib']:.1f}",
+                ("[green]yes[/green]" if o["bf16"] else "yes, no bf16") if o["fits"] else "[red]no[/red]",
                 "–" if o["hours"] is None else f"{o['hours']:.1f}",
                 f"${cheapest[1]:,.0f} {cheapest[0]}" if cheapest else "–",
                 ", ".join(f"{k} ${v:,.0f}" for k, v in sorted(costs.items(), key=lambda kv: kv[1])) or "–",

@@ -67,6 +67,7 @@ class GpuOption:
             "gpu": self.gpu.name,
             "memory_gib": self.gpu.memory_gib,
             "fits": self.fits,
+            "bf16": self.gpu.bf16_tflops > 0,
             "need_gib": round(self.need_gib, 2),
             "hours": None if self.hours is None else round(self.hours, 3),
             "cost_usd": {k: round(v, 2) for k, v in self.costs.items()},
@@ -83,8 +84,8 @@ def train_hours(arch: Architecture, s: Setting, tokens: float, gpu: Gpu) -> floa
 
 
 def gpu_options(arch: Architecture, s: Setting, tokens: float | None, gpus: list[Gpu]) -> list[GpuOption]:
-    """Every catalog GPU with whether the setting fits, the time and the cost; those that fit first,
-    cheapest first (by the lowest on-demand price that is known)."""
+    """Every catalog GPU with whether the setting fits, the time and the cost; those that fit first, GPUs
+    without bf16 (V100, T4: no time given) after the others, cheapest first (lowest known on-demand price)."""
     need = estimate_memory(arch, s).device_total / GIB
     options = []
     for gpu in gpus:
@@ -98,8 +99,8 @@ def gpu_options(arch: Architecture, s: Setting, tokens: float | None, gpus: list
                     opt.spot_costs[price.provider] = hours * price.spot_per_h * s.gpus
         options.append(opt)
 
-    def order(o: GpuOption) -> tuple[bool, float, float]:
+    def order(o: GpuOption) -> tuple[bool, bool, float, float]:
         cheapest = o.cheapest[1] if o.cheapest else float("inf")
-        return (not o.fits, cheapest, o.gpu.memory_gib)
+        return (not o.fits, o.gpu.bf16_tflops <= 0, cheapest, o.gpu.memory_gib)
 
     return sorted(options, key=order)
