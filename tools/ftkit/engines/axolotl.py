@@ -13,7 +13,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from ftkit.engines.base import Engine, StageContext, absolutize
+from ftkit.engines.base import Engine, StageContext, absolutize, optimizer_kind
 from ftkit.errors import Problem
 from ftkit.validation import unknown_keys
 from ftkit.yamlio import LocatedYaml
@@ -173,20 +173,6 @@ class AxolotlEngine(Engine):
         if cfg.get("fsdp") or cfg.get("fsdp_config"):
             out["parallelism"] = "fsdp"
         return out
-
-
-def optimizer_kind(name: str) -> str:
-    """An HF/Axolotl optimizer name -> the estimator's kind (adamw, adamw_8bit, paged_adamw_8bit, adafactor, sgd)."""
-    name = name.lower()
-    if "paged" in name and "8bit" in name:
-        return "paged_adamw_8bit"
-    if "8bit" in name:
-        return "adamw_8bit"
-    if "adafactor" in name:
-        return "adafactor"
-    if name.startswith("sgd"):
-        return "sgd"
-    return "adamw"
 
 
 def _plain(value: Any) -> Any:

@@ -84,6 +84,20 @@ def absolutize(path: str, base: Path) -> str:
     return str(candidate.resolve()) if not Path(path).is_absolute() and candidate.exists() else path
 
 
+def optimizer_kind(name: str) -> str:
+    """An HF/Axolotl optimizer name -> the estimator's kind (adamw, adamw_8bit, paged_adamw_8bit, adafactor, sgd)."""
+    name = name.lower()
+    if "paged" in name and "8bit" in name:
+        return "paged_adamw_8bit"
+    if "8bit" in name:
+        return "adamw_8bit"
+    if "adafactor" in name:
+        return "adafactor"
+    if name.startswith("sgd"):
+        return "sgd"
+    return "adamw"
+
+
 class Engine(ABC):
     """One training engine. Subclasses are small: config keys, command line, log format."""
 

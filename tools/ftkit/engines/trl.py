@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ftkit.engines.base import Engine, StageContext, absolutize, python_module
+from ftkit.engines.base import Engine, StageContext, absolutize, optimizer_kind, python_module
 from ftkit.engines.trl_config import TrlStageConfig, dataclass_field_names, trainer_config_class
 from ftkit.errors import Problem
 from ftkit.validation import pydantic_problems, unknown_keys
@@ -77,8 +77,6 @@ class TrlEngine(Engine):
         return [str(path)] if path else []
 
     def estimate_setting(self, cfg: dict[str, Any]) -> dict[str, Any]:
-        from ftkit.engines.axolotl import optimizer_kind
-
         model, trainer, lora = cfg.get("model") or {}, cfg.get("trainer") or {}, cfg.get("lora")
         method = "full" if lora is None else "qlora" if model.get("load_in_4bit") else "lora"
         if lora and lora.get("use_dora"):

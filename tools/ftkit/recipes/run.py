@@ -125,7 +125,7 @@ def _preflight_data(
 
 
 def _pii_gate(
-    loaded: LoadedRecipe, resolved: ResolvedStage, ctx: StageContext, allow: bool, events: RunEvents
+    loaded: LoadedRecipe, engine: Any, resolved: ResolvedStage, ctx: StageContext, allow: bool, events: RunEvents
 ) -> list[dict[str, Any]]:
     """Scan every local dataset of the stage for PII and refuse (exit 3) above `pii.max_rows`, unless allowed."""
     from ftkit.pii.fields import parse_patterns
@@ -136,7 +136,6 @@ def _pii_gate(
     patterns = parse_patterns(policy.fields)
     settings = ScanSettings(tuple(patterns) if patterns else None, ner=policy.ner)
     limits = thresholds(dict(policy.max_rows))
-    engine = get_engine(loaded.recipe.engine)
     reports = []
     for path in engine.dataset_paths(resolved.config):
         if not Path(path).is_file():
@@ -267,7 +266,7 @@ def run_recipe(name: str, opts: RunOptions, events: RunEvents | None = None) -> 
             if tokenizers[base] is None:
                 events.message(f"no tokenizer for {base}: token lengths not checked before training")
         data_reports = _preflight_data(loaded, resolved, ctx, tokenizers[base])
-        pii_reports = _pii_gate(loaded, resolved, ctx, opts.allow_pii, events)
+        pii_reports = _pii_gate(loaded, engine, resolved, ctx, opts.allow_pii, events)
         vram = _vram_preflight(engine, resolved, base, hw, opts.force, str(loaded.dir / stage.config), events)
         planned[stage.name] = PlannedStage(ctx, data_reports, pii_reports, vram)
 
