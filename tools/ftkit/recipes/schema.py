@@ -36,9 +36,46 @@ class Stage(Strict):
     )
 
 
+GgufQuant = Literal["f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q5_0", "q4_k_m", "q4_0", "q3_k_m", "q2_k"]
+
+
+class EvalPlan(Strict):
+    """`ftkit eval` at the end of a run: held-out perplexity, generation check, forgetting, lm-eval tasks."""
+
+    heldout: dict[str, str] = Field(
+        default_factory=dict,
+        description="stage -> held-out rows (JSONL, relative to the recipe folder) never trained on",
+    )
+    general_prompts: str | None = Field(
+        default="builtin:mt-bench",
+        description="general prompts for the forgetting check (builtin:mt-bench, a JSONL path, or null to skip)",
+    )
+    forgetting_threshold: float = Field(default=0.05, gt=0, lt=1, description="flag a general-text drop above this")
+    max_rows: int = Field(default=200, ge=1, description="held-out rows scored at most")
+    max_new_tokens: int = Field(default=128, ge=1, description="tokens per answer in the generation check")
+    lm_eval_tasks: list[str] = Field(default_factory=list, description="lm-evaluation-harness tasks (need datasets)")
+    gate: bool = Field(default=True, description="fail the run (exit 1) when an evaluation check fails")
+
+
 class Export(Strict):
     merge: bool = True
     dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    verify: bool = Field(default=True, description="compare the merged model's logits with base + adapter")
+    max_shard_size: str = Field(default="5GB", description="safetensors shard size of the merged model")
+    gguf: list[GgufQuant] = Field(default_factory=list, description="GGUF files to write (K-quants need llama.cpp)")
+    quantize: list[Literal["awq", "gptq"]] = Field(
+        default_factory=list, description="4-bit W4A16 exports for vLLM via llm-compressor (GPU)"
+    )
+    calibration: str | None = Field(
+        default=None, description="calibration rows for AWQ/GPTQ (default: the last stage's dataset)"
+    )
+    eval: EvalPlan | None = None
+
+    @model_validator(mode="after")
+    def _exports_need_a_merge(self) -> Export:
+        if not self.merge and (self.gguf or self.quantize):
+            raise ValueError("gguf/quantize exports start from the merged model: set merge: true")
+        return self
 
 
 PiiEntity = Literal[
@@ -81,12 +118,16 @@ class Profile(Strict):
     stages: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Engine-config keys set for one stage, by stage name"
     )
+    export: dict[str, Any] = Field(
+        default_factory=dict, description="Keys of the recipe's export section replaced in this profile"
+    )
 
 
 class Recipe(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     description: str
     base_model: str
+    license: str | None = Field(default=None, description="The base model's licence id on the Hub (model cards)")
     license_note: str | None = None
     engine: Literal["axolotl", "trl"]
     container: ContainerRef
@@ -115,10 +156,20 @@ class Recipe(Strict):
             unknown = sorted(set(profile.stages) - set(seen))
             if unknown:
                 raise ValueError(f"profile '{pname}' overrides unknown stage(s) {unknown}; stages are {seen}")
+        for pname, profile in self.profiles.items():
+            unknown_keys = sorted(set(profile.export) - set(Export.model_fields))
+            if unknown_keys:
+                raise ValueError(f"profile '{pname}': export has unknown key(s) {unknown_keys}")
+            self.export_for(pname)  # a bad value raises here, at load time
         missing = {"smoke", "full"} - set(self.profiles)
         if missing:
             raise ValueError(f"profiles {sorted(missing)} are missing: every recipe has 'full' and 'smoke'")
         return self
+
+    def export_for(self, profile: str) -> Export:
+        """The export section with the profile's replacements applied (validated again)."""
+        changes = self.profiles[profile].export if profile in self.profiles else {}
+        return Export.model_validate({**self.export.model_dump(), **changes}) if changes else self.export
 
     def stage(self, name: str) -> Stage:
         for s in self.stages:
