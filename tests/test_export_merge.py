@@ -192,6 +192,7 @@ def test_serve_commands_for_a_run_cover_merged_lora_and_gguf(tmp_path: Path, tin
     lora = cmds[("vllm", "base")]
     assert "--enable-lora" in lora and f"demo={adapter}" in lora and "--max-lora-rank 8" in lora
     assert "--model-id /model" in cmds[("tgi", "merged")] and "--lora-adapters demo=/adapter" in cmds[("tgi", "base")]
+    assert f"-v {tiny_llama}:/base" in cmds[("tgi", "base")] and "--model-id /base" in cmds[("tgi", "base")]
     assert cmds[("llama.cpp", "GGUF")] == f"llama-server -m {tmp_path / 'm.f16.gguf'} -c 256 --port 8000"
 
 

