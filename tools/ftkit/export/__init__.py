@@ -1,1 +1,1 @@
-"""Export: merge adapters into their base (bf16), later GGUF and quantized exports."""
+"""Export: merge adapters into their base (bf16), verify, GGUF and AWQ/GPTQ exports, mergekit, model cards."""

@@ -18,11 +18,19 @@ from ftkit.engines import get_engine
 from ftkit.engines.base import StageContext
 from ftkit.errors import ExitCode, FtkitError, Problem
 from ftkit.models import resolve_model
+from ftkit.recipes.export_stage import (
+    export_passed,
+    preflight_exports,
+    require_exports_possible,
+    run_exports,
+    write_card,
+)
 from ftkit.recipes.load import LoadedRecipe, load_recipe
 from ftkit.recipes.metrics import CheckRow, check_metrics, summarize
 from ftkit.recipes.overrides import parse_set
 from ftkit.recipes.report import markdown_summary, plot_curves
 from ftkit.recipes.resolve import ResolvedStage, resolve_stage, route_sets, validate_profiles
+from ftkit.recipes.schema import Export
 from ftkit.yamlio import dump_yaml
 
 METRICS_FILE = "metrics.json"
@@ -245,6 +253,7 @@ def run_recipe(name: str, opts: RunOptions, events: RunEvents | None = None) -> 
         return model_cache[ref]
 
     planned: dict[str, PlannedStage] = {}
+    train_files: list[str] = []
     tokenizers: dict[str, Any] = {}
     root_base = ""
     for stage in loaded.recipe.stages:
@@ -269,6 +278,9 @@ def run_recipe(name: str, opts: RunOptions, events: RunEvents | None = None) -> 
         pii_reports = _pii_gate(loaded, engine, resolved, ctx, opts.allow_pii, events)
         vram = _vram_preflight(engine, resolved, base, hw, opts.force, str(loaded.dir / stage.config), events)
         planned[stage.name] = PlannedStage(ctx, data_reports, pii_reports, vram)
+        train_files += [str(p) for p in engine.dataset_paths(resolved.config)]
+    export_plan = loaded.recipe.export_for(opts.profile)
+    require_exports_possible(preflight_exports(loaded, export_plan, train_files, cuda=bool(hw["gpus"])))
 
     metrics: dict[str, Any] = {
         "recipe": loaded.name,
@@ -286,6 +298,7 @@ def run_recipe(name: str, opts: RunOptions, events: RunEvents | None = None) -> 
         "stages": {},
     }
     histories: dict[str, list[dict[str, float]]] = {}
+    resolved_configs: dict[str, dict[str, Any]] = {}
     merged: dict[str, Path] = {}
     needs_merge = {s.init_from for s in loaded.recipe.stages if s.init_from}
     try:
@@ -296,6 +309,7 @@ def run_recipe(name: str, opts: RunOptions, events: RunEvents | None = None) -> 
                 loaded, stage.name, opts.profile, sets, model_resolver=resolver, init_model=init_model, ctx=ctx
             )
             config_path = _write_resolved(run_dir, resolved)
+            resolved_configs[stage.name] = resolved.config
             events.stage_start(stage.name, f"{engine.name} on {Path(engine.base_model(resolved.config)).name}")
             result = engine.train(config_path, ctx, lambda d, t, s=stage.name: events.progress(s, d, t))
             history = engine.history(ctx)
@@ -313,6 +327,8 @@ def run_recipe(name: str, opts: RunOptions, events: RunEvents | None = None) -> 
                 "pii": planned[stage.name].pii_reports,
                 "vram_estimate": planned[stage.name].vram,
                 "adapter_dir": str(engine.adapter_dir(ctx)),
+                "method": engine.estimate_setting(resolved.config).get("method"),
+                "sequence_len": engine.sequence_len(resolved.config),
             }
             metrics["stages"][stage.name] = summary
             if result.returncode != 0:
@@ -323,17 +339,17 @@ def run_recipe(name: str, opts: RunOptions, events: RunEvents | None = None) -> 
                     ExitCode.ENGINE_FAILED,
                 )  # fmt: skip
             events.stage_end(stage.name, summary)
-            if stage.name in needs_merge or (stage is loaded.recipe.stages[-1] and loaded.recipe.export.merge):
-                from ftkit.export.merge import merge_adapter
-
-                events.stage_start(f"{stage.name}-merge", f"adapter into the base, {loaded.recipe.export.dtype}")
-                merged[stage.name] = merge_adapter(
-                    engine.base_model(resolved.config),
-                    engine.adapter_dir(ctx),
-                    ctx.stage_dir / "merged",
-                    loaded.recipe.export.dtype,
-                )
-                summary["merged_dir"] = str(merged[stage.name])
+            if stage.name in needs_merge or (stage is loaded.recipe.stages[-1] and export_plan.merge):
+                merged[stage.name] = _merge_stage(engine, resolved, ctx, stage.name, export_plan, summary, events)
+        metrics["status"] = "trained"
+        if export_plan.merge and (export_plan.gguf or export_plan.quantize or export_plan.eval):
+            last = loaded.recipe.stages[-1]
+            metrics["export"] = run_exports(loaded, export_plan, run_dir, metrics, root_base, events,
+                                            metrics["stages"][last.name].get("sequence_len"))  # fmt: skip
+            ok, failed = export_passed(metrics["export"], export_plan)
+            if not ok:
+                metrics["status"] = "failed-export"
+                metrics["export"]["failed"] = failed
         metrics["status"] = "trained"
     except FtkitError:
         metrics["status"] = "failed"
@@ -344,10 +360,38 @@ def run_recipe(name: str, opts: RunOptions, events: RunEvents | None = None) -> 
         if metrics["status"] == "trained":
             metrics["status"] = "passed" if all(r.passed for r in rows) else "failed-metrics"
         metrics["checks"] = [r.to_dict() for r in rows]
+        last_merged = metrics["stages"].get(loaded.recipe.stages[-1].name, {}).get("merged_dir")
+        if last_merged and metrics["status"] != "failed":
+            metrics["model_card"] = str(write_card(loaded, metrics, engine, resolved_configs, metrics.get("export")))
         (run_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=str))
         plot = plot_curves(histories, run_dir / "curves.png") if histories else None
         (run_dir / "report.md").write_text(markdown_summary(metrics, rows, plot))
     return RunResult(run_dir, metrics, rows)
+
+
+def _merge_stage(
+    engine: Any, resolved: ResolvedStage, ctx: StageContext, name: str, plan: Export, summary: dict[str, Any],
+    events: RunEvents,
+) -> Path:  # fmt: skip
+    """Merge the stage's adapter into its base (unquantized) and verify it against base + adapter."""
+    from ftkit.export.merge import merge_adapter, require_merged
+    from ftkit.export.verify_merge import verify_merge
+
+    base = engine.base_model(resolved.config)
+    events.stage_start(f"{name}-merge", f"adapter into the base, {plan.dtype}")
+    result = merge_adapter(base, engine.adapter_dir(ctx), ctx.stage_dir / "merged", plan.dtype,
+                           max_shard_size=plan.max_shard_size,
+                           trained_on_4bit=summary.get("method") == "qlora")  # fmt: skip
+    if plan.verify:
+        result.check = verify_merge(base, engine.adapter_dir(ctx), result.out_dir, plan.dtype)
+        c = result.check
+        events.message(f"merge: {name}: logits vs base + adapter: max |diff| {c['max_abs_diff']:.3g} (tolerance "
+                       f"{c['tolerance']:g}), top-1 agreement {c['top1_agreement']:.1%} "
+                       f"({'passed' if c['passed'] else 'FAILED'})")  # fmt: skip
+    summary["merged_dir"] = str(result.out_dir)
+    summary["merge"] = result.to_dict()
+    require_merged(result)
+    return result.out_dir
 
 
 def check_run(run_dir: Path) -> RunResult:

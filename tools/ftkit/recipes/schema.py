@@ -42,9 +42,10 @@ GgufQuant = Literal["f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q5_0", "q4_
 class EvalPlan(Strict):
     """`ftkit eval` at the end of a run: held-out perplexity, generation check, forgetting, lm-eval tasks."""
 
-    heldout: dict[str, str] = Field(
-        default_factory=dict,
-        description="stage -> held-out rows (JSONL, relative to the recipe folder) never trained on",
+    heldout: str | None = Field(
+        default=None,
+        description="held-out rows of the last stage's format (JSONL, relative to the recipe folder), never trained "
+        "on: perplexity (and the chosen-rejected margin for pairs); the pre-flight checks they do not leak",
     )
     general_prompts: str | None = Field(
         default="builtin:mt-bench",

@@ -1,0 +1,103 @@
+"""A recipe's `export:` section at the end of `recipe run`: merge + verify, GGUF, eval, model card;
+and the pre-flight that refuses exports this machine cannot make before any training starts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import FIXTURES, edit_yaml, write_jsonl
+from ftkit.cli import main
+
+HELDOUT = [
+    {"id": "held-0", "prompt": [{"role": "user", "content": "Which colour is a clear sky at noon?"}],
+     "chosen": [{"role": "user", "content": "Which colour is a clear sky at noon?"},
+                {"role": "assistant", "content": "A clear sky at noon is blue."}],
+     "rejected": [{"role": "user", "content": "Which colour is a clear sky at noon?"},
+                  {"role": "assistant", "content": "Bake it with flour and water."}]},
+]  # fmt: skip
+
+
+def _recipe_with_exports(tiny_recipe, export: dict) -> Path:  # type: ignore[no-untyped-def]
+    rdir = tiny_recipe("tiny-trl-sft-dpo")
+    write_jsonl(rdir / "data" / "dpo-heldout.jsonl", HELDOUT)
+    shutil.copy(FIXTURES / "general-prompts.jsonl", rdir / "data" / "general-prompts.jsonl")
+    edit_yaml(rdir / "recipe.yaml", lambda d: d["profiles"]["smoke"].update(export=export))
+    return rdir
+
+
+def _run(runs: Path, *extra: str) -> int:
+    return main(["recipe", "run", "tiny-trl-sft-dpo", "--profile", "smoke", "--runs-dir", str(runs), *extra])
+
+
+@pytest.mark.slow
+def test_recipe_run_ends_with_verified_merge_gguf_eval_and_model_card(tiny_recipe, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]):  # fmt: skip
+    eval_plan = {"heldout": "data/dpo-heldout.jsonl", "general_prompts": "data/general-prompts.jsonl",
+                 "max_new_tokens": 16, "gate": False}  # a tiny random model: its answers are not judged  # fmt: skip
+    _recipe_with_exports(tiny_recipe, {"gguf": ["f16", "q8_0"], "eval": eval_plan})
+    assert _run(tmp_path / "runs", "--set", "sft.trainer.max_steps=4", "--set", "dpo.trainer.max_steps=4") in (0, 1)
+    [run_dir] = list((tmp_path / "runs" / "tiny-trl-sft-dpo").iterdir())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+
+    for stage in ("sft", "dpo"):  # every merge is verified against base + adapter
+        check = metrics["stages"][stage]["merge"]["check"]
+        assert check["passed"] and check["max_abs_diff"] < 1e-3, check  # float32 merges (the fixture's dtype)
+    artifacts = {a["quant"]: a for a in metrics["export"]["artifacts"]}
+    assert set(artifacts) == {"f16", "q8_0"}
+    for art in artifacts.values():
+        assert Path(art["path"]).is_file() and art["backend"] == "python" and art["check"]["passed"]
+        assert art["check"]["tokenizer_match"]
+
+    report = json.loads((run_dir / "eval.json").read_text())
+    assert metrics["export"]["eval"]["perplexity"] == report["perplexity"]
+    assert report["perplexity"]["rows_scored"] == 1 and report["perplexity"]["preference_pairs"] == 1
+    assert report["forgetting"]["overall"]["prompts"] == 8  # the recipe's general prompt file
+    assert report["base_model_dir"] == metrics["stages"]["sft"]["base_model"]  # forgetting vs the first base
+
+    card = Path(metrics["model_card"]).read_text()
+    meta = yaml.safe_load(card.split("---\n")[1])
+    assert meta["recipe"]["name"] == "tiny-trl-sft-dpo" and {"sft", "dpo"} <= set(meta["tags"])
+    assert "make recipe NAME=tiny-trl-sft-dpo PROFILE=smoke" in card and "q8_0" in card
+
+    capsys.readouterr()
+    assert main(["serve-cmd", str(run_dir), "--json"]) == 0
+    served = json.loads(capsys.readouterr().out)
+    assert [c["what"] for c in served if c["server"] == "llama.cpp"] == [
+        "GGUF tiny-trl-sft-dpo.f16.gguf", "GGUF tiny-trl-sft-dpo.q8_0.gguf"]  # fmt: skip
+
+
+def test_preflight_refuses_k_quants_without_llama_cpp_before_training(tiny_recipe, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch):  # fmt: skip
+    monkeypatch.setenv("LLAMA_CPP_DIR", str(tmp_path / "no-llama-cpp"))
+    monkeypatch.setattr("ftkit.export.gguf.find_llama_cpp", lambda env=None: None)
+    _recipe_with_exports(tiny_recipe, {"gguf": ["q4_k_m"]})
+    assert _run(tmp_path / "runs") == 5
+    [run_dir] = list((tmp_path / "runs" / "tiny-trl-sft-dpo").iterdir())
+    assert not (run_dir / "metrics.json").exists() and not (run_dir / "sft" / "output").exists()
+
+
+def test_preflight_refuses_awq_without_a_gpu(tiny_recipe, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    _recipe_with_exports(tiny_recipe, {"quantize": ["awq"]})
+    assert _run(tmp_path / "runs") == 5
+    assert "AWQ calibration needs a CUDA GPU" in " ".join(capsys.readouterr().err.split())
+
+
+def test_preflight_refuses_a_heldout_file_that_leaks_training_rows(tiny_recipe, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]):  # fmt: skip
+    rdir = _recipe_with_exports(tiny_recipe, {"eval": {"heldout": "data/dpo-heldout.jsonl"}})
+    first_train_row = (rdir / "data" / "dpo.jsonl").read_text().splitlines()[0]
+    with (rdir / "data" / "dpo-heldout.jsonl").open("a") as fh:
+        fh.write(first_train_row + "\n")
+    assert _run(tmp_path / "runs") == 5
+    err = " ".join(capsys.readouterr().err.split())
+    assert "1 exact + 0 near of 2 held-out rows are also in" in err and "line 2" in err
+
+
+def test_a_profile_export_with_an_unknown_key_is_refused_at_load(tiny_recipe, capsys: pytest.CaptureFixture[str]):
+    _recipe_with_exports(tiny_recipe, {"ggfu": ["f16"]})
+    assert main(["recipe", "validate", "tiny-trl-sft-dpo"]) == 2
+    assert "unknown key(s) ['ggfu']" in " ".join(capsys.readouterr().out.split())
