@@ -63,6 +63,15 @@ def test_recipe_run_ends_with_verified_merge_gguf_eval_and_model_card(tiny_recip
     assert meta["recipe"]["name"] == "tiny-trl-sft-dpo" and {"sft", "dpo"} <= set(meta["tags"])
     assert "make recipe NAME=tiny-trl-sft-dpo PROFILE=smoke" in card and "q8_0" in card
 
+    # `ftkit export merge RUN_DIR` merges any stage again, verified, with the run's model card.
+    capsys.readouterr()
+    assert main(["export", "merge", str(run_dir), "--stage", "sft", "--dtype", "float32",
+                 "--out", str(tmp_path / "sft-merged"), "--json"]) == 0  # fmt: skip
+    merged = json.loads(capsys.readouterr().out)
+    assert merged["check"]["passed"] and merged["adapter_dir"] == metrics["stages"]["sft"]["adapter_dir"]
+    sft_card = yaml.safe_load((tmp_path / "sft-merged" / "README.md").read_text().split("---\n")[1])
+    assert sft_card["recipe"]["name"] == "tiny-trl-sft-dpo" and sft_card["metrics"] == meta["metrics"]
+
     capsys.readouterr()
     assert main(["serve-cmd", str(run_dir), "--json"]) == 0
     served = json.loads(capsys.readouterr().out)

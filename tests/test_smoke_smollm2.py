@@ -8,6 +8,7 @@ and the fine-tuned model answers a chat prompt and stops at its end-of-turn toke
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -101,3 +102,20 @@ def test_fine_tuned_model_answers_and_stops_at_its_end_of_turn_token(sft_run: di
     assert answer.strip(), "the model must answer before it stops"
     print(f"answer ({len(new)} tokens): {answer!r}")
     assert "<|im_start|>" not in answer and "<|im_end|>" not in answer
+
+
+def test_smoke_run_ends_with_a_verified_merge_a_gguf_that_loads_back_eval_and_a_model_card(sft_run: dict[str, Any]):
+    import yaml
+
+    metrics = sft_run["metrics"]
+    merge = metrics["stages"]["sft"]["merge"]
+    assert merge["trained_on_4bit"] and merge["dtype"] == "bfloat16" and merge["check"]["passed"]
+    [gguf] = metrics["export"]["artifacts"]
+    assert gguf["quant"] == "f16" and gguf["backend"] == "python" and Path(gguf["path"]).is_file()
+    assert gguf["check"]["passed"] and gguf["check"]["tokenizer_match"] and gguf["check"]["top1_agreement"] == 1.0
+    report = json.loads((sft_run["dir"] / "eval.json").read_text())
+    assert report["passed"] and report["generation"]["passed"] and not report["forgetting"]["forgetting"]
+    assert report["perplexity"]["rows_scored"] == 16  # data/sft-heldout.jsonl
+    assert report["forgetting"]["overall"]["prompts"] == 80  # MT-Bench, shipped with ftkit
+    meta = yaml.safe_load(Path(metrics["model_card"]).read_text().split("---\n")[1])
+    assert meta["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and meta["license"] == "apache-2.0"

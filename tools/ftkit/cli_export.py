@@ -60,13 +60,9 @@ def cmd_export_merge(args: argparse.Namespace) -> int:
 
 def _card_for_merge(source: Any, result: Any) -> None:
     """A merge from a run dir gets the model card of that run."""
-    from ftkit.export.model_card import card_facts_from_run, render_model_card
+    from ftkit.recipes.export_stage import card_for_run_dir
 
-    metrics = source.metrics
-    facts = card_facts_from_run(metrics, license_id=None, container=None, datasets=[],
-                                methods={k: v.get("method") for k, v in metrics.get("stages", {}).items()},
-                                merge=result.to_dict(), evaluation=metrics.get("export", {}).get("eval"))  # fmt: skip
-    (result.out_dir / "README.md").write_text(render_model_card(facts))
+    card_for_run_dir(source.run_dir, result.out_dir, result.to_dict())
 
 
 # ------------------------------------------------------------------ export gguf

@@ -425,38 +425,13 @@ def export_gguf(
 # ---------------------------------------------------------------------------------------------- reading
 
 
-_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-
-
-def _read_value(f: Any, vtype: int) -> Any:
-    if vtype in _SCALARS:
-        fmt = _SCALARS[vtype]
-        return struct.unpack(fmt, f.read(struct.calcsize(fmt)))[0]
-    if vtype == 8:
-        (n,) = struct.unpack("<Q", f.read(8))
-        return f.read(n).decode("utf-8", errors="replace")
-    if vtype == 9:
-        item_type, count = struct.unpack("<IQ", f.read(12))
-        return [_read_value(f, item_type) for _ in range(count)]
-    raise ValueError(f"unknown GGUF value type {vtype}")
-
-
 def read_gguf_metadata(path: Path, keys: set[str] | None = None) -> dict[str, Any]:
-    """GGUF metadata (all, or only `keys`, stopping once they are found), without touching tensor data."""
-    out: dict[str, Any] = {}
-    _, _, n_kv = gguf_header(path)
-    with path.open("rb") as f:
-        f.seek(24)
-        for _ in range(n_kv):
-            (n,) = struct.unpack("<Q", f.read(8))
-            key = f.read(n).decode("utf-8")
-            (vtype,) = struct.unpack("<I", f.read(4))
-            value = _read_value(f, vtype)
-            if keys is None or key in keys:
-                out[key] = value
-                if keys is not None and keys <= out.keys():
-                    break
-    return out
+    """GGUF metadata (all, or only `keys`) through the gguf package's reader (memory-mapped, no tensor copies)."""
+    from gguf import GGUFReader
+
+    gguf_header(path)  # a clear error for a file that is not GGUF
+    fields = GGUFReader(path).fields
+    return {k: f.contents() for k, f in fields.items() if (keys is None or k in keys) and not k.startswith("GGUF.")}
 
 
 def quant_of(path: Path) -> str | None:

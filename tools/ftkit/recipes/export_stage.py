@@ -182,16 +182,30 @@ def eval_summary(report: dict[str, Any]) -> str:
     return "eval: " + "; ".join(parts) + f" ({'passed' if report.get('passed') else 'FAILED'})"
 
 
+def card_for_run_dir(run_dir: Path, out_dir: Path, merge: dict[str, Any] | None) -> Path:
+    """The model card of a finished run, for a model merged from it later (`ftkit export merge RUN_DIR`)."""
+    from ftkit.engines import get_engine
+    from ftkit.recipes.load import load_recipe
+    from ftkit.yamlio import load_yaml
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    loaded = load_recipe(metrics["recipe_dir"], check_profiles=False)
+    configs = {s: load_yaml(run_dir / "resolved" / f"{s}.yaml").data for s in metrics.get("stages", {})
+               if (run_dir / "resolved" / f"{s}.yaml").is_file()}  # fmt: skip
+    return write_card(loaded, metrics, get_engine(metrics["engine"]), configs, metrics.get("export"),
+                      out_dir=out_dir, merge=merge)  # fmt: skip
+
+
 def write_card(
     loaded: LoadedRecipe, metrics: dict[str, Any], engine: Any, resolved_configs: dict[str, dict[str, Any]],
-    export: dict[str, Any] | None,
+    export: dict[str, Any] | None, *, out_dir: Path | None = None, merge: dict[str, Any] | None = None,
 ) -> Path:  # fmt: skip
-    """README.md with front matter in the final merged model's dir."""
+    """README.md with front matter in the final merged model's dir (or `out_dir`)."""
     from ftkit.export.model_card import card_facts_from_run, render_model_card
     from ftkit.models import BUILTIN_MODELS
 
     last = loaded.recipe.stages[-1].name
-    merged = Path(metrics["stages"][last]["merged_dir"])
+    merged = out_dir or Path(metrics["stages"][last]["merged_dir"])
     first_base = Path(str(metrics["stages"][loaded.recipe.stages[0].name]["base_model"])).name
     builtin = BUILTIN_MODELS.get(first_base)
     license_id = builtin.license.lower() if builtin else loaded.recipe.license
@@ -203,7 +217,7 @@ def write_card(
     methods = {name: engine.estimate_setting(cfg).get("method") for name, cfg in resolved_configs.items()}
     facts = card_facts_from_run(
         metrics, license_id=license_id, container=loaded.recipe.container.model_dump(), datasets=datasets,
-        methods=methods, merge=metrics["stages"][last].get("merge"), evaluation=(export or {}).get("eval"),
+        methods=methods, merge=merge or metrics["stages"][last].get("merge"), evaluation=(export or {}).get("eval"),
         exports=(export or {}).get("artifacts"),
     )  # fmt: skip
     path = merged / "README.md"
