@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from ftkit.models import BUILTIN_MODELS
+from ftkit.recipes.report import cell
 
 
 @dataclass
@@ -62,17 +63,9 @@ def front_matter(facts: CardFacts) -> dict[str, Any]:
     return meta
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return lines
 
 
@@ -91,7 +84,7 @@ def render_model_card(facts: CardFacts) -> str:
         out += ["## Training", ""]
         out += _table(["stage", "method", "base", "steps", "loss first → last", "wall s", "peak GiB"], [
             [s.get("name"), s.get("method"), s.get("base_model"), s.get("steps"),
-             f"{_fmt(s.get('train_loss_first'))} → {_fmt(s.get('train_loss_tail'))}",
+             f"{cell(s.get('train_loss_first'))} → {cell(s.get('train_loss_tail'))}",
              s.get("wall_seconds"), s.get("peak_memory_gib")] for s in facts.stages
         ])  # fmt: skip
         out.append("")
@@ -115,7 +108,7 @@ def render_model_card(facts: CardFacts) -> str:
         out += ["## Merge", "", line + "."]
         if check:
             out.append(f"Verified: logits of this model vs base + adapter on {check.get('prompts')} prompts: max "
-                       f"|diff| {_fmt(check.get('max_abs_diff'))} (tolerance {_fmt(check.get('tolerance'))}), top-1 "
+                       f"|diff| {cell(check.get('max_abs_diff'))} (tolerance {cell(check.get('tolerance'))}), top-1 "
                        f"agreement {check.get('top1_agreement', 0):.1%}, "
                        f"{'passed' if check.get('passed') else 'FAILED'}.")  # fmt: skip
         out.append("")

@@ -52,7 +52,8 @@ def plot_curves(histories: dict[str, list[dict[str, float]]], out: Path) -> Path
     return out
 
 
-def _fmt(value: Any) -> str:
+def cell(value: Any) -> str:
+    """A table cell: '–' for None, 4 significant digits for floats."""
     if value is None:
         return "–"
     if isinstance(value, float):
@@ -86,12 +87,12 @@ def markdown_summary(metrics: dict[str, Any], rows: list[CheckRow], plot: Path |
     ]
     for name, st in metrics["stages"].items():
         lines.append(
-            f"| {name} | `{_short_model(str(st.get('base_model', '')), metrics['run_dir'])}` | {_fmt(st.get('steps'))} "
-            f"| {_fmt(st.get('train_loss_first'))} → {_fmt(st.get('train_loss_tail'))} | {_fmt(st.get('eval_loss'))} "
-            f"| {_fmt(st.get('rewards_accuracy_tail'))} "
-            f"| {_fmt(st.get('rewards_margin_first'))} → {_fmt(st.get('rewards_margin_tail'))} "
-            f"| {_fmt(st.get('tokens_per_second'))} | {_fmt(st.get('peak_memory_gib'))} GiB "
-            f"({st.get('peak_memory_kind')}) | {_fmt(st.get('wall_seconds'))} s |"
+            f"| {name} | `{_short_model(str(st.get('base_model', '')), metrics['run_dir'])}` | {cell(st.get('steps'))} "
+            f"| {cell(st.get('train_loss_first'))} → {cell(st.get('train_loss_tail'))} | {cell(st.get('eval_loss'))} "
+            f"| {cell(st.get('rewards_accuracy_tail'))} "
+            f"| {cell(st.get('rewards_margin_first'))} → {cell(st.get('rewards_margin_tail'))} "
+            f"| {cell(st.get('tokens_per_second'))} | {cell(st.get('peak_memory_gib'))} GiB "
+            f"({st.get('peak_memory_kind')}) | {cell(st.get('wall_seconds'))} s |"
         )
     if plot:
         lines += ["", f"![curves]({plot.name})"]
@@ -103,7 +104,7 @@ def markdown_summary(metrics: dict[str, Any], rows: list[CheckRow], plot: Path |
         ]
         for r in rows:
             lines.append(
-                f"| {r.stage} | {r.metric} | {_fmt(r.value)} | {_fmt(r.bound.min)} | {_fmt(r.bound.max)} "
+                f"| {r.stage} | {r.metric} | {cell(r.value)} | {cell(r.bound.min)} | {cell(r.bound.max)} "
                 f"| {r.bound.source} | {'PASS' if r.passed else 'FAIL: ' + r.reason} |"
             )
     else:
