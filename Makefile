@@ -22,7 +22,7 @@ PIP := PIP_EXTRA_INDEX_URL=$(PIP_EXTRA_INDEX_URL) PIP_DISABLE_PIP_VERSION_CHECK=
 QUIET_MIRRORS := 2>&1 | { grep -v "^WARNING: Location 'file:///opt/" || true; }
 
 .DEFAULT_GOAL := help
-.PHONY: help setup recipe test test-fast lint validate smoke lock clean-runs
+.PHONY: help setup recipe test test-fast lint validate smoke lock clean-runs containers pin-images lock-images
 
 help: ## this list
 	@echo "finetune-recipes"
@@ -70,6 +70,37 @@ smoke: $(STAMP) ## run every recipe's smoke profile on CPU
 
 lock: $(STAMP) ## regenerate requirements*.lock from requirements*.in (needs network; uv)
 	$(BIN)/nox -s lock
+
+# ---- container images (containers/README.md). `containers` and `pin-images` need only python3 (stdlib) and Docker.
+IMAGES_PY := PYTHONPATH=tools $(PYTHON) -m ftkit.images
+REGISTRY ?= ghcr.io/finetune-recipes
+PUSH ?=
+IMAGES ?= base axolotl unsloth
+METADATA ?= $(wildcard .cache/images/*.json)
+INSPECT ?=
+REFS ?=
+IMAGE_LOCK_FLAGS := --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28
+
+containers: ## docker buildx build base, axolotl, unsloth (tags <image>:<version>-cu<cuda>-torch<torch>; PUSH=1 pushes)
+	@docker buildx version >/dev/null 2>&1 || { echo "make containers needs Docker with buildx (none here)"; exit 2; }
+	$(IMAGES_PY) check
+	$(IMAGES_PY) build --registry $(REGISTRY) --only $(IMAGES) $(if $(PUSH),--push)
+
+pin-images: ## write published tags + digests into every recipe.yaml (REFS=img:tag@sha256:.. | METADATA= | INSPECT=)
+	@if [ -z "$(strip $(REFS) $(METADATA) $(INSPECT))" ]; then \
+	  echo "usage: make pin-images REFS='ghcr.io/finetune-recipes/axolotl:TAG@sha256:...'"; \
+	  echo "       make pin-images METADATA='.cache/images/axolotl.json'   (docker buildx build --metadata-file, after a push)"; \
+	  echo "       make pin-images INSPECT='inspect.txt'   (saved output of docker buildx imagetools inspect IMAGE:TAG)"; exit 2; fi
+	$(IMAGES_PY) pin $(REFS) $(if $(strip $(METADATA)),--metadata $(METADATA)) $(if $(strip $(INSPECT)),--inspect $(INSPECT))
+
+lock-images: $(STAMP) ## regenerate containers/*/requirements.lock (CUDA torch from PyPI; the root lock's pins as constraints)
+	@mkdir -p .cache
+	$(IMAGES_PY) constraints requirements.lock --drop torch triton > .cache/image-constraints.txt
+	for image in base axolotl unsloth; do \
+	  $(BIN)/uv pip compile containers/$$image/requirements.in -o containers/$$image/requirements.lock \
+	    $(IMAGE_LOCK_FLAGS) -c .cache/image-constraints.txt --quiet || exit 1; \
+	done
+	$(IMAGES_PY) check
 
 clean-runs: ## delete runs/
 	rm -rf runs

@@ -52,7 +52,7 @@ _OTHER_LABELS = (
     "PRODUCT", "EVENT", "WORK_OF_ART", "LAW", "LANGUAGE", "MISC",
 )  # fmt: skip
 
-FIX_MISSING = f"install a spaCy model (the container images have en_core_web_lg) or pass --ner PATH (or set {ENV_VAR})"
+FIX_MISSING = f"install a spaCy model (the container images have en_core_web_sm) or pass --ner PATH (or set {ENV_VAR})"
 
 
 @dataclass

@@ -1,0 +1,44 @@
+"""The GitHub workflows, checked structurally here (actionlint itself runs in CI's lint job: its PyPI
+package builds only with GitHub reachable)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT
+
+WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
+
+
+def _load(path: Path) -> dict:
+    data = yaml.safe_load(path.read_text())
+    data["on"] = data.pop(True, data.get("on"))  # YAML 1.1 reads the key `on` as True
+    return data
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_every_job_has_a_runner_a_timeout_and_pinned_actions(path: Path):
+    wf = _load(path)
+    assert wf["on"], f"{path.name}: no trigger"
+    assert "permissions" in wf, f"{path.name}: set least-privilege permissions"
+    for name, job in wf["jobs"].items():
+        assert job.get("runs-on"), f"{path.name}: job {name} has no runs-on"
+        assert isinstance(job.get("timeout-minutes"), int) or job.get("uses"), f"{path.name}: {name} has no timeout"
+        for step in job.get("steps", []):
+            if "uses" in step:
+                action, _, ref = step["uses"].partition("@")
+                assert ref, f"{path.name}: {name}: {action} is not pinned to a version"
+
+
+def test_the_workflows_do_what_the_readme_says():
+    ci, gpu, containers = (_load(ROOT / ".github" / "workflows" / f"{n}.yml") for n in ("ci", "gpu", "containers"))
+    steps = lambda job: " ".join(str(s.get("run", "")) for s in job["steps"])  # noqa: E731
+    assert "bash .ci/run" in steps(ci["jobs"]["test"]) and "make smoke" in steps(ci["jobs"]["smoke"])
+    assert "actionlint" in steps(ci["jobs"]["lint"]) and "make lint" in steps(ci["jobs"]["lint"])
+    assert gpu["jobs"]["full"]["runs-on"] == ["self-hosted", "gpu"] and "--profile full" in steps(gpu["jobs"]["full"])
+    build = containers["jobs"]["build"]
+    assert "--sbom=true" in build["env"]["BUILDX_FLAGS"] and "--provenance=mode=max" in build["env"]["BUILDX_FLAGS"]
+    assert "make containers" in steps(build) and "trivy image" in steps(build)
+    assert "make pin-images" in steps(containers["jobs"]["pin"])

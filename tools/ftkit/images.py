@@ -1,0 +1,510 @@
+"""The container images: their tags, their locks' agreement, digests pinned into recipes, the running image.
+
+Pure functions over text (locks, Dockerfiles, recipe.yaml, `docker buildx` output) plus a small CLI:
+
+    python -m ftkit.images tags                     the tag of each image, from the Dockerfiles' ARGs and locks
+    python -m ftkit.images check                    image locks vs the root lock and the Dockerfiles (exit 1)
+    python -m ftkit.images build [--push] [--dry-run]   docker buildx build of base, axolotl, unsloth
+    python -m ftkit.images pin REF... | --metadata F... | --inspect F...   tag + digest into every recipe.yaml
+    python -m ftkit.images constraints LOCK --drop torch ...   a lock's pins without hashes (uv -c input)
+
+An image cannot carry its own digest (the digest is a hash of its content), so the launcher sets
+`FTKIT_IMAGE_DIGEST` at run time (`docker run -e FTKIT_IMAGE_DIGEST=sha256:…`, the RunPod/SageMaker
+launchers); the image itself bakes in `FTKIT_IMAGE` (repository:tag) and the OCI labels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+REGISTRY = "ghcr.io/finetune-recipes"
+IMAGES = ("base", "axolotl", "unsloth")
+# Versions every image lock must share with the root requirements.lock (only the torch build differs).
+SHARED_PINS = ("axolotl", "trl", "peft", "transformers", "datasets", "accelerate", "tokenizers", "bitsandbytes")
+DIGEST_ENV = "FTKIT_IMAGE_DIGEST"
+IMAGE_ENV = "FTKIT_IMAGE"
+DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;\\]+)(?:\s*;\s*(.+?))?\s*(?:--hash=|\\|$)")
+_HASH = re.compile(r"--hash=sha256:([0-9a-f]{64})")
+_ARG = re.compile(r"^\s*ARG\s+([A-Za-z_][A-Za-z0-9_]*)(?:=(\S*))?\s*$", re.MULTILINE)
+
+
+# ---------------------------------------------------------------- locks
+
+
+@dataclass(frozen=True)
+class Pin:
+    name: str
+    version: str
+    hashes: tuple[str, ...] = ()
+    marker: str | None = None
+    line: int = 0
+
+
+def normalize(name: str) -> str:
+    """PEP 503 name: lower case, runs of -_. as one '-'."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def parse_lock(text: str) -> dict[str, Pin]:
+    """`name==version [; marker] [--hash=…] \\` lines of a uv/pip-compile lock, with the --hash lines under each.
+
+    Other requirement forms (`name @ url`, `-e …`) are not pins: hashes under them are not counted for a pin.
+    """
+    pins: dict[str, Pin] = {}
+    current: Pin | None = None
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if m := _PIN.match(line):
+            current = Pin(normalize(m.group(1)), m.group(2), (), m.group(3), number)
+        elif not line.startswith("--hash="):
+            current = None
+            continue
+        if current is not None:
+            current = replace(current, hashes=current.hashes + tuple(_HASH.findall(line)))
+            pins[current.name] = current
+    return pins
+
+
+def unhashed(lock: Mapping[str, Pin]) -> list[str]:
+    """Pins without a single --hash (pip --require-hashes refuses them)."""
+    return sorted(f"{p.name}=={p.version} (line {p.line})" for p in lock.values() if not p.hashes)
+
+
+def base_version(version: str) -> str:
+    """'2.13.0+cpu' -> '2.13.0' (the local build label is where the torch builds differ)."""
+    return version.split("+", 1)[0]
+
+
+def pin_mismatches(
+    root: Mapping[str, Pin], image: Mapping[str, Pin], names: Iterable[str] = SHARED_PINS, *, label: str = "image lock"
+) -> list[str]:
+    """Each name whose version in the image lock is missing or differs from the root lock's."""
+    problems = []
+    for name in (normalize(n) for n in names):
+        want, got = root.get(name), image.get(name)
+        if want is None:
+            problems.append(f"{name}: not in the root requirements.lock")
+        elif got is None:
+            problems.append(f"{name}: the root lock pins {want.version}, {label} does not pin it")
+        elif got.version != want.version:
+            problems.append(f"{name}: the root lock pins {want.version}, {label} pins {got.version}")
+    return problems
+
+
+def subset_mismatches(inner: Mapping[str, Pin], outer: Mapping[str, Pin], *, label: str) -> list[str]:
+    """Every pin of `inner` (the base image's lock) must be in `outer` with the same version and hashes."""
+    problems = []
+    for name, pin in sorted(inner.items()):
+        other = outer.get(name)
+        if other is None:
+            problems.append(f"{name}=={pin.version}: in the base lock, missing from {label}")
+        elif (other.version, set(other.hashes)) != (pin.version, set(pin.hashes)):
+            problems.append(f"{name}: base lock {pin.version}, {label} {other.version} (or other hashes)")
+    return problems
+
+
+def constraints(text: str, drop: Iterable[str] = ()) -> str:
+    """The pins of a lock as a constraints file (name==version, no hashes), without the names in `drop`."""
+    skip = {normalize(d) for d in drop}
+    lines = [f"{p.name}=={p.version}" for p in parse_lock(text).values() if p.name not in skip]
+    return "\n".join(sorted(lines)) + "\n"
+
+
+def cuda_of_lock(lock: Mapping[str, Pin]) -> str | None:
+    """The CUDA major.minor of torch's runtime wheel (nvidia-cuda-runtime[-cuXX]) in a lock, else None."""
+    for name in ("nvidia-cuda-runtime", "nvidia-cuda-runtime-cu13", "nvidia-cuda-runtime-cu12"):
+        if name in lock:
+            return ".".join(lock[name].version.split(".")[:2])
+    return None
+
+
+# ---------------------------------------------------------------- Dockerfiles and tags
+
+
+def dockerfile_args(text: str) -> dict[str, str]:
+    """ARG NAME=default of a Dockerfile (the first default of each name; ARGs without one map to '')."""
+    out: dict[str, str] = {}
+    for name, default in _ARG.findall(text):
+        if name not in out or (not out[name] and default):
+            out[name] = default
+    return out
+
+
+def cuda_version(base_args: Mapping[str, str]) -> str:
+    """The CUDA release of the base image: '13.0.2' from ARG CUDA_IMAGE_TAG=13.0.2-cudnn-devel-ubuntu24.04."""
+    tag = base_args.get("CUDA_IMAGE_TAG", "")
+    if not re.match(r"^\d+\.\d+(\.\d+)?-", tag):
+        raise ValueError(f"base Dockerfile: ARG CUDA_IMAGE_TAG={tag!r} does not start with a CUDA version")
+    return tag.split("-", 1)[0]
+
+
+def cuda_tag(cuda_version: str) -> str:
+    """'13.0.2' -> 'cu130', '12.8' -> 'cu128'."""
+    major, minor = cuda_version.split(".")[:2]
+    return f"cu{major}{minor}"
+
+
+def image_tag(version: str, cuda_version: str, torch_version: str) -> str:
+    """<version>-cu<cuda>-torch<torch>, e.g. 0.19.0-cu130-torch2.13.0."""
+    return f"{version}-{cuda_tag(cuda_version)}-torch{base_version(torch_version)}"
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    image: str
+    tag: str | None = None
+    digest: str | None = None
+
+    def __str__(self) -> str:
+        return self.image + (f":{self.tag}" if self.tag else "") + (f"@{self.digest}" if self.digest else "")
+
+
+def parse_ref(ref: str) -> ImageRef:
+    """'ghcr.io/o/axolotl:TAG@sha256:…' -> ImageRef (a registry port is not taken for a tag)."""
+    ref = ref.strip()
+    rest, _, digest = ref.partition("@")
+    slash = rest.rfind("/")
+    colon = rest.rfind(":")
+    image, tag = (rest[:colon], rest[colon + 1 :]) if colon > slash else (rest, "")
+    if digest and not DIGEST.match(digest):
+        raise ValueError(f"'{ref}': the digest must be sha256:<64 hex digits>")
+    if not image:
+        raise ValueError(f"'{ref}': no image name")
+    return ImageRef(image, tag or None, digest or None)
+
+
+def parse_imagetools_inspect(text: str) -> ImageRef:
+    """The top-level Name and Digest of `docker buildx imagetools inspect IMAGE:TAG` (the index, not a platform)."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        if m := re.match(r"^(Name|Digest):\s+(\S+)\s*$", line):  # unindented: the top level
+            fields.setdefault(m.group(1), m.group(2))
+    if "Name" not in fields or "Digest" not in fields:
+        raise ValueError("not `docker buildx imagetools inspect` output: no top-level Name and Digest lines")
+    ref = parse_ref(fields["Name"])
+    return ImageRef(ref.image, ref.tag, parse_ref(f"x@{fields['Digest']}").digest)
+
+
+def parse_buildx_metadata(data: Mapping[str, Any]) -> list[ImageRef]:
+    """Refs from a `docker buildx build --metadata-file` JSON (image.name may list several, comma-separated)."""
+    digest = data.get("containerimage.digest")
+    names = str(data.get("image.name") or "")
+    if not digest or not names:
+        raise ValueError("buildx metadata without 'image.name' and 'containerimage.digest' (was the image pushed?)")
+    out = []
+    for name in filter(None, (n.strip() for n in names.split(","))):
+        ref = parse_ref(name)
+        out.append(ImageRef(ref.image, ref.tag, digest))
+    return out
+
+
+# ---------------------------------------------------------------- recipe.yaml
+
+
+_CONTAINER_KEY = re.compile(r"^container:\s*(#.*)?$")
+_FIELD = re.compile(r"^(?P<indent>[ \t]+)(?P<key>image|tag|digest):[ \t]*(?P<value>[^#\s][^#]*?|)(?P<tail>[ \t]*#.*)?$")
+
+
+def _set_value(match: re.Match[str], value: str) -> str:
+    """One `key: value  # comment` line with a new value; the comment keeps its column where the value fits."""
+    old = match.group("value")
+    if old[:1] in ("'", '"'):
+        value = f"{old[0]}{value}{old[0]}"
+    head = f"{match.group('indent')}{match.group('key')}: {value}"
+    tail = match.group("tail")
+    if not tail:
+        return head
+    column = match.start("tail") + len(tail) - len(tail.lstrip())
+    return (head.ljust(column) if len(head) < column else head + " ") + tail.lstrip()
+
+
+def _container_block(lines: list[str]) -> tuple[int, int]:
+    """[start, end) of the top-level `container:` mapping: its key line and the indented lines under it."""
+    start = next((i for i, line in enumerate(lines) if _CONTAINER_KEY.match(line.rstrip("\r\n"))), None)
+    if start is None:
+        raise ValueError("no block-style 'container:' mapping at the top level of recipe.yaml")
+    end = start + 1
+    while end < len(lines) and (not lines[end].strip() or lines[end][0] in " \t"):
+        end += 1
+    return start, end
+
+
+def pin_container(text: str, ref: ImageRef) -> str:
+    """recipe.yaml text with `container.tag`/`container.digest` set to ref's, when `container.image` is ref's image.
+
+    Only those two values change: comments, spacing and every other line stay as they were. A recipe
+    for another image comes back unchanged. Raises ValueError when there is no block-style `container:`
+    with `image:` and `tag:` lines.
+    """
+    if ref.tag is None or ref.digest is None:
+        raise ValueError(f"'{ref}': pinning needs both a tag and a digest (IMAGE:TAG@sha256:…)")
+    lines = text.splitlines(keepends=True)
+    start, end = _container_block(lines)
+    fields: dict[str, tuple[int, re.Match[str]]] = {}
+    for i in range(start + 1, end):
+        if (m := _FIELD.match(lines[i].rstrip("\r\n"))) and m.group("key") not in fields:
+            fields[m.group("key")] = (i, m)
+    if "image" not in fields or "tag" not in fields:
+        raise ValueError("the 'container:' block needs 'image:' and 'tag:' lines")
+    if fields["image"][1].group("value").strip("'\"") != ref.image:
+        return text
+    for key, value in (("tag", ref.tag), ("digest", ref.digest)):
+        if key in fields:
+            i, m = fields[key]
+            lines[i] = _set_value(m, value) + lines[i][len(lines[i].rstrip("\r\n")) :]
+        else:  # no digest line yet: one under tag:, with the same indent
+            i, m = fields["tag"]
+            eol = lines[i][len(lines[i].rstrip("\r\n")) :] or "\n"
+            lines.insert(i + 1, f"{m.group('indent')}digest: {value}{eol}")
+    return "".join(lines)
+
+
+# ---------------------------------------------------------------- the running image
+
+
+def running_image_digest(env: Mapping[str, str] | None = None) -> str | None:
+    """The digest of the image this process runs in: `FTKIT_IMAGE_DIGEST` (set by the launcher), else None.
+
+    Accepts `sha256:…` or `IMAGE@sha256:…`; anything else counts as unknown (None).
+    """
+    value = (os.environ if env is None else env).get(DIGEST_ENV, "").strip().lower()
+    value = value.rpartition("@")[2]
+    return value if DIGEST.match(value) else None
+
+
+def _field(container: Any, key: str) -> Any:
+    return container.get(key) if isinstance(container, Mapping) else getattr(container, key, None)
+
+
+def digest_warning(recipe_container: Any, running_digest: str | None) -> str | None:
+    """A warning when the recipe pins an image digest and this run is not in that image, else None.
+
+    `recipe_container` is the recipe's ContainerRef (or a mapping with image/tag/digest). A recipe
+    without a digest (images not published yet) has nothing to compare with: None.
+    """
+    image, tag, digest = (_field(recipe_container, k) for k in ("image", "tag", "digest"))
+    if not digest:
+        return None
+    pinned = f"{image}:{tag}@{digest}"
+    if running_digest is None:
+        return (
+            f"the recipe pins {pinned} but this run is not in a known image ({DIGEST_ENV} is not set): "
+            f"its metrics will not name the image they ran on. Run it in the pinned image "
+            f"(docker run -e {DIGEST_ENV}={digest} … {image}@{digest}) or set {DIGEST_ENV}."
+        )
+    if running_digest.strip().lower().rpartition("@")[2] == digest.lower():
+        return None
+    return (
+        f"this run is in image {running_digest}, not the one the recipe pins ({pinned}): the CUDA/torch/engine "
+        f"stack may differ from the one its expected metrics were measured on. Run it in {image}@{digest}, "
+        f"or pin the new image into the recipe (make pin-images)."
+    )
+
+
+# ---------------------------------------------------------------- repository layout: tags, checks, builds
+
+
+@dataclass(frozen=True)
+class Build:
+    name: str
+    ref: ImageRef
+    dockerfile: Path
+    args: dict[str, str] = field(default_factory=dict)
+
+
+def _read(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
+
+
+def image_version(name: str, args: Mapping[str, str], lock: Mapping[str, Pin]) -> str:
+    """The <version> part of an image's tag: py<python> for base, else the engine's locked version."""
+    if name == "base":
+        return f"py{args['PYTHON_VERSION']}"
+    return lock[name].version
+
+
+def plan(root: Path, registry: str = REGISTRY, commit: str = "unknown") -> list[Build]:
+    """The three builds in order (base first), tags from the Dockerfiles' ARGs and the locks."""
+    containers = root / "containers"
+    base_args = dockerfile_args(_read(containers / "base" / "Dockerfile"))
+    torch = base_version(parse_lock(_read(containers / "base" / "requirements.lock"))["torch"].version)
+    cuda = cuda_version(base_args)
+    builds: list[Build] = []
+    for name in IMAGES:
+        lock = parse_lock(_read(containers / name / "requirements.lock"))
+        ref = ImageRef(f"{registry}/{name}", image_tag(image_version(name, base_args, lock), cuda, torch))
+        args = {"GIT_COMMIT": commit, "IMAGE_REF": str(ref), "IMAGE_VERSION": ref.tag or ""}
+        if name != "base":
+            args["BASE_IMAGE"] = str(builds[0].ref)
+        builds.append(Build(name, ref, containers / name / "Dockerfile", args))
+    return builds
+
+
+def buildx_command(
+    build: Build, root: Path, *, push: bool = False, metadata: Path | None = None, extra: str = ""
+) -> list[str]:
+    """argv of `docker buildx build` for one image (linux/amd64; the repository root is the context).
+    `extra` adds flags (CI: SBOM, provenance, cache); `{image}` in it becomes the image's name."""
+    argv = ["docker", "buildx", "build", "--platform", "linux/amd64", "-f", str(build.dockerfile), "-t", str(build.ref)]
+    for key, value in build.args.items():
+        argv += ["--build-arg", f"{key}={value}"]
+    if metadata is not None:
+        argv += ["--metadata-file", str(metadata)]
+    argv += shlex.split(extra.replace("{image}", build.name))
+    argv.append("--push" if push else "--load")
+    argv.append(str(root))
+    return argv
+
+
+def check(root: Path) -> list[str]:
+    """Every disagreement between the image locks, the root lock and the Dockerfiles ([] when they agree)."""
+    problems: list[str] = []
+    containers = root / "containers"
+    root_lock = parse_lock(_read(root / "requirements.lock"))
+    base_lock = parse_lock(_read(containers / "base" / "requirements.lock"))
+    base_args = dockerfile_args(_read(containers / "base" / "Dockerfile"))
+    cuda = cuda_version(base_args)
+    torch = base_lock.get("torch")
+    if torch is None or "+" in torch.version:
+        problems.append("containers/base/requirements.lock: torch must be the plain PyPI (CUDA) build")
+    if base_args.get("TORCH_VERSION") != (torch.version if torch else None):
+        problems.append(f"base Dockerfile ARG TORCH_VERSION={base_args.get('TORCH_VERSION')} vs its lock's torch")
+    if not base_args.get("PYTHON_VERSION", "").startswith("3.11."):
+        problems.append("base Dockerfile ARG PYTHON_VERSION must be a 3.11.x (the locks are for Python 3.11)")
+    builds = {b.name: b for b in plan(root)}
+    for name in IMAGES:
+        path = containers / name / "requirements.lock"
+        lock = parse_lock(_read(path))
+        label = f"containers/{name}/requirements.lock"
+        problems += [f"{label}: {p} has no --hash" for p in unhashed(lock)]
+        if (lock_cuda := cuda_of_lock(lock)) is None or not cuda.startswith(lock_cuda + "."):
+            problems.append(f"{label}: torch's CUDA runtime is {lock_cuda}, the base image's CUDA is {cuda}")
+        if name == "base":
+            continue
+        problems += [f"{label}: {p}" for p in pin_mismatches(root_lock, lock, label=label)]
+        problems += subset_mismatches(base_lock, lock, label=label)
+        args = dockerfile_args(_read(containers / name / "Dockerfile"))
+        if args.get("BASE_IMAGE") != builds["base"].args.get("IMAGE_REF"):
+            problems.append(
+                f"containers/{name}/Dockerfile: ARG BASE_IMAGE={args.get('BASE_IMAGE')} is not the base image "
+                f"these locks build ({builds['base'].ref})"
+            )
+    return problems
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def _git_commit(root: Path) -> str:
+    """HEAD's commit, with '-dirty' when tracked files differ from it (the image is not that commit then)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=root, capture_output=True).returncode != 0
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return out.stdout.strip() + ("-dirty" if dirty else "")
+
+
+def _build(root: Path, args: argparse.Namespace) -> None:
+    """Build (and with --push publish) the images in order. A pushed build writes buildx metadata to
+    .cache/images/<image>.json (what `pin` reads), and the later images build FROM the base by digest."""
+    out = root / ".cache" / "images"
+    base_digest: str | None = None
+    for b in plan(root, args.registry, _git_commit(root)):
+        if b.name not in args.only:
+            continue
+        if base_digest and "BASE_IMAGE" in b.args:
+            b.args["BASE_IMAGE"] = f"{b.args['BASE_IMAGE']}@{base_digest}"
+        metadata = out / f"{b.name}.json" if args.push else None
+        cmd = buildx_command(b, root, push=args.push, metadata=metadata, extra=os.environ.get("BUILDX_FLAGS", ""))
+        print("+ " + " ".join(cmd), flush=True)
+        if args.dry_run:
+            continue
+        out.mkdir(parents=True, exist_ok=True)
+        subprocess.run(cmd, check=True)
+        if metadata is not None and b.name == "base":
+            base_digest = parse_buildx_metadata(json.loads(metadata.read_text(encoding="utf-8")))[0].digest
+
+
+def _refs_from(args: argparse.Namespace) -> list[ImageRef]:
+    refs = [parse_ref(r) for r in args.refs]
+    for path in args.metadata:
+        refs += parse_buildx_metadata(json.loads(Path(path).read_text(encoding="utf-8")))
+    refs += [parse_imagetools_inspect(Path(p).read_text(encoding="utf-8")) for p in args.inspect]
+    return refs
+
+
+def pin_recipes(recipes: Path, refs: Sequence[ImageRef]) -> list[tuple[Path, ImageRef]]:
+    """Write each ref's tag and digest into every recipe.yaml that uses its image; the (file, ref) changed."""
+    changed = []
+    for path in sorted(recipes.glob("*/recipe.yaml")):
+        text = original = _read(path)
+        for ref in refs:
+            new = pin_container(text, ref)
+            if new != text:
+                changed.append((path, ref))
+            text = new
+        if text != original:
+            path.write_text(text, encoding="utf-8")
+    return changed
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ftkit.images", description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, default=Path.cwd(), help="the repository root (default: .)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("tags", help="the tag each image gets")
+    sub.add_parser("check", help="image locks vs the root lock and the Dockerfiles")
+    build = sub.add_parser("build", help="docker buildx build base, axolotl, unsloth (in that order)")
+    build.add_argument("--push", action="store_true", help="push to the registry (else --load)")
+    build.add_argument("--dry-run", action="store_true", help="print the commands only")
+    build.add_argument("--registry", default=REGISTRY)
+    build.add_argument("--only", nargs="*", choices=IMAGES, default=list(IMAGES))
+    pin = sub.add_parser("pin", help="write published tags and digests into every recipe.yaml")
+    pin.add_argument("refs", nargs="*", help="IMAGE:TAG@sha256:DIGEST")
+    pin.add_argument("--metadata", nargs="*", default=[], help="`docker buildx build --metadata-file` JSON files")
+    pin.add_argument("--inspect", nargs="*", default=[], help="saved `docker buildx imagetools inspect` output")
+    pin.add_argument("--recipes", type=Path, default=None, help="recipes folder (default: ROOT/recipes)")
+    cons = sub.add_parser("constraints", help="a lock's pins without hashes, for `uv pip compile -c`")
+    cons.add_argument("lock", type=Path)
+    cons.add_argument("--drop", nargs="*", default=[], help="names to leave out")
+    args = parser.parse_args(argv)
+    root = args.root.resolve()
+
+    if args.command == "tags":
+        for b in plan(root):
+            print(b.ref)
+    elif args.command == "check":
+        problems = check(root)
+        for p in problems:
+            print(f"error: {p}", file=sys.stderr)
+        print("image locks agree with requirements.lock and the Dockerfiles" if not problems else "", end="\n")
+        return 1 if problems else 0
+    elif args.command == "build":
+        _build(root, args)
+    elif args.command == "pin":
+        refs = _refs_from(args)
+        if not refs:
+            parser.error("pin: give IMAGE:TAG@sha256:… refs, --metadata files or --inspect files")
+        for path, ref in pin_recipes(args.recipes or root / "recipes", refs):
+            print(f"{path.relative_to(root) if path.is_relative_to(root) else path}: {ref}")
+    elif args.command == "constraints":
+        sys.stdout.write(constraints(_read(args.lock), args.drop))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
