@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from ftkit.engines.axolotl import CPU_4BIT_PLUGIN, AxolotlEngine
+from ftkit.engines.axolotl import CPU_4BIT_PLUGIN, RUN_CONTROL_PLUGIN, AxolotlEngine
 from ftkit.engines.base import StageContext
 from ftkit.engines.bnb_cpu import keep_4bit_layers_trainable
 
@@ -53,9 +53,9 @@ def ctx(device: str, tmp_path: Path) -> StageContext:
 def test_axolotl_cpu_runs_of_4bit_configs_get_the_plugin_and_others_do_not(tmp_path: Path):
     engine = AxolotlEngine()
     cpu_4bit = engine.runtime_overrides({"load_in_4bit": True, "plugins": ["x.Y"]}, ctx("cpu", tmp_path))
-    assert cpu_4bit["plugins"] == ["x.Y", CPU_4BIT_PLUGIN]
-    assert "plugins" not in engine.runtime_overrides({"load_in_4bit": True}, ctx("cuda", tmp_path))
-    assert "plugins" not in engine.runtime_overrides({"load_in_4bit": False}, ctx("cpu", tmp_path))
+    assert cpu_4bit["plugins"] == ["x.Y", RUN_CONTROL_PLUGIN, CPU_4BIT_PLUGIN]  # every run gets the run control
+    assert engine.runtime_overrides({"load_in_4bit": True}, ctx("cuda", tmp_path))["plugins"] == [RUN_CONTROL_PLUGIN]
+    assert engine.runtime_overrides({"load_in_4bit": False}, ctx("cpu", tmp_path))["plugins"] == [RUN_CONTROL_PLUGIN]
     from ftkit.engines.axolotl_plugin import Cpu4bitTrainingPlugin  # the name in the config imports
 
     assert CPU_4BIT_PLUGIN.endswith(Cpu4bitTrainingPlugin.__name__)

@@ -110,3 +110,10 @@ def test_a_profile_export_with_an_unknown_key_is_refused_at_load(tiny_recipe, ca
     _recipe_with_exports(tiny_recipe, {"ggfu": ["f16"]})
     assert main(["recipe", "validate", "tiny-trl-sft-dpo"]) == 2
     assert "unknown key(s) ['ggfu']" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_failed_export_check_fails_the_run_even_when_every_bound_passes(tmp_path: Path):
+    from ftkit.recipes.run import RunResult
+
+    assert RunResult(tmp_path, {"status": "passed"}, []).passed
+    assert not RunResult(tmp_path, {"status": "failed-export"}, []).passed

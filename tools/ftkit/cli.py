@@ -1,7 +1,8 @@
 """`ftkit`: a thin command line over the library. Subcommands parse, call, print; errors -> exit codes.
 
 Exit codes: 0 ok, 1 a metrics bound failed, 2 bad arguments or recipe files, 3 invalid data
-(training did not start), 4 the engine failed, 5 the machine cannot run it (e.g. no GPU).
+(training did not start), 4 the engine failed, 5 the machine cannot run it (e.g. no GPU), 6 stopped by
+SIGTERM after saving a checkpoint (`ftkit recipe run --resume RUN_DIR` continues).
 """
 
 from __future__ import annotations
@@ -151,22 +152,31 @@ class RichEvents:
 
 
 def cmd_recipe_run(args: argparse.Namespace) -> int:
+    from ftkit.recipes.resume import resume_arguments
     from ftkit.recipes.run import RunOptions, run_recipe
 
+    name, profile, sets = args.name, args.profile or "smoke", args.set or []
+    if args.resume:  # the run's own recipe, profile and --set values (given ones must match them)
+        name, profile, sets = resume_arguments(Path(args.resume), args.name, args.profile, args.set)
+    elif not name:
+        raise FtkitError.one("recipe run needs a recipe NAME (or --resume RUN_DIR)", field="NAME",
+                             fix="ftkit recipe list shows the recipes")  # fmt: skip
     opts = RunOptions(
-        profile=args.profile,
-        sets=args.set or [],
+        profile=profile,
+        sets=sets,
         runs_root=Path(args.runs_dir),
         allow_pii=args.allow_pii,
         force=args.force,
+        resume=Path(args.resume) if args.resume else None,
+        checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else None,
     )
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True, disable=args.json) as progress:
-        result = run_recipe(args.name, opts, RichEvents(progress))
+        result = run_recipe(name, opts, RichEvents(progress))
     if args.json:
         _print_json(result.metrics)
     else:
-        out.print(_checks_table(result.rows, f"{result.metrics['recipe']} ({args.profile}): expected-metrics.yaml"))
+        out.print(_checks_table(result.rows, f"{result.metrics['recipe']} ({profile}): expected-metrics.yaml"))
         out.print(f"report: {result.run_dir / 'report.md'}  curves: {result.run_dir / 'curves.png'}")
         out.print("[green]metrics gate passed[/green]" if result.passed else "[red]metrics gate FAILED[/red]")
     return int(ExitCode.OK if result.passed else ExitCode.METRICS_FAILED)
@@ -462,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ftkit",
         description="finetune-recipes toolkit: validate and run fine-tuning recipes, gate their metrics.",
         epilog="Exit codes: 0 ok, 1 metrics bound failed, 2 bad arguments/recipe, 3 invalid data, "
-        "4 engine failed, 5 machine cannot run it.",
+        "4 engine failed, 5 machine cannot run it, 6 stopped by SIGTERM at a checkpoint (resume it).",
     )
     parser.add_argument("--version", action="version", version=f"ftkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -483,16 +493,23 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="run a recipe: pre-flight, train every stage, merge, metrics gate, report",
         description="Writes runs/<name>/<timestamp>-<profile>/ with resolved configs, logs, adapters, "
-        "metrics.json, curves.png and report.md. Exit code 1 when a bound in expected-metrics.yaml fails.",
+        "metrics.json, curves.png and report.md. Exit code 1 when a bound in expected-metrics.yaml fails. "
+        "SIGTERM saves a checkpoint at the end of the current step and exits with code 6; --resume continues.",
     )
-    p.add_argument("name", help="recipe name (a folder under recipes/) or path")
-    p.add_argument("--profile", default="smoke", help="smoke (CPU, small model, few steps) or full (GPU)")
+    p.add_argument("name", nargs="?", help="recipe name (a folder under recipes/) or path")
+    p.add_argument("--profile", help="smoke (CPU, small model, few steps; the default) or full (GPU)")
     p.add_argument(
         "--set", action="append", metavar="KEY=VALUE",
         help="override an engine-config key for every stage (lr=1e-4), one stage (sft.max_steps=5), "
         "or send logs somewhere (report_to=tensorboard|wandb|mlflow|none); repeatable",
     )  # fmt: skip
     p.add_argument("--runs-dir", default="runs", help="where run dirs go (default: runs/)")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue a stopped run: finished stages are skipped (metrics kept), the stopped one "
+                   "resumes from its last checkpoint")  # fmt: skip
+    p.add_argument("--checkpoint-dir", metavar="DIR",
+                   help="each stage trains into DIR/<stage> (checkpoints, adapter, history) with a copy of "
+                   "metrics.json in DIR (default: the run dir)")  # fmt: skip
     p.add_argument("--force", action="store_true",
                    help="train even when the VRAM pre-flight estimates a stage will not fit the GPU")  # fmt: skip
     p.add_argument("--allow-pii", action="store_true",
@@ -500,6 +517,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: no row with a secret); the report is still written")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print metrics.json instead of tables")
     p.set_defaults(func=cmd_recipe_run)
+    from ftkit.cli_recipes import register_doctor, register_recipe_tools
+
+    register_recipe_tools(rsub)
 
     metrics = sub.add_parser("metrics", help="metrics gate")
     msub = metrics.add_subparsers(dest="metrics_command", required=True)
@@ -667,6 +687,10 @@ def build_parser() -> argparse.ArgumentParser:
     from ftkit.cli_export import register as register_export
 
     register_export(sub)
+    from ftkit.cli_cloud import register as register_cloud
+
+    register_cloud(sub)
+    register_doctor(sub)
 
     model = sub.add_parser("model", help="built-in small models for smoke runs")
     mosub = model.add_subparsers(dest="model_command", required=True)

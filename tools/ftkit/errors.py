@@ -17,6 +17,7 @@ class ExitCode(IntEnum):
     DATA_INVALID = 3  # a dataset broke its schema; training did not start
     ENGINE_FAILED = 4  # the training engine exited non-zero
     ENVIRONMENT = 5  # the machine cannot run this (no GPU for the full profile, missing package)
+    INTERRUPTED = 6  # stopped by SIGTERM: a checkpoint was saved, `ftkit recipe run --resume RUN_DIR` continues
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 Validation uses Axolotl's own pydantic schema (AxolotlInputConfig) plus an unknown-key check,
 since Axolotl silently ignores keys it does not know (a typo like `learing_rate` would be lost).
-Metrics come from the dicts the HF Trainer prints in the log.
+Metrics come from the history file the runner's plugin (`RunControlPlugin`) writes in the training process; runs
+made before it existed fall back to the dicts the HF Trainer prints in the log.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ftkit.yamlio import LocatedYaml
 
 _LOG_DICT = re.compile(r"\{'[^{}]*\}")
 CPU_4BIT_PLUGIN = "ftkit.engines.axolotl_plugin.Cpu4bitTrainingPlugin"
+RUN_CONTROL_PLUGIN = "ftkit.engines.axolotl_plugin.RunControlPlugin"  # history + clean stop on SIGTERM
 
 
 @cache
@@ -60,6 +62,7 @@ class AxolotlEngine(Engine):
     name = "axolotl"
     base_model_key = "base_model"
     trust_remote_code_key = "trust_remote_code"
+    resume_key = "resume_from_checkpoint"
 
     def validate(self, cfg: dict[str, Any], source: LocatedYaml | None, label: str) -> list[Problem]:
         from pydantic import ValidationError
@@ -107,8 +110,11 @@ class AxolotlEngine(Engine):
                 if path != ds["path"]:
                     out[f"datasets.{i}.path"] = path
         plugins = list(cfg.get("plugins") or [])
-        if ctx.device == "cpu" and cfg.get("load_in_4bit") and CPU_4BIT_PLUGIN not in plugins:
-            out["plugins"] = [*plugins, CPU_4BIT_PLUGIN]  # bitsandbytes' CPU eval repacking breaks training
+        wanted = [RUN_CONTROL_PLUGIN]
+        if ctx.device == "cpu" and cfg.get("load_in_4bit"):
+            wanted.append(CPU_4BIT_PLUGIN)  # bitsandbytes' CPU eval repacking breaks training
+        if missing := [p for p in wanted if p not in plugins]:
+            out["plugins"] = [*plugins, *missing]
         return out
 
     def report_overrides(self, backend: str, ctx: StageContext) -> dict[str, Any]:
@@ -131,8 +137,8 @@ class AxolotlEngine(Engine):
         return {**super().env(ctx), "AXOLOTL_DO_NOT_TRACK": "1", "DO_NOT_TRACK": "1"}
 
     def history(self, ctx: StageContext) -> list[dict[str, float]]:
-        if not ctx.log_path.is_file():
-            return []
+        if ctx.history_path.is_file() or not ctx.log_path.is_file():
+            return super().history(ctx)
         return parse_log_records(ctx.log_path.read_text(encoding="utf-8", errors="replace"))
 
     def sequence_len(self, cfg: dict[str, Any]) -> int | None:

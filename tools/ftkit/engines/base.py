@@ -6,6 +6,7 @@ The runner (ftkit.recipes.run) owns everything else: profiles, overrides, data c
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -17,11 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ftkit.engines.signals import ForwardSignals
 from ftkit.errors import Problem
 from ftkit.recipes.overrides import get_path, has_path
 from ftkit.yamlio import LocatedYaml
 
 REPORT_BACKENDS = ("none", "tensorboard", "wandb", "mlflow")
+HISTORY_FILE = "history.jsonl"
+HISTORY_ENV = "FTKIT_HISTORY_FILE"  # where the training process appends its log records (ftkit.engines.run_control)
 _PROGRESS = re.compile(rb"(\d+)/(\d+) \[")
 
 
@@ -33,6 +37,9 @@ class StageContext:
     recipe_dir: Path
     device: str  # "cpu" or "cuda"
     gpus: int
+    # Where the trainer writes its checkpoints and final adapter, and the history: default `stage_dir/output`
+    # (history in stage_dir); on SageMaker `/opt/ml/checkpoints/<stage>`, which survives a spot restart.
+    checkpoint_dir: Path | None = None
 
     @property
     def log_path(self) -> Path:
@@ -40,7 +47,11 @@ class StageContext:
 
     @property
     def output_dir(self) -> Path:
-        return self.stage_dir / "output"
+        return self.checkpoint_dir or self.stage_dir / "output"
+
+    @property
+    def history_path(self) -> Path:
+        return (self.checkpoint_dir or self.stage_dir) / HISTORY_FILE
 
 
 @dataclass
@@ -48,6 +59,7 @@ class ProcessResult:
     returncode: int
     max_rss_bytes: int
     wall_seconds: float
+    signal: str | None = None  # a stop signal this process received (and forwarded) while the child ran
 
 
 def run_logged(
@@ -55,12 +67,17 @@ def run_logged(
     log_path: Path,
     env: dict[str, str] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    append: bool = False,
 ) -> ProcessResult:
-    """Run `cmd`, tee its output into `log_path`, report tqdm progress, return exit code and peak RSS."""
+    """Run `cmd`, tee its output into `log_path` (appended to with `append`), report tqdm progress, return exit
+    code and peak RSS. SIGTERM to this process while the child runs is forwarded to it (`ftkit.engines.signals`)."""
     start = time.monotonic()
     full_env = {**os.environ, **(env or {})}
-    with log_path.open("wb") as log:
+    with log_path.open("ab" if append else "wb") as log, ForwardSignals() as forward:
+        if append:
+            log.write(f"\n===== ftkit: resumed {time.strftime('%Y-%m-%d %H:%M:%S')} =====\n".encode())
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env)
+        forward.attach(proc.pid)
         assert proc.stdout is not None
         while chunk := proc.stdout.read1(65536):
             log.write(chunk)
@@ -70,8 +87,9 @@ def run_logged(
                 on_progress(int(done), int(total))
         # wait4 gives this child's own resource usage (ru_maxrss in KiB on Linux).
         _, status, usage = os.wait4(proc.pid, 0)
+        forward.detach()
         proc.returncode = os.waitstatus_to_exitcode(status)
-    return ProcessResult(proc.returncode, usage.ru_maxrss * 1024, time.monotonic() - start)
+    return ProcessResult(proc.returncode, usage.ru_maxrss * 1024, time.monotonic() - start, forward.received)
 
 
 def python_module(module: str, *args: str) -> list[str]:
@@ -104,6 +122,7 @@ class Engine(ABC):
     name: ClassVar[str]
     base_model_key: ClassVar[str]  # dotted path of the base model in the engine config
     trust_remote_code_key: ClassVar[str]
+    resume_key: ClassVar[str]  # dotted path of the checkpoint to resume training from
 
     @abstractmethod
     def validate(self, cfg: dict[str, Any], source: LocatedYaml | None, label: str) -> list[Problem]:
@@ -121,9 +140,10 @@ class Engine(ABC):
     def command(self, config_path: Path, ctx: StageContext) -> list[str]:
         """The command line that trains from a written config file."""
 
-    @abstractmethod
     def history(self, ctx: StageContext) -> list[dict[str, float]]:
-        """Logged records (train steps, evals, the final summary) as floats, in order."""
+        """Logged records (train steps, evals, the final summary) as floats, in order, each with its `step`:
+        what `ftkit.engines.run_control.HistoryLog` appended to `ctx.history_path` in the training process."""
+        return read_history(ctx.history_path)
 
     @abstractmethod
     def dataset_paths(self, cfg: dict[str, Any]) -> list[str]:
@@ -138,7 +158,7 @@ class Engine(ABC):
         """The memory/time estimator's view of the config (`ftkit.estimate.inputs.Setting` fields)."""
 
     def env(self, ctx: StageContext) -> dict[str, str]:
-        return {"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+        return {"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", HISTORY_ENV: str(ctx.history_path)}
 
     def adapter_dir(self, ctx: StageContext) -> Path:
         return ctx.output_dir
@@ -149,7 +169,41 @@ class Engine(ABC):
     def trusts_remote_code(self, cfg: dict[str, Any]) -> bool:
         return has_path(cfg, self.trust_remote_code_key) and bool(get_path(cfg, self.trust_remote_code_key))
 
+    def local_dataset_keys(self, cfg: dict[str, Any], path: str, index: int = 0) -> dict[str, Any]:
+        """The dotted keys that make dataset `index` of `cfg` the local file `path`: the entry's `path`, and its
+        `split` set to `train` where it names one (a local JSONL/Parquet file has only that split). Both engines
+        keep a dataset as a mapping with `path` (Axolotl `datasets.N`, TRL `dataset`). IndexError if none."""
+        wanted = self.dataset_paths(cfg)
+        entries = [key for key, entry in _mappings_with_path(cfg, "") if str(entry["path"]) in wanted]
+        key = entries[index]
+        out: dict[str, Any] = {f"{key}.path": path}
+        if "split" in get_path(cfg, key):
+            out[f"{key}.split"] = "train"
+        return out
+
     def train(
-        self, config_path: Path, ctx: StageContext, on_progress: Callable[[int, int], None] | None = None
+        self,
+        config_path: Path,
+        ctx: StageContext,
+        on_progress: Callable[[int, int], None] | None = None,
+        append_log: bool = False,
     ) -> ProcessResult:
-        return run_logged(self.command(config_path, ctx), ctx.log_path, self.env(ctx), on_progress)
+        """Train from a written config; exit code `ExitCode.INTERRUPTED` when SIGTERM stopped it at a checkpoint."""
+        return run_logged(self.command(config_path, ctx), ctx.log_path, self.env(ctx), on_progress, append_log)
+
+
+def read_history(path: Path) -> list[dict[str, float]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _mappings_with_path(value: Any, prefix: str) -> list[tuple[str, dict[str, Any]]]:
+    """(dotted key, mapping) of every mapping under `value` that has a `path` key, in document order."""
+    found: list[tuple[str, dict[str, Any]]] = []
+    if isinstance(value, dict) and prefix and "path" in value:
+        found.append((prefix, value))
+    children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, child in children:
+        found += _mappings_with_path(child, f"{prefix}.{key}" if prefix else str(key))
+    return found

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +13,12 @@ from ftkit.errors import Problem
 from ftkit.validation import pydantic_problems, unknown_keys
 from ftkit.yamlio import LocatedYaml
 
-HISTORY_FILE = "history.jsonl"
-
 
 class TrlEngine(Engine):
     name = "trl"
     base_model_key = "base_model"
     trust_remote_code_key = "model.trust_remote_code"
+    resume_key = "trainer.resume_from_checkpoint"  # a TrainingArguments field; trl_train passes it to train()
 
     def validate(self, cfg: dict[str, Any], source: LocatedYaml | None, label: str) -> list[Problem]:
         src = source or LocatedYaml(Path(label), cfg, {})
@@ -60,13 +58,7 @@ class TrlEngine(Engine):
         return out
 
     def command(self, config_path: Path, ctx: StageContext) -> list[str]:
-        return python_module("ftkit.engines.trl_train", str(config_path), str(ctx.stage_dir / HISTORY_FILE))
-
-    def history(self, ctx: StageContext) -> list[dict[str, float]]:
-        path = ctx.stage_dir / HISTORY_FILE
-        if not path.is_file():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return python_module("ftkit.engines.trl_train", str(config_path), str(ctx.history_path))
 
     def sequence_len(self, cfg: dict[str, Any]) -> int | None:
         value = cfg.get("trainer", {}).get("max_length")

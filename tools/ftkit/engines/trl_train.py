@@ -2,18 +2,20 @@
 
 Loads the model (4-bit through bitsandbytes when asked), attaches a LoRA adapter through PEFT's
 LoraConfig, and trains with TRL's SFTTrainer or DPOTrainer. Every trainer log record is appended
-to HISTORY as one JSON line (with peak CUDA memory when on a GPU).
+to HISTORY as one JSON line (with peak CUDA memory when on a GPU); the runner empties it before a fresh start.
+SIGTERM saves a checkpoint and exits with code 6 (`ftkit.engines.run_control`); `trainer.resume_from_checkpoint`
+in the config continues from one.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ftkit.engines.signals import StopRequest
 from ftkit.engines.trl_config import TrlStageConfig, trainer_config_class
 
 
@@ -23,24 +25,6 @@ def _dtype(name: str) -> Any:
     if name == "auto":
         return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
     return getattr(torch, name)
-
-
-def _history_callback(path: Path) -> Any:
-    import torch
-    from transformers import TrainerCallback
-
-    class HistoryCallback(TrainerCallback):
-        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
-            if not logs or not state.is_world_process_zero:
-                return
-            rec = {"step": float(state.global_step)}
-            rec |= {k: float(v) for k, v in logs.items() if isinstance(v, int | float)}
-            if torch.cuda.is_available():
-                rec["memory/max_allocated (GiB)"] = torch.cuda.max_memory_allocated() / 2**30
-            with path.open("a", encoding="utf-8") as fh:
-                fh.write(json.dumps(rec) + "\n")
-
-    return HistoryCallback()
 
 
 def _as_dpo_pairs(row: dict[str, Any]) -> dict[str, Any]:
@@ -56,7 +40,7 @@ def _as_dpo_pairs(row: dict[str, Any]) -> dict[str, Any]:
     return {"prompt": prompt_msgs, "chosen": answer(row["chosen"]), "rejected": answer(row["rejected"])}
 
 
-def train(cfg: TrlStageConfig, history: Path) -> None:
+def train(cfg: TrlStageConfig, history: Path, flag: StopRequest) -> None:
     from datasets import load_dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
@@ -115,6 +99,13 @@ def train(cfg: TrlStageConfig, history: Path) -> None:
         from trl import DPOTrainer as Trainer
     else:
         from trl import SFTTrainer as Trainer
+    from transformers import set_seed
+
+    from ftkit.engines.run_control import callbacks, exit_if_stopped
+
+    # TRL attaches the LoRA adapter before the Trainer seeds the RNGs: seed first, or every run starts elsewhere.
+    set_seed(args.seed)
+    history_log, stop = callbacks(history, flag)
     trainer = Trainer(
         model=model,
         args=args,
@@ -122,9 +113,10 @@ def train(cfg: TrlStageConfig, history: Path) -> None:
         eval_dataset=eval_data,
         processing_class=tok,
         peft_config=peft_config,
-        callbacks=[_history_callback(history)],
+        callbacks=[history_log, stop],
     )
-    trainer.train()
+    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    exit_if_stopped(stop)
     if eval_data is not None:
         trainer.evaluate()
     trainer.save_model(args.output_dir)
@@ -135,10 +127,10 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2:
         sys.exit("usage: python -m ftkit.engines.trl_train CONFIG.yaml HISTORY.jsonl")
+    # From the start: a SIGTERM while the model loads stops the run after its first step, at a checkpoint.
+    flag = StopRequest().install("saving a checkpoint at the end of this step, then stopping")
     cfg = TrlStageConfig.model_validate(yaml.safe_load(Path(argv[0]).read_text()))
-    history = Path(argv[1])
-    history.unlink(missing_ok=True)
-    train(cfg, history)
+    train(cfg, Path(argv[1]), flag)
 
 
 if __name__ == "__main__":

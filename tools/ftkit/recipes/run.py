@@ -15,7 +15,8 @@ from typing import Any, Protocol
 from ftkit import envinfo
 from ftkit.data.validate import ValidationReport, validate_file
 from ftkit.engines import get_engine
-from ftkit.engines.base import StageContext
+from ftkit.engines.base import ProcessResult, StageContext
+from ftkit.engines.signals import StopRequest
 from ftkit.errors import ExitCode, FtkitError, Problem
 from ftkit.models import resolve_model
 from ftkit.recipes.export_stage import (
@@ -30,10 +31,22 @@ from ftkit.recipes.metrics import CheckRow, check_metrics, summarize
 from ftkit.recipes.overrides import parse_set
 from ftkit.recipes.report import markdown_summary, plot_curves
 from ftkit.recipes.resolve import ResolvedStage, resolve_stage, route_sets, validate_profiles
+from ftkit.recipes.resume import (
+    DONE,
+    METRICS_FILE,
+    RunInterrupted,
+    check_resumable,
+    checkpoint_step,
+    interrupted,
+    last_checkpoint,
+    now,
+    read_state,
+    stage_done,
+    trim_history,
+    write_state,
+)
 from ftkit.recipes.schema import Export
 from ftkit.yamlio import dump_yaml
-
-METRICS_FILE = "metrics.json"
 
 
 class RunEvents(Protocol):
@@ -58,6 +71,8 @@ class RunOptions:
     run_dir: Path | None = None
     allow_pii: bool = False  # train even when the PII gate finds more than recipe.yaml's pii.max_rows
     force: bool = False  # train even when the VRAM pre-flight says a stage will not fit the GPU
+    resume: Path | None = None  # continue the run whose metrics.json is here (a run dir, or a checkpoint dir)
+    checkpoint_dir: Path | None = None  # each stage trains into <checkpoint_dir>/<stage> (default: the run dir)
 
 
 @dataclass
@@ -68,7 +83,8 @@ class RunResult:
 
     @property
     def passed(self) -> bool:
-        return all(r.passed for r in self.rows)
+        """Every bound met and every export check (GGUF load-back, gated evaluation) passed."""
+        return all(r.passed for r in self.rows) and self.metrics.get("status") != "failed-export"
 
 
 @dataclass
@@ -220,9 +236,18 @@ def _tail(path: Path, lines: int = 25) -> str:
 
 
 def run_recipe(name: str, opts: RunOptions, events: RunEvents | None = None) -> RunResult:
-    events = events or QuietEvents()
+    """Run (or, with `opts.resume`, continue) a recipe. SIGTERM during the run stops it cleanly: the training process
+    saves a checkpoint, metrics.json records the interruption and `RunInterrupted` (exit code 6) is raised."""
+    with StopRequest() as stop:
+        return _run(name, opts, events or QuietEvents(), stop)
+
+
+def _run(name: str, opts: RunOptions, events: RunEvents, stop: StopRequest) -> RunResult:
     loaded = load_recipe(name, check_profiles=False)
     stage_names = [s.name for s in loaded.recipe.stages]
+    prev = read_state(opts.resume) if opts.resume else None
+    if prev is not None and opts.resume is not None:
+        check_resumable(prev, loaded.name, opts.profile, opts.sets, opts.resume)
     sets = route_sets(parse_set(opts.sets), stage_names)
     problems = validate_profiles(loaded, sets)
     if problems:
@@ -232,15 +257,20 @@ def run_recipe(name: str, opts: RunOptions, events: RunEvents | None = None) -> 
     engine = get_engine(loaded.recipe.engine)
 
     started = dt.datetime.now(dt.UTC)
-    run_dir = opts.run_dir or (opts.runs_root / loaded.name / f"{started:%Y%m%d-%H%M%S}-{opts.profile}")
+    run_dir = (
+        opts.run_dir or opts.resume or _new_dir(opts.runs_root / loaded.name, f"{started:%Y%m%d-%H%M%S}-{opts.profile}")
+    )
     run_dir = run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     events.message(f"run dir: {run_dir}")
+    ckpt_root = opts.checkpoint_dir or (Path(prev["checkpoint_dir"]) if prev and prev.get("checkpoint_dir") else None)
+    ckpt_root = ckpt_root.resolve() if ckpt_root else None
 
     def ctx_for(stage: str) -> StageContext:
         d = run_dir / stage
         d.mkdir(parents=True, exist_ok=True)
-        return StageContext(loaded.name, stage, d, loaded.dir, hw["device"], len(hw["gpus"]))
+        return StageContext(loaded.name, stage, d, loaded.dir, hw["device"], len(hw["gpus"]),
+                            ckpt_root / stage if ckpt_root else None)  # fmt: skip
 
     # Pre-flight: resolve, validate and check the data of every stage before any training starts.
     events.stage_start("pre-flight", "configs and data")
@@ -258,6 +288,13 @@ def run_recipe(name: str, opts: RunOptions, events: RunEvents | None = None) -> 
     root_base = ""
     for stage in loaded.recipe.stages:
         ctx = ctx_for(stage.name)
+        if prev is None and (found := last_checkpoint(ctx.output_dir)):
+            raise FtkitError.one(
+                f"stage '{stage.name}': {found} is a checkpoint of an earlier run; a new run would mix with it",
+                file=found, field="--checkpoint-dir",
+                fix=f"resume that run (--resume RUN_DIR, or {METRICS_FILE} beside the checkpoints), or use an "
+                "empty checkpoint dir",
+            )  # fmt: skip
         placeholder = str(ctx.stage_dir.parent / (stage.init_from or "") / "merged") if stage.init_from else None
         resolved = resolve_stage(
             loaded, stage.name, opts.profile, sets, model_resolver=resolver, init_model=placeholder, ctx=ctx
@@ -288,7 +325,8 @@ def run_recipe(name: str, opts: RunOptions, events: RunEvents | None = None) -> 
         "profile": opts.profile,
         "sets": opts.sets,
         "run_dir": str(run_dir),
-        "started": started.isoformat(timespec="seconds"),
+        "checkpoint_dir": str(ckpt_root) if ckpt_root else None,
+        "started": prev["started"] if prev else started.isoformat(timespec="seconds"),
         "git_commit": envinfo.git_commit(loaded.dir),
         "hardware": hw,
         "hardware_label": envinfo.hardware_label(hw),
@@ -296,7 +334,12 @@ def run_recipe(name: str, opts: RunOptions, events: RunEvents | None = None) -> 
         "engine": engine.name,
         "status": "running",
         "stages": {},
+        "interruptions": list(prev.get("interruptions", [])) if prev else [],
+        "resumes": list(prev.get("resumes", [])) if prev else [],
     }
+    if prev is not None:
+        metrics["resumes"].append({"at": now(), "from": str(opts.resume), "skipped_stages": []})
+    write_state(metrics, run_dir, ckpt_root)
     histories: dict[str, list[dict[str, float]]] = {}
     resolved_configs: dict[str, dict[str, Any]] = {}
     merged: dict[str, Path] = {}
@@ -304,45 +347,36 @@ def run_recipe(name: str, opts: RunOptions, events: RunEvents | None = None) -> 
     try:
         for stage in loaded.recipe.stages:
             ctx = planned[stage.name].ctx
+            if stop.requested:
+                raise _stopped_between(metrics, stage.name, stop, run_dir)
             init_model = str(merged[stage.init_from]) if stage.init_from else None
             resolved = resolve_stage(
                 loaded, stage.name, opts.profile, sets, model_resolver=resolver, init_model=init_model, ctx=ctx
             )
-            config_path = _write_resolved(run_dir, resolved)
             resolved_configs[stage.name] = resolved.config
+            wants_merge = stage.name in needs_merge or (stage is loaded.recipe.stages[-1] and export_plan.merge)
+            if prev is not None and stage_done(prev, stage.name):
+                summary = metrics["stages"][stage.name] = prev["stages"][stage.name]
+                histories[stage.name] = engine.history(ctx)
+                metrics["resumes"][-1]["skipped_stages"].append(stage.name)
+                events.message(f"resume: stage '{stage.name}' finished before; its metrics are kept")
+                _write_resolved(run_dir, resolved)
+                if wants_merge:
+                    merged[stage.name] = _kept_merge(engine, resolved, ctx, export_plan, summary, events)
+                continue
             events.stage_start(stage.name, f"{engine.name} on {Path(engine.base_model(resolved.config)).name}")
-            result = engine.train(config_path, ctx, lambda d, t, s=stage.name: events.progress(s, d, t))
-            history = engine.history(ctx)
-            histories[stage.name] = history
-            (ctx.stage_dir / "history.json").write_text(json.dumps(history, indent=1))
-            summary = summarize(history)
-            cuda_peak = summary.pop("cuda_peak_gib")
-            summary |= {
-                "base_model": engine.base_model(resolved.config),
-                "wall_seconds": round(result.wall_seconds, 1),
-                "peak_memory_gib": round(cuda_peak if cuda_peak else result.max_rss_bytes / 2**30, 3),
-                "peak_memory_kind": "cuda_max_allocated" if cuda_peak else "process_peak_rss",
-                "returncode": result.returncode,
-                "data": [r.to_dict() for r in planned[stage.name].data_reports],
-                "pii": planned[stage.name].pii_reports,
-                "vram_estimate": planned[stage.name].vram,
-                "adapter_dir": str(engine.adapter_dir(ctx)),
-                "method": engine.estimate_setting(resolved.config).get("method"),
-                "sequence_len": engine.sequence_len(resolved.config),
-            }
-            metrics["stages"][stage.name] = summary
-            if result.returncode != 0:
-                raise FtkitError(
-                    f"stage '{stage.name}': {engine.name} exited with code {result.returncode}",
-                    [Problem(_tail(ctx.log_path), str(ctx.log_path), None, None, "read the log above; "
-                             "`ftkit doctor` (issue 8) will triage common failures")],
-                    ExitCode.ENGINE_FAILED,
-                )  # fmt: skip
+            summary = _train_stage(engine, resolved, ctx, run_dir, planned[stage.name], prev, metrics, stop, events)
+            histories[stage.name] = engine.history(ctx)
             events.stage_end(stage.name, summary)
-            if stage.name in needs_merge or (stage is loaded.recipe.stages[-1] and export_plan.merge):
+            summary["status"] = DONE  # trained; a resume merges it again unless `merged_dir` is recorded
+            write_state(metrics, run_dir, ckpt_root)
+            if wants_merge:
                 merged[stage.name] = _merge_stage(engine, resolved, ctx, stage.name, export_plan, summary, events)
+                write_state(metrics, run_dir, ckpt_root)
         metrics["status"] = "trained"
         if export_plan.merge and (export_plan.gguf or export_plan.quantize or export_plan.eval):
+            if stop.requested:
+                raise _stopped_between(metrics, "export", stop, run_dir)
             last = loaded.recipe.stages[-1]
             metrics["export"] = run_exports(loaded, export_plan, run_dir, metrics, root_base, events,
                                             metrics["stages"][last.name].get("sequence_len"))  # fmt: skip
@@ -350,7 +384,10 @@ def run_recipe(name: str, opts: RunOptions, events: RunEvents | None = None) -> 
             if not ok:
                 metrics["status"] = "failed-export"
                 metrics["export"]["failed"] = failed
-        metrics["status"] = "trained"
+                events.message("export FAILED: " + "; ".join(failed))
+    except RunInterrupted:
+        metrics["status"] = "interrupted"
+        raise
     except FtkitError:
         metrics["status"] = "failed"
         raise
@@ -361,12 +398,112 @@ def run_recipe(name: str, opts: RunOptions, events: RunEvents | None = None) -> 
             metrics["status"] = "passed" if all(r.passed for r in rows) else "failed-metrics"
         metrics["checks"] = [r.to_dict() for r in rows]
         last_merged = metrics["stages"].get(loaded.recipe.stages[-1].name, {}).get("merged_dir")
-        if last_merged and metrics["status"] != "failed":
+        if last_merged and metrics["status"] not in ("failed", "interrupted"):
             metrics["model_card"] = str(write_card(loaded, metrics, engine, resolved_configs, metrics.get("export")))
-        (run_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=str))
+        write_state(metrics, run_dir, ckpt_root)
         plot = plot_curves(histories, run_dir / "curves.png") if histories else None
         (run_dir / "report.md").write_text(markdown_summary(metrics, rows, plot))
     return RunResult(run_dir, metrics, rows)
+
+
+def _kept_merge(
+    engine: Any, resolved: ResolvedStage, ctx: StageContext, plan: Export, summary: dict[str, Any], events: RunEvents
+) -> Path:
+    """A finished stage's merged model: the one recorded, or merged again from its kept adapter (a restarted
+    machine has a new run dir; the adapter lives beside the checkpoints)."""
+    kept = Path(str(summary.get("merged_dir") or ""))
+    if summary.get("merged_dir") and (kept / "config.json").is_file():
+        return kept
+    return _merge_stage(engine, resolved, ctx, resolved.name, plan, summary, events)
+
+
+def _new_dir(parent: Path, name: str) -> Path:
+    """parent/name, or parent/name-2, -3… when a run started in the same second."""
+    candidate, n = parent / name, 2
+    while candidate.exists():
+        candidate, n = parent / f"{name}-{n}", n + 1
+    return candidate
+
+
+def _stopped_between(metrics: dict[str, Any], where: str, stop: StopRequest, run_dir: Path) -> RunInterrupted:
+    """SIGTERM came while nothing trained (pre-flight, a merge): stop before `where` starts."""
+    info = {"stage": where, "signal": stop.signal, "at": now(), "checkpoint": None, "step": None}
+    metrics["interruptions"].append(info)
+    return interrupted(where, stop.signal, None, run_dir)
+
+
+def _train_stage(
+    engine: Any, resolved: ResolvedStage, ctx: StageContext, run_dir: Path, plan: PlannedStage,
+    prev: dict[str, Any] | None, metrics: dict[str, Any], stop: StopRequest, events: RunEvents,
+) -> dict[str, Any]:  # fmt: skip
+    """Train one stage (from its last checkpoint when resuming) and summarise it into metrics["stages"]. Raises
+    `RunInterrupted` when SIGTERM stopped it, `FtkitError` when the engine failed."""
+    name = resolved.name
+    checkpoint = last_checkpoint(ctx.output_dir) if prev is not None else None
+    attempt: dict[str, Any] = {"started": now(), "resumed_from": str(checkpoint) if checkpoint else None}
+    if checkpoint is not None:
+        step = checkpoint_step(checkpoint)
+        resolved.set(engine.resume_key, str(checkpoint), f"resume: {checkpoint.name} of the interrupted run")
+        dropped = trim_history(ctx.history_path, step)
+        metrics["resumes"][-1] |= {"stage": name, "checkpoint": str(checkpoint), "step": step}
+        events.message(f"resume: stage '{name}' continues from {checkpoint} (step {step}; {dropped} log records "
+                       "after it dropped: they are logged again)")  # fmt: skip
+    else:
+        ctx.history_path.unlink(missing_ok=True)
+    config_path = _write_resolved(run_dir, resolved)
+    result = engine.train(config_path, ctx, lambda d, t: events.progress(name, d, t), append_log=checkpoint is not None)
+    stopped = result.returncode == ExitCode.INTERRUPTED or (stop.requested and result.returncode != 0)
+    attempt |= {"wall_seconds": round(result.wall_seconds, 1), "returncode": result.returncode}
+    history = engine.history(ctx)
+    (ctx.stage_dir / "history.json").write_text(json.dumps(history, indent=1))
+    earlier = (prev or {}).get("stages", {}).get(name, {}).get("attempts", [])
+    summary = _summary(engine, resolved, ctx, plan, history, result, [*earlier, attempt])
+    metrics["stages"][name] = summary
+    if stopped:
+        saved = last_checkpoint(ctx.output_dir)
+        info = {
+            "stage": name,
+            "signal": stop.signal or result.signal,
+            "at": now(),
+            "checkpoint": str(saved) if saved else None,
+            "step": checkpoint_step(saved) if saved else None,
+        }
+        attempt["interrupted"] = info
+        metrics["interruptions"].append(info)
+        summary["status"] = "interrupted"
+        raise interrupted(name, info["signal"], saved, run_dir)
+    if result.returncode != 0:
+        summary["status"] = "failed"
+        raise FtkitError(
+            f"stage '{name}': {engine.name} exited with code {result.returncode}",
+            [Problem(_tail(ctx.log_path), str(ctx.log_path), None, None, "read the log above; "
+                     "`ftkit doctor` (issue 8) will triage common failures")],
+            ExitCode.ENGINE_FAILED,
+        )  # fmt: skip
+    return summary
+
+
+def _summary(
+    engine: Any, resolved: ResolvedStage, ctx: StageContext, plan: PlannedStage, history: list[dict[str, float]],
+    result: ProcessResult, attempts: list[dict[str, Any]],
+) -> dict[str, Any]:  # fmt: skip
+    summary: dict[str, Any] = dict(summarize(history))
+    cuda_peak = summary.pop("cuda_peak_gib")
+    summary |= {
+        "base_model": engine.base_model(resolved.config),
+        "wall_seconds": round(sum(a.get("wall_seconds", 0.0) for a in attempts), 1),
+        "peak_memory_gib": round(cuda_peak if cuda_peak else result.max_rss_bytes / 2**30, 3),
+        "peak_memory_kind": "cuda_max_allocated" if cuda_peak else "process_peak_rss",
+        "returncode": result.returncode,
+        "data": [r.to_dict() for r in plan.data_reports],
+        "pii": plan.pii_reports,
+        "vram_estimate": plan.vram,
+        "adapter_dir": str(engine.adapter_dir(ctx)),
+        "method": engine.estimate_setting(resolved.config).get("method"),
+        "sequence_len": engine.sequence_len(resolved.config),
+        "attempts": attempts,
+    }
+    return summary
 
 
 def _merge_stage(

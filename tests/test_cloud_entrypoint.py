@@ -1,0 +1,141 @@
+"""`python -m ftkit.cloud.entrypoint` against a fake /opt/ml tree ($FTKIT_SM_ROOT) and a fake /workspace:
+platform detection, channels, output/failure, exit codes, resuming after a restart (an engine that trains
+nothing), and one real SageMaker-style run of a tiny recipe on CPU (slow)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import edit_yaml
+from ftkit.cloud.entrypoint import PrintEvents, detect, main, run_runpod, run_sagemaker
+from ftkit.errors import ExitCode
+from test_resume_runner import FakeEngine, fake_merges
+
+NAME = "tiny-trl-sft-dpo"
+
+
+def sm_tree(root: Path, hyperparameters: dict[str, Any], channels: dict[str, Path] | None = None) -> Path:
+    config = root / "input" / "config"
+    config.mkdir(parents=True)
+    (config / "hyperparameters.json").write_text(json.dumps(hyperparameters))
+    for name, src in (channels or {}).items():
+        (root / "input" / "data" / name).mkdir(parents=True)
+        shutil.copy(src, root / "input" / "data" / name / src.name)
+    return root
+
+
+@pytest.fixture
+def fake(tiny_recipe, monkeypatch: pytest.MonkeyPatch) -> tuple[FakeEngine, list[str], Path]:  # type: ignore[no-untyped-def]
+    rdir = tiny_recipe(NAME)
+    engine = FakeEngine()
+    monkeypatch.setattr("ftkit.recipes.run.get_engine", lambda name: engine)
+    return engine, fake_merges(monkeypatch), rdir
+
+
+def quiet() -> PrintEvents:
+    return PrintEvents(lambda text: None)
+
+
+def test_detect(tmp_path: Path) -> None:
+    sm = sm_tree(tmp_path / "ml", {"recipe": NAME})
+    assert detect({"FTKIT_SM_ROOT": str(sm)}) == "sagemaker"
+    assert detect({"FTKIT_SM_ROOT": str(tmp_path / "none"), "RUNPOD_POD_ID": "abc"}) == "runpod"
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    assert detect({"FTKIT_SM_ROOT": str(tmp_path / "none"), "RECIPE": NAME, "FTKIT_WORKSPACE": str(ws)}) == "runpod"
+    assert detect({"FTKIT_SM_ROOT": str(tmp_path / "none"), "FTKIT_WORKSPACE": str(tmp_path / "none")}) is None
+    code = main(["train"], {"FTKIT_SM_ROOT": str(tmp_path / "none"), "FTKIT_WORKSPACE": str(tmp_path / "none")})
+    assert code == ExitCode.USAGE
+
+
+def test_sagemaker_spot_restart_resumes_from_the_checkpoints_and_publishes_the_model(fake, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    engine, merged, rdir = fake
+    engine.stop_at = {"dpo": 5}
+    root = sm_tree(tmp_path / "ml", {"recipe": NAME, "profile": "smoke", "dpo.trainer.max_steps": "8"},
+                   {"sft": rdir / "data" / "sft.jsonl"})  # fmt: skip
+    assert run_sagemaker(root, quiet()) == ExitCode.INTERRUPTED
+    assert not (root / "output" / "failure").exists(), "an interruption is not a failure"
+    state = json.loads((root / "checkpoints" / "metrics.json").read_text())
+    assert state["status"] == "interrupted" and state["checkpoint_dir"] == str(root / "checkpoints")
+    assert (root / "checkpoints" / "dpo" / "checkpoint-5" / "trainer_state.json").is_file()
+
+    # A managed spot restart: a new machine; SageMaker restores input/ and checkpoints/ only.
+    shutil.rmtree(root / "output")
+    engine.stop_at = {}
+    assert run_sagemaker(root, quiet()) == 0
+    assert engine.calls == [("sft", 0), ("dpo", 0), ("dpo", 5)]
+    assert merged == ["sft", "sft", "dpo"], "the new run dir merges the finished stage's kept adapter again"
+    assert not (root / "output" / "failure").exists()
+    for rel in ("config.json", "model.safetensors", "ftkit/metrics.json", "ftkit/report.md"):
+        assert (root / "model" / rel).is_file(), rel
+    done = json.loads((root / "output" / "data" / "run" / "metrics.json").read_text())
+    assert done["status"] == "passed" and done["resumes"][0]["skipped_stages"] == ["sft"]
+    assert done["stages"]["dpo"]["steps"] == 8
+    sft_config = (root / "output" / "data" / "run" / "resolved" / "sft.yaml").read_text()
+    assert str(root / "input" / "data" / "sft" / "sft.jsonl") in sft_config, "the channel replaced the dataset"
+    assert (root / "checkpoints" / "sft" / "adapter_config.json").is_file()
+
+
+def test_sagemaker_failures_write_output_failure_with_an_exit_code(fake, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    engine, _, rdir = fake
+    bad = sm_tree(tmp_path / "a", {"recipe": NAME, "profile": "smoke", "sft.trainer.max_stesp": "3"})
+    assert run_sagemaker(bad, quiet()) == ExitCode.USAGE
+    assert "hyperparameter 'sft.trainer.max_stesp'" in (bad / "output" / "failure").read_text()
+
+    rows = tmp_path / "sft.jsonl"
+    rows.write_text(json.dumps({"id": "x", "messages": [{"role": "user", "content": "no answer"}]}) + "\n")
+    data = sm_tree(tmp_path / "b", {"recipe": NAME, "profile": "smoke"}, {"sft": rows})
+    assert run_sagemaker(data, quiet()) == ExitCode.DATA_INVALID
+    assert "rows of" in (data / "output" / "failure").read_text() and engine.calls == []
+
+    edit_yaml(rdir / "expected-metrics.yaml", lambda d: d["profiles"]["smoke"]["sft"].update(
+        train_loss_drop={"min": 100, "source": "estimate"}))  # fmt: skip
+    gate = sm_tree(tmp_path / "c", {"recipe": NAME, "profile": "smoke"})
+    assert run_sagemaker(gate, quiet()) == ExitCode.METRICS_FAILED
+    assert "sft.train_loss_drop" in (gate / "output" / "failure").read_text()
+    assert (gate / "model" / "config.json").is_file(), "the model is published for inspection anyway"
+
+    monkeypatch.setattr("ftkit.cloud.entrypoint.run_recipe", lambda *a, **k: 1 / 0)
+    crash = sm_tree(tmp_path / "d", {"recipe": NAME, "profile": "smoke"})
+    assert run_sagemaker(crash, quiet()) == 70
+    assert "ZeroDivisionError" in (crash / "output" / "failure").read_text()
+
+
+def test_runpod_pod_restart_resumes_its_run_on_the_volume(fake, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    engine, _, _ = fake
+    env = {"RECIPE": NAME, "PROFILE": "smoke", "SET": "sft.trainer.max_steps=6", "FTKIT_WORKSPACE": str(tmp_path)}
+    engine.stop_at = {"sft": 3}
+    assert run_runpod(env, quiet()) == ExitCode.INTERRUPTED
+    engine.stop_at = {}
+    assert run_runpod(env, quiet()) == 0
+    assert engine.calls == [("sft", 0), ("sft", 3), ("dpo", 0)]
+    [run_dir] = (tmp_path / "runs" / NAME).iterdir()
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "passed"
+    assert run_runpod(env, quiet()) == 0, "a finished run is not resumed: a new one starts"
+    assert len(list((tmp_path / "runs" / NAME).iterdir())) == 2
+    assert run_runpod({**env, "SET": "nonsense"}, quiet()) == ExitCode.USAGE
+
+
+@pytest.mark.slow
+def test_sagemaker_job_trains_a_tiny_recipe_on_cpu(tiny_recipe, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    rdir = tiny_recipe(NAME)
+    loose = {"train_loss_drop": {"min": 0.01, "source": "estimate"}}  # a few steps: the bounds are not the point
+    edit_yaml(rdir / "expected-metrics.yaml", lambda d: d.update(profiles={"smoke": {"sft": loose}}))
+    hp = {"recipe": NAME, "profile": "smoke", "sft.trainer.max_steps": "6", "dpo.trainer.max_steps": "4"}
+    root = sm_tree(tmp_path / "ml", hp, {"sft": rdir / "data" / "sft.jsonl"})
+    assert main(["train"], {"FTKIT_SM_ROOT": str(root)}) == 0, capsys.readouterr().out[-3000:]
+    assert not (root / "output" / "failure").exists()
+    for rel in ("config.json", "model.safetensors", "README.md", "tokenizer.json", "ftkit/metrics.json"):
+        assert (root / "model" / rel).is_file(), rel
+    assert not list((root / "model").glob("checkpoint-*"))
+    metrics = json.loads((root / "output" / "data" / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "passed" and metrics["checkpoint_dir"] == str(root / "checkpoints")
+    for stage in ("sft", "dpo"):
+        assert (root / "checkpoints" / stage / "adapter_config.json").is_file()
+        assert (root / "checkpoints" / stage / "history.jsonl").is_file()
+    out = capsys.readouterr().out
+    assert "== sft: done" in out and "dpo: step 4/4" in out

@@ -1,0 +1,158 @@
+"""`ftkit cloud sagemaker|runpod`: the estimator arguments and the pod template (pure functions), their printed
+forms, and launching without the optional SDKs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, edit_yaml
+from ftkit.cli import main
+from ftkit.cloud.runpod import create, create_kwargs, pod_template, suggest_gpu
+from ftkit.cloud.sagemaker import PLACEHOLDER_ROLE, instance_gpus, launch, render_python, sagemaker_job
+from ftkit.cloud.settings import CloudRun
+from ftkit.errors import ExitCode, FtkitError
+from ftkit.recipes.load import load_recipe
+from ftkit.recipes.schema import Hardware
+
+DIGEST = "sha256:" + "ab" * 32
+NAME = "tiny-trl-sft-dpo"
+
+
+@pytest.fixture
+def loaded(tiny_recipe):  # type: ignore[no-untyped-def]
+    rdir = tiny_recipe(NAME)
+    edit_yaml(rdir / "recipe.yaml", lambda d: d["container"].update(image="ghcr.io/o/trl", tag="1.9.0", digest=DIGEST))
+    return load_recipe(NAME, check_profiles=False)
+
+
+def test_estimator_kwargs(loaded, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("HF_TOKEN", "hf_not_to_be_printed")
+    run = CloudRun(NAME, "full", ["sft.trainer.max_steps=5", "trainer.learning_rate=1e-4", "report_to=none"])
+    job = sagemaker_job(loaded, run, role="arn:aws:iam::1:role/r", s3_prefix="s3://b/p/", run_id="r1",
+                        data={"dpo": "s3://b/mine/dpo/"})  # fmt: skip
+    est = job.estimator
+    assert est["hyperparameters"] == {"recipe": NAME, "profile": "full", "sft.trainer.max_steps": "5",
+                                      "trainer.learning_rate": "1e-4", "report_to": "none"}  # fmt: skip
+    assert all(isinstance(v, str) for v in est["hyperparameters"].values()), "SageMaker passes strings"
+    assert est["image_uri"] == f"ghcr.io/o/trl:1.9.0@{DIGEST}"
+    assert est["checkpoint_s3_uri"] == "s3://b/p/tiny-trl-sft-dpo/r1/checkpoints"
+    assert (
+        est["checkpoint_local_path"] == "/opt/ml/checkpoints"
+        and est["output_path"] == "s3://b/p/tiny-trl-sft-dpo/r1/output"
+    )
+    assert est["use_spot_instances"] is True and est["max_wait"] >= est["max_run"] == 24 * 3600
+    assert est["instance_type"] == "ml.g5.2xlarge" and est["role"] == "arn:aws:iam::1:role/r"
+    assert est["container_entry_point"] == ["python", "-m", "ftkit.cloud.entrypoint"]
+    assert "HF_TOKEN" not in est["environment"] and job.secrets == ["HF_TOKEN"]
+    assert job.inputs == {"sft": "s3://b/p/tiny-trl-sft-dpo/r1/data/sft/", "dpo": "s3://b/mine/dpo/"}
+    assert any("ECR" in n for n in job.notes)
+
+    code = render_python(job)
+    compile(code, "estimator.py", "exec")
+    assert "Estimator(" in code and "os.environ['HF_TOKEN']" in code and "hf_not_to_be_printed" not in code
+    assert "estimator.fit({'sft': 's3://b/p/tiny-trl-sft-dpo/r1/data/sft/', 'dpo': 's3://b/mine/dpo/'}" in code
+    assert "'sft.trainer.max_steps': '5'" in code
+
+    plain = sagemaker_job(loaded, CloudRun(NAME), spot=False, image="1.dkr.ecr.us-east-1.amazonaws.com/x:1")
+    assert plain.estimator["use_spot_instances"] is False and "max_wait" not in plain.estimator
+    assert plain.estimator["role"] == PLACEHOLDER_ROLE and "s3://<BUCKET>" in plain.estimator["checkpoint_s3_uri"]
+    assert not any("ECR" in n for n in plain.notes)
+    other = sagemaker_job(loaded, CloudRun(NAME))
+    assert other.estimator["checkpoint_s3_uri"] != job.estimator["checkpoint_s3_uri"], "one checkpoint uri per run"
+
+
+def test_estimator_refuses_what_the_set_checks_refuse(loaded) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(FtkitError, match="max_stesp"):
+        sagemaker_job(loaded, CloudRun(NAME, "full", ["sft.trainer.max_stesp=5"]))
+    with pytest.raises(FtkitError, match="names no stage"):
+        sagemaker_job(loaded, CloudRun(NAME), data={"eval": "s3://b/e/"})
+
+
+def test_instance_types_and_hardware_notes(loaded) -> None:  # type: ignore[no-untyped-def]
+    assert instance_gpus("ml.g5.2xlarge") == ("a10g", 1)
+    assert instance_gpus("ml.g5.12xlarge") == ("a10g", 4)
+    assert instance_gpus("ml.g6e.xlarge") == ("l40s", 1)
+    assert instance_gpus("ml.p4de.24xlarge") == ("a100-80gb", 8)
+    assert instance_gpus("ml.m5.large") == (None, 0)
+    real = load_recipe(str(ROOT / "recipes" / "llama8b-qlora-dpo"), check_profiles=False)
+    assert not any("needs" in n for n in sagemaker_job(real, CloudRun(real.name)).notes)
+    small = sagemaker_job(real, CloudRun(real.name), instance_type="ml.g4dn.xlarge").notes
+    assert any("not in ftkit's list" in n for n in small)
+    job = sagemaker_job(real, CloudRun(real.name))
+    assert job.inputs == {} and any("Hub dataset" in n for n in job.notes)
+    assert "estimator.fit(wait=False)" in render_python(job)
+
+
+def test_launch_needs_real_settings_and_the_sdk(loaded, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(FtkitError, match="real role and S3 prefix"):
+        launch(sagemaker_job(loaded, CloudRun(NAME)))
+    job = sagemaker_job(loaded, CloudRun(NAME), role="arn:aws:iam::1:role/r", s3_prefix="s3://b/p")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    with pytest.raises(FtkitError, match="HF_TOKEN is not set") as err:
+        launch(job)
+    assert err.value.code == ExitCode.ENVIRONMENT
+    monkeypatch.setenv("HF_TOKEN", "hf_x")
+    monkeypatch.setitem(__import__("sys").modules, "sagemaker", None)  # not installed (also true in CI)
+    with pytest.raises(FtkitError, match="sagemaker SDK is not installed") as err:
+        launch(job)
+    assert err.value.code == ExitCode.ENVIRONMENT
+
+
+def test_pod_template(loaded) -> None:  # type: ignore[no-untyped-def]
+    template, notes = pod_template(loaded, CloudRun(NAME, "full", ["sft.trainer.max_steps=5", "trainer.run_name=a b"]))
+    assert template["imageName"] == f"ghcr.io/o/trl:1.9.0@{DIGEST}"
+    assert template["env"]["RECIPE"] == NAME and template["env"]["PROFILE"] == "full"
+    assert template["env"]["SET"] == "sft.trainer.max_steps=5 'trainer.run_name=a b'"
+    assert template["env"]["HF_TOKEN"] == "{{ RUNPOD_SECRET_HF_TOKEN }}"
+    assert template["volumeMountPath"] == "/workspace" and template["volumeInGb"] == 200
+    assert template["ports"] == [] and template["gpuCount"] == 1
+    assert template["dockerStartCmd"] == ["python", "-m", "ftkit.cloud.entrypoint"]
+    assert template["gpuTypeIds"] == [suggest_gpu(loaded.recipe.hardware)[0]]
+    assert any("GPU type" in n for n in notes)
+    kwargs = create_kwargs(template)
+    assert kwargs["image_name"] == template["imageName"] and kwargs["env"] == template["env"]
+    assert kwargs["gpu_type_id"] == template["gpuTypeIds"][0] and kwargs["ports"] is None
+    assert kwargs["docker_args"] == "python -m ftkit.cloud.entrypoint"
+    given, _ = pod_template(loaded, CloudRun(NAME), gpu_type="NVIDIA H200", image="me/img:1")
+    assert given["gpuTypeIds"] == ["NVIDIA H200"] and given["imageName"] == "me/img:1"
+
+
+def test_gpu_suggestion_from_the_hardware_block() -> None:
+    assert suggest_gpu(Hardware(gpus=1, min_vram_gb=24, recommended=["NVIDIA A10G 24GB", "NVIDIA L4 24GB"]))[0] == (
+        "NVIDIA L4"
+    ), "A10G is not a RunPod GPU; the next recommended one is"
+    gpu, why = suggest_gpu(Hardware(gpus=1, min_vram_gb=70))
+    assert gpu in {"NVIDIA A100 80GB PCIe", "NVIDIA A100-SXM4-80GB", "NVIDIA H100 PCIe", "NVIDIA H100 80GB HBM3",
+                   "NVIDIA H200"} and "cheapest" in why  # fmt: skip
+    with pytest.raises(FtkitError, match="no RunPod GPU"):
+        suggest_gpu(Hardware(gpus=1, min_vram_gb=500))
+
+
+def test_create_needs_an_api_key_and_the_sdk(loaded, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    template, _ = pod_template(loaded, CloudRun(NAME))
+    monkeypatch.delenv("RUNPOD_API_KEY", raising=False)
+    with pytest.raises(FtkitError, match="RUNPOD_API_KEY"):
+        create(template)
+    monkeypatch.setenv("RUNPOD_API_KEY", "k")
+    monkeypatch.setitem(__import__("sys").modules, "runpod", None)
+    with pytest.raises(FtkitError, match="runpod SDK is not installed"):
+        create(template)
+
+
+def test_cli_json_and_printed_forms(loaded, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    assert main(["cloud", "sagemaker", NAME, "--set", "sft.trainer.max_steps=5", "--json", "--run-id", "x"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["estimator"]["hyperparameters"]["sft.trainer.max_steps"] == "5" and out["launched"] is None
+    assert out["python"].startswith("import os") and out["inputs"]["sft"].endswith("/x/data/sft/")
+    assert main(["cloud", "sagemaker", NAME, "--no-spot"]) == 0
+    printed = capsys.readouterr()
+    assert "use_spot_instances=False" in printed.out and "note: " in printed.err
+    assert main(["cloud", "runpod", NAME, "--set", "report_to=none", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["template"]["env"]["SET"] == "report_to=none" and out["created"] is None and out["notes"]
+    assert main(["cloud", "runpod", NAME]) == 0
+    assert json.loads(capsys.readouterr().out)["env"]["RECIPE"] == NAME
+    assert main(["cloud", "sagemaker", NAME, "--data", "nonsense"]) == ExitCode.USAGE
+    assert main(["cloud", "runpod", NAME, "--set", "sft.trainer.max_stesp=1"]) == ExitCode.USAGE

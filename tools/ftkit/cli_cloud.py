@@ -1,0 +1,134 @@
+"""`ftkit cloud sagemaker|runpod`: print (or, with --launch/--create, start) a recipe's cloud run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from ftkit.errors import FtkitError
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def _notes(notes: list[str]) -> None:
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+
+
+def _run(args: argparse.Namespace) -> tuple[Any, Any]:
+    from ftkit.cloud.settings import CloudRun
+    from ftkit.recipes.load import load_recipe
+
+    loaded = load_recipe(args.recipe, check_profiles=False)
+    return loaded, CloudRun(loaded.name, args.profile, list(args.set or []))
+
+
+def _pairs(items: list[str] | None, flag: str) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise FtkitError.one(f"{flag} '{item}' is not STAGE=URI", field=flag, fix=f"{flag} sft=s3://bucket/sft/")
+        out[key] = value
+    return out
+
+
+def cmd_cloud_sagemaker(args: argparse.Namespace) -> int:
+    from ftkit.cloud.sagemaker import launch, render_python, sagemaker_job
+
+    loaded, run = _run(args)
+    job = sagemaker_job(
+        loaded,
+        run,
+        instance_type=args.instance_type,
+        image=args.image,
+        role=args.role,
+        s3_prefix=args.s3_prefix,
+        data=_pairs(args.data, "--data"),
+        spot=args.spot,
+        max_run_hours=args.max_run_hours,
+        volume_gb=args.volume_gb,
+        run_id=args.run_id,
+    )
+    name = launch(job) if args.launch else None
+    if args.json:
+        _print_json({**job.to_dict(), "python": render_python(job), "launched": name})
+    else:
+        print(render_python(job), end="")
+        _notes(job.notes)
+        if name:
+            print(f"launched training job {name}", file=sys.stderr)
+    return 0
+
+
+def cmd_cloud_runpod(args: argparse.Namespace) -> int:
+    from ftkit.cloud.runpod import create, pod_template
+
+    loaded, run = _run(args)
+    template, notes = pod_template(
+        loaded,
+        run,
+        gpu_type=args.gpu_type,
+        image=args.image,
+        volume_gb=args.volume_gb,
+        container_disk_gb=args.container_disk_gb,
+        cloud_type=args.cloud_type,
+    )
+    pod = create(template) if args.create else None
+    if args.json:
+        _print_json({"template": template, "notes": notes, "created": pod})
+    else:
+        _print_json(template)
+        _notes(notes)
+        if pod:
+            print(f"created pod {pod}", file=sys.stderr)
+    return 0
+
+
+def register(sub: Any) -> None:
+    cloud = sub.add_parser(
+        "cloud",
+        help="run a recipe on SageMaker or RunPod: print the launch (or start it)",
+        description="The container runs `python -m ftkit.cloud.entrypoint`, which reads the recipe, profile and "
+        "--set values from SageMaker's hyperparameters or the pod's RECIPE/PROFILE/SET, saves checkpoints where "
+        "the platform keeps them, and resumes after a restart.",
+    )
+    csub = cloud.add_subparsers(dest="cloud_command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("recipe", help="recipe name (a folder under recipes/) or path")
+        p.add_argument("--profile", default="full", help="recipe profile (default full)")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE", help="engine-config override, as recipe run")
+        p.add_argument("--image", help="image URI (default: the recipe's container, image:tag@digest)")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = csub.add_parser("sagemaker", help="the sagemaker Estimator call (managed spot, checkpoints in S3)")
+    common(p)
+    p.add_argument("--instance-type", default="ml.g5.2xlarge")
+    p.add_argument("--role", help="SageMaker execution role ARN")
+    p.add_argument("--s3-prefix", help="s3://bucket/prefix for checkpoints, outputs and data channels")
+    p.add_argument("--data", action="append", metavar="STAGE=S3_URI", help="a stage's dataset (input channel)")
+    p.add_argument(
+        "--spot",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="managed spot training (default on; a reclaimed job resumes from its checkpoints)",
+    )
+    p.add_argument("--max-run-hours", type=float, default=24.0)
+    p.add_argument("--volume-gb", type=int, default=200)
+    p.add_argument("--run-id", help="names the run's S3 folder (default: the time); reuse it only to resume")
+    p.add_argument("--launch", action="store_true", help="start the job (needs the sagemaker SDK and AWS credentials)")
+    p.set_defaults(func=cmd_cloud_sagemaker)
+
+    p = csub.add_parser("runpod", help="the RunPod pod template (JSON)")
+    common(p)
+    p.add_argument("--gpu-type", help="RunPod GPU type id (default: suggested from the recipe's hardware block)")
+    p.add_argument("--volume-gb", type=int, default=200, help="the volume at /workspace (runs, checkpoints)")
+    p.add_argument("--container-disk-gb", type=int, default=50)
+    p.add_argument("--cloud-type", default="SECURE", choices=["SECURE", "COMMUNITY"])
+    p.add_argument("--create", action="store_true", help="create the pod (needs the runpod SDK and RUNPOD_API_KEY)")
+    p.set_defaults(func=cmd_cloud_runpod)

@@ -1,0 +1,225 @@
+"""`ftkit recipe new`, `ftkit recipe catalog` and `ftkit doctor`: parse, call the library, print (or --json)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from ftkit.errors import ExitCode, FtkitError
+
+STALE = 1  # `recipe catalog --check`: the README's table differs from the recipes (CI fails on it)
+
+
+def _consoles() -> tuple[Console, Console]:
+    from ftkit.cli import console, out
+
+    return console, out
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+# ------------------------------------------------------------------ recipe new
+
+
+def cmd_recipe_new(args: argparse.Namespace) -> int:
+    from ftkit.recipes.fork import fork_recipe, parse_dataset_args
+
+    console, out = _consoles()
+    datasets = parse_dataset_args(args.dataset or [])
+    with console.status(f"forking {args.source} as {args.name} and validating it"):
+        result = fork_recipe(args.name, args.source, base_model=args.base_model, datasets=datasets, force=args.force)
+    if args.json:
+        _print_json(result.to_dict())
+        return 0
+    counts = ", ".join(f"{s}: {c['valid']}/{c['rows']} rows valid" for s, c in result.samples.items())
+    out.print(f"[green]✓[/green] {result.name}: forked from {result.source} ({result.source_commit}) into "
+              f"{result.dir}; validated (all profiles, samples {counts})", highlight=False)  # fmt: skip
+    for edit in result.edits:
+        out.print(f"  changed  {edit}", highlight=False, markup=False)
+    for d in result.datasets:
+        out.print(
+            f"  copied   {d.source_file} -> {d.path} ({d.rows} rows, schema-valid)", highlight=False, markup=False
+        )
+    for bound in result.estimated:
+        out.print(f"  estimate {bound}: the source's figure does not apply (source: estimate, with a note)",
+                  highlight=False, markup=False)  # fmt: skip
+    for rel in result.comments_lost:
+        out.print(f"  [yellow]note[/yellow]: {rel} was rewritten; its comments could not be kept", highlight=False)
+    for item in result.review:
+        out.print(f"  [yellow]check[/yellow]: {item}", highlight=False)
+    out.print(f"next: make recipe NAME={result.name} PROFILE=smoke")
+    return 0
+
+
+# ------------------------------------------------------------------ recipe catalog
+
+
+def cmd_recipe_catalog(args: argparse.Namespace) -> int:
+    from ftkit.recipes.catalog import README, DatasetSize, catalog_entries, render_block, splice
+    from ftkit.recipes.load import recipes_root
+
+    console, _ = _consoles()
+    root = recipes_root()
+    size = DatasetSize()
+    with console.status("estimating every recipe's full profile"):
+        entries = catalog_entries(root, size)
+    block = render_block(entries, size)
+    readme = root / README
+    if args.json:
+        _print_json({"readme": str(readme), "size": asdict(size), "recipes": [e.to_dict() for e in entries]})
+    if not (args.write or args.check):
+        if not args.json:
+            print(block)
+        return 0
+    if not readme.is_file():
+        raise FtkitError.one("recipes/README.md is missing", file=readme, fix="create it with the catalog markers")
+    text = readme.read_text(encoding="utf-8")
+    new = splice(text, block, str(readme))
+    if args.check:
+        if new != text:
+            console.print(f"[red]stale[/red]: {readme}'s catalog differs from the recipes; run `ftkit recipe "
+                          "catalog --write` and commit it", highlight=False)  # fmt: skip
+            return STALE
+        console.print(f"[green]✓[/green] {readme}: the catalog is up to date", highlight=False)
+        return 0
+    readme.write_text(new, encoding="utf-8")
+    console.print(f"wrote the catalog of {len(entries)} recipe(s) into {readme}", highlight=False)
+    return 0
+
+
+# ------------------------------------------------------------------ doctor
+
+
+def _env_table(report: dict[str, Any]) -> Table:
+    table = Table(title="environment", title_justify="left")
+    table.add_column("what")
+    table.add_column("value", overflow="fold")
+    torch = report["torch"]
+    table.add_row("python", report["python"])
+    table.add_row("platform", report["platform"])
+    table.add_row("torch", f"{torch['version'] or 'not installed'} (CUDA build {torch['cuda_build'] or 'none'}, "
+                  f"cuDNN {torch['cudnn'] or 'none'}, CUDA available: {torch['cuda_available']})")  # fmt: skip
+    nv = report["nvidia"]
+    table.add_row("NVIDIA driver", f"{nv['driver']} (CUDA {nv['cuda_driver']})" if nv["driver"] else nv["note"])
+    gpus = ", ".join(f"{g['name']} {g.get('memory_gib', '?')} GiB" for g in report["gpus"]) or "none"
+    table.add_row("GPUs", gpus)
+    for name, version in report["packages"].items():
+        if name == "torch":
+            continue  # its own row above
+        locked = report["locked"].get(name)
+        pin = f" (lock: {locked})" if locked and locked != version else ""
+        table.add_row(name, f"{version or '–'}{pin}")
+    return table
+
+
+def _print_findings(out: Console, findings: list[dict[str, Any]], heading: str) -> None:
+    """Each finding as a block: long paths, log lines and fixes do not fit a table's columns."""
+    colour = {"error": "red", "warning": "yellow", "info": "cyan"}
+    out.print(f"[bold]{heading}[/bold]")
+    for f in findings:
+        sev = f["severity"]
+        out.print(f"[{colour.get(sev, 'white')}]{sev}[/]: {escape(f['title'])} ({f['id']})")
+        if f.get("detail"):
+            out.print(f"  {escape(f['detail'])}", highlight=False)
+        if f.get("where"):
+            seen = f" ({f['count']} matching lines)" if f.get("count", 1) > 1 else ""
+            out.print(f"  at {escape(f['where'])}{seen}: {escape(f.get('excerpt') or '')}", highlight=False)
+        label = "fix, in this order" if len(f["fix"]) > 1 else "fix"
+        out.print(f"  {label}:")
+        for i, fix in enumerate(f["fix"], 1):
+            out.print(f"    {i}. {escape(fix)}", highlight=False)
+        if f.get("source"):
+            out.print(f"  source: {escape(f['source'])}", highlight=False)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from ftkit.doctor.env import env_report
+    from ftkit.doctor.triage_run import triage_run
+
+    console, out = _consoles()
+    with console.status("reading the environment"):
+        report = env_report()
+    triage = triage_run(Path(args.run_dir)).to_dict() if args.run_dir else None
+    if args.json:
+        _print_json({"environment": report, "run": triage})
+    else:
+        out.print(_env_table(report))
+        env_findings = report["findings"]
+        if env_findings:
+            _print_findings(out, env_findings, "known-bad combinations")
+        else:
+            out.print("[green]✓[/green] no known-bad combination of versions found")
+        if triage is not None:
+            _print_triage(out, triage)
+    errors = [f for f in report["findings"] if f["severity"] == "error"]
+    return int(ExitCode.ENVIRONMENT if errors else ExitCode.OK)
+
+
+def _print_triage(out: Console, triage: dict[str, Any]) -> None:
+    out.print(f"run {triage['run_dir']}: status {triage['status']}", highlight=False)
+    for stage in triage["stages"]:
+        rc = stage["returncode"]
+        out.print(f"stage {stage['stage']}: exit code {'–' if rc is None else rc}, log {stage['log'] or 'none'}",
+                  highlight=False)  # fmt: skip
+    if triage["findings"]:
+        _print_findings(out, triage["findings"], "known failures")
+    elif triage["tail"]:
+        out.print("no known failure pattern matched; the end of the log:")
+        out.print(triage["tail"], highlight=False, markup=False)
+
+
+# ------------------------------------------------------------------ registration
+
+
+def register_recipe_tools(rsub: Any) -> None:
+    p = rsub.add_parser(
+        "new",
+        help="fork a recipe: copy, rename, optionally a new base model or stage dataset; validated",
+        description="Copies recipes/RECIPE to recipes/NAME and renames it (recipe.yaml name, expected-metrics.yaml "
+        "recipe). --base-model replaces the base model in recipe.yaml and every engine config; --dataset copies a "
+        "file into the fork's data/ and points that stage's engine config at it (every row must obey the stage's "
+        "schema). Bounds in expected-metrics.yaml that these changes invalidate become `source: estimate` with a "
+        "note. The fork is validated like `ftkit recipe validate` before it is put in place.",
+    )
+    p.add_argument("name", help="the new recipe's name (lowercase letters, digits, . _ -)")
+    p.add_argument("--from", dest="source", required=True, metavar="RECIPE", help="the recipe to fork")
+    p.add_argument("--base-model", help="a Hub id or local model dir for the full profile")
+    p.add_argument("--dataset", action="append", metavar="STAGE=PATH", help="a stage's training data (repeatable)")
+    p.add_argument("--force", action="store_true", help="replace an existing recipe folder NAME")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_recipe_new)
+
+    p = rsub.add_parser(
+        "catalog",
+        help="the recipe table of recipes/README.md (VRAM, time and cost from ftkit estimate; bound sources)",
+        description="Prints the generated catalog (Markdown); --write puts it between the marker comments of "
+        "recipes/README.md; --check exits 1 when the file's table is stale.",
+    )
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--write", action="store_true", help="update recipes/README.md")
+    mode.add_argument("--check", action="store_true", help="exit 1 when recipes/README.md is stale")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_recipe_catalog)
+
+
+def register_doctor(sub: Any) -> None:
+    p = sub.add_parser(
+        "doctor",
+        help="environment report with known-bad version combinations; with RUN_DIR, triage of a failed run",
+        description="Versions come from package metadata (nothing heavy is imported but torch). With RUN_DIR, "
+        "metrics.json and each stage's train.log are matched against known failures (CUDA OOM, NaN loss, chat "
+        "template, pad = EOS, flash-attn, gated model, disk full, killed), each with the log line and a fix. "
+        "Exit code 5 when the environment has a known-bad combination.",
+    )
+    p.add_argument("run_dir", nargs="?", help="a run dir written by `ftkit recipe run`")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_doctor)

@@ -1,0 +1,219 @@
+"""`ftkit cloud sagemaker`: the `sagemaker.estimator.Estimator(...)` call and `fit(...)` that run a recipe as a
+SageMaker training job with `ftkit.cloud.entrypoint`, built as data (`sagemaker_job`), printed as Python
+(`render_python`) or launched (`launch`, the only place the optional `sagemaker` SDK is imported).
+
+Managed spot training is on by default: `checkpoint_s3_uri` is unique per run (`<prefix>/<recipe>/<run id>/`), so
+a restarted job resumes its own checkpoints and never another run's.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import pprint
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ftkit.cloud.images import ENTRYPOINT, image_ref
+from ftkit.cloud.settings import CloudRun, validate_run
+from ftkit.engines import get_engine
+from ftkit.errors import ExitCode, FtkitError
+from ftkit.estimate.gpus import GPUS
+from ftkit.recipes.load import LoadedRecipe
+from ftkit.recipes.resolve import resolve_stage
+
+DEFAULT_INSTANCE = "ml.g5.2xlarge"
+PLACEHOLDER_ROLE = "arn:aws:iam::<ACCOUNT_ID>:role/<SageMakerExecutionRole>"
+PLACEHOLDER_PREFIX = "s3://<BUCKET>/finetune-recipes"
+SECRETS = ("HF_TOKEN",)  # passed from the launching machine's environment, never printed
+# instance family -> the catalog GPU it carries; GPUs per instance by size (the others have one)
+_FAMILIES = {
+    "ml.g5.": "a10g",
+    "ml.g6.": "l4",
+    "ml.g6e.": "l40s",
+    "ml.p4d.": "a100-40gb",
+    "ml.p4de.": "a100-80gb",
+    "ml.p5.": "h100-sxm",
+    "ml.p5e.": "h200",
+    "ml.p5en.": "h200",
+}
+_MULTI = {"12xlarge": 4, "24xlarge": 4, "48xlarge": 8}
+
+
+@dataclass
+class SageMakerJob:
+    estimator: dict[str, Any]  # keyword arguments of sagemaker.estimator.Estimator
+    inputs: dict[str, str]  # channel (= stage) -> S3 URI, for fit()
+    secrets: list[str] = field(default_factory=list)  # env vars copied into `environment` at launch
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def instance_gpus(instance_type: str) -> tuple[str | None, int]:
+    """(catalog GPU key, GPUs) of a SageMaker instance type, or (None, 0) when unknown."""
+    family = next((f for f in sorted(_FAMILIES, key=len, reverse=True) if instance_type.startswith(f)), None)
+    if family is None:
+        return None, 0
+    size = instance_type.rsplit(".", 1)[-1]
+    return _FAMILIES[family], 8 if family.startswith("ml.p") else _MULTI.get(size, 1)
+
+
+def _hardware_notes(loaded: LoadedRecipe, instance_type: str) -> list[str]:
+    key, count = instance_gpus(instance_type)
+    need = loaded.recipe.hardware
+    if key is None:
+        return [
+            f"{instance_type}: not in ftkit's list of SageMaker GPU instances; check it has {need.gpus} GPU(s) "
+            f"with >= {need.min_vram_gb:g} GB"
+        ]
+    gpu = GPUS[key]
+    if gpu.marketed_gb < need.min_vram_gb or count < need.gpus:
+        return [
+            f"{instance_type} has {count} x {gpu.name}; the recipe's full profile needs {need.gpus} GPU(s) with "
+            f">= {need.min_vram_gb:g} GB (hardware block of recipe.yaml)"
+        ]
+    return []
+
+
+def _job_name(text: str) -> str:
+    """SageMaker job names: letters, digits and hyphens, at most 63 characters (the SDK appends a timestamp)."""
+    return re.sub(r"[^A-Za-z0-9-]+", "-", text).strip("-")[:32] or "ftkit"
+
+
+def _local_dataset(loaded: LoadedRecipe, stage: str, run: CloudRun) -> str | None:
+    """The stage's dataset when it is a file of the recipe (a hub dataset needs no channel)."""
+    engine = get_engine(loaded.recipe.engine)
+    for path in engine.dataset_paths(resolve_stage(loaded, stage, run.profile).config):
+        if (loaded.dir / path).is_file() or Path(path).is_file():
+            return path
+    return None
+
+
+def sagemaker_job(
+    loaded: LoadedRecipe,
+    run: CloudRun,
+    *,
+    instance_type: str = DEFAULT_INSTANCE,
+    image: str | None = None,
+    role: str | None = None,
+    s3_prefix: str | None = None,
+    data: dict[str, str] | None = None,
+    spot: bool = True,
+    max_run_hours: float = 24,
+    volume_gb: int = 200,
+    run_id: str | None = None,
+) -> SageMakerJob:
+    """The Estimator keyword arguments and fit() inputs that run `run` on SageMaker (validated like `--set`)."""
+    validate_run(loaded, run, "--set")
+    stages = [s.name for s in loaded.recipe.stages]
+    unknown = sorted(set(data or {}) - set(stages))
+    if unknown:
+        raise FtkitError.one(
+            f"--data names no stage of {loaded.name}: {unknown}",
+            field="--data",
+            fix=f"use STAGE=s3://… with a stage of {', '.join(stages)}",
+        )
+    prefix = (s3_prefix or PLACEHOLDER_PREFIX).rstrip("/")
+    run_id = run_id or f"{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}"
+    base = f"{prefix}/{loaded.name}/{run_id}"
+    hyperparameters = {"recipe": loaded.name, "profile": run.profile}
+    hyperparameters |= dict(item.split("=", 1) for item in run.sets)  # strings, as SageMaker passes them
+    max_run = int(max_run_hours * 3600)
+    estimator: dict[str, Any] = {
+        "image_uri": image or image_ref(loaded.recipe.container),
+        "role": role or PLACEHOLDER_ROLE,
+        "instance_count": 1,
+        "instance_type": instance_type,
+        "volume_size": volume_gb,
+        "max_run": max_run,
+        "use_spot_instances": spot,
+        **({"max_wait": 2 * max_run} if spot else {}),
+        "checkpoint_s3_uri": f"{base}/checkpoints",
+        "checkpoint_local_path": "/opt/ml/checkpoints",
+        "output_path": f"{base}/output",
+        "base_job_name": _job_name(loaded.name),
+        "container_entry_point": ENTRYPOINT,
+        "hyperparameters": hyperparameters,
+        "environment": {"PYTHONUNBUFFERED": "1", "HF_HUB_DISABLE_TELEMETRY": "1"},
+    }
+    notes = _hardware_notes(loaded, instance_type)
+    if ".amazonaws.com/" not in estimator["image_uri"]:
+        notes.append(
+            f"SageMaker pulls training images from Amazon ECR: push {estimator['image_uri']} to ECR and "
+            "pass --image <account>.dkr.ecr.<region>.amazonaws.com/…"
+        )
+    inputs: dict[str, str] = {}
+    for stage in stages:
+        if data and stage in data:
+            inputs[stage] = data[stage]
+        elif local := _local_dataset(loaded, stage, run):
+            inputs[stage] = f"{base}/data/{stage}/"
+            notes.append(f"channel '{stage}': upload the stage's dataset ({local} or your own) to {inputs[stage]}")
+        else:
+            notes.append(f"stage '{stage}' reads its Hub dataset; pass --data {stage}=s3://… to train on your own")
+    if role is None:
+        notes.append("role: pass --role with your SageMaker execution role ARN")
+    if s3_prefix is None:
+        notes.append("S3: pass --s3-prefix s3://your-bucket/prefix (checkpoints, outputs and data go under it)")
+    notes.append("HF_TOKEN is read from your environment at launch (gated base models); it is never printed")
+    return SageMakerJob(estimator, inputs, list(SECRETS), notes)
+
+
+def render_python(job: SageMakerJob) -> str:
+    """Python that creates the estimator and starts the job; secrets come from the environment at run time."""
+    lines = ["import os", "", "from sagemaker.estimator import Estimator", "", "estimator = Estimator("]
+    for key, value in job.estimator.items():
+        text = pprint.pformat(value, width=100, sort_dicts=False)
+        if key == "environment" and job.secrets:
+            extra = ", ".join(f"{name!r}: os.environ[{name!r}]" for name in job.secrets)
+            text = text[:-1] + (", " if value else "") + extra + "}"
+        lines.append(f"    {key}=" + text.replace("\n", "\n    ") + ",")
+    lines.append(")")
+    inputs = pprint.pformat(job.inputs, width=100, sort_dicts=False) if job.inputs else ""
+    lines.append(f"estimator.fit({inputs}{', ' if inputs else ''}wait=False)")
+    lines.append("print(estimator.latest_training_job.name)")
+    return "\n".join(lines) + "\n"
+
+
+def launch(job: SageMakerJob) -> str:
+    """Start the job with the `sagemaker` SDK and the caller's AWS credentials; returns the job name."""
+    if job.estimator["role"] == PLACEHOLDER_ROLE or PLACEHOLDER_PREFIX in job.estimator["checkpoint_s3_uri"]:
+        raise FtkitError.one(
+            "--launch needs a real role and S3 prefix",
+            field="--role/--s3-prefix",
+            fix="pass --role arn:aws:iam::…:role/… and --s3-prefix s3://bucket/prefix",
+        )
+    missing = [name for name in job.secrets if not os.environ.get(name)]
+    if missing:
+        raise FtkitError.one(
+            f"{', '.join(missing)} is not set in this environment",
+            field=missing[0],
+            code=ExitCode.ENVIRONMENT,
+            fix=f"export {missing[0]}=… (a Hugging Face token)",
+        )
+    try:
+        from sagemaker.estimator import Estimator
+    except ImportError as exc:
+        raise FtkitError.one(
+            "the sagemaker SDK is not installed",
+            field="--launch",
+            code=ExitCode.ENVIRONMENT,
+            fix="pip install sagemaker (or run the printed code where it is)",
+        ) from exc
+    kwargs = dict(job.estimator)
+    kwargs["environment"] = {**kwargs["environment"], **{name: os.environ[name] for name in job.secrets}}
+    try:
+        estimator = Estimator(**kwargs)
+        estimator.fit(job.inputs or None, wait=False)
+    except Exception as exc:  # botocore: no credentials, access denied, bad role, unknown instance type
+        raise FtkitError.one(
+            f"SageMaker refused the job: {exc}",
+            field="--launch",
+            code=ExitCode.ENVIRONMENT,
+            fix="check AWS credentials (aws sts get-caller-identity), the role and the region",
+        ) from exc
+    return str(estimator.latest_training_job.name)

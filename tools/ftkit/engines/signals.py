@@ -1,0 +1,108 @@
+"""SIGTERM in the runner's process: remember that a stop was asked for, and pass it on to the training process.
+
+A cloud machine that is about to go away (a SageMaker spot reclaim or StopTrainingJob, a RunPod pod stop, `docker
+stop`) sends SIGTERM to the container's main process, then SIGKILL after a grace period. The runner must not die at
+once: it forwards the signal to the engine's training process, which saves a checkpoint at the end of its current
+step and exits with `ExitCode.INTERRUPTED` (see `ftkit.engines.run_control`), then the runner records the
+interruption in metrics.json and exits with the same code. A second SIGTERM changes nothing (the stop is under way).
+
+Handlers can only be installed from the main thread; elsewhere (a library caller's worker thread) both classes do
+nothing and SIGTERM keeps its previous meaning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from types import FrameType, TracebackType
+from typing import Any, Self
+
+STOP_SIGNALS = (signal.SIGTERM,)
+
+
+def _can_install() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+class _SignalScope:
+    """Installs `_handle` for STOP_SIGNALS while entered (main thread only), then puts the previous ones back."""
+
+    def __init__(self) -> None:
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        if _can_install():
+            for sig in STOP_SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *_exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        for sig, handler in self._previous.items():
+            # None: the handler was not installed from Python; the default is the closest we can put back.
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        self._previous.clear()
+
+
+class StopRequest(_SignalScope):
+    """While entered: SIGTERM sets `signal` (its name) instead of ending the process."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.signal: str | None = None
+        self.announce = ""
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if self.signal is None:
+            self.signal = signal.Signals(signum).name
+            if self.announce:
+                print(f"ftkit: {self.signal}: {self.announce}", flush=True)
+
+    def install(self, announce: str = "") -> StopRequest:
+        """Install for the rest of the process (a training process: `ftkit.engines.run_control`)."""
+        self.announce = announce
+        return self.__enter__()
+
+
+class ForwardSignals(_SignalScope):
+    """While a child process runs: SIGTERM to this process is sent on to the child, then to the handler that was
+    installed before (a `StopRequest`), so the runner also knows. `received` names the signal, if one came."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.received: str | None = None
+        self._pid: int | None = None
+
+    def attach(self, pid: int) -> None:
+        """The child to forward to; a signal that came while it was being started is sent to it now."""
+        self._pid = pid
+        if self.received:
+            self._send(signal.Signals[self.received])
+
+    def detach(self) -> None:
+        """The child was reaped: its pid may be reused, so nothing more is sent to it."""
+        self._pid = None
+
+    def _send(self, sig: int) -> None:
+        if self._pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._pid, sig)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.received = self.received or signal.Signals(signum).name
+        self._send(signum)
+        previous = self._previous.get(signum)
+        if callable(previous):
+            previous(signum, frame)
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        super().__exit__(*exc)
+        self._pid = None
