@@ -401,3 +401,19 @@ def test_the_readme_names_the_tags_the_locks_build():
     readme = (CONTAINERS / "README.md").read_text()
     for build in images.plan(ROOT):
         assert f"`{build.ref.image}` | `{build.ref.tag}`" in readme, f"containers/README.md: {build.ref}"
+
+
+def test_a_run_records_its_image_digest_and_warns_when_it_is_not_the_pinned_one(monkeypatch: pytest.MonkeyPatch):
+    from ftkit.recipes.load import load_recipe
+    from ftkit.recipes.run import _image_record
+
+    said: list[str] = []
+    events = type("E", (), {"message": lambda self, text: said.append(text)})()
+    loaded = load_recipe("llama8b-qlora-sft", check_profiles=False)
+    monkeypatch.setattr(loaded.recipe.container, "digest", DIGEST_A)
+    monkeypatch.setenv("FTKIT_IMAGE_DIGEST", DIGEST_B)
+    record = _image_record(loaded, events)
+    assert record["running_digest"] == DIGEST_B and record["warning"] and said and DIGEST_A in said[0]
+    monkeypatch.setenv("FTKIT_IMAGE_DIGEST", DIGEST_A)
+    said.clear()
+    assert _image_record(loaded, events)["warning"] is None and not said

@@ -332,6 +332,7 @@ def _run(name: str, opts: RunOptions, events: RunEvents, stop: StopRequest) -> R
         "hardware_label": envinfo.hardware_label(hw),
         "versions": envinfo.versions(),
         "engine": engine.name,
+        "image": _image_record(loaded, events),
         "status": "running",
         "stages": {},
         "interruptions": list(prev.get("interruptions", [])) if prev else [],
@@ -504,6 +505,18 @@ def _summary(
         "attempts": attempts,
     }
     return summary
+
+
+def _image_record(loaded: LoadedRecipe, events: RunEvents) -> dict[str, Any]:
+    """The image this run is in (its digest, from FTKIT_IMAGE_DIGEST) and the one the recipe pins; a
+    mismatch is said once, and every metric of the run then names the digest it really ran on."""
+    from ftkit.images import digest_warning, running_image_digest
+
+    running = running_image_digest()
+    warning = digest_warning(loaded.recipe.container, running)
+    if warning:
+        events.message(f"warning: {warning}")
+    return {"running_digest": running, "pinned": loaded.recipe.container.model_dump(), "warning": warning}
 
 
 def _merge_stage(
