@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
+from ftkit.cli_common import print_json
 from ftkit.errors import FtkitError
-
-
-def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, default=str))
 
 
 def _notes(notes: list[str]) -> None:
@@ -56,7 +52,7 @@ def cmd_cloud_sagemaker(args: argparse.Namespace) -> int:
     )
     name = launch(job) if args.launch else None
     if args.json:
-        _print_json({**job.to_dict(), "python": render_python(job), "launched": name})
+        print_json({**job.to_dict(), "python": render_python(job), "launched": name})
     else:
         print(render_python(job), end="")
         _notes(job.notes)
@@ -80,9 +76,9 @@ def cmd_cloud_runpod(args: argparse.Namespace) -> int:
     )
     pod = create(template) if args.create else None
     if args.json:
-        _print_json({"template": template, "notes": notes, "created": pod})
+        print_json({"template": template, "notes": notes, "created": pod})
     else:
-        _print_json(template)
+        print_json(template)
         _notes(notes)
         if pod:
             print(f"created pod {pod}", file=sys.stderr)

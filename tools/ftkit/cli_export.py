@@ -7,21 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
+from ftkit.cli_common import consoles, print_json
 from ftkit.errors import ExitCode, FtkitError
-
-
-def _consoles() -> tuple[Console, Console]:
-    from ftkit.cli import console, out
-
-    return console, out
-
-
-def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, default=str))
-
 
 # ------------------------------------------------------------------ export merge
 
@@ -30,7 +19,7 @@ def cmd_export_merge(args: argparse.Namespace) -> int:
     from ftkit.export.merge import merge_source, require_merged, resolve_merge_source, write_provenance
     from ftkit.export.verify_merge import verify_merge
 
-    console, out = _consoles()
+    console, out = consoles()
     source = resolve_merge_source(Path(args.source), base=args.base, stage=args.stage)
     with console.status(f"merging {source.adapter_dir} into {source.base} ({args.dtype})", spinner="dots"):
         result = merge_source(source, Path(args.out), args.dtype, args.max_shard_size)
@@ -42,7 +31,7 @@ def cmd_export_merge(args: argparse.Namespace) -> int:
     if source.run_dir is not None and source.metrics is not None:
         _card_for_merge(source, result)
     if args.json:
-        _print_json(result.to_dict())
+        print_json(result.to_dict())
     else:
         out.print(f"merged {source.adapter_dir} into {source.base} ({args.dtype}"
                   f"{', base loaded unquantized: the adapter was trained on 4-bit' if source.trained_on_4bit else ''})"
@@ -73,7 +62,7 @@ def cmd_export_gguf(args: argparse.Namespace) -> int:
 
     from ftkit.export.gguf import export_gguf, verify_gguf
 
-    console, out = _consoles()
+    console, out = consoles()
     model_dir = Path(args.model_dir)
     path = Path(args.out) if args.out else model_dir / f"{model_dir.name}.{args.quant}.gguf"
     with console.status(f"writing {path.name}", spinner="dots"):
@@ -86,7 +75,7 @@ def cmd_export_gguf(args: argparse.Namespace) -> int:
         result["check"] = check
         code = 0 if check["passed"] else int(ExitCode.METRICS_FAILED)
     if args.json:
-        _print_json(result)
+        print_json(result)
     else:
         out.print(f"{path} ({written.size_bytes / 2**20:.1f} MiB, {written.quant}, {written.backend}, "
                   f"{written.seconds:.1f} s)")  # fmt: skip
@@ -105,14 +94,14 @@ def cmd_export_gguf(args: argparse.Namespace) -> int:
 def cmd_export_quantize(args: argparse.Namespace) -> int:
     from ftkit.export.quantize import check_quantize_inputs, quantize_model
 
-    console, out = _consoles()
+    console, out = consoles()
     model_dir = Path(args.model_dir)
     out_dir = Path(args.out) if args.out else model_dir.with_name(f"{model_dir.name}-{args.method}")
     plan = check_quantize_inputs(model_dir, out_dir, args.method, args.scheme, Path(args.calibration),
                                  args.samples, args.max_len)  # fmt: skip
     with console.status(f"{args.method.upper()} {args.scheme} on {plan.rows_available} calibration rows"):
         result = quantize_model(plan)
-    _print_json(result) if args.json else out.print(f"{out_dir} ({result['seconds']} s)")
+    print_json(result) if args.json else out.print(f"{out_dir} ({result['seconds']} s)")
     return 0
 
 
@@ -124,12 +113,12 @@ def cmd_export_mergekit(args: argparse.Namespace) -> int:
 
     from ftkit.export.model_merge import merge_models
 
-    console, out = _consoles()
+    console, out = consoles()
     with console.status(f"mergekit: {args.config}", spinner="dots"):
         result = merge_models(Path(args.config), Path(args.out))
     data = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(result).items()}
     if args.json:
-        _print_json(data)
+        print_json(data)
     else:
         out.print(", ".join(f"{k}: {v}" for k, v in data.items()))
     return 0
@@ -143,7 +132,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ftkit.evaluate import evaluate_model, write_eval
     from ftkit.recipes.export_stage import BUILTIN_PROMPTS, eval_summary
 
-    console, out = _consoles()
+    console, out = consoles()
     target = Path(args.target)
     model_dir, base, run_metrics = target, args.base, None
     if (target / "metrics.json").is_file():
@@ -173,7 +162,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         run_metrics.setdefault("export", {})["eval"] = report
         (target / "metrics.json").write_text(json.dumps(run_metrics, indent=2, default=str))
     if args.json:
-        _print_json(report)
+        print_json(report)
     else:
         out.print(eval_summary(report), highlight=False)
         out.print(f"report: {path}")
@@ -186,10 +175,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from ftkit.export.serve import serve_commands, serve_target
 
-    _, out = _consoles()
+    _, out = consoles()
     cmds = serve_commands(serve_target(Path(args.target), stage=args.stage), port=args.port)
     if args.json:
-        _print_json(cmds)
+        print_json(cmds)
         return 0
     if not cmds:
         out.print("nothing to serve: no merged model, adapter or GGUF found")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -12,19 +11,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ftkit.cli_common import consoles, print_json
 from ftkit.errors import ExitCode, FtkitError
 
 STALE = 1  # `recipe catalog --check`: the README's table differs from the recipes (CI fails on it)
-
-
-def _consoles() -> tuple[Console, Console]:
-    from ftkit.cli import console, out
-
-    return console, out
-
-
-def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, default=str))
 
 
 # ------------------------------------------------------------------ recipe new
@@ -33,12 +23,12 @@ def _print_json(data: Any) -> None:
 def cmd_recipe_new(args: argparse.Namespace) -> int:
     from ftkit.recipes.fork import fork_recipe, parse_dataset_args
 
-    console, out = _consoles()
+    console, out = consoles()
     datasets = parse_dataset_args(args.dataset or [])
     with console.status(f"forking {args.source} as {args.name} and validating it"):
         result = fork_recipe(args.name, args.source, base_model=args.base_model, datasets=datasets, force=args.force)
     if args.json:
-        _print_json(result.to_dict())
+        print_json(result.to_dict())
         return 0
     counts = ", ".join(f"{s}: {c['valid']}/{c['rows']} rows valid" for s, c in result.samples.items())
     out.print(f"[green]✓[/green] {result.name}: forked from {result.source} ({result.source_commit}) into "
@@ -67,7 +57,7 @@ def cmd_recipe_catalog(args: argparse.Namespace) -> int:
     from ftkit.recipes.catalog import README, DatasetSize, catalog_entries, render_block, splice
     from ftkit.recipes.load import recipes_root
 
-    console, _ = _consoles()
+    console, _ = consoles()
     root = recipes_root()
     size = DatasetSize()
     with console.status("estimating every recipe's full profile"):
@@ -75,7 +65,7 @@ def cmd_recipe_catalog(args: argparse.Namespace) -> int:
     block = render_block(entries, size)
     readme = root / README
     if args.json:
-        _print_json({"readme": str(readme), "size": asdict(size), "recipes": [e.to_dict() for e in entries]})
+        print_json({"readme": str(readme), "size": asdict(size), "recipes": [e.to_dict() for e in entries]})
     if not (args.write or args.check):
         if not args.json:
             print(block)
@@ -145,12 +135,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from ftkit.doctor.env import env_report
     from ftkit.doctor.triage_run import triage_run
 
-    console, out = _consoles()
+    console, out = consoles()
     with console.status("reading the environment"):
         report = env_report()
     triage = triage_run(Path(args.run_dir)).to_dict() if args.run_dir else None
     if args.json:
-        _print_json({"environment": report, "run": triage})
+        print_json({"environment": report, "run": triage})
     else:
         out.print(_env_table(report))
         env_findings = report["findings"]
