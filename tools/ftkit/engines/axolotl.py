@@ -129,7 +129,7 @@ class AxolotlEngine(Engine):
         from ftkit.engines.base import python_module
 
         # One process per GPU via accelerate; `--launcher python` when there is one device (or CPU).
-        launcher = ["--launcher", "python"] if ctx.gpus <= 1 else ["--launcher", "accelerate"]
+        launcher = ["--launcher", "python"] if ctx.world_size <= 1 else ["--launcher", "accelerate"]
         return python_module("axolotl.cli.main", "train", str(config_path), *launcher)
 
     def env(self, ctx: StageContext) -> dict[str, str]:

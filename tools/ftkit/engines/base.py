@@ -40,6 +40,12 @@ class StageContext:
     # Where the trainer writes its checkpoints and final adapter, and the history: default `stage_dir/output`
     # (history in stage_dir); on SageMaker `/opt/ml/checkpoints/<stage>`, which survives a spot restart.
     checkpoint_dir: Path | None = None
+    # Training processes (one per GPU; on CPU, gloo processes). None: one per GPU of `gpus`, at least one.
+    processes: int | None = None
+
+    @property
+    def world_size(self) -> int:
+        return self.processes or max(1, self.gpus)
 
     @property
     def log_path(self) -> Path:

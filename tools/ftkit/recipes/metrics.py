@@ -21,6 +21,12 @@ KNOWN_METRICS: dict[str, str] = {
     "rewards_margin_first": "DPO: first logged reward margin (chosen - rejected)",
     "rewards_margin_tail": "DPO: mean reward margin over the last quarter of logged steps",
     "rewards_margin_delta": "DPO: rewards_margin_tail - rewards_margin_first (how much the margin rose)",
+    "accuracy_tail": "reward model: mean pairwise accuracy (chosen scored above rejected) over the last quarter",
+    "eval_accuracy": "reward model: last pairwise accuracy on the held-out split",
+    "reward_first": "GRPO/online RL: first logged mean reward of the sampled completions",
+    "reward_tail": "GRPO/online RL: mean reward over the last quarter of logged steps",
+    "reward_delta": "GRPO/online RL: reward_tail - reward_first (how much the reward rose)",
+    "kl_tail": "KTO/GRPO: mean KL to the reference model over the last quarter of logged steps",
     "steps": "optimizer steps logged",
     "tokens_per_second": "tokens processed (padding included) per second of training",
     "train_runtime_s": "the trainer's own training time in seconds",
@@ -44,6 +50,10 @@ def summarize(history: list[dict[str, float]]) -> dict[str, float | None]:
     final = next((r for r in reversed(history) if "train_runtime" in r), {})
     acc = [r["rewards/accuracies"] for r in train if "rewards/accuracies" in r]
     margins = [r["rewards/margins"] for r in train if "rewards/margins" in r]
+    accuracy = [r["accuracy"] for r in train if "accuracy" in r]
+    eval_acc = [r["eval_accuracy"] for r in history if "eval_accuracy" in r]
+    reward = [r["reward"] for r in train if "reward" in r and math.isfinite(r["reward"])]
+    kl = [r["kl"] for r in train if "kl" in r and math.isfinite(r["kl"])]
     tokens = max((r.get("tokens/total", r.get("num_tokens", 0.0)) for r in history), default=0.0)
     runtime = final.get("train_runtime")
     cuda_peaks = [v for r in history for k, v in r.items() if k.startswith("memory/max_allocated")]
@@ -58,6 +68,12 @@ def summarize(history: list[dict[str, float]]) -> dict[str, float | None]:
         "rewards_margin_first": margins[0] if margins else None,
         "rewards_margin_tail": _tail(margins),
         "rewards_margin_delta": (_tail(margins) - margins[0]) if margins else None,  # type: ignore[operator]
+        "accuracy_tail": _tail(accuracy),
+        "eval_accuracy": eval_acc[-1] if eval_acc else None,
+        "reward_first": reward[0] if reward else None,
+        "reward_tail": _tail(reward),
+        "reward_delta": (_tail(reward) - reward[0]) if reward else None,  # type: ignore[operator]
+        "kl_tail": _tail(kl),
         "steps": float(len(train)),
         "tokens_per_second": tokens / runtime if runtime and tokens else None,
         "train_runtime_s": runtime,

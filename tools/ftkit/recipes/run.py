@@ -266,11 +266,13 @@ def _run(name: str, opts: RunOptions, events: RunEvents, stop: StopRequest) -> R
     ckpt_root = opts.checkpoint_dir or (Path(prev["checkpoint_dir"]) if prev and prev.get("checkpoint_dir") else None)
     ckpt_root = ckpt_root.resolve() if ckpt_root else None
 
+    processes = loaded.recipe.profiles[opts.profile].processes if opts.profile in loaded.recipe.profiles else None
+
     def ctx_for(stage: str) -> StageContext:
         d = run_dir / stage
         d.mkdir(parents=True, exist_ok=True)
         return StageContext(loaded.name, stage, d, loaded.dir, hw["device"], len(hw["gpus"]),
-                            ckpt_root / stage if ckpt_root else None)  # fmt: skip
+                            ckpt_root / stage if ckpt_root else None, processes)  # fmt: skip
 
     # Pre-flight: resolve, validate and check the data of every stage before any training starts.
     events.stage_start("pre-flight", "configs and data")

@@ -122,6 +122,12 @@ class Profile(Strict):
     export: dict[str, Any] = Field(
         default_factory=dict, description="Keys of the recipe's export section replaced in this profile"
     )
+    processes: int | None = Field(
+        default=None,
+        ge=1,
+        description="Training processes per stage (one per GPU). Default: the machine's GPUs (1 on CPU). A smoke "
+        "profile of a multi-GPU recipe sets 2: two CPU processes on the gloo backend exercise the distributed path",
+    )
 
 
 class Recipe(Strict):
@@ -130,7 +136,7 @@ class Recipe(Strict):
     base_model: str
     license: str | None = Field(default=None, description="The base model's licence id on the Hub (model cards)")
     license_note: str | None = None
-    engine: Literal["axolotl", "trl"]
+    engine: Literal["axolotl", "trl", "unsloth"]
     container: ContainerRef
     hardware: Hardware
     stages: list[Stage] = Field(min_length=1)
