@@ -246,3 +246,25 @@ def test_a_gpu_seen_by_nvidia_smi_with_this_cpu_torch_is_an_error_exit_5(
     assert env["gpus"] == [{"name": "NVIDIA L4", "memory_gib": 22.5, "driver": "570.86.15"}]
     assert env["nvidia"]["driver"] == "570.86.15" and env["nvidia"]["cuda_driver"] == "12.8"
     assert "cpu-torch-with-gpu" in [f["id"] for f in env["findings"]]
+
+
+def test_exit_6_is_classified_as_a_resumable_interruption_not_a_failure():
+    found = classify_exit(6, "train.log")
+    assert found is not None and found.id == "interrupted" and found.severity == "info"
+    assert any("--resume RUN_DIR" in fix for fix in found.fix)
+
+
+def test_an_interrupted_stage_is_located_at_its_stop_line_in_the_log(tmp_path: Path):
+    log = NOISE + "ftkit: checkpoint-3 saved in /tmp/out; stopping\nftkit: stopped at step 3 on SIGTERM; resume\n"
+    run = _run_dir(tmp_path, log, 6)
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["status"] = metrics["stages"]["sft"]["status"] = "interrupted"
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    [finding] = triage_run(run).findings
+    assert finding.id == "interrupted" and finding.line == NOISE_LINES + 1 and finding.detail == "exit code 6"
+
+
+def test_a_resumed_stage_that_finished_does_not_report_its_old_stop_lines(tmp_path: Path):
+    log = NOISE + "ftkit: stopped at step 3 on SIGTERM; resume from the checkpoint\n===== ftkit: resumed =====\n"
+    run = _run_dir(tmp_path, log, 0)
+    assert triage_run(run).findings == []

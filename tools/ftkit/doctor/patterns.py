@@ -127,3 +127,19 @@ PATTERNS: tuple[LogPattern, ...] = (
 )  # fmt: skip
 
 KILLED_EXIT_CODES = (-9, 137)  # SIGKILL as os.waitstatus_to_exitcode reports it, and as a shell does
+INTERRUPTED_EXIT_CODE = 6  # ftkit.errors.ExitCode.INTERRUPTED: SIGTERM, a checkpoint saved, resumable
+
+# Not a failure: a stop on SIGTERM (spot/preemptible reclaim, SageMaker stop, `docker stop`, Ctrl-C via the runner).
+INTERRUPTED = LogPattern(
+    "interrupted",
+    "the run was stopped by SIGTERM and saved a checkpoint: it can be resumed, not restarted",
+    _re(r"^ftkit: stopped at step \d+ on SIG\w+", r"^ftkit: checkpoint-\d+ saved in .*; stopping"),
+    (
+        "resume it: ftkit recipe run --resume RUN_DIR (the run's own recipe, profile and --set values; finished "
+        "stages are skipped, the stopped one continues from its checkpoint, the history before it is kept)",
+        "on spot/preemptible machines keep checkpoints on a volume that survives the instance "
+        "(SageMaker: /opt/ml/checkpoints; RunPod: /workspace) and save often enough (saves_per_epoch / save_steps)",
+    ),
+    "README.md (ftkit recipe run: interrupted runs resume)",
+    severity="info",
+)

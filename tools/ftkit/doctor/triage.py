@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ftkit.doctor.findings import Finding
-from ftkit.doctor.patterns import KILLED_EXIT_CODES, PATTERNS, LogPattern
+from ftkit.doctor.patterns import INTERRUPTED, INTERRUPTED_EXIT_CODE, KILLED_EXIT_CODES, PATTERNS, LogPattern
 
 
 def _line_at(text: str, index: int) -> str:
@@ -35,11 +35,15 @@ def classify_log(
 
 
 def classify_exit(returncode: int | None, file: str | None = None) -> Finding | None:
-    """A stage killed by SIGKILL (-9 from the runner, 137 from a shell)."""
-    if returncode not in KILLED_EXIT_CODES:
+    """A stage killed by SIGKILL (-9 from the runner, 137 from a shell), or stopped by SIGTERM at a checkpoint
+    (exit 6: resumable, not a failure)."""
+    if returncode == INTERRUPTED_EXIT_CODE:
+        pattern = INTERRUPTED
+    elif returncode in KILLED_EXIT_CODES:
+        pattern = next(p for p in PATTERNS if p.id == "killed")
+    else:
         return None
-    killed = next(p for p in PATTERNS if p.id == "killed")
-    return Finding(killed.id, killed.severity, killed.title, list(killed.fix), killed.source,
+    return Finding(pattern.id, pattern.severity, pattern.title, list(pattern.fix), pattern.source,
                    detail=f"exit code {returncode}", file=file)  # fmt: skip
 
 

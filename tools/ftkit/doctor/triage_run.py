@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ftkit.doctor.findings import Finding
+from ftkit.doctor.patterns import INTERRUPTED
 from ftkit.doctor.triage import classify_exit, classify_log, classify_tokenizer, merge
 from ftkit.errors import FtkitError
 
@@ -76,6 +77,8 @@ def triage_stage(run_dir: Path, stage: str, summary: dict[str, Any]) -> tuple[St
     if log.is_file():
         text, first = read_tail(log)
         findings += classify_log(text, str(log), first)
+        if summary.get("status") == "interrupted":  # its stop lines, located (a resumed log has them too: not a fault)
+            findings += classify_log(text, str(log), first, (INTERRUPTED,))
     if (exit_finding := classify_exit(rc, str(log) if log.is_file() else None)) is not None:
         findings.append(exit_finding)
     tok = run_dir / stage / "output" / "tokenizer_config.json"

@@ -480,7 +480,7 @@ def _train_stage(
         raise FtkitError(
             f"stage '{name}': {engine.name} exited with code {result.returncode}",
             [Problem(_tail(ctx.log_path), str(ctx.log_path), None, None, "read the log above; "
-                     "`ftkit doctor` (issue 8) will triage common failures")],
+                     f"`ftkit doctor {run_dir}` names known failures and their fixes")],
             ExitCode.ENGINE_FAILED,
         )  # fmt: skip
     return summary
