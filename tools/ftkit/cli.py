@@ -691,6 +691,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_cloud(sub)
     register_doctor(sub)
+    from ftkit.cli_plan import register as register_plan
+
+    register_plan(sub)
 
     model = sub.add_parser("model", help="built-in small models for smoke runs")
     mosub = model.add_subparsers(dest="model_command", required=True)

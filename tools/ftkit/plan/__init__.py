@@ -1,0 +1,1 @@
+"""`ftkit plan`: the decision framework (rules) and the recommender over the recipe catalog."""

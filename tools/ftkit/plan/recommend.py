@@ -1,0 +1,338 @@
+"""`ftkit plan`: from a goal, a data size and the GPUs at hand to a recipe of the catalog, its settings and why.
+
+The rules (`ftkit.plan.rules`) order the objectives and methods; the recipes are the candidates; the estimator
+(`ftkit.estimate`) says which candidate fits the GPUs given and what it costs. `recommend` is pure over its
+inputs (candidates come in as data); `recipe_candidates` is the part that reads the recipes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ftkit.estimate.catalog import Architecture, Gpu
+from ftkit.estimate.inputs import Setting
+from ftkit.estimate.memory import GIB, estimate_memory
+from ftkit.estimate.params import param_count
+from ftkit.estimate.preflight import suggestions
+from ftkit.estimate.timecost import FIT_HEADROOM, gpu_options
+from ftkit.plan.rules import (
+    FULL_FT_MIN_ROWS,
+    Choice,
+    DataKind,
+    Goal,
+    Hyper,
+    hyperparameters,
+    methods,
+    objectives,
+)
+
+OBJECTIVE_OF_STAGES = {
+    ("sft",): "sft",
+    ("sft", "dpo"): "sft+dpo",
+    ("dpo",): "dpo",
+    ("orpo",): "orpo",
+    ("kto",): "kto",
+    ("reward",): "reward",
+    ("grpo",): "grpo",
+}
+
+# Engine-neutral hyperparameter -> the engine config key (dotted) that sets it, for `--set` on a run.
+ENGINE_KEYS: dict[str, dict[str, str]] = {
+    "axolotl": {"epochs": "num_epochs", "learning_rate": "learning_rate", "lora_rank": "lora_r",
+                "lora_alpha": "lora_alpha", "grad_accum": "gradient_accumulation_steps", "beta": "rl_beta"},
+    "trl": {"epochs": "trainer.num_train_epochs", "learning_rate": "trainer.learning_rate", "lora_rank": "lora.r",
+            "lora_alpha": "lora.lora_alpha", "grad_accum": "trainer.gradient_accumulation_steps",
+            "beta": "trainer.beta"},
+}  # fmt: skip
+ENGINE_KEYS["unsloth"] = ENGINE_KEYS["trl"]  # the unsloth engine takes the TRL engine's config layout
+
+
+@dataclass
+class CandidateStage:
+    stage: str
+    arch: Architecture
+    setting: Setting
+
+
+@dataclass
+class Candidate:
+    """A recipe as the planner sees it."""
+
+    recipe: str
+    engine: str
+    base_model: str
+    objective: str
+    method: str
+    stages: list[CandidateStage]
+
+    @property
+    def params_b(self) -> float:
+        return param_count(self.stages[0].arch) / 1e9
+
+
+@dataclass
+class Fit:
+    fits: bool
+    need_gib: float  # the hungriest stage, per GPU
+    parallelism: str
+    changes: list[str] = field(default_factory=list)  # pre-flight changes needed to fit (same global batch)
+
+
+@dataclass
+class Plan:
+    goal: str
+    data: str
+    rows: int
+    vram_gb: float
+    gpus: int
+    recipe: str | None
+    objective: str | None
+    method: str | None
+    base_model: str | None
+    fit: dict[str, Any] | None
+    settings: dict[str, Any]
+    sets: list[str]  # `--set KEY=VALUE` for `ftkit recipe run`
+    time_cost: dict[str, Any] | None
+    why: list[dict[str, Any]]
+    warnings: list[str]
+    alternatives: list[dict[str, str]]
+    commands: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _setting_for(s: Setting, gpus: int) -> Setting:
+    """The recipe's setting on `gpus` GPUs: shard with the recipe's own parallelism when there are several,
+    replicate (DDP) an unsharded recipe, drop sharding on one GPU."""
+    par = s.parallelism
+    if gpus == 1:
+        par = "none"
+    elif par in ("none", "ddp"):
+        par = "ddp"
+    return Setting(**{**s.model_dump(), "gpus": gpus, "parallelism": par})
+
+
+# Pre-flight changes that change what is trained or how fast (another method, CPU offload, cut rows) are not taken
+# to make a candidate fit: the next method in the rules' order is the honest alternative.
+_NOT_CHEAP = ("QLoRA", "offload", "sequence length")
+
+
+def _changes_the_run(change: str) -> bool:
+    return any(word in change for word in _NOT_CHEAP)
+
+
+def fit_on(c: Candidate, vram_gb: float, gpus: int) -> Fit:
+    """Does the candidate fit `gpus` GPUs of `vram_gb` each, as written or after the pre-flight's cheap changes?"""
+    worst, parallelism, changes, ok = 0.0, "none", [], True
+    for st in c.stages:
+        s = _setting_for(st.setting, gpus)
+        parallelism = s.parallelism
+        need = estimate_memory(st.arch, s).device_total / GIB
+        if need > vram_gb * FIT_HEADROOM:
+            found = [f for f in suggestions(st.arch, s, vram_gb) if not any(_changes_the_run(x) for x in f.changes)]
+            if not found:
+                ok = False
+            else:
+                changes += [f"{st.stage}: {x}" for x in found[0].changes]
+                need = found[0].need_gib
+        worst = max(worst, need)
+    return Fit(ok, round(worst, 2), parallelism, changes)
+
+
+def _size_rank(c: Candidate, rows: int) -> float:
+    """Smaller is preferred: ~7-8B models below FULL_FT_MIN_ROWS rows (a 70B needs the data to pay for its
+    training and serving), the largest that fits above it."""
+    return -c.params_b if rows >= FULL_FT_MIN_ROWS else abs(c.params_b - 8.0)
+
+
+def _keys(engine: str) -> dict[str, str]:
+    return ENGINE_KEYS.get(engine, ENGINE_KEYS["axolotl"])
+
+
+def run_sets(c: Candidate, hyper: Hyper, gpus: int) -> tuple[dict[str, Any], list[str]]:
+    """The recommended settings, engine-neutral, and as `--set` arguments for the candidate's engine. Gradient
+    accumulation keeps the global batch at `hyper.global_batch` with the recipe's micro-batch on `gpus` GPUs."""
+    micro = c.stages[-1].setting.micro_batch
+    accum = max(1, hyper.global_batch // (micro * gpus))
+    settings: dict[str, Any] = {
+        "epochs": hyper.epochs,
+        "learning_rate": hyper.learning_rate,
+        "grad_accum": accum,
+        "micro_batch": micro,
+        "global_batch": micro * accum * gpus,
+    }
+    if hyper.lora_rank is not None and c.method != "full":
+        settings |= {"lora_rank": hyper.lora_rank, "lora_alpha": 2 * hyper.lora_rank}
+    if hyper.beta is not None and c.objective in ("dpo", "sft+dpo"):
+        settings["beta"] = hyper.beta
+    keys = _keys(c.engine)
+    # A multi-stage recipe: the settings are for its last stage (the objective's); earlier stages keep theirs.
+    prefix = f"{c.stages[-1].stage}." if len(c.stages) > 1 else ""
+    sets = [f"{prefix}{keys[name]}={value:g}" for name, value in settings.items() if name in keys]
+    return settings, sets
+
+
+def _time_cost(c: Candidate, hyper: Hyper, rows: int, avg_tokens: int, gpus: int, gpu: Gpu | None) -> dict | None:
+    if gpu is None:
+        return None
+    total_h, costs = 0.0, {}
+    for st in c.stages:
+        s = _setting_for(st.setting, gpus)
+        pair = 2 if s.stage in ("dpo", "orpo", "reward") else s.num_generations if s.stage == "grpo" else 1
+        tokens = rows * avg_tokens * hyper.epochs * pair
+        [opt] = gpu_options(st.arch, s, tokens, [gpu])
+        if opt.hours is None:
+            return None
+        total_h += opt.hours
+        for provider, usd in opt.costs.items():
+            costs[provider] = costs.get(provider, 0.0) + usd
+    return {"gpu": gpu.name, "gpus": gpus, "hours": round(total_h, 2),
+            "cost_usd": {k: round(v, 2) for k, v in sorted(costs.items(), key=lambda kv: kv[1])},
+            "tokens_per_row": avg_tokens, "source": "estimate (ftkit.estimate: FLOPs at an assumed MFU)"}  # fmt: skip
+
+
+def recommend(
+    candidates: list[Candidate],
+    *,
+    goal: Goal,
+    data: DataKind,
+    rows: int,
+    vram_gb: float,
+    gpus: int = 1,
+    avg_tokens: int = 1000,
+    gpu: Gpu | None = None,
+) -> Plan:
+    """The first (objective, method) the rules prefer that a recipe implements and the GPUs fit."""
+    why: list[dict[str, Any]] = []
+    alternatives: list[dict[str, str]] = []
+    wanted = objectives(goal, data)
+    plan = Plan(goal, data, rows, vram_gb, gpus, None, None, None, None, None, {}, [], None, why, [], alternatives, [])
+    if not wanted:
+        plan.warnings.append(
+            f"goal '{goal}' needs preference data (pairs, unpaired labels or a checkable answer); "
+            f"'{data}' carries none: collect chosen/rejected pairs, or pick goal chat/domain/format"
+        )
+        return plan  # fmt: skip
+
+    def note(choice: Choice, kind: str) -> dict[str, Any]:
+        return {"decision": kind, "choice": choice.value, "reason": choice.reason, "source": choice.source}
+
+    for objective in wanted:
+        for method in methods(goal, rows, objective.value):
+            found = sorted((c for c in candidates if c.objective == objective.value and c.method == method.value),
+                           key=lambda c: _size_rank(c, rows))  # fmt: skip
+            if not found:
+                alternatives.append({"option": f"{objective.value} with {method.value}",
+                                     "why_not": "no recipe in the catalog implements it"})  # fmt: skip
+                continue
+            for c in found:
+                fit = fit_on(c, vram_gb, gpus)
+                if not fit.fits:
+                    alternatives.append({"option": f"{c.recipe} ({method.value}, {c.params_b:.1f}B)",
+                                         "why_not": f"needs ~{fit.need_gib:.1f} GiB per GPU on {gpus} GPU(s); "
+                                                    f"{vram_gb:g} GB given"})  # fmt: skip
+                    continue
+                hyper = hyperparameters(goal, rows, objective.value, method.value)
+                why += [note(objective, "objective"), note(method, "method")]
+                why.append({"decision": "recipe", "choice": c.recipe,
+                            "reason": f"implements {objective.value} with {method.value} on {c.base_model} "
+                                      f"({c.params_b:.1f}B); fits: ~{fit.need_gib:.1f} GiB per GPU of "
+                                      f"{vram_gb:g} GB" + (f" ({fit.parallelism})" if fit.parallelism != "none"
+                                                           else ""), "source": "ftkit estimate"})  # fmt: skip
+                why += [
+                    {"decision": "hyperparameters", "choice": r, "reason": r, "source": None} for r in hyper.reasons
+                ]
+                settings, sets = run_sets(c, hyper, gpus)
+                plan.recipe, plan.objective, plan.method, plan.base_model = (
+                    c.recipe,
+                    objective.value,
+                    method.value,
+                    (c.base_model),
+                )
+                plan.fit = asdict(fit)
+                plan.settings, plan.sets, plan.warnings = settings, sets, hyper.warnings
+                plan.time_cost = _time_cost(c, hyper, rows, avg_tokens, gpus, gpu)
+                fork = f"my-{goal}"
+                plan.commands = [
+                    f"ftkit recipe new {fork} --from {c.recipe} "
+                    + " ".join(f"--dataset {st.stage}=<your-{st.stage}.jsonl>" for st in c.stages),
+                    f"ftkit recipe run {fork} --profile smoke",
+                    f"ftkit recipe run {fork} --profile full " + " ".join(f"--set {s}" for s in sets),
+                ]
+                if fit.changes:
+                    plan.warnings.append("fits only with the pre-flight's changes: " + "; ".join(fit.changes))
+                return plan
+    plan.warnings.append(f"nothing in the catalog fits {gpus} GPU(s) of {vram_gb:g} GB for this goal: more GPUs, "
+                         "larger ones, or a smaller base model (fork a recipe with --base-model)")  # fmt: skip
+    return plan
+
+
+# ------------------------------------------------------------------ the I/O edge: recipes -> candidates
+
+
+def recipe_candidates(root: Path) -> list[Candidate]:
+    """Every recipe's full profile as a Candidate (recipes the estimator cannot read are left out)."""
+    from ftkit.errors import FtkitError
+    from ftkit.estimate.resolve import recipe_stage_plans
+    from ftkit.recipes.load import list_recipe_dirs, load_recipe
+
+    out = []
+    for d in list_recipe_dirs(root):
+        try:
+            loaded = load_recipe(str(d), check_profiles=False)
+            plans = recipe_stage_plans(str(d), "full")
+        except (FtkitError, KeyError):
+            continue
+        stages = tuple(p.setting.stage for p in plans)
+        objective = OBJECTIVE_OF_STAGES.get(stages)
+        if objective is None:
+            continue
+        method = plans[-1].setting.method
+        out.append(Candidate(loaded.name, loaded.recipe.engine, loaded.recipe.base_model, objective, method,
+                             [CandidateStage(p.stage, p.arch, p.setting) for p in plans]))  # fmt: skip
+    return out
+
+
+def gpu_for_vram(vram_gb: float, name: str | None = None) -> Gpu | None:
+    """The catalog GPU named, else the smallest catalog GPU with about `vram_gb` of memory (for time and cost)."""
+    from ftkit.estimate.gpus import GPUS, lookup_gpu
+
+    if name:
+        return lookup_gpu(name)
+    near = [g for g in GPUS.values() if g.marketed_gb >= vram_gb and g.bf16_tflops > 0]
+    if not near:
+        return None
+    smallest = min(g.marketed_gb for g in near)
+    same = [g for g in near if g.marketed_gb == smallest]
+    return min(same, key=lambda g: min((p.on_demand_per_h for p in g.prices), default=float("inf")))
+
+
+@dataclass
+class DatasetFacts:
+    path: str
+    rows: int
+    kind: str | None  # DataKind of the most common format, None when no row has a known format
+    formats: dict[str, int]  # format -> rows
+    avg_tokens: int  # approximate: characters / 4 of each row's JSON
+
+
+def inspect_dataset(path: Path) -> DatasetFacts:
+    """Rows, format and rough length of a dataset file (every row read, streamed)."""
+    import json
+
+    from ftkit.data.formats import detect_format
+    from ftkit.data.readers import iter_records
+    from ftkit.plan.rules import FORMAT_KINDS
+
+    rows, chars, formats = 0, 0, {}
+    for rec in iter_records(path):
+        rows += 1
+        fmt = detect_format(rec.row) or "unknown"
+        formats[fmt] = formats.get(fmt, 0) + 1
+        chars += len(json.dumps(rec.row, ensure_ascii=False)) if rec.row is not None else len(rec.raw or "")
+    known = {f: n for f, n in formats.items() if f in FORMAT_KINDS}
+    kind = FORMAT_KINDS[max(known, key=known.__getitem__)] if known else None
+    return DatasetFacts(str(path), rows, kind, formats, max(1, round(chars / 4 / rows)) if rows else 0)
