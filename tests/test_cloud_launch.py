@@ -141,6 +141,24 @@ def test_create_needs_an_api_key_and_the_sdk(loaded, monkeypatch: pytest.MonkeyP
         create(template)
 
 
+def test_a_provider_refusal_becomes_a_located_environment_error(loaded, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    import types
+
+    template, _ = pod_template(loaded, CloudRun(NAME))
+    calls: list[dict[str, object]] = []
+
+    def create_pod(**kwargs: object) -> dict[str, str]:
+        calls.append(kwargs)
+        raise RuntimeError("There are no longer any instances available with the requested specifications")
+
+    monkeypatch.setenv("RUNPOD_API_KEY", "k")
+    monkeypatch.setitem(__import__("sys").modules, "runpod", types.SimpleNamespace(create_pod=create_pod))
+    with pytest.raises(FtkitError, match="RunPod refused: There are no longer") as err:
+        create(template)
+    assert err.value.code == ExitCode.ENVIRONMENT and err.value.problems[0].field == "--create"
+    assert calls and calls[0]["image_name"] == template["imageName"]
+
+
 def test_cli_json_and_printed_forms(loaded, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     assert main(["cloud", "sagemaker", NAME, "--set", "sft.trainer.max_steps=5", "--json", "--run-id", "x"]) == 0
     out = json.loads(capsys.readouterr().out)

@@ -7,13 +7,13 @@ else the cheapest GPU of ftkit's catalog with a RunPod price and at least `min_v
 
 from __future__ import annotations
 
-import os
 import shlex
 from typing import Any
 
 from ftkit.cloud.images import ENTRYPOINT, image_ref
+from ftkit.cloud.sdk import import_sdk, provider_call, require_env
 from ftkit.cloud.settings import CloudRun, validate_run
-from ftkit.errors import ExitCode, FtkitError
+from ftkit.errors import FtkitError
 from ftkit.estimate.gpus import GPUS, gpu_key
 from ftkit.recipes.load import LoadedRecipe
 from ftkit.recipes.schema import Hardware
@@ -119,31 +119,9 @@ def create_kwargs(template: dict[str, Any]) -> dict[str, Any]:
 
 def create(template: dict[str, Any]) -> str:
     """Create the pod with the `runpod` SDK and $RUNPOD_API_KEY; returns the pod id."""
-    key = os.environ.get("RUNPOD_API_KEY")
-    if not key:
-        raise FtkitError.one(
-            "RUNPOD_API_KEY is not set",
-            field="--create",
-            code=ExitCode.ENVIRONMENT,
-            fix="export RUNPOD_API_KEY=… (RunPod console, Settings, API keys)",
-        )
-    try:
-        import runpod
-    except ImportError as exc:
-        raise FtkitError.one(
-            "the runpod SDK is not installed",
-            field="--create",
-            code=ExitCode.ENVIRONMENT,
-            fix="pip install runpod (or create the pod from the printed JSON)",
-        ) from exc
+    key = require_env(["RUNPOD_API_KEY"], "export {name}=… (RunPod console, Settings, API keys)")["RUNPOD_API_KEY"]
+    runpod = import_sdk("runpod", "--create", "runpod", "or create the pod from the printed JSON")
     runpod.api_key = key
-    try:
+    with provider_call("RunPod", "--create", "check the GPU type's availability (--gpu-type) and the API key"):
         pod = runpod.create_pod(**create_kwargs(template))
-    except Exception as exc:  # the API's errors: no capacity, bad GPU id, auth
-        raise FtkitError.one(
-            f"RunPod refused the pod: {exc}",
-            field="--create",
-            code=ExitCode.ENVIRONMENT,
-            fix="check the GPU type's availability (--gpu-type) and the API key",
-        ) from exc
     return str(pod.get("id") if isinstance(pod, dict) else pod)

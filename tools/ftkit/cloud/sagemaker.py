@@ -9,7 +9,6 @@ a restarted job resumes its own checkpoints and never another run's.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import pprint
 import re
 from dataclasses import asdict, dataclass, field
@@ -17,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from ftkit.cloud.images import ENTRYPOINT, image_ref
+from ftkit.cloud.sdk import import_sdk, provider_call, require_env
 from ftkit.cloud.settings import CloudRun, validate_run
 from ftkit.engines import get_engine
-from ftkit.errors import ExitCode, FtkitError
+from ftkit.errors import FtkitError
 from ftkit.estimate.gpus import GPUS
 from ftkit.recipes.load import LoadedRecipe
 from ftkit.recipes.resolve import resolve_stage
@@ -187,33 +187,12 @@ def launch(job: SageMakerJob) -> str:
             field="--role/--s3-prefix",
             fix="pass --role arn:aws:iam::…:role/… and --s3-prefix s3://bucket/prefix",
         )
-    missing = [name for name in job.secrets if not os.environ.get(name)]
-    if missing:
-        raise FtkitError.one(
-            f"{', '.join(missing)} is not set in this environment",
-            field=missing[0],
-            code=ExitCode.ENVIRONMENT,
-            fix=f"export {missing[0]}=… (a Hugging Face token)",
-        )
-    try:
-        from sagemaker.estimator import Estimator
-    except ImportError as exc:
-        raise FtkitError.one(
-            "the sagemaker SDK is not installed",
-            field="--launch",
-            code=ExitCode.ENVIRONMENT,
-            fix="pip install sagemaker (or run the printed code where it is)",
-        ) from exc
+    secrets = require_env(job.secrets, "export {name}=… (a Hugging Face token)")
+    sdk = import_sdk("sagemaker.estimator", "--launch", "sagemaker", "or run the printed code where it is")
     kwargs = dict(job.estimator)
-    kwargs["environment"] = {**kwargs["environment"], **{name: os.environ[name] for name in job.secrets}}
-    try:
-        estimator = Estimator(**kwargs)
+    kwargs["environment"] = {**kwargs["environment"], **secrets}
+    with provider_call("SageMaker", "--launch", "check AWS credentials (aws sts get-caller-identity), the role "
+                       "and the region"):  # fmt: skip
+        estimator = sdk.Estimator(**kwargs)
         estimator.fit(job.inputs or None, wait=False)
-    except Exception as exc:  # botocore: no credentials, access denied, bad role, unknown instance type
-        raise FtkitError.one(
-            f"SageMaker refused the job: {exc}",
-            field="--launch",
-            code=ExitCode.ENVIRONMENT,
-            fix="check AWS credentials (aws sts get-caller-identity), the role and the region",
-        ) from exc
     return str(estimator.latest_training_job.name)
