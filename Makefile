@@ -23,7 +23,7 @@ PIP := PIP_EXTRA_INDEX_URL=$(PIP_EXTRA_INDEX_URL) PIP_DISABLE_PIP_VERSION_CHECK=
 QUIET_MIRRORS := 2>&1 | { grep -v "^WARNING: Location 'file:///opt/" || true; }
 
 .DEFAULT_GOAL := help
-.PHONY: help setup recipe test test-fast lint validate smoke lock clean-runs containers pin-images lock-images
+.PHONY: help setup recipe test test-fast lint validate smoke smoke-fork lock clean-runs containers pin-images lock-images
 
 help: ## this list
 	@echo "finetune-recipes"
@@ -78,8 +78,11 @@ lint: $(STAMP) ## ruff check and format check
 validate: $(STAMP) ## validate every recipe (configs for all profiles, schemas, samples, bounds)
 	$(FTKIT) recipe validate
 
-smoke: $(STAMP) ## run every recipe's smoke profile on CPU
-	$(BIN)/nox -s smoke
+smoke: $(STAMP) ## run every recipe's smoke profile on CPU, then a fork's [RECIPES="a b": only those]
+	$(BIN)/nox -s smoke $(if $(RECIPES),-- $(RECIPES))
+
+smoke-fork: $(STAMP) ## fork llama8b-qlora-sft and run the fork's smoke profile unchanged (pytest -m recipe_smoke)
+	$(BIN)/python -m pytest -q -m recipe_smoke tests/test_recipe_fork.py
 
 lock: $(STAMP) ## regenerate requirements*.lock from requirements*.in (needs network; uv)
 	$(BIN)/nox -s lock

@@ -36,6 +36,8 @@ def test_the_workflows_do_what_the_readme_says():
     ci, gpu, containers = (_load(ROOT / ".github" / "workflows" / f"{n}.yml") for n in ("ci", "gpu", "containers"))
     steps = lambda job: " ".join(str(s.get("run", "")) for s in job["steps"])  # noqa: E731
     assert "bash .ci/run" in steps(ci["jobs"]["test"]) and "make smoke" in steps(ci["jobs"]["smoke"])
+    matrix = ci["jobs"]["smoke"]["strategy"]["matrix"]  # one smoke job per recipe, listed by the `recipes` job
+    assert "needs.recipes.outputs.names" in matrix["recipe"] and "make smoke-fork" in steps(ci["jobs"]["smoke"])
     assert "actionlint" in steps(ci["jobs"]["lint"]) and "make lint" in steps(ci["jobs"]["lint"])
     assert gpu["jobs"]["full"]["runs-on"] == ["self-hosted", "gpu"] and "--profile full" in steps(gpu["jobs"]["full"])
     build = containers["jobs"]["build"]
