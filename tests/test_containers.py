@@ -54,8 +54,9 @@ def instructions(dockerfile: Path) -> list[tuple[str, str]]:
 # ---------------------------------------------------------------- hadolint
 
 
-def test_the_three_dockerfiles_are_there():
-    assert [p.parent.name for p in DOCKERFILES] == ["axolotl", "base", "unsloth"]
+def test_a_base_dockerfile_and_one_dockerfile_for_every_engine_image():
+    assert [p.parent.name for p in DOCKERFILES] == ["base", "engine"]
+    assert [b.dockerfile.parent.name for b in images.plan(ROOT)] == ["base", "engine", "engine"]
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
@@ -202,15 +203,21 @@ def test_the_base_dockerfile_args_agree_with_its_lock():
 
 
 @pytest.mark.parametrize("image", ENGINE_IMAGES)
-def test_an_engine_dockerfile_builds_from_this_base_and_installs_its_own_lock(image: str):
-    dockerfile = CONTAINERS / image / "Dockerfile"
+def test_an_engine_image_builds_from_this_base_and_installs_its_own_lock(image: str):
+    build = next(b for b in images.plan(ROOT) if b.name == image)
+    dockerfile = build.dockerfile
     args = images.dockerfile_args(dockerfile.read_text())
     base = images.plan(ROOT)[0]
-    assert args["BASE_IMAGE"] == str(base.ref)
+    assert args["BASE_IMAGE"] == str(base.ref) and build.args["BASE_IMAGE"] == str(base.ref)
+    assert build.args["ENGINE"] == image and image in build.args["ENGINE_DESCRIPTION"].lower()
+    assert (CONTAINERS / image / "requirements.lock").is_file()
+    ignore = (dockerfile.parent / "Dockerfile.dockerignore").read_text()
+    assert f"!containers/{image}/requirements.lock" in ignore.splitlines()  # the lock reaches the build context
     runs = " ".join(a for i, a in instructions(dockerfile) if i == "RUN")
     copies = [a for i, a in instructions(dockerfile) if i == "COPY"]
-    assert f"containers/{image}/requirements.lock /opt/locks/{image}.lock" in copies
-    assert f"--require-hashes --no-deps -r /opt/locks/{image}.lock" in runs
+    # ARG ENGINE picks the lock: containers/<engine>/requirements.lock -> /opt/locks/<engine>.lock
+    assert "containers/${ENGINE}/requirements.lock /opt/locks/${ENGINE}.lock" in copies
+    assert '--require-hashes --no-deps -r "/opt/locks/${ENGINE}.lock"' in runs
     assert "--require-hashes --no-deps -r /opt/locks/spacy-model.lock" in runs
     assert "--no-deps --no-build-isolation /tmp/ftkit" in runs
 
@@ -226,10 +233,10 @@ def test_a_drifted_base_tag_is_reported(tmp_path: Path):
                     (tmp_path / f.relative_to(ROOT)).write_bytes(f.read_bytes())
         else:
             (tmp_path / rel).write_bytes(src.read_bytes())
-    df = tmp_path / "containers" / "unsloth" / "Dockerfile"
+    df = tmp_path / "containers" / "engine" / "Dockerfile"
     df.write_text(df.read_text().replace("-torch2.13.0", "-torch2.12.0", 1))
     problems = images.check(tmp_path)
-    assert len(problems) == 1 and "containers/unsloth/Dockerfile: ARG BASE_IMAGE" in problems[0]
+    assert len(problems) == 1 and "containers/engine/Dockerfile: ARG BASE_IMAGE" in problems[0]
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
@@ -255,7 +262,8 @@ def test_the_dockerignore_lets_every_copied_file_in(dockerfile: Path):
         if step != "COPY" or "--from=" in arguments:
             continue
         sources = [a for a in arguments.split()[:-1] if not a.startswith("--")]
-        for src in sources:
+        engines = ENGINE_IMAGES if "${ENGINE}" in arguments else ("",)  # ARG ENGINE: every engine's path
+        for src in (s.replace("${ENGINE}", e) for s in sources for e in engines):
             assert any(src == a or src.startswith(a + "/") for a in allowed), f"{dockerfile}: COPY {src} is ignored"
 
 
@@ -264,8 +272,8 @@ def test_the_engine_images_enter_through_ftkit_and_keep_cache_and_runs_in_volume
     volumes = json.loads(next(a for i, a in base if i == "VOLUME"))
     assert volumes == ["/cache/huggingface", "/workspace/runs"]
     assert "HF_HOME=/cache/huggingface" in " ".join(a for i, a in base if i == "ENV")
-    for image in ENGINE_IMAGES:
-        steps = instructions(CONTAINERS / image / "Dockerfile")
+    for build in images.plan(ROOT)[1:]:
+        steps = instructions(build.dockerfile)
         assert json.loads([a for i, a in steps if i == "ENTRYPOINT"][-1]) == ["python", "-m", "ftkit.cloud.entrypoint"]
 
 
@@ -306,7 +314,8 @@ def axolotl_ref(digest: str = DIGEST_A, tag: str = "0.19.0-cu130-torch2.13.0") -
 @pytest.mark.parametrize("recipe", sorted(p.parent.name for p in (ROOT / "recipes").glob("*/recipe.yaml")))
 def test_pinning_a_recipe_changes_only_tag_and_digest_and_keeps_every_comment(recipe: str):
     text = (ROOT / "recipes" / recipe / "recipe.yaml").read_text()
-    release = axolotl_ref(tag="9.9.9-cu130-torch2.13.0")  # a release tag the recipe does not name yet
+    image = yaml.safe_load(text)["container"]["image"]
+    release = ImageRef(image, "9.9.9-cu130-torch2.13.0", DIGEST_A)  # a release tag the recipe does not name yet
     pinned = images.pin_container(text, release)
     before, after = text.splitlines(), pinned.splitlines()
     assert len(before) == len(after)
@@ -319,7 +328,8 @@ def test_pinning_a_recipe_changes_only_tag_and_digest_and_keeps_every_comment(re
     assert data["container"] == {**yaml.safe_load(text)["container"], "tag": release.tag, "digest": DIGEST_A}
     Recipe.model_validate(data)  # still a valid recipe (the digest pattern included)
     assert images.pin_container(pinned, release) == pinned  # idempotent
-    assert yaml.safe_load(images.pin_container(pinned, axolotl_ref(DIGEST_B)))["container"]["digest"] == DIGEST_B
+    repinned = images.pin_container(pinned, ImageRef(image, release.tag, DIGEST_B))
+    assert yaml.safe_load(repinned)["container"]["digest"] == DIGEST_B
 
 
 def test_pinning_leaves_a_recipe_for_another_image_alone_and_adds_a_missing_digest_line():
@@ -347,7 +357,9 @@ def test_the_pin_cli_writes_every_recipe_of_the_image(tmp_path: Path, capsys: py
     metadata = tmp_path / "axolotl.json"
     metadata.write_text(json.dumps({"containerimage.digest": DIGEST_B, "image.name": str(axolotl_ref(None))}))
     assert images.main(["--root", str(tmp_path), "pin", "--metadata", str(metadata)]) == 0
-    written = sorted(recipes.glob("*/recipe.yaml"))
+    written = sorted(
+        p for p in recipes.glob("*/recipe.yaml") if "/axolotl" in yaml.safe_load(p.read_text())["container"]["image"]
+    )
     assert written and all(yaml.safe_load(p.read_text())["container"]["digest"] == DIGEST_B for p in written)
     assert capsys.readouterr().out.count(DIGEST_B) == len(written)
 

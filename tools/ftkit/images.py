@@ -347,6 +347,23 @@ def image_version(name: str, args: Mapping[str, str], lock: Mapping[str, Pin]) -
     return lock[name].version
 
 
+ENGINE_DOCKERFILE = "engine"  # containers/engine/Dockerfile builds every engine image (ARG ENGINE picks the lock)
+ENGINE_TITLES = {"axolotl": "Axolotl", "unsloth": "Unsloth"}
+
+
+def dockerfile_path(containers: Path, name: str) -> Path:
+    return containers / ("base" if name == "base" else ENGINE_DOCKERFILE) / "Dockerfile"
+
+
+def engine_description(name: str, lock: Mapping[str, Pin], cuda: str, torch: str) -> str:
+    """The OCI description label of an engine image, from its lock."""
+    extras = ["ftkit", "llama.cpp"] + (["llm-compressor"] if "llmcompressor" in lock else [])
+    with_axolotl = " (and Axolotl " + lock["axolotl"].version + ")" if name != "axolotl" and "axolotl" in lock else ""
+    cuda_mm = ".".join(cuda.split(".")[:2])
+    return (f"{ENGINE_TITLES.get(name, name)} {lock[name].version}{with_axolotl} on CUDA {cuda_mm} / torch {torch} "
+            f"with {', '.join(extras[:-1])} and {extras[-1]}")  # fmt: skip
+
+
 def plan(root: Path, registry: str = REGISTRY, commit: str = "unknown") -> list[Build]:
     """The three builds in order (base first), tags from the Dockerfiles' ARGs and the locks."""
     containers = root / "containers"
@@ -359,8 +376,9 @@ def plan(root: Path, registry: str = REGISTRY, commit: str = "unknown") -> list[
         ref = ImageRef(f"{registry}/{name}", image_tag(image_version(name, base_args, lock), cuda, torch))
         args = {"GIT_COMMIT": commit, "IMAGE_REF": str(ref), "IMAGE_VERSION": ref.tag or ""}
         if name != "base":
-            args["BASE_IMAGE"] = str(builds[0].ref)
-        builds.append(Build(name, ref, containers / name / "Dockerfile", args))
+            args |= {"BASE_IMAGE": str(builds[0].ref), "ENGINE": name,
+                     "ENGINE_DESCRIPTION": engine_description(name, lock, cuda, torch)}  # fmt: skip
+        builds.append(Build(name, ref, dockerfile_path(containers, name), args))
     return builds
 
 
@@ -407,10 +425,13 @@ def check(root: Path) -> list[str]:
             continue
         problems += [f"{label}: {p}" for p in pin_mismatches(root_lock, lock, label=label)]
         problems += subset_mismatches(base_lock, lock, label=label)
-        args = dockerfile_args(_read(containers / name / "Dockerfile"))
-        if args.get("BASE_IMAGE") != builds["base"].args.get("IMAGE_REF"):
+        dockerfile = dockerfile_path(containers, name)
+        args = dockerfile_args(_read(dockerfile))
+        if args.get("BASE_IMAGE") != builds["base"].args.get("IMAGE_REF") and not any(
+            p.startswith(f"{dockerfile.relative_to(root)}: ARG BASE_IMAGE") for p in problems
+        ):  # one Dockerfile builds every engine image: report it once
             problems.append(
-                f"containers/{name}/Dockerfile: ARG BASE_IMAGE={args.get('BASE_IMAGE')} is not the base image "
+                f"{dockerfile.relative_to(root)}: ARG BASE_IMAGE={args.get('BASE_IMAGE')} is not the base image "
                 f"these locks build ({builds['base'].ref})"
             )
     return problems
@@ -441,7 +462,7 @@ def _build(root: Path, args: argparse.Namespace) -> None:
             b.args["BASE_IMAGE"] = f"{b.args['BASE_IMAGE']}@{base_digest}"
         metadata = out / f"{b.name}.json" if args.push else None
         cmd = buildx_command(b, root, push=args.push, metadata=metadata, extra=os.environ.get("BUILDX_FLAGS", ""))
-        print("+ " + " ".join(cmd), flush=True)
+        print("+ " + shlex.join(cmd), flush=True)
         if args.dry_run:
             continue
         out.mkdir(parents=True, exist_ok=True)
