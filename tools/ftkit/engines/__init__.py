@@ -14,4 +14,8 @@ def get_engine(name: str) -> Engine:
         from ftkit.engines.trl import TrlEngine
 
         return TrlEngine()
-    raise KeyError(f"unknown engine '{name}' (known: axolotl, trl)")
+    if name == "unsloth":
+        from ftkit.engines.unsloth import UnslothEngine
+
+        return UnslothEngine()
+    raise KeyError(f"unknown engine '{name}' (known: axolotl, trl, unsloth)")

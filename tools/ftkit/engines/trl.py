@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import ValidationError
 
@@ -19,14 +20,16 @@ class TrlEngine(Engine):
     base_model_key = "base_model"
     trust_remote_code_key = "model.trust_remote_code"
     resume_key = "trainer.resume_from_checkpoint"  # a TrainingArguments field; trl_train passes it to train()
+    config_model: ClassVar[type[TrlStageConfig]] = TrlStageConfig  # the config file's schema
+    train_module: ClassVar[str] = "ftkit.engines.trl_train"  # the training process's entry point
 
     def validate(self, cfg: dict[str, Any], source: LocatedYaml | None, label: str) -> list[Problem]:
         src = source or LocatedYaml(Path(label), cfg, {})
         try:
-            parsed = TrlStageConfig.model_validate(cfg)
+            parsed = self.config_model.model_validate(cfg)
         except ValidationError as exc:
-            return pydantic_problems(exc, src, TrlStageConfig)
-        problems = []
+            return pydantic_problems(exc, src, self.config_model)
+        problems = self.config_problems(parsed, src)
         from peft import LoraConfig
 
         checks = [("trainer", parsed.trainer, dataclass_field_names(trainer_config_class(parsed.stage)))]
@@ -44,6 +47,10 @@ class TrlEngine(Engine):
             )
         return problems
 
+    def config_problems(self, parsed: TrlStageConfig, src: LocatedYaml) -> list[Problem]:
+        """Problems between fields of a config that parsed (none here; subclasses add their rules)."""
+        return []
+
     def runtime_overrides(self, cfg: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
         out: dict[str, Any] = {"trainer.output_dir": str(ctx.output_dir)}
         path = cfg.get("dataset", {}).get("path")
@@ -58,7 +65,14 @@ class TrlEngine(Engine):
         return out
 
     def command(self, config_path: Path, ctx: StageContext) -> list[str]:
-        return python_module("ftkit.engines.trl_train", str(config_path), str(ctx.history_path))
+        return python_module(self.train_module, str(config_path), str(ctx.history_path))
+
+    def loader_ran(self, ctx: StageContext) -> str | None:
+        """Which loader the training process used (`trl_train.LOADER_FILE` beside the history), None if unknown."""
+        from ftkit.engines.trl_train import LOADER_FILE
+
+        path = ctx.history_path.with_name(LOADER_FILE)
+        return json.loads(path.read_text(encoding="utf-8")).get("loader") if path.is_file() else None
 
     def sequence_len(self, cfg: dict[str, Any]) -> int | None:
         value = cfg.get("trainer", {}).get("max_length")

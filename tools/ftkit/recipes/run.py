@@ -506,6 +506,8 @@ def _summary(
         "sequence_len": engine.sequence_len(resolved.config),
         "attempts": attempts,
     }
+    if hasattr(engine, "loader_ran"):  # engines that load the model more than one way say which way ran
+        summary["loader"] = engine.loader_ran(ctx)
     return summary
 
 
