@@ -165,3 +165,11 @@ def test_preference_rows_count_two_sequences_for_time_and_cost():
     sft = estimate_report(model="qwen2.5-0.5b", overrides={"stage": "sft"}, rows=10, avg_tokens=100)
     dpo = estimate_report(model="qwen2.5-0.5b", overrides={"stage": "dpo"}, rows=10, avg_tokens=100)
     assert sft["stages"][0]["tokens"] == 1000 and dpo["stages"][0]["tokens"] == 2000
+
+
+def test_a_grpo_micro_batch_counts_completions_not_prompts():
+    """TRL's GRPO per_device_train_batch_size is in completions: 8 generations do not multiply the activations."""
+    from ftkit.estimate.memory import sequences_per_step
+
+    assert sequences_per_step(Setting(stage="grpo", micro_batch=4, num_generations=8)) == 4
+    assert sequences_per_step(Setting(stage="dpo", micro_batch=4)) == 8

@@ -9,7 +9,10 @@ made before it existed fall back to the dicts the HF Trainer prints in the log.
 from __future__ import annotations
 
 import ast
+import json
+import os
 import re
+import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ from ftkit.yamlio import LocatedYaml
 _LOG_DICT = re.compile(r"\{'[^{}]*\}")
 CPU_4BIT_PLUGIN = "ftkit.engines.axolotl_plugin.Cpu4bitTrainingPlugin"
 RUN_CONTROL_PLUGIN = "ftkit.engines.axolotl_plugin.RunControlPlugin"  # history + clean stop on SIGTERM
+CPU_DISTRIBUTED_PLUGIN = "ftkit.engines.axolotl_cpu_dist.CpuDistributedPlugin"  # several ranks without a GPU
 
 
 @cache
@@ -109,10 +113,21 @@ class AxolotlEngine(Engine):
                 path = absolutize(str(ds["path"]), ctx.recipe_dir)
                 if path != ds["path"]:
                     out[f"datasets.{i}.path"] = path
+        if isinstance(cfg.get("deepspeed"), str):  # a DeepSpeed JSON beside the recipe's YAML
+            path = absolutize(cfg["deepspeed"], ctx.recipe_dir)
+            if path != cfg["deepspeed"]:
+                out["deepspeed"] = path
+        if ctx.world_size > 1 and cfg.get("dataloader_num_workers") is None:
+            # torchrun passes SIGTERM to each rank's whole process group: DataLoader worker processes die on it and
+            # take their rank down before it can save the checkpoint (seen here). Rows are tokenized beforehand,
+            # so loading them in the rank costs little.
+            out["dataloader_num_workers"] = 0
         plugins = list(cfg.get("plugins") or [])
         wanted = [RUN_CONTROL_PLUGIN]
         if ctx.device == "cpu" and cfg.get("load_in_4bit"):
             wanted.append(CPU_4BIT_PLUGIN)  # bitsandbytes' CPU eval repacking breaks training
+        if ctx.device == "cpu" and ctx.world_size > 1:
+            wanted.append(CPU_DISTRIBUTED_PLUGIN)  # gloo ranks; FSDP's mesh and state on the CPU
         if missing := [p for p in wanted if p not in plugins]:
             out["plugins"] = [*plugins, *missing]
         return out
@@ -126,15 +141,27 @@ class AxolotlEngine(Engine):
         }[backend]
 
     def command(self, config_path: Path, ctx: StageContext) -> list[str]:
+        """`axolotl train CFG --launcher python` for one process; for several, Axolotl's own torchrun launch:
+        `--launcher torchrun -- --standalone --nproc_per_node N`. Axolotl execs torchrun in place of itself, so
+        SIGTERM to this pid reaches torchrun, which passes it to every rank. Not `--launcher accelerate`: on a
+        machine without GPUs `accelerate launch` starts one process (several need MPI)."""
         from ftkit.engines.base import python_module
 
-        # One process per GPU via accelerate; `--launcher python` when there is one device (or CPU).
-        launcher = ["--launcher", "python"] if ctx.world_size <= 1 else ["--launcher", "accelerate"]
-        return python_module("axolotl.cli.main", "train", str(config_path), *launcher)
+        train = python_module("axolotl.cli.main", "train", str(config_path))
+        if ctx.world_size <= 1:
+            return [*train, "--launcher", "python"]
+        # --standalone: a rendezvous on a free local port, so two runs on one machine do not collide on 29500.
+        return [*train, "--launcher", "torchrun", "--", *torchrun_args(ctx.world_size)]
 
     def env(self, ctx: StageContext) -> dict[str, str]:
         # Telemetry off by default: no network calls from a training run.
-        return {**super().env(ctx), "AXOLOTL_DO_NOT_TRACK": "1", "DO_NOT_TRACK": "1"}
+        env = {**super().env(ctx), "AXOLOTL_DO_NOT_TRACK": "1", "DO_NOT_TRACK": "1"}
+        # Axolotl imports a recipe's own Python (GRPO reward functions, dataset transforms) by dotted name, e.g.
+        # `rewards.format_reward`: the recipe folder goes first on the path of the training process.
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ctx.recipe_dir), os.environ.get("PYTHONPATH", "")) if p)
+        if ctx.world_size > 1:
+            env |= distributed_env(ctx.device, ctx.world_size)
+        return env
 
     def history(self, ctx: StageContext) -> list[dict[str, float]]:
         if ctx.history_path.is_file() or not ctx.log_path.is_file():
@@ -165,7 +192,7 @@ class AxolotlEngine(Engine):
             "seq_len": int(cfg.get("sequence_len") or 2048),
             "micro_batch": int(cfg.get("micro_batch_size") or 1),
             "grad_accum": int(cfg.get("gradient_accumulation_steps") or 1),
-            "gradient_checkpointing": bool(cfg.get("gradient_checkpointing")),
+            "gradient_checkpointing": bool(cfg.get("gradient_checkpointing")) or fsdp_checkpointing(cfg),
             "attention": attention,
             "optimizer": optimizer_kind(str(cfg.get("optimizer") or "adamw_torch")),
             "sample_packing": bool(cfg.get("sample_packing")),
@@ -176,9 +203,93 @@ class AxolotlEngine(Engine):
             out |= {"lora_rank": int(cfg.get("lora_r") or 8), "lora_dropout": float(cfg.get("lora_dropout") or 0.0)}
             if targets and not cfg.get("lora_target_linear"):
                 out["lora_targets"] = tuple(targets)
-        if cfg.get("fsdp") or cfg.get("fsdp_config"):
-            out["parallelism"] = "fsdp"
+        if stage == "grpo":  # completions sampled per prompt (TRL's default 8)
+            out["num_generations"] = int((cfg.get("trl") or {}).get("num_generations") or 8)
+        if parallelism := parallelism_of(cfg):
+            out["parallelism"] = parallelism
+        if cpu_offload_of(cfg):
+            out["cpu_offload"] = True
         return out
+
+
+_ZERO_IN_NAME = re.compile(r"zero([123])")
+
+
+def deepspeed_config(cfg: dict[str, Any], base: Path | None = None) -> dict[str, Any] | None:
+    """The DeepSpeed config a config names: inline, or the JSON file (absolute, or relative to `base` or the
+    working directory). None when there is none or it cannot be read."""
+    value = cfg.get("deepspeed")
+    if isinstance(value, dict):
+        return value
+    if not value:
+        return None
+    for path in (Path(str(value)), *([base / str(value)] if base else [])):
+        if path.is_file():
+            try:
+                loaded = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                return None
+            return loaded if isinstance(loaded, dict) else None
+    return None
+
+
+def deepspeed_stage(cfg: dict[str, Any], base: Path | None = None) -> int | None:
+    """`zero_optimization.stage` of the config's DeepSpeed JSON; where the file cannot be read here (a path relative
+    to a recipe folder the caller does not know), the `zero1`/`zero2`/`zero3` in its name, as Axolotl's own
+    deepspeed_configs are named (Axolotl reads the name the same way)."""
+    if not cfg.get("deepspeed"):
+        return None
+    ds = deepspeed_config(cfg, base)
+    if ds is not None:
+        stage = (ds.get("zero_optimization") or {}).get("stage")
+        return int(stage) if stage is not None else 0
+    found = _ZERO_IN_NAME.search(Path(str(cfg["deepspeed"])).name)
+    return int(found.group(1)) if found else None
+
+
+def parallelism_of(cfg: dict[str, Any], base: Path | None = None) -> str | None:
+    """The estimator's parallelism: "fsdp" (FSDP1/FSDP2), "zero1/2/3" (DeepSpeed ZeRO; stage 0 is plain data
+    parallel: "ddp"), else None (one process per GPU without sharding is the estimator's default)."""
+    if cfg.get("fsdp") or cfg.get("fsdp_config"):
+        return "fsdp"
+    stage = deepspeed_stage(cfg, base)
+    if stage is None:
+        return None
+    return f"zero{stage}" if stage in (1, 2, 3) else "ddp"
+
+
+def fsdp_checkpointing(cfg: dict[str, Any]) -> bool:
+    """FSDP's own activation checkpointing (`fsdp_config.activation_checkpointing`, FSDP1 spelling
+    `fsdp_activation_checkpointing`), which replaces `gradient_checkpointing` in FSDP configs."""
+    fsdp = cfg.get("fsdp_config") or {}
+    return isinstance(fsdp, dict) and bool(
+        fsdp.get("activation_checkpointing") or fsdp.get("fsdp_activation_checkpointing")
+    )
+
+
+def cpu_offload_of(cfg: dict[str, Any], base: Path | None = None) -> bool:
+    """Whether the config offloads parameters or optimizer states to the host (FSDP `offload_params`, DeepSpeed
+    `offload_param` / `offload_optimizer` on the CPU)."""
+    fsdp = cfg.get("fsdp_config") or {}
+    if isinstance(fsdp, dict) and (fsdp.get("offload_params") or fsdp.get("fsdp_offload_params")):
+        return True
+    zero = ((deepspeed_config(cfg, base) or {}).get("zero_optimization")) or {}
+    return any((zero.get(key) or {}).get("device") == "cpu" for key in ("offload_param", "offload_optimizer"))
+
+
+def torchrun_args(processes: int) -> list[str]:
+    """torchrun's arguments for `processes` ranks on this machine."""
+    return ["--standalone", "--nnodes", "1", "--nproc_per_node", str(processes)]
+
+
+def distributed_env(device: str, processes: int) -> dict[str, str]:
+    """Environment of a multi-process launch. Axolotl execs `torchrun` by name: the interpreter's bin directory
+    (the venv's) goes first on PATH. On CPU each rank gets its share of the cores (torch would give every rank all
+    of them, and two ranks on two cores then fight over them)."""
+    env = {"PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    if device == "cpu":
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // processes))
+    return env
 
 
 def _plain(value: Any) -> Any:

@@ -74,12 +74,14 @@ def run_logged(
     env: dict[str, str] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     append: bool = False,
+    launcher: bool = False,
 ) -> ProcessResult:
     """Run `cmd`, tee its output into `log_path` (appended to with `append`), report tqdm progress, return exit
-    code and peak RSS. SIGTERM to this process while the child runs is forwarded to it (`ftkit.engines.signals`)."""
+    code and peak RSS. SIGTERM to this process while the child runs is forwarded to it (`ftkit.engines.signals`),
+    or, when the child is a `launcher` of several ranks, to the ranks."""
     start = time.monotonic()
     full_env = {**os.environ, **(env or {})}
-    with log_path.open("ab" if append else "wb") as log, ForwardSignals() as forward:
+    with log_path.open("ab" if append else "wb") as log, ForwardSignals(to_ranks=launcher) as forward:
         if append:
             log.write(f"\n===== ftkit: resumed {time.strftime('%Y-%m-%d %H:%M:%S')} =====\n".encode())
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env)
@@ -195,7 +197,8 @@ class Engine(ABC):
         append_log: bool = False,
     ) -> ProcessResult:
         """Train from a written config; exit code `ExitCode.INTERRUPTED` when SIGTERM stopped it at a checkpoint."""
-        return run_logged(self.command(config_path, ctx), ctx.log_path, self.env(ctx), on_progress, append_log)
+        return run_logged(self.command(config_path, ctx), ctx.log_path, self.env(ctx), on_progress, append_log,
+                          launcher=ctx.world_size > 1)  # fmt: skip
 
 
 def read_history(path: Path) -> list[dict[str, float]]:

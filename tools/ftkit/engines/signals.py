@@ -72,14 +72,39 @@ class StopRequest(_SignalScope):
         return self.__enter__()
 
 
+def rank_processes(pid: int) -> list[int]:
+    """The training ranks a launcher (torchrun under Axolotl's CLI) started below `pid`: descendants with LOCAL_RANK
+    in their environment whose parent has none (not the ranks' own children). [] when there are none (yet)."""
+    import psutil
+
+    try:
+        descendants = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+    ranks = []
+    for proc in descendants:
+        try:
+            parent = proc.parent()
+            if "LOCAL_RANK" in proc.environ() and (parent is None or "LOCAL_RANK" not in parent.environ()):
+                ranks.append(proc.pid)
+        except psutil.Error:  # gone, or not ours to read
+            continue
+    return ranks
+
+
 class ForwardSignals(_SignalScope):
     """While a child process runs: SIGTERM to this process is sent on to the child, then to the handler that was
-    installed before (a `StopRequest`), so the runner also knows. `received` names the signal, if one came."""
+    installed before (a `StopRequest`), so the runner also knows. `received` names the signal, if one came.
 
-    def __init__(self) -> None:
+    With `to_ranks` (the child is a launcher of several training processes), the signal goes to the ranks
+    themselves, not to the launcher: torchrun would pass it on but SIGKILL the ranks 30 s later, too soon for a
+    checkpoint of a large model; signalled directly, each rank saves and exits, and the launcher then ends."""
+
+    def __init__(self, to_ranks: bool = False) -> None:
         super().__init__()
         self.received: str | None = None
         self._pid: int | None = None
+        self._to_ranks = to_ranks
 
     def attach(self, pid: int) -> None:
         """The child to forward to; a signal that came while it was being started is sent to it now."""
@@ -92,9 +117,12 @@ class ForwardSignals(_SignalScope):
         self._pid = None
 
     def _send(self, sig: int) -> None:
-        if self._pid is not None:
+        if self._pid is None:
+            return
+        targets = (rank_processes(self._pid) if self._to_ranks else []) or [self._pid]  # no ranks yet: the launcher
+        for pid in targets:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self._pid, sig)
+                os.kill(pid, sig)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.received = self.received or signal.Signals(signum).name

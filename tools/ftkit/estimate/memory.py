@@ -193,13 +193,13 @@ def optimizer_states(arch: Architecture, s: Setting) -> float:
 
 
 def sequences_per_step(s: Setting) -> int:
-    """Sequences in one micro-batch forward: chosen + rejected for pairwise stages, a group for GRPO."""
+    """Sequences in one micro-batch forward: chosen + rejected for pairwise stages. For GRPO the micro-batch already
+    counts completions (TRL's per_device_train_batch_size; a prompt's `num_generations` completions are spread over
+    micro-batches and devices), each a prompt + completion sequence."""
     if s.stage in ("dpo", "orpo", "reward"):
         return 2 * s.micro_batch
     if s.stage == "kto":
         return 2 * s.micro_batch  # the batch and its mismatched KL batch
-    if s.stage == "grpo":
-        return s.num_generations * s.micro_batch
     return s.micro_batch
 
 

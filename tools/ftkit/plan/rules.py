@@ -25,7 +25,7 @@ FORMAT_KINDS: dict[str, DataKind] = {
     "completion": "conversations",
     "preference": "pairs",
     "kto": "unpaired",
-    "prompt": "verifiable",
+    "prompt-only": "verifiable",
 }
 
 DEFAULT_DATA: dict[Goal, DataKind] = {
