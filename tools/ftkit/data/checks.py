@@ -80,3 +80,24 @@ def check_preference(row: dict[str, Any]) -> list[Finding]:
                     )
                 )
     return out
+
+
+def check_prompt_only(row: dict[str, Any]) -> list[Finding]:
+    """A prompt-only row (online RL: the trainer samples the answers): the prompt is non-empty text, or chat
+    turns that end with the user's turn (no answer turn to learn from)."""
+    prompt = row.get("prompt")
+    if isinstance(prompt, str):
+        return [] if prompt.strip() else [("prompt", "the prompt is empty", "write the question, or drop the row")]
+    if not isinstance(prompt, list) or not prompt:
+        kind = type(prompt).__name__
+        return [("prompt", f"the prompt must be text or a non-empty list of chat turns, got {kind}",
+                 "write 'prompt' as a string or as [{'role': 'user', 'content': ...}]")]  # fmt: skip
+    out = check_conversation(prompt, "prompt", must_end_with_assistant=False)
+    last = prompt[-1] if isinstance(prompt[-1], dict) else {}
+    if last.get("role") != "user":
+        message = f"a prompt-only row ends with the user's turn, not '{last.get('role')}' (the model writes the answer)"
+        fix = "drop the trailing answer turn, or train on answers with a messages or preference row"
+        out.append((f"prompt.{len(prompt) - 1}.role", message, fix))
+    elif not str(last.get("content", "")).strip():
+        out.append((f"prompt.{len(prompt) - 1}.content", "the last user turn is empty", "fill in the question"))
+    return out

@@ -2,7 +2,8 @@
 
 Formats: messages ({"messages": [...]}), sharegpt ({"conversations": [{"from", "value"}]}),
 alpaca ({"instruction", "input"?, "output"}), preference ({"prompt", "chosen", "rejected"}),
-kto ({"prompt", "completion", "label": bool}), completion ({"text"}).
+kto ({"prompt", "completion", "label": bool}), completion ({"text"}),
+prompt-only ({"prompt", ...}: no answer; online RL such as GRPO samples it, other columns feed the rewards).
 Pure functions: each check returns (field_path, message, fix) findings.
 """
 
@@ -10,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ftkit.data.checks import Finding, check_conversation, check_preference
+from ftkit.data.checks import Finding, check_conversation, check_preference, check_prompt_only
 
-FORMATS = ("messages", "sharegpt", "alpaca", "preference", "kto", "completion")
+FORMATS = ("messages", "sharegpt", "alpaca", "preference", "kto", "completion", "prompt-only")
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 
 
@@ -31,6 +32,8 @@ def detect_format(row: Any) -> str | None:
         return "alpaca"
     if isinstance(row.get("text"), str):
         return "completion"
+    if "prompt" in row and "completion" not in row:
+        return "prompt-only"
     return None
 
 
@@ -94,4 +97,6 @@ def check_format(row: Any, fmt: str) -> list[Finding]:
         return check_preference(row)
     if fmt == "kto":
         return check_kto(row)
+    if fmt == "prompt-only":
+        return check_prompt_only(row)
     return _non_empty(row, "text")

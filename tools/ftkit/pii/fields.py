@@ -23,6 +23,7 @@ FORMAT_FIELDS: dict[str, tuple[str, ...]] = {
     "preference": ("system", "prompt", "chosen", "rejected"),
     "kto": ("system", "prompt", "completion"),
     "completion": ("text",),
+    "prompt-only": ("system", "prompt"),
 }
 _TURN_TEXT = ("content", "value")  # messages use content, ShareGPT turns use value
 _NOT_TEXT = {"role", "from", "id", "label", "type", "name", "tool_call_id"}
