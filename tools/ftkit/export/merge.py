@@ -4,6 +4,10 @@ An adapter trained on a 4-bit base is merged into the base loaded *unquantized*:
 bitsandbytes 4-bit layer keeps the result 4-bit and lossy (peft #2321, #2501). A base whose
 `config.json` carries a `quantization_config` (a pre-quantized checkpoint) is refused for the
 same reason: name the unquantized model with `--base`.
+
+A sequence-classification adapter (PEFT `task_type: SEQ_CLS`, e.g. a Bradley-Terry reward model: LoRA on
+the decoder plus the trained `score` head saved whole) is merged into the base loaded with
+`AutoModelForSequenceClassification` (num_labels from the saved head) instead of a causal LM.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from ftkit.models import resolve_model
 
 DTYPES = ("bfloat16", "float16", "float32")
 MERGEABLE_PEFT_TYPES = {"LORA"}  # DoRA is LoRA with use_dora; prefix/prompt tuning has nothing to merge
+SEQ_CLS = "SEQ_CLS"  # PEFT's task type of a sequence-classification (reward model) adapter
 
 
 @dataclass
@@ -47,6 +52,7 @@ class MergeResult:
     parameters: int
     seconds: float
     check: dict[str, Any] | None = field(default=None)
+    task_type: str = "CAUSAL_LM"  # the adapter's PEFT task type: SEQ_CLS merges into a sequence classifier
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -135,6 +141,35 @@ def check_adapter(source: MergeSource) -> None:
         )
 
 
+def adapter_task_type(adapter_dir: Path) -> str:
+    """The adapter's PEFT task type (CAUSAL_LM when adapter_config.json names none)."""
+    return str(_read_json(Path(adapter_dir) / "adapter_config.json").get("task_type") or "CAUSAL_LM")
+
+
+def saved_head_labels(adapter_dir: Path) -> int:
+    """Outputs of the classification head saved with a SEQ_CLS adapter (its `score`/`classifier` weight rows)."""
+    from safetensors import safe_open
+
+    path = Path(adapter_dir) / "adapter_model.safetensors"
+    if path.is_file():
+        with safe_open(str(path), framework="pt") as fh:
+            for key in fh.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                if key.endswith(("score.weight", "classifier.weight")):
+                    return int(fh.get_slice(key).get_shape()[0])
+    return 1  # a reward model's single score
+
+
+def load_base(base: str, dtype: Any, task_type: str = "CAUSAL_LM", num_labels: int = 1) -> Any:
+    """The base, unquantized at `dtype`, with the head the adapter was trained with (causal LM or classifier)."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    if task_type == SEQ_CLS:
+        return AutoModelForSequenceClassification.from_pretrained(
+            base, dtype=dtype, use_safetensors=True, num_labels=num_labels
+        )
+    return AutoModelForCausalLM.from_pretrained(base, dtype=dtype, use_safetensors=True)
+
+
 def merge_adapter(
     base: str,
     adapter_dir: Path,
@@ -147,23 +182,29 @@ def merge_adapter(
     """Load the base unquantized in `dtype`, merge the adapter, save sharded safetensors + tokenizer."""
     import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     if dtype not in DTYPES:
         raise FtkitError.one(f"dtype {dtype!r} is not one of {DTYPES}", field="dtype", fix="use bfloat16")
     started = time.perf_counter()
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=getattr(torch, dtype), use_safetensors=True)
+    adapter_dir = Path(adapter_dir)
+    task_type = adapter_task_type(adapter_dir)
+    labels = saved_head_labels(adapter_dir) if task_type == SEQ_CLS else 1
+    model = load_base(base, getattr(torch, dtype), task_type, labels)
     merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    merged.save_pretrained(out_dir, safe_serialization=True, max_shard_size=max_shard_size)
     # The adapter dir holds the tokenizer the stage trained with (special tokens, chat template).
     tok_src = adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base
     tok = AutoTokenizer.from_pretrained(tok_src)
+    if task_type == SEQ_CLS and tok.pad_token_id is not None:
+        merged.config.pad_token_id = tok.pad_token_id  # the classifier reads the last non-pad token of each row
+    out_dir.mkdir(parents=True, exist_ok=True)
+    merged.save_pretrained(out_dir, safe_serialization=True, max_shard_size=max_shard_size)
     tok.save_pretrained(out_dir)
-    # generation_config must stop at the tokenizer's EOS (end of turn).
-    merged.generation_config.eos_token_id = tok.eos_token_id
-    merged.generation_config.pad_token_id = tok.pad_token_id
-    merged.generation_config.save_pretrained(out_dir)
+    if getattr(merged, "generation_config", None) is not None:
+        # generation_config must stop at the tokenizer's EOS (end of turn); a classifier generates nothing.
+        merged.generation_config.eos_token_id = tok.eos_token_id
+        merged.generation_config.pad_token_id = tok.pad_token_id
+        merged.generation_config.save_pretrained(out_dir)
     adapter_cfg = _read_json(Path(adapter_dir) / "adapter_config.json")
     result = MergeResult(
         out_dir=out_dir,
@@ -175,6 +216,7 @@ def merge_adapter(
         shards=sorted(p.name for p in out_dir.glob("*.safetensors")),
         parameters=sum(p.numel() for p in merged.parameters()),
         seconds=round(time.perf_counter() - started, 2),
+        task_type=task_type,
     )
     write_provenance(result)
     return result

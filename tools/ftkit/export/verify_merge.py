@@ -15,6 +15,12 @@ Measured on CPU with the SmolLM2-135M smoke adapters (SFT; DPO on the merged SFT
   merged into NF4  27.2 / 4.5, 55 %             29.3 / 3.5, 58 %      (the trap: peft #2321)
   adapter effect   9.9 / 1.5                    1.8 / 0.20
 SmolLM2-135M's logits are large and bf16 keeps 8 bits of mantissa, hence bf16's tolerance.
+
+A sequence-classification adapter (a reward model) is checked on its scores instead of next-token logits:
+each prompt with a helpful and a curt answer is scored by base + adapter and by the merged classifier; the
+same two conditions apply to the scores, `top1_agreement` is then the share of score pairs both models order
+the same way, and the adapter's effect is that of its LoRA layers alone (the trained `score` head is kept on
+both sides: the base has no trained head to compare with).
 """
 
 from __future__ import annotations
@@ -31,6 +37,11 @@ DEFAULT_PROMPTS = (
 # Max |logit difference| allowed per merge dtype (measured values are ~3-10x below these).
 TOLERANCE = {"float32": 1e-3, "float16": 1.0, "bfloat16": 5.0}
 HOLDS_ADAPTER = 0.5  # mean |merged - (base + adapter)| <= this x the adapter's mean effect
+# Answers scored with each prompt when the merged model is a reward model (sequence classifier).
+SCORED_ANSWERS = (
+    "Here is a clear answer with the steps you need, and a short example.",
+    "No idea. Figure it out yourself.",
+)
 
 
 def _encode(tokenizer: Any, prompts: tuple[str, ...] | list[str]) -> list[Any]:
@@ -44,6 +55,54 @@ def _encode(tokenizer: Any, prompts: tuple[str, ...] | list[str]) -> list[Any]:
             enc = tokenizer(prompt, return_tensors="pt")
         batches.append(enc)
     return batches
+
+
+def _encode_scored(tokenizer: Any, prompts: tuple[str, ...] | list[str]) -> list[Any]:
+    """Whole conversations (prompt + answer) for a sequence classifier to score."""
+    batches = []
+    for prompt in prompts:
+        for answer in SCORED_ANSWERS:
+            messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+            if getattr(tokenizer, "chat_template", None):
+                enc = tokenizer.apply_chat_template(messages, return_tensors="pt", return_dict=True)
+            else:
+                enc = tokenizer(f"{prompt}\n{answer}", return_tensors="pt")
+            batches.append(enc)
+    return batches
+
+
+def _scores(model: Any, batches: list[Any]) -> Any:
+    import torch
+
+    with torch.no_grad():
+        return torch.cat([model(**enc).logits.float().reshape(1, -1) for enc in batches])
+
+
+def scores_difference(reference: Any, candidate: Any, batches: list[Any]) -> dict[str, float]:
+    """Max and mean |score diff| and the share of score pairs (i, j) both models order the same way."""
+    ref, cand = _scores(reference, batches), _scores(candidate, batches)
+    diff = (ref - cand).abs()
+    r, c = ref[:, 0], cand[:, 0]
+    pairs = [(i, j) for i in range(len(r)) for j in range(i + 1, len(r))]
+    same = sum(bool((r[i] > r[j]) == (c[i] > c[j])) for i, j in pairs)
+    return {"max_abs_diff": diff.max().item(), "mean_abs_diff": diff.mean().item(),
+            "top1_agreement": same / max(len(pairs), 1), "positions": len(batches)}  # fmt: skip
+
+
+def lora_effect_on_scores(peft_model: Any, batches: list[Any]) -> float:
+    """Mean |score with the LoRA layers - score without them|, the trained head kept on both sides."""
+    from peft.tuners.lora import LoraLayer
+
+    on = _scores(peft_model, batches)
+    layers = [m for m in peft_model.modules() if isinstance(m, LoraLayer)]
+    for layer in layers:
+        layer.enable_adapters(False)
+    try:
+        off = _scores(peft_model, batches)
+    finally:
+        for layer in layers:
+            layer.enable_adapters(True)
+    return (on - off).abs().mean().item()
 
 
 def logits_difference(reference: Any, candidate: Any, batches: list[Any]) -> dict[str, float]:
@@ -91,18 +150,29 @@ def verify_merge(
     """Compare the merged checkpoint with base + adapter (unmerged, fp32). Returns the check as data."""
     import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from ftkit.export.merge import SEQ_CLS, adapter_task_type, load_base, saved_head_labels
 
     tol = TOLERANCE.get(dtype, TOLERANCE["bfloat16"]) if tolerance is None else tolerance
     tokenizer = AutoTokenizer.from_pretrained(merged_dir)
-    batches = _encode(tokenizer, prompts)
+    task_type = adapter_task_type(Path(adapter_dir))
+    labels = saved_head_labels(Path(adapter_dir)) if task_type == SEQ_CLS else 1
     # The base at the merge dtype, run in fp32: the merged weights' only other source of difference is
     # the rounding of (W + delta) to that dtype.
-    base_model = AutoModelForCausalLM.from_pretrained(base, dtype=getattr(torch, dtype), use_safetensors=True)
+    base_model = load_base(base, getattr(torch, dtype), task_type, labels)
+    if task_type == SEQ_CLS:
+        base_model.config.pad_token_id = tokenizer.pad_token_id
     reference = PeftModel.from_pretrained(base_model.float(), str(adapter_dir)).eval()
-    candidate = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32, use_safetensors=True).eval()
-    result = logits_difference(reference, candidate, batches)
-    effect = adapter_effect(reference, batches)
+    candidate = load_base(str(merged_dir), torch.float32, task_type, labels).eval()
+    if task_type == SEQ_CLS:
+        batches = _encode_scored(tokenizer, prompts)
+        result = scores_difference(reference, candidate, batches)
+        effect = lora_effect_on_scores(reference, batches)
+    else:
+        batches = _encode(tokenizer, prompts)
+        result = logits_difference(reference, candidate, batches)
+        effect = adapter_effect(reference, batches)
     holds = result["mean_abs_diff"] <= max(HOLDS_ADAPTER * effect, 1e-6)
     return {
         **{k: round(v, 6) if isinstance(v, float) else v for k, v in result.items()},
@@ -111,6 +181,10 @@ def verify_merge(
         "prompts": len(batches),
         "merge_dtype": dtype,
         "tolerance": tol,
+        "task_type": task_type,
+        "compared": "scores of prompt + answer (top1_agreement: pairs ordered alike)"
+        if task_type == SEQ_CLS
+        else "next-token logits",
         "reference": "base (unquantized, at the merge dtype) + adapter via PEFT, unmerged, run in fp32",
         "passed": result["max_abs_diff"] <= tol and holds,
     }
