@@ -181,6 +181,14 @@ def test_model_card_front_matter_names_base_licence_hub_datasets_and_metrics(tmp
     assert "git checkout abc1234" in card and "make recipe NAME=demo PROFILE=smoke SET=sft.max_steps=3" in card
     assert "uncommitted changes" in card and "smoke" in card and "loaded unquantized" in card
     assert front_matter(facts)["recipe"] == {"name": "demo", "profile": "smoke", "engine": "trl"}
+    assert meta["pipeline_tag"] == "text-generation"
+
+
+def test_a_reward_models_card_is_tagged_text_classification():
+    from ftkit.export.model_card import CardFacts
+
+    facts = CardFacts("rm", "meta-llama/Llama-3.1-8B-Instruct", merge={"task_type": "SEQ_CLS", "dtype": "bfloat16"})
+    assert front_matter(facts)["pipeline_tag"] == "text-classification"
 
 
 def test_serve_commands_for_a_run_cover_merged_lora_and_gguf(tmp_path: Path, tiny_llama: Path, adapter: Path):

@@ -46,8 +46,9 @@ def _is_hub_id(ref: str) -> bool:
 
 
 def front_matter(facts: CardFacts) -> dict[str, Any]:
+    classifier = (facts.merge or {}).get("task_type") == "SEQ_CLS"  # a reward model scores, it does not generate
     meta: dict[str, Any] = {"base_model": facts.base_model, "library_name": "transformers",
-                            "pipeline_tag": "text-generation"}  # fmt: skip
+                            "pipeline_tag": "text-classification" if classifier else "text-generation"}  # fmt: skip
     if facts.license:
         meta["license"] = facts.license
     hub_datasets = [d for d in facts.datasets if _is_hub_id(d)]
