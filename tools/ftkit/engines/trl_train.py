@@ -126,6 +126,7 @@ def write_loader_record(history: Path, loaded: LoadedModel) -> Path:
     """Which loader ran, why, and the trainer arguments it set: `LOADER_FILE` beside the history file."""
     path = history.with_name(LOADER_FILE)
     record = {"loader": loaded.loader, "reason": loaded.reason, "trainer_args": loaded.trainer_args}
+    path.parent.mkdir(parents=True, exist_ok=True)  # a checkpoint dir (SageMaker) may not exist before training
     path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     print(f"ftkit: loader {loaded.loader}" + (f" ({loaded.reason})" if loaded.reason else ""), flush=True)
     return path
