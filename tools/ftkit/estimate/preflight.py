@@ -56,19 +56,21 @@ def fits(arch: Architecture, s: Setting, budget_gib: float) -> bool:
     return need_gib(arch, s) <= budget_gib * FIT_HEADROOM
 
 
-def suggestions(arch: Architecture, s: Setting, budget_gib: float, limit: int = 3) -> list[Suggestion]:
-    """Up to `limit` ways to fit `budget_gib`, cheapest first: the single changes that fit, in CHANGES
+def suggestions(
+    arch: Architecture, s: Setting, budget_gib: float, limit: int = 3, changes: tuple[Change, ...] = CHANGES
+) -> list[Suggestion]:
+    """Up to `limit` ways to fit `budget_gib`, cheapest first: the single changes that fit, in `changes`
     order; when none does, the changes applied cumulatively in that order up to the first prefix that
     fits, so a setting far over the budget still gets an answer when one exists."""
     found: list[Suggestion] = []
-    for text, change in CHANGES:
+    for text, change in changes:
         changed = change(s)
         if changed is not None and fits(arch, changed, budget_gib):
             found.append(Suggestion((text,), need_gib(arch, changed)))
     if found:
         return found[:limit]
     current, applied = s, []
-    for text, change in CHANGES:
+    for text, change in changes:
         changed = change(current)
         if changed is None:
             continue

@@ -46,9 +46,10 @@ def estimate_report(
     rows: int | None = None,
     avg_tokens: int | None = None,
     gpu: str | None = None,
+    loaded: Any = None,
 ) -> dict[str, Any]:
     if recipe:
-        plans = recipe_stage_plans(recipe, profile, overrides)
+        plans = recipe_stage_plans(recipe, profile, overrides, loaded)
     else:
         assert model is not None
         try:

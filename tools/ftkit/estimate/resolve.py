@@ -79,13 +79,16 @@ class StagePlan:
     config_file: str
 
 
-def recipe_stage_plans(name: str, profile: str = "full", overrides: dict[str, Any] | None = None) -> list[StagePlan]:
-    """Each stage of a recipe, its engine config resolved for `profile`, mapped to a Setting."""
+def recipe_stage_plans(
+    name: str, profile: str = "full", overrides: dict[str, Any] | None = None, loaded: Any = None
+) -> list[StagePlan]:
+    """Each stage of a recipe, its engine config resolved for `profile`, mapped to a Setting. `loaded`: the
+    recipe already loaded by the caller (`ftkit.recipes.load.load_recipe`), so it is not read twice."""
     from ftkit.engines import get_engine
     from ftkit.recipes.load import load_recipe
     from ftkit.recipes.resolve import resolve_stage
 
-    loaded = load_recipe(name, check_profiles=False)
+    loaded = loaded or load_recipe(name, check_profiles=False)
     engine = get_engine(loaded.recipe.engine)
     plans, root_base = [], None
     for stage in loaded.recipe.stages:

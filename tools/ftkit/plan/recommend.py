@@ -15,7 +15,7 @@ from ftkit.estimate.catalog import Architecture, Gpu
 from ftkit.estimate.inputs import Setting
 from ftkit.estimate.memory import GIB, estimate_memory
 from ftkit.estimate.params import param_count
-from ftkit.estimate.preflight import suggestions
+from ftkit.estimate.preflight import CHANGES, Change, suggestions
 from ftkit.estimate.timecost import FIT_HEADROOM, gpu_options
 from ftkit.plan.rules import (
     FULL_FT_MIN_ROWS,
@@ -115,13 +115,15 @@ def _setting_for(s: Setting, gpus: int) -> Setting:
     return Setting(**{**s.model_dump(), "gpus": gpus, "parallelism": par})
 
 
-# Pre-flight changes that change what is trained or how fast (another method, CPU offload, cut rows) are not taken
-# to make a candidate fit: the next method in the rules' order is the honest alternative.
-_NOT_CHEAP = ("QLoRA", "offload", "sequence length")
+def _same_run(before: Setting, after: Setting) -> bool:
+    """A pre-flight change that keeps what is trained and how: the method, the sequence length, no CPU offload.
+    Others (QLoRA, offload, cut rows) are not taken to make a candidate fit: the next method in the rules' order
+    is the honest alternative."""
+    return (after.method, after.seq_len, after.cpu_offload) == (before.method, before.seq_len, before.cpu_offload)
 
 
-def _changes_the_run(change: str) -> bool:
-    return any(word in change for word in _NOT_CHEAP)
+def _cheap_changes(s: Setting) -> tuple[Change, ...]:
+    return tuple((text, f) for text, f in CHANGES if (changed := f(s)) is None or _same_run(s, changed))
 
 
 def fit_on(c: Candidate, vram_gb: float, gpus: int) -> Fit:
@@ -132,7 +134,7 @@ def fit_on(c: Candidate, vram_gb: float, gpus: int) -> Fit:
         parallelism = s.parallelism
         need = estimate_memory(st.arch, s).device_total / GIB
         if need > vram_gb * FIT_HEADROOM:
-            found = [f for f in suggestions(st.arch, s, vram_gb) if not any(_changes_the_run(x) for x in f.changes)]
+            found = suggestions(st.arch, s, vram_gb, changes=_cheap_changes(s))
             if not found:
                 ok = False
             else:
@@ -283,7 +285,7 @@ def recipe_candidates(root: Path) -> list[Candidate]:
     for d in list_recipe_dirs(root):
         try:
             loaded = load_recipe(str(d), check_profiles=False)
-            plans = recipe_stage_plans(str(d), "full")
+            plans = recipe_stage_plans(str(d), "full", loaded=loaded)
         except (FtkitError, KeyError):
             continue
         stages = tuple(p.setting.stage for p in plans)

@@ -104,7 +104,8 @@ def recipe_entry(recipe_dir: Path, size: DatasetSize) -> CatalogEntry:
         setting = engine.estimate_setting(resolve_stage(loaded, stage.name, "full").config)
         figures.append(StageFigures(stage.name, _method(setting), vram_measured_gib=_measured_peak(loaded, stage.name)))
     try:
-        report = estimate_report(recipe=str(recipe_dir), profile="full", rows=size.rows, avg_tokens=size.avg_tokens)
+        report = estimate_report(recipe=str(recipe_dir), profile="full", rows=size.rows, avg_tokens=size.avg_tokens,
+                                 loaded=loaded)  # fmt: skip
         for fig, st in zip(figures, report["stages"], strict=True):
             _apply_estimate(fig, st)
     except FtkitError as exc:
