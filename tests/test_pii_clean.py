@@ -49,6 +49,8 @@ def test_text_fields_are_contents_never_roles_keys_or_ids():
         ({"prompt": [{"role": "user", "content": "p"}], "chosen": [{"role": "assistant", "content": "c"}],
           "rejected": "r"}, [("prompt", 0, "content"), ("chosen", 0, "content"), ("rejected",)]),
         ({"prompt": "p", "completion": "c", "label": True}, [("prompt",), ("completion",)]),
+        ({"system": "s", "input": "q", "chosen": "c", "rejected": "r", "id": "x"},
+         [("system",), ("input",), ("chosen",), ("rejected",)]),
         ({"text": "t", "id": "i"}, [("text",)]),
         ({"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]},
          [("messages", 0, "content", 0, "text")]),

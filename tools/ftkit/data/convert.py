@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ftkit.data.formats import SHAREGPT_ROLES, detect_format
+from ftkit.data.prompt import prompt_key, prompt_turns
 from ftkit.data.readers import iter_records
 
 TARGETS = ("messages", "preference")
@@ -80,9 +81,10 @@ def convert_row(row: Any, to: str) -> dict[str, Any]:
         if fmt == "sharegpt":
             return sharegpt_to_messages(row)
     if to == "preference" and fmt == "preference":
-        if isinstance(row["chosen"], str) and isinstance(row["rejected"], str) and "prompt" not in row:
+        if isinstance(row["chosen"], str) and isinstance(row["rejected"], str) and prompt_key(row) is None:
             return hh_to_preference(row)
-        return {k: row[k] for k in ("prompt", "chosen", "rejected")}
+        prompt = row["prompt"] if "prompt" in row else prompt_turns(row)  # Bradley-Terry: system + input
+        return {"prompt": prompt, "chosen": row["chosen"], "rejected": row["rejected"]}
     raise ConversionError(f"cannot convert a '{fmt or 'unknown'}' row to {to}")
 
 

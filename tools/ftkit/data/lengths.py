@@ -11,6 +11,7 @@ from typing import Any
 
 from ftkit.data.convert import ConversionError, convert_row
 from ftkit.data.formats import detect_format
+from ftkit.data.prompt import prompt_turns
 
 
 @dataclass
@@ -34,8 +35,7 @@ def conversations(row: Any) -> list[list[dict[str, str]]]:
     """The chat conversations a row trains on (preference rows: prompt + chosen, prompt + rejected)."""
     fmt = detect_format(row)
     if fmt == "preference":
-        prompt = row.get("prompt", [])
-        prompt = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+        prompt = prompt_turns(row)
         out = []
         for side in ("chosen", "rejected"):
             conv = row[side]

@@ -8,6 +8,7 @@ import unicodedata
 from typing import Any
 
 from ftkit.data.formats import detect_format
+from ftkit.data.prompt import prompt_turns
 
 _SPACE = re.compile(r"\s+")
 _PUNCT = re.compile(r"[^\w\s]")
@@ -31,10 +32,10 @@ def row_text(row: Any) -> str:
     elif fmt == "alpaca":
         parts = [str(row.get(k) or "") for k in ("system", "instruction", "input", "output")]
     elif fmt == "preference":
-        parts = [*_conversation_text(row.get("prompt", "")), *_conversation_text(row["chosen"]),
+        parts = [*_conversation_text(prompt_turns(row)), *_conversation_text(row["chosen"]),
                  *_conversation_text(row["rejected"])]  # fmt: skip
     elif fmt == "kto":
-        parts = [*_conversation_text(row.get("prompt", "")), *_conversation_text(row["completion"])]
+        parts = [*_conversation_text(prompt_turns(row)), *_conversation_text(row["completion"])]
     elif fmt == "completion":
         parts = [row["text"]]
     else:

@@ -20,8 +20,8 @@ FORMAT_FIELDS: dict[str, tuple[str, ...]] = {
     "messages": ("messages",),
     "sharegpt": ("conversations", "system"),
     "alpaca": ("system", "instruction", "input", "output"),
-    "preference": ("system", "prompt", "chosen", "rejected"),
-    "kto": ("system", "prompt", "completion"),
+    "preference": ("system", "prompt", "input", "question", "chosen", "rejected"),
+    "kto": ("system", "prompt", "input", "question", "completion"),
     "completion": ("text",),
     "prompt-only": ("system", "prompt"),
 }
