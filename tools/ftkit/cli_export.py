@@ -17,7 +17,7 @@ from ftkit.errors import ExitCode, FtkitError
 
 def cmd_export_merge(args: argparse.Namespace) -> int:
     from ftkit.export.merge import merge_source, require_merged, resolve_merge_source, write_provenance
-    from ftkit.export.verify_merge import verify_merge
+    from ftkit.export.verify_merge import describe_merge_check, verify_merge
 
     console, out = consoles()
     source = resolve_merge_source(Path(args.source), base=args.base, stage=args.stage)
@@ -38,11 +38,8 @@ def cmd_export_merge(args: argparse.Namespace) -> int:
                   f" -> {result.out_dir} ({len(result.shards)} shard(s), {result.parameters:,} parameters, "
                   f"{result.seconds:.1f} s)")  # fmt: skip
         if result.check:
-            c = result.check
-            verdict = "[green]passed[/green]" if c["passed"] else "[red]FAILED[/red]"
-            out.print(f"verify: max |logit diff| {c['max_abs_diff']:.3g} (tolerance {c['tolerance']:g}), mean "
-                      f"{c['mean_abs_diff']:.3g} vs the adapter's effect {c['adapter_effect_mean']:.3g}, top-1 "
-                      f"agreement {c['top1_agreement']:.1%} over {c['positions']} positions: {verdict}")  # fmt: skip
+            out.print(f"verify: {describe_merge_check(result.check)}", style=None if result.check["passed"] else "red",
+                      markup=False)  # fmt: skip
     require_merged(result)
     return 0
 
@@ -60,7 +57,7 @@ def _card_for_merge(source: Any, result: Any) -> None:
 def cmd_export_gguf(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from ftkit.export.gguf import export_gguf, verify_gguf
+    from ftkit.export.gguf import describe_gguf_check, export_gguf, verify_gguf
 
     console, out = consoles()
     model_dir = Path(args.model_dir)
@@ -80,11 +77,8 @@ def cmd_export_gguf(args: argparse.Namespace) -> int:
         out.print(f"{path} ({written.size_bytes / 2**20:.1f} MiB, {written.quant}, {written.backend}, "
                   f"{written.seconds:.1f} s)")  # fmt: skip
         if "check" in result:
-            c = result["check"]
-            verdict = "[green]passed[/green]" if c["passed"] else "[red]FAILED[/red]"
-            out.print(f"verify: max |logit diff| {c['max_abs_logit_diff']:.3g} (tolerance {c['tolerance']:.3g}), "
-                      f"top-1 agreement {c['top1_agreement']:.1%}, tokenizer ids "
-                      f"{'equal' if c['tokenizer_match'] else 'DIFFER'}: {verdict}")  # fmt: skip
+            out.print(f"verify: {describe_gguf_check(result['check'])}", markup=False,
+                      style=None if result["check"]["passed"] else "red")  # fmt: skip
     return code
 
 

@@ -517,3 +517,12 @@ def verify_gguf(
         logit_scale=scale,
         mismatched_prompts=mismatched,
     )
+
+
+def describe_gguf_check(check: dict[str, Any]) -> str:
+    """One line for a GGUF load-back check (the CLI and the recipe runner print the same)."""
+    verdict = "passed" if check["passed"] else "FAILED"
+    tokens = "equal" if check["tokenizer_match"] else "DIFFER"
+    return (f"loads back with max |logit diff| {check['max_abs_logit_diff']:.3g} (tolerance "
+            f"{check['tolerance']:.3g}), top-1 agreement {check['top1_agreement']:.1%}, tokenizer ids {tokens}: "
+            f"{verdict}")  # fmt: skip

@@ -188,3 +188,13 @@ def verify_merge(
         "reference": "base (unquantized, at the merge dtype) + adapter via PEFT, unmerged, run in fp32",
         "passed": result["max_abs_diff"] <= tol and holds,
     }
+
+
+def describe_merge_check(check: dict[str, Any]) -> str:
+    """One line for a merge check (the CLI and the recipe runner print the same)."""
+    what = "scores" if check.get("task_type") == "SEQ_CLS" else "logits"
+    verdict = "passed" if check["passed"] else "FAILED"
+    return (f"merged {what} vs base + adapter: max |diff| {check['max_abs_diff']:.3g} (tolerance "
+            f"{check['tolerance']:g}), mean {check['mean_abs_diff']:.3g} vs the adapter's effect "
+            f"{check['adapter_effect_mean']:.3g}, top-1 agreement {check['top1_agreement']:.1%}: "
+            f"{verdict}")  # fmt: skip

@@ -116,14 +116,13 @@ def run_exports(
 def _gguf(merged: Path, path: Path, quant: str, events: Any) -> dict[str, Any]:
     from dataclasses import asdict
 
-    from ftkit.export.gguf import export_gguf, verify_gguf
+    from ftkit.export.gguf import describe_gguf_check, export_gguf, verify_gguf
 
     events.stage_start(f"gguf-{quant}", f"{merged.name} -> {path.name}")
     written = export_gguf(merged, path, quant)
     check = asdict(verify_gguf(merged, path))
-    events.message(f"gguf: {path.name} ({written.size_bytes / 2**20:.1f} MiB, {written.backend}); loads back with "
-                   f"max |logit diff| {check['max_abs_logit_diff']:.3g}, top-1 agreement "
-                   f"{check['top1_agreement']:.1%} ({'passed' if check['passed'] else 'FAILED'})")  # fmt: skip
+    events.message(f"gguf: {path.name} ({written.size_bytes / 2**20:.1f} MiB, {written.backend}); "
+                   f"{describe_gguf_check(check)}")  # fmt: skip
     return {"format": "gguf", "quant": quant, "path": str(path), "file": path.name, "size_bytes": written.size_bytes,
             "backend": written.backend, "seconds": written.seconds, "check": check,
             "passed": bool(check["passed"])}  # fmt: skip

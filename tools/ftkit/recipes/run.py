@@ -529,7 +529,7 @@ def _merge_stage(
 ) -> Path:  # fmt: skip
     """Merge the stage's adapter into its base (unquantized) and verify it against base + adapter."""
     from ftkit.export.merge import merge_adapter, require_merged
-    from ftkit.export.verify_merge import verify_merge
+    from ftkit.export.verify_merge import describe_merge_check, verify_merge
 
     base = engine.base_model(resolved.config)
     events.stage_start(f"{name}-merge", f"adapter into the base, {plan.dtype}")
@@ -538,10 +538,7 @@ def _merge_stage(
                            trained_on_4bit=summary.get("method") == "qlora")  # fmt: skip
     if plan.verify:
         result.check = verify_merge(base, engine.adapter_dir(ctx), result.out_dir, plan.dtype)
-        c = result.check
-        events.message(f"merge: {name}: logits vs base + adapter: max |diff| {c['max_abs_diff']:.3g} (tolerance "
-                       f"{c['tolerance']:g}), top-1 agreement {c['top1_agreement']:.1%} "
-                       f"({'passed' if c['passed'] else 'FAILED'})")  # fmt: skip
+        events.message(f"merge: {name}: {describe_merge_check(result.check)}")
     summary["merged_dir"] = str(result.out_dir)
     summary["merge"] = result.to_dict()
     require_merged(result)
