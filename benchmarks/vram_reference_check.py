@@ -33,12 +33,19 @@ def load_entries(include_all: bool = False) -> list[dict[str, Any]]:
 
 
 def entry_architecture(e: dict[str, Any]) -> Any:
+    from dataclasses import replace
+
     from ftkit.estimate.resolve import architecture_from_config, resolve_architecture
 
     if e.get("architecture"):
         cfg = {**e["architecture"], "model_type": e["architecture"].get("family", "llama")}
-        return architecture_from_config(cfg, e["model"], e["architecture"].get("source", ""))
-    return resolve_architecture(e["model"])
+        arch = architecture_from_config(cfg, e["model"], e["architecture"].get("source", ""))
+    else:
+        arch = resolve_architecture(e["model"])
+    if str(e.get("framework", "")).startswith("litgpt") and arch.tie_word_embeddings:
+        # litgpt's checkpoint converter copies the embedding into a separate lm_head (tie_embeddings unset).
+        arch = replace(arch, tie_word_embeddings=False)
+    return arch
 
 
 def entry_setting(e: dict[str, Any]) -> Any:
@@ -58,8 +65,13 @@ def entry_setting(e: dict[str, Any]) -> Any:
         "gpus": int(e.get("gpus") or 1),
         "parallelism": PARALLELISM.get(par, "none") if int(e.get("gpus") or 1) > 1 else "none",
         "cpu_offload": "offload" in str(e.get("parallelism") or ""),
+        "attention": e.get("attention") or "sdpa",
         "adapter_dtype": "bf16" if str(e.get("framework", "")).startswith(BF16_ADAPTERS) else "fp32",
     }  # fmt: skip
+    if e["method"] == "qlora":
+        fields["legacy_bitsandbytes"] = _version(e.get("bitsandbytes")) < (0, 43, 3)
+        # litgpt's BitsandbytesPrecision has no ignore_modules: every nn.Linear, lm_head included, is NF4.
+        fields["quantize_lm_head"] = str(e.get("framework", "")).startswith("litgpt")
     if e["method"] != "full" and lora:
         fields["lora_rank"] = int(lora.get("rank") or 8)
         fields["lora_dropout"] = float(lora.get("dropout") or 0.0)
@@ -67,6 +79,13 @@ def entry_setting(e: dict[str, Any]) -> Any:
         if targets and targets != "all-linear":
             fields["lora_targets"] = tuple(targets)
     return Setting(**fields)
+
+
+def _version(text: Any) -> tuple[int, ...]:
+    """A version as numbers; an unknown version counts as current (no legacy behaviour)."""
+    if not text:
+        return (999,)
+    return tuple(int(part) for part in str(text).split(".")[:3] if part.isdigit())
 
 
 def measured_gib(e: dict[str, Any]) -> float:

@@ -32,6 +32,10 @@ class Setting(BaseModel):
     lora_dropout: float = Field(0.0, ge=0, lt=1)
     adapter_dtype: Literal["fp32", "bf16"] = "fp32"  # PEFT up-casts adapters to fp32; LitGPT/torchtune keep bf16
     double_quant: bool = True  # NF4 with quantized absmax (bnb_4bit_use_double_quant)
+    quantize_lm_head: bool = False  # QLoRA: lm_head in NF4 too (LitGPT's bnb precision); PEFT keeps it in bf16
+    # bitsandbytes < 0.43.3: every 4-bit layer kept its input for backward (fixed by bitsandbytes#1270) and
+    # dequantized through fp16. Only for checking the estimator against figures measured with those versions.
+    legacy_bitsandbytes: bool = False
     sample_packing: bool = False
     gpus: int = Field(1, ge=1)
     parallelism: Parallelism = "none"

@@ -140,18 +140,41 @@ def trainable_params(arch: Architecture, s: Setting) -> int:
     return param_count(arch) if s.method == "full" else lora_params(arch, s)
 
 
+def quantized_head(arch: Architecture, s: Setting) -> bool:
+    """QLoRA with lm_head in NF4 as well (a tied head is the embedding, which stays bf16)."""
+    return s.method == "qlora" and s.quantize_lm_head and not arch.tie_word_embeddings
+
+
 def weights(arch: Architecture, s: Setting) -> list[Term]:
     total = param_count(arch)
     if s.method == "qlora":
         linear = layer_linear_params(arch)
+        where = "the decoder's linear layers"
+        if quantized_head(arch, s):
+            linear += arch.vocab_size * arch.hidden_size
+            where += " and lm_head"
         per = nf4_bytes_per_param(s.double_quant)
+        rest = "embeddings, norms" if quantized_head(arch, s) else "embeddings, norms, lm_head"
         return [
-            Term("weights (nf4)", linear * per, f"{linear / 1e9:.2f}B params in the decoder's linear layers, "
+            Term("weights (nf4)", linear * per, f"{linear / 1e9:.2f}B params in {where}, "
                  f"{per:.3f} bytes each{' (double quant)' if s.double_quant else ''}"),
-            Term("weights (bf16)", (total - linear) * BF16,
-                 f"{(total - linear) / 1e9:.2f}B: embeddings, norms, lm_head"),
+            Term("weights (bf16)", (total - linear) * BF16, f"{(total - linear) / 1e9:.2f}B: {rest}"),
         ]  # fmt: skip
     return [Term("weights (bf16)", total * BF16, f"{total / 1e9:.2f}B params")]
+
+
+def dequantized_weight(arch: Architecture, s: Setting) -> list[Term]:
+    """QLoRA: bitsandbytes dequantizes a 4-bit weight to the compute dtype for each matmul (forward and backward),
+    so the largest 4-bit matrix is alive in bf16 at the peak; bitsandbytes < 0.43.3 went through an fp16 copy first."""
+    if s.method != "qlora":
+        return []
+    largest = max(i * o for i, o in linear_shapes(arch).values())
+    name = "a decoder linear layer"
+    if quantized_head(arch, s) and arch.vocab_size * arch.hidden_size > largest:
+        largest, name = arch.vocab_size * arch.hidden_size, "lm_head"
+    copies = 2 if s.legacy_bitsandbytes else 1
+    note = f"the largest 4-bit matrix ({name}, {largest / 1e6:.0f}M) in bf16" + (" and fp16" if copies == 2 else "")
+    return [Term("dequantized weight (transient)", largest * BF16 * copies, note)]
 
 
 def _trainable_dtype_bytes(s: Setting) -> int:
@@ -162,9 +185,8 @@ def adapter_weights(arch: Architecture, s: Setting) -> list[Term]:
     if s.method == "full":
         return []
     n = lora_params(arch, s)
-    return [
-        Term("adapter (fp32)", n * FP32, f"{n / 1e6:.1f}M LoRA params, r={s.lora_rank}, {len(s.lora_targets)} targets")
-    ]
+    note = f"{n / 1e6:.1f}M LoRA params, r={s.lora_rank}, {len(s.lora_targets)} targets"
+    return [Term(f"adapter ({s.adapter_dtype})", n * _trainable_dtype_bytes(s), note)]
 
 
 def gradients(arch: Architecture, s: Setting) -> float:
@@ -226,7 +248,7 @@ def layer_activation_bytes_per_token(arch: Architecture, s: Setting) -> float:
     if s.method == "full":
         per = 16 * h + 4 * q + 4 * kv + 8 * inter + lse
     else:
-        per = 8 * h + 4 * q + 4 * kv + 6 * inter + lse + _lora_layer_inputs(arch, s)
+        per = 8 * h + 4 * q + 4 * kv + 6 * inter + lse + _lora_layer_inputs(arch, s) + _legacy_bnb_inputs(arch, s)
     if s.attention == "eager":
         per += heads * s.seq_len * (FP32 + BF16)  # softmax probabilities: fp32 and their bf16 copy, a row of s per head
     return float(per)
@@ -256,6 +278,18 @@ def _lora_layer_inputs(arch: Architecture, s: Setting) -> float:
     return rank + shared + dropped
 
 
+def _legacy_bnb_inputs(arch: Architecture, s: Setting) -> float:
+    """bitsandbytes < 0.43.3 kept the input of every 4-bit layer for a backward that never used it
+    (bitsandbytes#1270): the normed inputs of attention and MLP, o_proj's input (a contiguous copy of the attention
+    output) and down_proj's input, in bf16, except those a bf16 adapter already keeps."""
+    if s.method != "qlora" or not s.legacy_bitsandbytes:
+        return 0.0
+    sizes = {"attn_in": arch.hidden_size, "attn_out": arch.num_attention_heads * arch.head_dim,
+             "mlp_in": arch.hidden_size, "mlp_mid": arch.intermediate_size}  # fmt: skip
+    kept = {_LORA_INPUT.get(t, "mlp_in") for t in lora_targets(arch, s)} if s.adapter_dtype == "bf16" else set()
+    return float(sum(BF16 * size for group, size in sizes.items() if group not in kept))
+
+
 def activations(arch: Architecture, s: Setting) -> list[Term]:
     tokens = tokens_per_step(s)
     per_layer = layer_activation_bytes_per_token(arch, s)
@@ -273,10 +307,15 @@ def activations(arch: Architecture, s: Setting) -> list[Term]:
 
 
 def _head_adapter_activations(arch: Architecture, s: Setting) -> list[Term]:
-    if s.method == "full" or not lora_on_head(s):
-        return []
-    per = FP32 * arch.hidden_size * (2 if s.lora_dropout > 0 else 1) + FP32 * s.lora_rank
-    return [Term("activations (lm_head adapter)", tokens_per_step(s) * per, "fp32 copy of the final hidden state")]
+    out = []
+    if s.method != "full" and lora_on_head(s):
+        per = FP32 * arch.hidden_size * (2 if s.lora_dropout > 0 else 1) + FP32 * s.lora_rank
+        note = "fp32 copy of the final hidden state"
+        out.append(Term("activations (lm_head adapter)", tokens_per_step(s) * per, note))
+    if quantized_head(arch, s) and s.legacy_bitsandbytes:
+        out.append(Term("activations (4-bit lm_head input)", tokens_per_step(s) * BF16 * arch.hidden_size,
+                        "kept by bitsandbytes < 0.43.3"))  # fmt: skip
+    return out
 
 
 def logits(arch: Architecture, s: Setting) -> float:
@@ -325,6 +364,7 @@ def estimate_memory(arch: Architecture, s: Setting) -> Breakdown:
         out.terms.append(
             Term("gathered layer (zero3/fsdp)", 2 * one_layer, "one layer's full weights, and the next prefetched")
         )
+    out.terms.extend(dequantized_weight(arch, s))  # a whole matrix on every GPU, sharded or not
     opt = 0.0 if s.cpu_offload else optimizer_states(arch, s) / split["optimizer"]
     out.terms.append(
         Term("optimizer states", opt, f"{s.optimizer}" + ("; offloaded to the CPU" if s.cpu_offload else ""))
