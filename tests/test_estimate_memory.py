@@ -173,3 +173,51 @@ def test_a_grpo_micro_batch_counts_completions_not_prompts():
 
     assert sequences_per_step(Setting(stage="grpo", micro_batch=4, num_generations=8)) == 4
     assert sequences_per_step(Setting(stage="dpo", micro_batch=4)) == 8
+
+
+def _terms(arch, **setting) -> dict[str, float]:
+    return {t.name: t.bytes for t in estimate_memory(arch, Setting(**setting)).terms}
+
+
+def test_qlora_counts_the_largest_matrix_bitsandbytes_dequantizes_to_bf16():
+    bnb = pytest.importorskip("bitsandbytes")
+    weight = torch.randn(256, 512, dtype=torch.bfloat16)
+    packed, state = bnb.functional.quantize_4bit(weight, blocksize=64, quant_type="nf4")
+    dense = bnb.functional.dequantize_4bit(packed, state)
+    assert dense.shape == weight.shape and dense.dtype == torch.bfloat16  # the whole matrix, 2 bytes a value
+    largest = LLAMA8B.hidden_size * LLAMA8B.intermediate_size  # gate/up/down_proj
+    assert _terms(LLAMA8B, method="qlora")["dequantized weight (transient)"] == largest * 2
+    assert "dequantized weight (transient)" not in _terms(LLAMA8B, method="lora")
+    # bitsandbytes < 0.43.3 dequantized through an fp16 copy first
+    assert _terms(LLAMA8B, method="qlora", legacy_bitsandbytes=True)["dequantized weight (transient)"] == largest * 4
+
+
+def test_a_quantized_lm_head_is_nf4_weights_and_the_largest_dequantized_matrix():
+    plain, quantized = _terms(LLAMA8B, method="qlora"), _terms(LLAMA8B, method="qlora", quantize_lm_head=True)
+    head = LLAMA8B.vocab_size * LLAMA8B.hidden_size
+    assert quantized["weights (nf4)"] - plain["weights (nf4)"] == pytest.approx(head * nf4_bytes_per_param(True))
+    assert plain["weights (bf16)"] - quantized["weights (bf16)"] == head * 2
+    assert quantized["dequantized weight (transient)"] == head * 2
+    tied = lookup("llama-3.2-1b")  # a tied head is the embedding: it stays bf16
+    assert _terms(tied, method="qlora", quantize_lm_head=True) == _terms(tied, method="qlora")
+
+
+def test_legacy_bitsandbytes_keeps_each_4bit_layer_input_not_already_kept_by_an_adapter():
+    h, i = LLAMA8B.hidden_size, LLAMA8B.intermediate_size
+    q = LLAMA8B.num_attention_heads * LLAMA8B.head_dim
+    base = {"method": "qlora", "lora_targets": ("q_proj", "v_proj"), "gradient_checkpointing": False}
+    for adapter, already_kept in (("fp32", 0), ("bf16", h)):  # bf16 q/v adapters keep the normed attention input
+        now = layer_activation_bytes_per_token(LLAMA8B, Setting(**base, adapter_dtype=adapter))
+        legacy = layer_activation_bytes_per_token(LLAMA8B, Setting(**base, adapter_dtype=adapter,
+                                                                   legacy_bitsandbytes=True))  # fmt: skip
+        assert legacy - now == 2 * (h + q + h + i - already_kept)
+    lora = Setting(method="lora", legacy_bitsandbytes=True)  # only 4-bit layers are affected
+    assert layer_activation_bytes_per_token(LLAMA8B, lora) == layer_activation_bytes_per_token(
+        LLAMA8B, Setting(method="lora")
+    )
+
+
+def test_bf16_adapters_weigh_two_bytes_a_parameter():
+    n = lora_params(LLAMA8B, Setting(method="lora"))
+    assert _terms(LLAMA8B, method="lora", adapter_dtype="bf16")["adapter (bf16)"] == n * 2
+    assert _terms(LLAMA8B, method="lora")["adapter (fp32)"] == n * 4
