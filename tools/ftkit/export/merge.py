@@ -53,6 +53,7 @@ class MergeResult:
     seconds: float
     check: dict[str, Any] | None = field(default=None)
     task_type: str = "CAUSAL_LM"  # the adapter's PEFT task type: SEQ_CLS merges into a sequence classifier
+    kind: str = "merge"  # merge: adapter into base; full: a full fine-tune's trained weights re-saved (no adapter)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -194,17 +195,7 @@ def merge_adapter(
     merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
     # The adapter dir holds the tokenizer the stage trained with (special tokens, chat template).
     tok_src = adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base
-    tok = AutoTokenizer.from_pretrained(tok_src)
-    if task_type == SEQ_CLS and tok.pad_token_id is not None:
-        merged.config.pad_token_id = tok.pad_token_id  # the classifier reads the last non-pad token of each row
-    out_dir.mkdir(parents=True, exist_ok=True)
-    merged.save_pretrained(out_dir, safe_serialization=True, max_shard_size=max_shard_size)
-    tok.save_pretrained(out_dir)
-    if getattr(merged, "generation_config", None) is not None:
-        # generation_config must stop at the tokenizer's EOS (end of turn); a classifier generates nothing.
-        merged.generation_config.eos_token_id = tok.eos_token_id
-        merged.generation_config.pad_token_id = tok.pad_token_id
-        merged.generation_config.save_pretrained(out_dir)
+    _save_model(merged, AutoTokenizer.from_pretrained(tok_src), out_dir, max_shard_size, task_type)
     adapter_cfg = _read_json(Path(adapter_dir) / "adapter_config.json")
     result = MergeResult(
         out_dir=out_dir,
@@ -220,6 +211,72 @@ def merge_adapter(
     )
     write_provenance(result)
     return result
+
+
+def _save_model(model: Any, tok: Any, out_dir: Path, max_shard_size: str, task_type: str) -> None:
+    """Sharded safetensors + the tokenizer + a generation config that stops at the tokenizer's EOS."""
+    if task_type == SEQ_CLS and tok.pad_token_id is not None:
+        model.config.pad_token_id = tok.pad_token_id  # the classifier reads the last non-pad token of each row
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True, max_shard_size=max_shard_size)
+    tok.save_pretrained(out_dir)
+    if getattr(model, "generation_config", None) is not None:
+        # generation_config must stop at the tokenizer's EOS (end of turn); a classifier generates nothing.
+        model.generation_config.eos_token_id = tok.eos_token_id
+        model.generation_config.pad_token_id = tok.pad_token_id
+        model.generation_config.save_pretrained(out_dir)
+
+
+def trained_task_type(model_dir: Path) -> str:
+    """SEQ_CLS for a checkpoint saved as a sequence classifier (a fully trained reward model), else CAUSAL_LM."""
+    archs = _read_json(Path(model_dir) / "config.json").get("architectures") or []
+    return SEQ_CLS if any(str(a).endswith("ForSequenceClassification") for a in archs) else "CAUSAL_LM"
+
+
+def save_trained_model(
+    model_dir: Path, out_dir: Path, dtype: str = "bfloat16", *, max_shard_size: str = "5GB"
+) -> MergeResult:
+    """A full fine-tune has no adapter to merge: its trained checkpoint is re-saved as the final model, in `dtype`
+    and shards of `max_shard_size`, with its tokenizer, and without the trainer's checkpoints, optimizer state
+    and logs that share its output dir."""
+    import torch
+    from transformers import AutoTokenizer
+
+    if dtype not in DTYPES:
+        raise FtkitError.one(f"dtype {dtype!r} is not one of {DTYPES}", field="dtype", fix="use bfloat16")
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file() or not any(model_dir.glob("*.safetensors")):
+        raise FtkitError.one(
+            "the full fine-tune left no model (config.json and *.safetensors) in its output dir",
+            file=model_dir,
+            fix="check the stage's train.log: the trainer saves the model at the end of training (with "
+            "DeepSpeed ZeRO-3 only when stage3_gather_16bit_weights_on_model_save is true)",
+            code=ExitCode.ENGINE_FAILED,
+        )
+    started = time.perf_counter()
+    task_type = trained_task_type(model_dir)
+    model = load_base(str(model_dir), getattr(torch, dtype), task_type, trained_num_labels(model_dir))
+    _save_model(model, AutoTokenizer.from_pretrained(model_dir), out_dir, max_shard_size, task_type)
+    result = MergeResult(
+        out_dir=out_dir,
+        base=str(model_dir),
+        adapter_dir=model_dir,
+        dtype=dtype,
+        trained_on_4bit=False,
+        use_dora=False,
+        shards=sorted(p.name for p in out_dir.glob("*.safetensors")),
+        parameters=sum(p.numel() for p in model.parameters()),
+        seconds=round(time.perf_counter() - started, 2),
+        task_type=task_type,
+        kind="full",
+    )
+    write_provenance(result)
+    return result
+
+
+def trained_num_labels(model_dir: Path) -> int:
+    cfg = _read_json(Path(model_dir) / "config.json")
+    return int(cfg.get("num_labels") or len(cfg.get("id2label") or {}) or 1)
 
 
 def write_provenance(result: MergeResult) -> None:

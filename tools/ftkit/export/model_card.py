@@ -103,12 +103,16 @@ def render_model_card(facts: CardFacts) -> str:
     if facts.merge:
         m = facts.merge
         check = m.get("check") or {}
+        full = m.get("kind") == "full"
         line = f"The adapter was merged into the unquantized base in {m.get('dtype')}"
+        if full:
+            line = f"Full fine-tune (every weight trained, no adapter): the trained weights saved in {m.get('dtype')}"
         if m.get("trained_on_4bit"):
             line += " (it was trained on a 4-bit base; the base was loaded unquantized for the merge)"
-        out += ["## Merge", "", line + "."]
+        out += ["## Merge" if not full else "## Final weights", "", line + "."]
         if check:
-            out.append(f"Verified: logits of this model vs base + adapter on {check.get('prompts')} prompts: max "
+            against = "the trained checkpoint" if full else "base + adapter"
+            out.append(f"Verified: logits of this model vs {against} on {check.get('prompts')} prompts: max "
                        f"|diff| {cell(check.get('max_abs_diff'))} (tolerance {cell(check.get('tolerance'))}), top-1 "
                        f"agreement {check.get('top1_agreement', 0):.1%}, "
                        f"{'passed' if check.get('passed') else 'FAILED'}.")  # fmt: skip

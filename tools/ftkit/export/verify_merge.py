@@ -190,10 +190,54 @@ def verify_merge(
     }
 
 
+def verify_resaved(
+    trained_dir: Path,
+    saved_dir: Path,
+    dtype: str = "bfloat16",
+    prompts: tuple[str, ...] | list[str] = DEFAULT_PROMPTS,
+    tolerance: float | None = None,
+) -> dict[str, Any]:
+    """A full fine-tune's final model against the checkpoint the trainer wrote, both run in fp32: the only
+    legitimate difference is the rounding to `dtype`. Returns the check as data (the merge check's keys)."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from ftkit.export.merge import SEQ_CLS, load_base, trained_num_labels, trained_task_type
+
+    tol = TOLERANCE.get(dtype, TOLERANCE["bfloat16"]) if tolerance is None else tolerance
+    tokenizer = AutoTokenizer.from_pretrained(saved_dir)
+    task_type = trained_task_type(Path(trained_dir))
+    labels = trained_num_labels(Path(trained_dir))
+    reference = load_base(str(trained_dir), torch.float32, task_type, labels).eval()
+    candidate = load_base(str(saved_dir), torch.float32, task_type, labels).eval()
+    if task_type == SEQ_CLS:
+        batches = _encode_scored(tokenizer, prompts)
+        result = scores_difference(reference, candidate, batches)
+    else:
+        batches = _encode(tokenizer, prompts)
+        result = logits_difference(reference, candidate, batches)
+    return {
+        **{k: round(v, 6) if isinstance(v, float) else v for k, v in result.items()},
+        "prompts": len(batches),
+        "merge_dtype": dtype,
+        "tolerance": tol,
+        "task_type": task_type,
+        "kind": "full",
+        "compared": "scores of prompt + answer" if task_type == SEQ_CLS else "next-token logits",
+        "reference": "the checkpoint the trainer saved, run in fp32",
+        "passed": result["max_abs_diff"] <= tol,
+    }
+
+
 def describe_merge_check(check: dict[str, Any]) -> str:
     """One line for a merge check (the CLI and the recipe runner print the same)."""
     what = "scores" if check.get("task_type") == "SEQ_CLS" else "logits"
     verdict = "passed" if check["passed"] else "FAILED"
+    if check.get("kind") == "full":
+        return (
+            f"{what} in {check['merge_dtype']} vs the trained checkpoint: max |diff| {check['max_abs_diff']:.3g} "
+            f"(tolerance {check['tolerance']:g}), top-1 agreement {check['top1_agreement']:.1%}: {verdict}"
+        )
     return (f"merged {what} vs base + adapter: max |diff| {check['max_abs_diff']:.3g} (tolerance "
             f"{check['tolerance']:g}), mean {check['mean_abs_diff']:.3g} vs the adapter's effect "
             f"{check['adapter_effect_mean']:.3g}, top-1 agreement {check['top1_agreement']:.1%}: "

@@ -527,17 +527,24 @@ def _merge_stage(
     engine: Any, resolved: ResolvedStage, ctx: StageContext, name: str, plan: Export, summary: dict[str, Any],
     events: RunEvents,
 ) -> Path:  # fmt: skip
-    """Merge the stage's adapter into its base (unquantized) and verify it against base + adapter."""
-    from ftkit.export.merge import merge_adapter, require_merged
-    from ftkit.export.verify_merge import describe_merge_check, verify_merge
+    """The stage's final model in `merged/`: its adapter merged into the base (unquantized) and verified against
+    base + adapter; a full fine-tune's trained checkpoint re-saved in the export dtype and verified against it."""
+    from ftkit.export.merge import merge_adapter, require_merged, save_trained_model
+    from ftkit.export.verify_merge import describe_merge_check, verify_merge, verify_resaved
 
-    base = engine.base_model(resolved.config)
-    events.stage_start(f"{name}-merge", f"adapter into the base, {plan.dtype}")
-    result = merge_adapter(base, engine.adapter_dir(ctx), ctx.stage_dir / "merged", plan.dtype,
-                           max_shard_size=plan.max_shard_size,
-                           trained_on_4bit=summary.get("method") == "qlora")  # fmt: skip
-    if plan.verify:
-        result.check = verify_merge(base, engine.adapter_dir(ctx), result.out_dir, plan.dtype)
+    base, out = engine.base_model(resolved.config), ctx.stage_dir / "merged"
+    if summary.get("method") == "full":  # no adapter: the trained weights are the model
+        events.stage_start(f"{name}-save", f"the fully trained model, {plan.dtype}, without the trainer's state")
+        result = save_trained_model(engine.adapter_dir(ctx), out, plan.dtype, max_shard_size=plan.max_shard_size)
+        if plan.verify:
+            result.check = verify_resaved(engine.adapter_dir(ctx), result.out_dir, plan.dtype)
+    else:
+        events.stage_start(f"{name}-merge", f"adapter into the base, {plan.dtype}")
+        result = merge_adapter(base, engine.adapter_dir(ctx), out, plan.dtype, max_shard_size=plan.max_shard_size,
+                               trained_on_4bit=summary.get("method") == "qlora")  # fmt: skip
+        if plan.verify:
+            result.check = verify_merge(base, engine.adapter_dir(ctx), result.out_dir, plan.dtype)
+    if result.check:
         events.message(f"merge: {name}: {describe_merge_check(result.check)}")
     summary["merged_dir"] = str(result.out_dir)
     summary["merge"] = result.to_dict()

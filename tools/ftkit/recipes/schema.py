@@ -59,9 +59,17 @@ class EvalPlan(Strict):
 
 
 class Export(Strict):
-    merge: bool = True
+    merge: bool = Field(
+        default=True,
+        description="write the final model: the adapter merged into its base; a full "
+        "fine-tune's trained weights re-saved in `dtype` without the trainer's state",
+    )
     dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
-    verify: bool = Field(default=True, description="compare the merged model's logits with base + adapter")
+    verify: bool = Field(
+        default=True,
+        description="compare the final model's logits with base + adapter (a full "
+        "fine-tune: with the trained checkpoint)",
+    )
     max_shard_size: str = Field(default="5GB", description="safetensors shard size of the merged model")
     gguf: list[GgufQuant] = Field(default_factory=list, description="GGUF files to write (K-quants need llama.cpp)")
     quantize: list[Literal["awq", "gptq"]] = Field(
@@ -75,7 +83,7 @@ class Export(Strict):
     @model_validator(mode="after")
     def _exports_need_a_merge(self) -> Export:
         if not self.merge and (self.gguf or self.quantize):
-            raise ValueError("gguf/quantize exports start from the merged model: set merge: true")
+            raise ValueError("gguf/quantize exports start from the final (merged) model: set merge: true")
         return self
 
 
