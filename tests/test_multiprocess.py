@@ -202,6 +202,12 @@ def test_the_fsdp_smoke_trains_in_two_gloo_ranks_and_rank_zero_alone_writes_one_
     sft = json.loads((run_dir / "metrics.json").read_text())["stages"]["sft"]
     assert sft["train_loss_drop"] > 0.3 and sft["eval_loss"] < 3.3
     assert (run_dir / "sft" / "output" / "model.safetensors").is_file()  # FSDP gathered the full state dict
+    # no adapter: the trained weights are re-saved as the final model, checked against them, then exported
+    assert sft["merge"]["kind"] == "full" and sft["merge"]["check"]["passed"]
+    assert (run_dir / "sft" / "merged" / "model.safetensors").is_file()
+    assert not (run_dir / "sft" / "merged" / "checkpoint-8").exists()
+    export = json.loads((run_dir / "metrics.json").read_text())["export"]
+    assert [a["passed"] for a in export["artifacts"]] == [True] and export["eval"]["passed"]
 
 
 @pytest.mark.slow
