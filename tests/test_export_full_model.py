@@ -75,3 +75,26 @@ def test_the_model_card_of_a_full_fine_tune_says_so():
     card = render_model_card(facts)
     assert "## Final weights" in card and "no adapter" in card and "vs the trained checkpoint" in card
     assert "merged into the unquantized base" not in card
+
+
+def test_export_merge_of_a_full_fine_tunes_output_dir_resaves_and_verifies_it(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    import json
+
+    from ftkit.cli import main
+
+    assert main(["export", "merge", str(trained), "--out", str(tmp_path / "final"), "--dtype", "float32",
+                 "--json"]) == 0  # fmt: skip
+    result = json.loads(capsys.readouterr().out)
+    assert result["kind"] == "full" and result["check"]["passed"] and result["check"]["max_abs_diff"] == 0.0
+    assert (tmp_path / "final" / "config.json").is_file() and not (tmp_path / "final" / "checkpoint-8").exists()
+
+
+def test_export_merge_of_a_dir_with_neither_adapter_nor_model_names_the_fix(tmp_path: Path):
+    from ftkit.export.merge import MergeSource, check_adapter
+
+    (tmp_path / "out").mkdir()
+    with pytest.raises(FtkitError) as err:
+        check_adapter(MergeSource(tmp_path / "out", "base", "base"))
+    assert "neither an adapter nor a model" in str(err.value) and "train.log" in str(err.value.problems[0].fix)

@@ -17,25 +17,35 @@ from ftkit.errors import ExitCode, FtkitError
 
 def cmd_export_merge(args: argparse.Namespace) -> int:
     from ftkit.export.merge import merge_source, require_merged, resolve_merge_source, write_provenance
-    from ftkit.export.verify_merge import describe_merge_check, verify_merge
+    from ftkit.export.verify_merge import describe_merge_check, verify_merge, verify_resaved
 
     console, out = consoles()
     source = resolve_merge_source(Path(args.source), base=args.base, stage=args.stage)
-    with console.status(f"merging {source.adapter_dir} into {source.base} ({args.dtype})", spinner="dots"):
+    doing = f"re-saving the fully trained {source.adapter_dir}" if source.full else (
+        f"merging {source.adapter_dir} into {source.base}")  # fmt: skip
+    with console.status(f"{doing} ({args.dtype})", spinner="dots"):
         result = merge_source(source, Path(args.out), args.dtype, args.max_shard_size)
     if not args.no_verify:
-        with console.status("verifying: merged logits vs base + adapter", spinner="dots"):
-            result.check = verify_merge(source.base, source.adapter_dir, result.out_dir, args.dtype,
-                                        tolerance=args.tolerance)  # fmt: skip
+        against = "the trained checkpoint" if source.full else "base + adapter"
+        with console.status(f"verifying: logits vs {against}", spinner="dots"):
+            if source.full:
+                result.check = verify_resaved(source.adapter_dir, result.out_dir, args.dtype, tolerance=args.tolerance)
+            else:
+                result.check = verify_merge(source.base, source.adapter_dir, result.out_dir, args.dtype,
+                                            tolerance=args.tolerance)  # fmt: skip
         write_provenance(result)
     if source.run_dir is not None and source.metrics is not None:
         _card_for_merge(source, result)
     if args.json:
         print_json(result.to_dict())
     else:
-        out.print(f"merged {source.adapter_dir} into {source.base} ({args.dtype}"
-                  f"{', base loaded unquantized: the adapter was trained on 4-bit' if source.trained_on_4bit else ''})"
-                  f" -> {result.out_dir} ({len(result.shards)} shard(s), {result.parameters:,} parameters, "
+        what = (
+            f"saved the fully trained {source.adapter_dir} ({args.dtype}, no adapter to merge)"
+            if source.full
+            else f"merged {source.adapter_dir} into {source.base} ({args.dtype}"
+            f"{', base loaded unquantized: the adapter was trained on 4-bit' if source.trained_on_4bit else ''})"
+        )
+        out.print(f"{what} -> {result.out_dir} ({len(result.shards)} shard(s), {result.parameters:,} parameters, "
                   f"{result.seconds:.1f} s)")  # fmt: skip
         if result.check:
             out.print(f"verify: {describe_merge_check(result.check)}", style=None if result.check["passed"] else "red",

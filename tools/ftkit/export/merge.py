@@ -38,6 +38,7 @@ class MergeSource:
     metrics: dict[str, Any] | None = None  # the run's metrics.json
     trained_on_4bit: bool | None = None  # None: the adapter dir alone does not say
     use_dora: bool = False
+    full: bool = False  # a full fine-tune's output dir (a whole model, no adapter): re-saved, not merged
 
 
 @dataclass
@@ -82,7 +83,8 @@ def _stage_loads_4bit(run_dir: Path, stage: str, engine_name: str | None) -> boo
 
 
 def resolve_merge_source(path: Path, base: str | None = None, stage: str | None = None) -> MergeSource:
-    """RUN_DIR (has metrics.json: the last stage, or `stage`) or ADAPTER_DIR (has adapter_config.json)."""
+    """RUN_DIR (has metrics.json: the last stage, or `stage`), ADAPTER_DIR (has adapter_config.json), or the output
+    dir of a full fine-tune (a model: config.json and safetensors, re-saved rather than merged)."""
     path = Path(path)
     if (path / "metrics.json").is_file():
         metrics = _read_json(path / "metrics.json")
@@ -110,11 +112,14 @@ def resolve_merge_source(path: Path, base: str | None = None, stage: str | None 
             raise FtkitError.one("adapter_config.json names no base model", file=path / "adapter_config.json",
                                  field="base_model_name_or_path", fix="pass --base MODEL")  # fmt: skip
         source = MergeSource(path, resolve_model(src_base), src_base)
+    elif (path / "config.json").is_file():  # a full fine-tune's output dir: the model itself
+        source = MergeSource(path, str(path), str(path), full=True)
     else:
         raise FtkitError.one(
-            f"{path} is neither a run dir (metrics.json) nor an adapter dir (adapter_config.json)",
+            f"{path} is neither a run dir (metrics.json), an adapter dir (adapter_config.json) nor a model dir "
+            "(config.json)",
             file=path,
-            fix="pass runs/<recipe>/<run>/ or the stage's output dir holding adapter_config.json",
+            fix="pass runs/<recipe>/<run>/ or the stage's output dir",
         )
     check_adapter(source)
     return source
@@ -123,9 +128,15 @@ def resolve_merge_source(path: Path, base: str | None = None, stage: str | None 
 def check_adapter(source: MergeSource) -> None:
     """Refuse what cannot be merged losslessly before loading anything."""
     cfg_path = source.adapter_dir / "adapter_config.json"
+    if not cfg_path.is_file() and (source.adapter_dir / "config.json").is_file():
+        source.full = True  # a full fine-tune: its trained weights are re-saved as the final model
+        return
     if not cfg_path.is_file():
-        raise FtkitError.one("no adapter_config.json: the stage saved no adapter", file=source.adapter_dir,
-                             fix="a full fine-tune needs no merge: use its output dir as the model")  # fmt: skip
+        raise FtkitError.one(
+            "no adapter_config.json and no config.json: the stage saved neither an adapter nor a model",
+            file=source.adapter_dir,
+            fix="check the stage's train.log: it should end by saving the adapter or model",
+        )
     cfg = _read_json(cfg_path)
     if cfg.get("peft_type") not in MERGEABLE_PEFT_TYPES:
         raise FtkitError.one(f"peft_type {cfg.get('peft_type')!r} cannot be merged into the weights",
@@ -286,6 +297,8 @@ def write_provenance(result: MergeResult) -> None:
 def merge_source(
     source: MergeSource, out_dir: Path, dtype: str = "bfloat16", max_shard_size: str = "5GB"
 ) -> MergeResult:
+    if source.full:
+        return save_trained_model(source.adapter_dir, out_dir, dtype, max_shard_size=max_shard_size)
     return merge_adapter(source.base, source.adapter_dir, out_dir, dtype, max_shard_size=max_shard_size,
                          trained_on_4bit=source.trained_on_4bit)  # fmt: skip
 
