@@ -68,6 +68,20 @@ class ProcessResult:
     signal: str | None = None  # a stop signal this process received (and forwarded) while the child ran
 
 
+# Warnings a library raises on every step about another library's deprecated API, which no recipe can act on:
+# DeepSpeed ZeRO's collectives print one per call (about 3,000 lines of a 9,000-line smoke log), because other
+# code's `warnings.catch_warnings()` keeps resetting Python's shown-once registry.
+QUIET_WARNINGS = (
+    "ignore:`torch.distributed.reduce_scatter_tensor` is deprecated:FutureWarning",
+    "ignore:`torch.distributed.all_gather_into_tensor` is deprecated:FutureWarning",
+)
+
+
+def quiet_warnings(existing: str) -> str:
+    """PYTHONWARNINGS for a training process: ours first, so that the user's own filters (later) win."""
+    return ",".join(p for p in (*QUIET_WARNINGS, existing) if p)
+
+
 def run_logged(
     cmd: list[str],
     log_path: Path,
@@ -166,7 +180,8 @@ class Engine(ABC):
         """The memory/time estimator's view of the config (`ftkit.estimate.inputs.Setting` fields)."""
 
     def env(self, ctx: StageContext) -> dict[str, str]:
-        return {"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", HISTORY_ENV: str(ctx.history_path)}
+        return {"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", HISTORY_ENV: str(ctx.history_path),
+                "PYTHONWARNINGS": quiet_warnings(os.environ.get("PYTHONWARNINGS", ""))}  # fmt: skip
 
     def adapter_dir(self, ctx: StageContext) -> Path:
         return ctx.output_dir
