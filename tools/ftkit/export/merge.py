@@ -112,8 +112,8 @@ def resolve_merge_source(path: Path, base: str | None = None, stage: str | None 
             raise FtkitError.one("adapter_config.json names no base model", file=path / "adapter_config.json",
                                  field="base_model_name_or_path", fix="pass --base MODEL")  # fmt: skip
         source = MergeSource(path, resolve_model(src_base), src_base)
-    elif (path / "config.json").is_file():  # a full fine-tune's output dir: the model itself
-        source = MergeSource(path, str(path), str(path), full=True)
+    elif (path / "config.json").is_file():  # a full fine-tune's output dir: check_adapter marks it `full`
+        source = MergeSource(path, str(path), str(path))
     else:
         raise FtkitError.one(
             f"{path} is neither a run dir (metrics.json), an adapter dir (adapter_config.json) nor a model dir "

@@ -139,6 +139,33 @@ def adapter_effect(peft_model: Any, batches: list[Any]) -> float:
     return total / max(count, 1)
 
 
+def _tolerance(dtype: str, tolerance: float | None) -> float:
+    return TOLERANCE.get(dtype, TOLERANCE["bfloat16"]) if tolerance is None else tolerance
+
+
+def _difference(reference: Any, candidate: Any, tokenizer: Any, prompts: Any, task_type: str) -> tuple[list, dict]:
+    """The prompts encoded for the model kind, and the candidate's difference from the reference on them: scores of
+    prompt + answer for a sequence classifier, next-token logits otherwise."""
+    from ftkit.export.merge import SEQ_CLS
+
+    if task_type == SEQ_CLS:
+        batches = _encode_scored(tokenizer, prompts)
+        return batches, scores_difference(reference, candidate, batches)
+    batches = _encode(tokenizer, prompts)
+    return batches, logits_difference(reference, candidate, batches)
+
+
+def _check(result: dict[str, Any], batches: list[Any], dtype: str, tol: float, task_type: str) -> dict[str, Any]:
+    """The keys every final-model check reports."""
+    return {
+        **{k: round(v, 6) if isinstance(v, float) else v for k, v in result.items()},
+        "prompts": len(batches),
+        "merge_dtype": dtype,
+        "tolerance": tol,
+        "task_type": task_type,
+    }
+
+
 def verify_merge(
     base: str,
     adapter_dir: Path,
@@ -154,7 +181,7 @@ def verify_merge(
 
     from ftkit.export.merge import SEQ_CLS, adapter_task_type, load_base, saved_head_labels
 
-    tol = TOLERANCE.get(dtype, TOLERANCE["bfloat16"]) if tolerance is None else tolerance
+    tol = _tolerance(dtype, tolerance)
     tokenizer = AutoTokenizer.from_pretrained(merged_dir)
     task_type = adapter_task_type(Path(adapter_dir))
     labels = saved_head_labels(Path(adapter_dir)) if task_type == SEQ_CLS else 1
@@ -165,23 +192,13 @@ def verify_merge(
         base_model.config.pad_token_id = tokenizer.pad_token_id
     reference = PeftModel.from_pretrained(base_model.float(), str(adapter_dir)).eval()
     candidate = load_base(str(merged_dir), torch.float32, task_type, labels).eval()
-    if task_type == SEQ_CLS:
-        batches = _encode_scored(tokenizer, prompts)
-        result = scores_difference(reference, candidate, batches)
-        effect = lora_effect_on_scores(reference, batches)
-    else:
-        batches = _encode(tokenizer, prompts)
-        result = logits_difference(reference, candidate, batches)
-        effect = adapter_effect(reference, batches)
+    batches, result = _difference(reference, candidate, tokenizer, prompts, task_type)
+    effect = (lora_effect_on_scores if task_type == SEQ_CLS else adapter_effect)(reference, batches)
     holds = result["mean_abs_diff"] <= max(HOLDS_ADAPTER * effect, 1e-6)
     return {
-        **{k: round(v, 6) if isinstance(v, float) else v for k, v in result.items()},
+        **_check(result, batches, dtype, tol, task_type),
         "adapter_effect_mean": round(effect, 6),
         "holds_adapter": holds,
-        "prompts": len(batches),
-        "merge_dtype": dtype,
-        "tolerance": tol,
-        "task_type": task_type,
         "compared": "scores of prompt + answer (top1_agreement: pairs ordered alike)"
         if task_type == SEQ_CLS
         else "next-token logits",
@@ -204,24 +221,15 @@ def verify_resaved(
 
     from ftkit.export.merge import SEQ_CLS, load_base, trained_num_labels, trained_task_type
 
-    tol = TOLERANCE.get(dtype, TOLERANCE["bfloat16"]) if tolerance is None else tolerance
+    tol = _tolerance(dtype, tolerance)
     tokenizer = AutoTokenizer.from_pretrained(saved_dir)
     task_type = trained_task_type(Path(trained_dir))
     labels = trained_num_labels(Path(trained_dir))
     reference = load_base(str(trained_dir), torch.float32, task_type, labels).eval()
     candidate = load_base(str(saved_dir), torch.float32, task_type, labels).eval()
-    if task_type == SEQ_CLS:
-        batches = _encode_scored(tokenizer, prompts)
-        result = scores_difference(reference, candidate, batches)
-    else:
-        batches = _encode(tokenizer, prompts)
-        result = logits_difference(reference, candidate, batches)
+    batches, result = _difference(reference, candidate, tokenizer, prompts, task_type)
     return {
-        **{k: round(v, 6) if isinstance(v, float) else v for k, v in result.items()},
-        "prompts": len(batches),
-        "merge_dtype": dtype,
-        "tolerance": tol,
-        "task_type": task_type,
+        **_check(result, batches, dtype, tol, task_type),
         "kind": "full",
         "compared": "scores of prompt + answer" if task_type == SEQ_CLS else "next-token logits",
         "reference": "the checkpoint the trainer saved, run in fp32",
