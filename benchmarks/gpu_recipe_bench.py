@@ -1,4 +1,4 @@
-"""Peak GPU memory, step time and tokens/s of the llama8b QLoRA recipes, side by side with a plain baseline.
+"""Peak GPU memory, step time and tokens/s of the llama8b (Q)LoRA recipes, side by side with a plain baseline.
 
 What it measures, in one process, one case after the other (each case loads the model fresh; memory is freed and
 the peak counters reset between cases):
@@ -21,6 +21,10 @@ the peak counters reset between cases):
                 log-probs from the same model with the adapter disabled (no second model). Runs through TRL's
                 DPOTrainer (what Axolotl drives) when trl and datasets import, else through a direct implementation
                 of the same step; the JSON says which ran (and why, if TRL failed).
+  lora-recipe   llama8b-lora-sft's hyperparameters from recipes/llama8b-lora-sft/sft.axolotl.yaml: the same random
+                weights loaded in bf16 (no quantization, no k-bit preparation: Axolotl's path for `adapter: lora`),
+                LoRA on all linear layers, sequence_len x micro_batch_size, checkpointing with the YAML's kwargs,
+                torch's fused AdamW (adamw_torch_fused). No baseline: it is the plain setup already.
   dpo-baseline  (only with --cases) the same DPO step with a separate 4-bit reference model, eager attention, torch
                 AdamW and default checkpointing: the plain setup without PEFT's adapter switch.
 
@@ -77,8 +81,9 @@ T_START = time.monotonic()
 ROOT = Path(__file__).resolve().parents[1]
 SFT_YAML = ROOT / "recipes/llama8b-qlora-sft/sft.axolotl.yaml"
 DPO_YAML = ROOT / "recipes/llama8b-qlora-dpo/dpo.axolotl.yaml"
+LORA_YAML = ROOT / "recipes/llama8b-lora-sft/sft.axolotl.yaml"
 GIB = 2**30
-SCRIPT_VERSION = 2
+SCRIPT_VERSION = 3
 
 # meta-llama/Llama-3.1-8B-Instruct config.json, published values (head_dim is derived: 4096 / 32 = 128).
 LLAMA31_8B_INSTRUCT: dict[str, Any] = {
@@ -125,7 +130,7 @@ TINY_OVERRIDES: dict[str, Any] = {
 TINY_SEQ_CAP = 128
 EXPECTED_8B_PARAMS = 8_030_261_248
 CARRIED_PACKAGES = ("bitsandbytes", "trl", "peft")
-DEFAULT_CASES = ("sft-recipe", "sft-baseline", "dpo-recipe")
+DEFAULT_CASES = ("sft-recipe", "dpo-recipe", "lora-recipe", "sft-baseline")
 ALL_CASES = (*DEFAULT_CASES, "dpo-baseline")
 MIN_TIMED_STEPS = 2
 
@@ -235,7 +240,7 @@ def environment(device: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------------------- recipes
-def read_yaml(path: Path, required: tuple[str, ...]) -> dict[str, Any]:
+def read_yaml(path: Path, required: tuple[str, ...], four_bit: bool = True) -> dict[str, Any]:
     import yaml
 
     if not path.is_file():
@@ -244,12 +249,14 @@ def read_yaml(path: Path, required: tuple[str, ...]) -> dict[str, Any]:
     missing = [k for k in required if k not in data]
     if missing:
         raise SystemExit(f"{path}: missing keys {missing}. Fix: add them to the recipe's Axolotl YAML.")
-    if not data.get("load_in_4bit") or data.get("adapter") != "qlora":
-        raise SystemExit(f"{path}: load_in_4bit/adapter are not QLoRA; this benchmark measures QLoRA recipes.")
+    if four_bit and (not data.get("load_in_4bit") or data.get("adapter") != "qlora"):
+        raise SystemExit(f"{path}: load_in_4bit/adapter are not QLoRA; this case measures a QLoRA recipe.")
+    if not four_bit and (data.get("load_in_4bit") or data.get("load_in_8bit") or data.get("adapter") != "lora"):
+        raise SystemExit(f"{path}: not a bf16 LoRA stage (adapter lora, no 4/8-bit); this case measures one.")
     return data
 
 
-STAGE_KEYS = ("load_in_4bit", "adapter", "bnb_config_kwargs", "lora_r", "lora_alpha", "lora_dropout",
+STAGE_KEYS = ("load_in_4bit", "adapter", "lora_r", "lora_alpha", "lora_dropout",
               "lora_target_linear", "sequence_len", "micro_batch_size", "gradient_accumulation_steps", "optimizer",
               "learning_rate", "max_grad_norm", "bf16", "tf32", "gradient_checkpointing",
               "gradient_checkpointing_kwargs", "attn_implementation")  # fmt: skip
@@ -274,6 +281,7 @@ class Case:
     gradient_checkpointing_kwargs: dict[str, Any] | None  # None: what prepare_model_for_kbit_training does by default
     axolotl_dtype_casts: bool
     tf32: bool
+    bnb_config_kwargs: dict[str, Any] | None = None  # None: the base stays bf16 (plain LoRA)
     beta: float | None = None
     dpo_impl: str | None = None
     separate_reference_model: bool = False
@@ -281,7 +289,8 @@ class Case:
     differs_from_recipe: dict[str, list[Any]] = field(default_factory=dict)
 
 
-def build_cases(sft: dict[str, Any], dpo: dict[str, Any], tiny: bool, dpo_impl: str) -> list[Case]:
+def build_cases(sft: dict[str, Any], dpo: dict[str, Any], lora: dict[str, Any], tiny: bool,
+                dpo_impl: str) -> list[Case]:  # fmt: skip
     def seq(value: int) -> int:
         return min(int(value), TINY_SEQ_CAP) if tiny else int(value)
 
@@ -304,8 +313,9 @@ def build_cases(sft: dict[str, Any], dpo: dict[str, Any], tiny: bool, dpo_impl: 
             optimizer=str(stage["optimizer"]),
             attn_implementation="sdpa",
             gradient_checkpointing_kwargs=dict(stage["gradient_checkpointing_kwargs"] or {}),
-            axolotl_dtype_casts=True,
+            axolotl_dtype_casts=bool(stage["load_in_4bit"]),
             tf32=bool(stage["tf32"]),
+            bnb_config_kwargs=dict(stage.get("bnb_config_kwargs") or {}) if stage["load_in_4bit"] else None,
             beta=float(stage["rl_beta"]) if kind == "dpo" else None,
             dpo_impl=dpo_impl if kind == "dpo" else None,
             yaml_attn_implementation=stage["attn_implementation"],
@@ -327,9 +337,10 @@ def build_cases(sft: dict[str, Any], dpo: dict[str, Any], tiny: bool, dpo_impl: 
 
     sft_rec = recipe(sft, "sft-recipe", "sft", SFT_YAML)
     dpo_rec = recipe(dpo, "dpo-recipe", "dpo", DPO_YAML)
+    lora_rec = recipe(lora, "lora-recipe", "sft", LORA_YAML)
     sft_base = baseline(sft_rec, "sft-baseline")
     dpo_base = baseline(dpo_rec, "dpo-baseline", separate_reference_model=True, dpo_impl="direct")
-    return [sft_rec, sft_base, dpo_rec, dpo_base]
+    return [sft_rec, sft_base, dpo_rec, dpo_base, lora_rec]
 
 
 DIFFERENCE_NOTES = {
@@ -407,11 +418,10 @@ def build_random_model(values: dict[str, Any], path: Path, device: str, n_params
             "save_seconds": round(save_s, 1), "size_gib": round(size / GIB, 2), "files": files}  # fmt: skip
 
 
-def bnb_config(stage: dict[str, Any]) -> Any:
+def bnb_config(kw: dict[str, Any]) -> Any:
     import torch
     from transformers import BitsAndBytesConfig
 
-    kw = stage.get("bnb_config_kwargs") or {}
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type=kw.get("bnb_4bit_quant_type", "nf4"),
@@ -440,6 +450,13 @@ def prepare_base(model: Any, case: Case) -> Any:
     from peft import prepare_model_for_kbit_training
 
     model.config.use_cache = False
+    if case.bnb_config_kwargs is None:
+        # bf16 LoRA (Axolotl's path for adapter: lora): no k-bit preparation, which would upcast every bf16
+        # parameter to fp32; freeze, checkpoint with the YAML's kwargs, and let the inputs carry gradients.
+        model.requires_grad_(False)
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=case.gradient_checkpointing_kwargs or {})
+        model.enable_input_require_grads()
+        return model
     model = prepare_model_for_kbit_training(
         model, use_gradient_checkpointing=True, gradient_checkpointing_kwargs=case.gradient_checkpointing_kwargs
     )
@@ -494,9 +511,16 @@ def make_optimizer(case: Case, params: list[Any], device: str) -> tuple[Any, str
         opt = bnb.optim.PagedAdamW8bit(params, lr=case.learning_rate, weight_decay=case.weight_decay)
         name = "bitsandbytes.optim.PagedAdamW8bit"
         return opt, name if device == "cuda" else name + " (on CPU bitsandbytes runs it unpaged)"
+    if case.optimizer == "adamw_torch_fused":
+        fused = device == "cuda"
+        opt = torch.optim.AdamW(params, lr=case.learning_rate, weight_decay=case.weight_decay, fused=fused)
+        return opt, "torch.optim.AdamW(fused=True)" if fused else "torch.optim.AdamW (CPU: not fused)"
     if case.optimizer in ("adamw_torch", "adamw"):
         return torch.optim.AdamW(params, lr=case.learning_rate, weight_decay=case.weight_decay), "torch.optim.AdamW"
-    raise SystemExit(f"optimizer {case.optimizer!r} is not one this benchmark knows (paged_adamw_8bit, adamw_torch)")
+    raise SystemExit(
+        f"optimizer {case.optimizer!r} is not one this benchmark knows "
+        "(paged_adamw_8bit, adamw_torch, adamw_torch_fused)"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------- helpers
@@ -869,11 +893,13 @@ def trl_usable() -> tuple[bool, str]:
 class Context:
     model_dir: Path
     device: str
-    quant: dict[str, Any] | None  # stage name -> BitsAndBytesConfig, or None when not 4-bit
+    four_bit: bool  # False: --tiny without --tiny-4bit loads every case in bf16
     vocab: int
     steps: int
     warmup: int
     deadline: Deadline
+    sweep: tuple[tuple[int, int], ...] = ()  # (sequence_len, micro_batch) points measured after a recipe case
+    tiny: bool = False
 
 
 def run_case(case: Case, ctx: Context) -> dict[str, Any]:
@@ -884,8 +910,13 @@ def run_case(case: Case, ctx: Context) -> dict[str, Any]:
     result["differences_explained"] = {k: DIFFERENCE_NOTES.get(k, "") for k in case.differs_from_recipe}
     free_memory(device)
     set_tf32(device, case.tf32)
-    quant = ctx.quant[case.kind] if ctx.quant else None
-    result["quantization"] = quant.to_dict() if quant is not None else "none (--tiny without 4-bit)"
+    quant = bnb_config(case.bnb_config_kwargs) if ctx.four_bit and case.bnb_config_kwargs is not None else None
+    if quant is not None:
+        result["quantization"] = quant.to_dict()
+    else:
+        result["quantization"] = "none: bf16 base" + (
+            "" if case.bnb_config_kwargs is None else " (--tiny without 4-bit)"
+        )
     t0 = time.monotonic()
     model = load_model(ctx.model_dir, case.attn_implementation, device, quant)
     ref_model = None
@@ -977,8 +1008,60 @@ def run_plain(model: Any, ref_model: Any | None, case: Case, ctx: Context, resul
     result["warnings_first_step"] = warn_sink
     result.update(summarise(times, losses, tokens, ctx.warmup))
     result["steps_cut_short_by_deadline"] = cut
+    if case.kind == "sft" and not case.differs_from_recipe and ctx.sweep:
+        result["memory_sweep"] = memory_sweep(model, opt, case, ctx)
     del model, ref_model, opt, step, params
     return result
+
+
+def memory_sweep(model: Any, opt: Any, case: Case, ctx: Context) -> list[dict[str, Any]]:
+    """Peak memory of the same trained model and optimizer at other (sequence_len, micro_batch) points.
+
+    Two steps per point after emptying the cache and resetting the peak counters, so each peak is that shape's
+    own (the optimizer states exist already, as in any step after the first). Reference points for the estimator's
+    slope with tokens; not a speed measurement.
+    """
+    from dataclasses import replace
+
+    import torch
+
+    device = ctx.device
+    sync = synchronizer(device)
+    out: list[dict[str, Any]] = []
+    for seq, mb in ctx.sweep:
+        seq = min(seq, TINY_SEQ_CAP) if ctx.tiny else seq
+        if (seq, mb) == (case.seq_len, case.micro_batch) or any(
+            (r["seq_len"], r["micro_batch"]) == (seq, mb) for r in out
+        ):
+            continue
+        row: dict[str, Any] = {"seq_len": seq, "micro_batch": mb, "tokens_per_step": seq * mb}
+        if ctx.deadline.left() < 45:
+            row["skipped"] = "deadline too near"
+            out.append(row)
+            continue
+        gc.collect()
+        if device == "cuda":
+            sync()
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        step = sft_step_fn(model, opt, replace(case, seq_len=seq, micro_batch=mb), device, ctx.vocab)
+        try:
+            times = []
+            for _ in range(2):
+                sync()
+                t0 = time.perf_counter()
+                step(0)
+                sync()
+                times.append(round(time.perf_counter() - t0, 4))
+            row.update(memory_peaks(device))
+            row["step_seconds"] = times
+        except torch.OutOfMemoryError as exc:
+            row["error"] = f"CUDA out of memory: {exc}"[:300]
+        del step
+        shown = {k: row.get(k) for k in ("peak_allocated_gib", "peak_reserved_gib", "step_seconds", "error")}
+        log(f"  sweep seq {seq} x mb {mb}: {json.dumps(shown)}")
+        out.append(row)
+    return out
 
 
 # ------------------------------------------------------------------------------------------------------------ report
@@ -1043,8 +1126,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--tiny", action="store_true", help="2-layer hidden-64 Llama, CPU unless --device cuda")
     ap.add_argument("--tiny-4bit", action="store_true", help="with --tiny: keep bitsandbytes NF4 (works on CPU)")
     ap.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
+    ap.add_argument("--sweep", default="1024x1,2048x1,4096x1,8192x1,4096x2",
+                    help="(sequence_len)x(micro_batch) points whose peak memory is measured after each SFT recipe "
+                    "case, on the same model and optimizer ('' for none)")  # fmt: skip
     ap.add_argument("--dry-run", action="store_true", help="print the plan (config, YAML values, cases) and stop")
     args = ap.parse_args(argv)
+    try:
+        args.sweep = tuple(tuple(int(v) for v in p.split("x")) for p in args.sweep.split(",") if p.strip())
+    except ValueError:
+        ap.error(f"--sweep {args.sweep!r}: write points as SEQxMB separated by commas, e.g. 2048x1,4096x2")
+    if any(len(p) != 2 or min(p) < 1 for p in args.sweep):
+        ap.error(f"--sweep {args.sweep!r}: each point is SEQxMB with both at least 1")
     if args.steps < MIN_TIMED_STEPS or args.warmup < 0:
         ap.error(f"--steps must be at least {MIN_TIMED_STEPS} and --warmup at least 0")
     if args.tiny_4bit and not args.tiny:
@@ -1070,16 +1162,24 @@ def main(argv: list[str] | None = None) -> int:
     if device == "cuda" and not cuda:
         raise SystemExit("--device cuda but torch sees no CUDA device")
     env = environment(device)
+    if device == "cuda":
+        torch.zeros(1, device="cuda")
+        free, total = torch.cuda.mem_get_info()
+        # What the process holds on the device beyond torch's allocator at start: the CUDA context.
+        env["cuda_context_gib_at_start"] = round((total - free - torch.cuda.memory_reserved()) / GIB, 3)
     record["env"] = env
     log("environment:\n" + json.dumps(env, indent=1))
 
-    sft = read_yaml(SFT_YAML, STAGE_KEYS)
-    dpo = read_yaml(DPO_YAML, (*STAGE_KEYS, "rl", "rl_beta"))
+    sft = read_yaml(SFT_YAML, (*STAGE_KEYS, "bnb_config_kwargs"))
+    dpo = read_yaml(DPO_YAML, (*STAGE_KEYS, "bnb_config_kwargs", "rl", "rl_beta"))
+    lora = read_yaml(LORA_YAML, STAGE_KEYS, four_bit=False)
     if dpo["rl"] != "dpo":
         raise SystemExit(f"{DPO_YAML}: rl is {dpo['rl']!r}, expected 'dpo'")
-    record["recipe_yaml_values"] = {"sft": {k: sft[k] for k in STAGE_KEYS},
-                                    "dpo": {k: dpo[k] for k in (*STAGE_KEYS, "rl", "rl_beta")}}  # fmt: skip
-    cases = [c for c in build_cases(sft, dpo, args.tiny, args.dpo_impl) if c.name in args.cases]
+    record["recipe_yaml_values"] = {"sft": {k: sft[k] for k in (*STAGE_KEYS, "bnb_config_kwargs")},
+                                    "dpo": {k: dpo[k] for k in (*STAGE_KEYS, "bnb_config_kwargs", "rl", "rl_beta")},
+                                    "lora": {k: lora[k] for k in STAGE_KEYS}}  # fmt: skip
+    by_name = {c.name: c for c in build_cases(sft, dpo, lora, args.tiny, args.dpo_impl)}
+    cases = [by_name[name] for name in args.cases]
     record["cases_planned"] = [asdict(c) for c in cases]
     values = model_values(args.tiny)
     n_params = count_params_meta(values)
@@ -1091,11 +1191,10 @@ def main(argv: list[str] | None = None) -> int:
         "config_values": values,
         "parameters": n_params,
         "weights": "random (normal, std = initializer_range), built with from_config in bf16, saved as safetensors",
-        "loaded_as": "NF4 4-bit via BitsAndBytesConfig from the recipe YAML" if four_bit else "bf16, no quantization",
+        "loaded_as": "QLoRA cases: NF4 4-bit via BitsAndBytesConfig from the recipe YAML; LoRA cases: bf16"
+        if four_bit
+        else "bf16, no quantization",
     }
-    quant = {"sft": bnb_config(sft), "dpo": bnb_config(dpo)} if four_bit else None
-    if quant:
-        record["model"]["quantization_config"] = {stage: q.to_dict() for stage, q in quant.items()}
     record["notes"] = [
         "flash-attn is absent on the GPU machine: the recipe YAMLs ask for attn_implementation=flash_attention_2, "
         "the recipe cases here use sdpa (PyTorch's fused flash / memory-efficient kernels) instead",
@@ -1130,8 +1229,9 @@ def main(argv: list[str] | None = None) -> int:
     default_dir = Path(tempfile.gettempdir()) / ("llama-tiny-random" if args.tiny else "llama31-8b-random")
     model_dir = args.model_dir or default_dir
     record["model"].update(build_random_model(values, model_dir, device, n_params))
-    ctx = Context(model_dir=model_dir, device=device, quant=quant, vocab=values["vocab_size"], steps=args.steps,
-                  warmup=args.warmup, deadline=Deadline(args.deadline_s))  # fmt: skip
+    ctx = Context(model_dir=model_dir, device=device, four_bit=four_bit, vocab=values["vocab_size"], steps=args.steps,
+                  warmup=args.warmup, deadline=Deadline(args.deadline_s), sweep=args.sweep,
+                  tiny=args.tiny)  # fmt: skip
     results: list[dict[str, Any]] = []
     record["results"] = results
     for case in cases:
