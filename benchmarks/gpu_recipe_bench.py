@@ -25,6 +25,12 @@ the peak counters reset between cases):
                 weights loaded in bf16 (no quantization, no k-bit preparation: Axolotl's path for `adapter: lora`),
                 LoRA on all linear layers, sequence_len x micro_batch_size, checkpointing with the YAML's kwargs,
                 torch's fused AdamW (adamw_torch_fused). No baseline: it is the plain setup already.
+  full-recipe   llama8b-full-fsdp's hyperparameters (sequence_len, micro_batch_size, fused AdamW, FSDP's activation
+                checkpointing as non-reentrant checkpointing) on ONE GPU without sharding: bf16 weights, gradients and
+                AdamW states, every weight trained. The recipe itself shards over 2+ GPUs; this is the unsharded peak.
+  dora-recipe   qwen2.5-7b-dora-sft's hyperparameters on the real Qwen2.5-7B-Instruct architecture (random weights,
+                its own config values below): DoRA (LoRA with use_dora) on all linear layers of the bf16 base.
+  sft-eager     sft-recipe with eager attention and nothing else changed (isolates the attention-matrix term).
   dpo-baseline  (only with --cases) the same DPO step with a separate 4-bit reference model, eager attention, torch
                 AdamW and default checkpointing: the plain setup without PEFT's adapter switch.
 
@@ -34,8 +40,9 @@ loading), trainable parameters, loss of the first and last timed step. Then a ta
 A step is one micro-batch: forward, backward, gradient clipping and an optimizer step (the recipes accumulate 8
 micro-batches per optimizer step; the LoRA optimizer step is a small part of a micro-batch's time).
 
-Weights are random: the real Llama-3.1-8B-Instruct architecture (its published config.json values, below) built with
-`from_config` in bf16, saved once as safetensors under --model-dir (about 16 GB; kept out of $OUT) and loaded back
+Weights are random: the real Llama-3.1-8B-Instruct (and for dora-recipe Qwen2.5-7B-Instruct) architecture, its
+published config.json values below, built with `from_config` in bf16, saved once as safetensors under --model-dir
+(about 16 GB each; kept out of $OUT) and loaded back
 through BitsAndBytesConfig like the recipe. Speed and memory do not depend on weight values; losses from random
 weights only show that the step ran. Paged optimizer states live in CUDA managed memory, which torch's counters do not
 see: `device_used_gib` (total minus free, from cudaMemGetInfo, right after the last step) includes them.
@@ -82,6 +89,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SFT_YAML = ROOT / "recipes/llama8b-qlora-sft/sft.axolotl.yaml"
 DPO_YAML = ROOT / "recipes/llama8b-qlora-dpo/dpo.axolotl.yaml"
 LORA_YAML = ROOT / "recipes/llama8b-lora-sft/sft.axolotl.yaml"
+FULL_YAML = ROOT / "recipes/llama8b-full-fsdp/sft.axolotl.yaml"
+DORA_YAML = ROOT / "recipes/qwen2.5-7b-dora-sft/sft.axolotl.yaml"
 GIB = 2**30
 SCRIPT_VERSION = 3
 
@@ -117,6 +126,32 @@ LLAMA31_8B_INSTRUCT: dict[str, Any] = {
     "use_cache": True,
     "vocab_size": 128256,
 }
+# Qwen/Qwen2.5-7B-Instruct config.json, published values (q/k/v carry biases in Qwen2's architecture).
+QWEN25_7B_INSTRUCT: dict[str, Any] = {
+    "architectures": ["Qwen2ForCausalLM"],
+    "attention_dropout": 0.0,
+    "bos_token_id": 151643,
+    "eos_token_id": 151645,
+    "hidden_act": "silu",
+    "hidden_size": 3584,
+    "initializer_range": 0.02,
+    "intermediate_size": 18944,
+    "max_position_embeddings": 32768,
+    "max_window_layers": 28,
+    "model_type": "qwen2",
+    "num_attention_heads": 28,
+    "num_hidden_layers": 28,
+    "num_key_value_heads": 4,
+    "rms_norm_eps": 1e-06,
+    "rope_theta": 1000000.0,
+    "sliding_window": 131072,
+    "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16",
+    "use_cache": True,
+    "use_sliding_window": False,
+    "vocab_size": 152064,
+}
+ARCHITECTURES: dict[str, dict[str, Any]] = {"llama-3.1-8b": LLAMA31_8B_INSTRUCT, "qwen2.5-7b": QWEN25_7B_INSTRUCT}
 TINY_OVERRIDES: dict[str, Any] = {
     "hidden_size": 64,
     "intermediate_size": 128,
@@ -129,8 +164,9 @@ TINY_OVERRIDES: dict[str, Any] = {
 }
 TINY_SEQ_CAP = 128
 EXPECTED_8B_PARAMS = 8_030_261_248
+EXPECTED_PARAMS = {"llama-3.1-8b": EXPECTED_8B_PARAMS, "qwen2.5-7b": 7_615_616_512}
 CARRIED_PACKAGES = ("bitsandbytes", "trl", "peft")
-DEFAULT_CASES = ("sft-recipe", "dpo-recipe", "lora-recipe", "sft-baseline")
+DEFAULT_CASES = ("sft-recipe", "dpo-recipe", "lora-recipe", "sft-baseline", "full-recipe", "dora-recipe", "sft-eager")
 ALL_CASES = (*DEFAULT_CASES, "dpo-baseline")
 MIN_TIMED_STEPS = 2
 
@@ -240,7 +276,7 @@ def environment(device: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------------------- recipes
-def read_yaml(path: Path, required: tuple[str, ...], four_bit: bool = True) -> dict[str, Any]:
+def read_yaml(path: Path, required: tuple[str, ...], mode: str = "qlora") -> dict[str, Any]:
     import yaml
 
     if not path.is_file():
@@ -249,17 +285,21 @@ def read_yaml(path: Path, required: tuple[str, ...], four_bit: bool = True) -> d
     missing = [k for k in required if k not in data]
     if missing:
         raise SystemExit(f"{path}: missing keys {missing}. Fix: add them to the recipe's Axolotl YAML.")
-    if four_bit and (not data.get("load_in_4bit") or data.get("adapter") != "qlora"):
+    quantized = bool(data.get("load_in_4bit") or data.get("load_in_8bit"))
+    if mode == "qlora" and (not data.get("load_in_4bit") or data.get("adapter") != "qlora"):
         raise SystemExit(f"{path}: load_in_4bit/adapter are not QLoRA; this case measures a QLoRA recipe.")
-    if not four_bit and (data.get("load_in_4bit") or data.get("load_in_8bit") or data.get("adapter") != "lora"):
+    if mode == "lora" and (quantized or data.get("adapter") != "lora"):
         raise SystemExit(f"{path}: not a bf16 LoRA stage (adapter lora, no 4/8-bit); this case measures one.")
+    if mode == "full" and (quantized or data.get("adapter")):
+        raise SystemExit(f"{path}: not a full fine-tune (no adapter, no 4/8-bit); this case measures one.")
     return data
 
 
-STAGE_KEYS = ("load_in_4bit", "adapter", "lora_r", "lora_alpha", "lora_dropout",
-              "lora_target_linear", "sequence_len", "micro_batch_size", "gradient_accumulation_steps", "optimizer",
-              "learning_rate", "max_grad_norm", "bf16", "tf32", "gradient_checkpointing",
-              "gradient_checkpointing_kwargs", "attn_implementation")  # fmt: skip
+COMMON_KEYS = ("sequence_len", "micro_batch_size", "gradient_accumulation_steps", "optimizer", "learning_rate",
+               "max_grad_norm", "bf16", "tf32", "attn_implementation")  # fmt: skip
+STAGE_KEYS = (*COMMON_KEYS, "load_in_4bit", "adapter", "lora_r", "lora_alpha", "lora_dropout", "lora_target_linear",
+              "gradient_checkpointing", "gradient_checkpointing_kwargs")  # fmt: skip
+FULL_KEYS = (*COMMON_KEYS, "fsdp_config")
 
 
 @dataclass
@@ -286,18 +326,30 @@ class Case:
     dpo_impl: str | None = None
     separate_reference_model: bool = False
     yaml_attn_implementation: str | None = None
+    arch: str = "llama-3.1-8b"
+    method: str = "qlora"  # qlora | lora | dora | full
     differs_from_recipe: dict[str, list[Any]] = field(default_factory=dict)
 
 
-def build_cases(sft: dict[str, Any], dpo: dict[str, Any], lora: dict[str, Any], tiny: bool,
-                dpo_impl: str) -> list[Case]:  # fmt: skip
+def build_cases(yamls: dict[str, dict[str, Any]], tiny: bool, dpo_impl: str) -> list[Case]:
     def seq(value: int) -> int:
         return min(int(value), TINY_SEQ_CAP) if tiny else int(value)
 
-    def recipe(stage: dict[str, Any], name: str, kind: str, path: Path) -> Case:
-        if not stage["lora_target_linear"]:
+    def recipe(stage: dict[str, Any], name: str, kind: str, path: Path, arch: str = "llama-3.1-8b") -> Case:
+        full = not stage.get("adapter")
+        if not full and not stage["lora_target_linear"]:
             raise SystemExit(f"{path}: lora_target_linear is not true; this benchmark targets all linear layers.")
+        if full:
+            # FSDP's activation_checkpointing wraps each decoder layer in torch's non-reentrant checkpoint.
+            on = bool((stage.get("fsdp_config") or {}).get("activation_checkpointing"))
+            stage = {**stage, "lora_r": 0, "lora_alpha": 0, "lora_dropout": 0.0, "load_in_4bit": False,
+                     "gradient_checkpointing_kwargs": {"use_reentrant": False} if on else None}  # fmt: skip
+        method = (
+            "full" if full else "qlora" if stage["load_in_4bit"] else "dora" if stage.get("peft_use_dora") else "lora"
+        )
         return Case(
+            arch=arch,
+            method=method,
             name=name,
             kind=kind,
             description=f"{path.parent.name} hyperparameters from {path.name}; SDPA attention (flash-attn absent)",
@@ -312,7 +364,9 @@ def build_cases(sft: dict[str, Any], dpo: dict[str, Any], lora: dict[str, Any], 
             max_grad_norm=float(stage["max_grad_norm"]),
             optimizer=str(stage["optimizer"]),
             attn_implementation="sdpa",
-            gradient_checkpointing_kwargs=dict(stage["gradient_checkpointing_kwargs"] or {}),
+            gradient_checkpointing_kwargs=None
+            if stage["gradient_checkpointing_kwargs"] is None and full
+            else dict(stage["gradient_checkpointing_kwargs"] or {}),
             axolotl_dtype_casts=bool(stage["load_in_4bit"]),
             tf32=bool(stage["tf32"]),
             bnb_config_kwargs=dict(stage.get("bnb_config_kwargs") or {}) if stage["load_in_4bit"] else None,
@@ -335,12 +389,19 @@ def build_cases(sft: dict[str, Any], dpo: dict[str, Any], lora: dict[str, Any], 
         case.differs_from_recipe = {k: [getattr(rec, k), v] for k, v in changes.items() if getattr(rec, k) != v}
         return case
 
-    sft_rec = recipe(sft, "sft-recipe", "sft", SFT_YAML)
-    dpo_rec = recipe(dpo, "dpo-recipe", "dpo", DPO_YAML)
-    lora_rec = recipe(lora, "lora-recipe", "sft", LORA_YAML)
+    sft_rec = recipe(yamls["sft"], "sft-recipe", "sft", SFT_YAML)
+    dpo_rec = recipe(yamls["dpo"], "dpo-recipe", "dpo", DPO_YAML)
+    lora_rec = recipe(yamls["lora"], "lora-recipe", "sft", LORA_YAML)
+    full_rec = recipe(yamls["full"], "full-recipe", "sft", FULL_YAML)
+    full_rec.description = "llama8b-full-fsdp hyperparameters from sft.axolotl.yaml on ONE GPU, unsharded (the " \
+        "recipe shards over 2+ GPUs with FSDP2): bf16 weights, gradients and fused AdamW states; SDPA"  # fmt: skip
+    dora_rec = recipe(yamls["dora"], "dora-recipe", "sft", DORA_YAML, arch="qwen2.5-7b")
     sft_base = baseline(sft_rec, "sft-baseline")
     dpo_base = baseline(dpo_rec, "dpo-baseline", separate_reference_model=True, dpo_impl="direct")
-    return [sft_rec, sft_base, dpo_rec, dpo_base, lora_rec]
+    sft_eager = Case(**{**asdict(sft_rec), "name": "sft-eager", "attn_implementation": "eager"})
+    sft_eager.description = "sft-recipe with eager attention only (isolates the materialised attention matrix)"
+    sft_eager.differs_from_recipe = {"attn_implementation": ["sdpa", "eager"]}
+    return [sft_rec, sft_base, dpo_rec, dpo_base, lora_rec, full_rec, dora_rec, sft_eager]
 
 
 DIFFERENCE_NOTES = {
@@ -360,15 +421,16 @@ DIFFERENCE_NOTES = {
 
 
 # ------------------------------------------------------------------------------------------------------------ model
-def model_values(tiny: bool) -> dict[str, Any]:
-    return {**LLAMA31_8B_INSTRUCT, **TINY_OVERRIDES} if tiny else dict(LLAMA31_8B_INSTRUCT)
+def model_values(tiny: bool, arch: str = "llama-3.1-8b") -> dict[str, Any]:
+    values = ARCHITECTURES[arch]
+    return {**values, **TINY_OVERRIDES} if tiny else dict(values)
 
 
 def make_config(values: dict[str, Any]) -> Any:
-    from transformers import LlamaConfig
+    from transformers import AutoConfig
 
     skip = ("architectures", "model_type", "torch_dtype")
-    return LlamaConfig(**{k: v for k, v in values.items() if k not in skip})
+    return AutoConfig.for_model(values["model_type"], **{k: v for k, v in values.items() if k not in skip})
 
 
 def count_params_meta(values: dict[str, Any]) -> int:
@@ -450,6 +512,12 @@ def prepare_base(model: Any, case: Case) -> Any:
     from peft import prepare_model_for_kbit_training
 
     model.config.use_cache = False
+    if case.method == "full":
+        # Full fine-tune (what Axolotl does without an adapter): every weight trains, in bf16, checkpointed.
+        model.requires_grad_(True)
+        if case.gradient_checkpointing_kwargs is not None:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=case.gradient_checkpointing_kwargs)
+        return model
     if case.bnb_config_kwargs is None:
         # bf16 LoRA (Axolotl's path for adapter: lora): no k-bit preparation, which would upcast every bf16
         # parameter to fp32; freeze, checkpoint with the YAML's kwargs, and let the inputs carry gradients.
@@ -493,7 +561,8 @@ def lora_config(case: Case) -> Any:
     from peft import LoraConfig
 
     return LoraConfig(r=case.lora_r, lora_alpha=case.lora_alpha, lora_dropout=case.lora_dropout,
-                      target_modules="all-linear", bias="none", task_type="CAUSAL_LM")  # fmt: skip
+                      target_modules="all-linear", bias="none", task_type="CAUSAL_LM",
+                      use_dora=case.method == "dora")  # fmt: skip
 
 
 def make_optimizer(case: Case, params: list[Any], device: str) -> tuple[Any, str]:
@@ -891,10 +960,9 @@ def trl_usable() -> tuple[bool, str]:
 # -------------------------------------------------------------------------------------------------------------- case
 @dataclass
 class Context:
-    model_dir: Path
+    models: dict[str, tuple[Path, int]]  # architecture -> (random model dir, vocab size)
     device: str
     four_bit: bool  # False: --tiny without --tiny-4bit loads every case in bf16
-    vocab: int
     steps: int
     warmup: int
     deadline: Deadline
@@ -906,6 +974,7 @@ def run_case(case: Case, ctx: Context) -> dict[str, Any]:
     import torch
 
     device = ctx.device
+    model_dir, vocab = ctx.models[case.arch]
     result: dict[str, Any] = {"name": case.name, "settings": asdict(case)}
     result["differences_explained"] = {k: DIFFERENCE_NOTES.get(k, "") for k in case.differs_from_recipe}
     free_memory(device)
@@ -918,10 +987,10 @@ def run_case(case: Case, ctx: Context) -> dict[str, Any]:
             "" if case.bnb_config_kwargs is None else " (--tiny without 4-bit)"
         )
     t0 = time.monotonic()
-    model = load_model(ctx.model_dir, case.attn_implementation, device, quant)
+    model = load_model(model_dir, case.attn_implementation, device, quant)
     ref_model = None
     if case.separate_reference_model:
-        ref_model = load_model(ctx.model_dir, case.attn_implementation, device, quant).eval()
+        ref_model = load_model(model_dir, case.attn_implementation, device, quant).eval()
         ref_model.requires_grad_(False)
     result["load_seconds"] = round(time.monotonic() - t0, 1)
     result["memory_footprint_gib"] = round(model.get_memory_footprint() / GIB, 3)
@@ -943,7 +1012,7 @@ def run_case(case: Case, ctx: Context) -> dict[str, Any]:
     if impl == "trl":
         result["implementation"] = "trl.DPOTrainer (HF Trainer loop)"
         try:
-            return run_dpo_trl(model, case, device, ctx.vocab, ctx.warmup, ctx.steps, ctx.deadline, result)
+            return run_dpo_trl(model, case, device, vocab, ctx.warmup, ctx.steps, ctx.deadline, result)
         except torch.OutOfMemoryError:
             raise
         except Exception as exc:
@@ -959,17 +1028,19 @@ def run_case(case: Case, ctx: Context) -> dict[str, Any]:
             del result[key]
         del model
         free_memory(device)
-        model = prepare_base(load_model(ctx.model_dir, case.attn_implementation, device, quant), case)
+        model = prepare_base(load_model(model_dir, case.attn_implementation, device, quant), case)
         result["gradient_checkpointing_resolved"] = resolved_checkpointing(model)
-    return run_plain(model, ref_model, case, ctx, result)
+    return run_plain(model, ref_model, case, ctx, result, vocab)
 
 
-def run_plain(model: Any, ref_model: Any | None, case: Case, ctx: Context, result: dict[str, Any]) -> dict[str, Any]:
+def run_plain(model: Any, ref_model: Any | None, case: Case, ctx: Context, result: dict[str, Any],
+              vocab: int) -> dict[str, Any]:  # fmt: skip
     import torch
     from peft import get_peft_model
 
     device = ctx.device
-    model = get_peft_model(model, lora_config(case))
+    if case.method != "full":
+        model = get_peft_model(model, lora_config(case))
     if case.kind == "dpo":
         disable_dropout(model)  # as TRL does by default
         result["dropout"] = "disabled (as TRL's DPOConfig.disable_dropout=True default)"
@@ -984,9 +1055,12 @@ def run_plain(model: Any, ref_model: Any | None, case: Case, ctx: Context, resul
             else "same model, adapter disabled"
         )  # fmt: skip
     else:
-        result["implementation"] = "plain PyTorch loop over a PEFT model (labels = input ids, transformers' loss)"
+        what = "the full model (every weight trains)" if case.method == "full" else "a PEFT model"
+        result["implementation"] = f"plain PyTorch loop over {what} (labels = input ids, transformers' loss)"
     model.train()
-    result["lora_target_modules"] = sorted({m.split(".")[-1] for m in model.peft_config["default"].target_modules})
+    if case.method != "full":
+        targets = model.peft_config["default"].target_modules
+        result["lora_target_modules"] = sorted({m.split(".")[-1] for m in targets})
     result["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     result["param_dtypes"] = dtype_summary(model)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -997,10 +1071,10 @@ def run_plain(model: Any, ref_model: Any | None, case: Case, ctx: Context, resul
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     if case.kind == "sft":
-        step = sft_step_fn(model, opt, case, device, ctx.vocab)
+        step = sft_step_fn(model, opt, case, device, vocab)
         tokens = case.micro_batch * case.seq_len
     else:
-        step = dpo_direct_step_fn(model, ref_model, opt, case, device, ctx.vocab)
+        step = dpo_direct_step_fn(model, ref_model, opt, case, device, vocab)
         tokens = 2 * case.micro_batch * case.seq_len
     warn_sink: list[str] = []
     times, losses, cut = timed_loop(step, ctx.warmup, ctx.steps, synchronizer(device), ctx.deadline, warn_sink)
@@ -1009,12 +1083,12 @@ def run_plain(model: Any, ref_model: Any | None, case: Case, ctx: Context, resul
     result.update(summarise(times, losses, tokens, ctx.warmup))
     result["steps_cut_short_by_deadline"] = cut
     if case.kind == "sft" and not case.differs_from_recipe and ctx.sweep:
-        result["memory_sweep"] = memory_sweep(model, opt, case, ctx)
+        result["memory_sweep"] = memory_sweep(model, opt, case, ctx, vocab)
     del model, ref_model, opt, step, params
     return result
 
 
-def memory_sweep(model: Any, opt: Any, case: Case, ctx: Context) -> list[dict[str, Any]]:
+def memory_sweep(model: Any, opt: Any, case: Case, ctx: Context, vocab: int) -> list[dict[str, Any]]:
     """Peak memory of the same trained model and optimizer at other (sequence_len, micro_batch) points.
 
     Two steps per point after emptying the cache and resetting the peak counters, so each peak is that shape's
@@ -1044,7 +1118,7 @@ def memory_sweep(model: Any, opt: Any, case: Case, ctx: Context) -> list[dict[st
             sync()
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
-        step = sft_step_fn(model, opt, replace(case, seq_len=seq, micro_batch=mb), device, ctx.vocab)
+        step = sft_step_fn(model, opt, replace(case, seq_len=seq, micro_batch=mb), device, vocab)
         try:
             times = []
             for _ in range(2):
@@ -1117,7 +1191,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--steps", type=int, default=6, help="timed steps per case (default 6)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed warm-up steps per case (default 2)")
     ap.add_argument("--wheels", type=Path, default=ROOT / ".gpu-carry", help="carried wheels (default .gpu-carry)")
-    ap.add_argument("--model-dir", type=Path, default=None, help="where the random bf16 model is saved (not $OUT)")
+    ap.add_argument(
+        "--model-dir",
+        type=Path,
+        default=None,
+        help="folder for the random bf16 models, one sub-folder per architecture (not $OUT)",
+    )
     ap.add_argument("--cases", nargs="+", choices=ALL_CASES, default=list(DEFAULT_CASES))
     ap.add_argument("--dpo-impl", choices=("auto", "trl", "direct"), default="auto",
                     help="auto: TRL's DPOTrainer if trl and datasets import, else the direct step")  # fmt: skip
@@ -1170,31 +1249,34 @@ def main(argv: list[str] | None = None) -> int:
     record["env"] = env
     log("environment:\n" + json.dumps(env, indent=1))
 
-    sft = read_yaml(SFT_YAML, (*STAGE_KEYS, "bnb_config_kwargs"))
-    dpo = read_yaml(DPO_YAML, (*STAGE_KEYS, "bnb_config_kwargs", "rl", "rl_beta"))
-    lora = read_yaml(LORA_YAML, STAGE_KEYS, four_bit=False)
-    if dpo["rl"] != "dpo":
-        raise SystemExit(f"{DPO_YAML}: rl is {dpo['rl']!r}, expected 'dpo'")
-    record["recipe_yaml_values"] = {"sft": {k: sft[k] for k in (*STAGE_KEYS, "bnb_config_kwargs")},
-                                    "dpo": {k: dpo[k] for k in (*STAGE_KEYS, "bnb_config_kwargs", "rl", "rl_beta")},
-                                    "lora": {k: lora[k] for k in STAGE_KEYS}}  # fmt: skip
-    by_name = {c.name: c for c in build_cases(sft, dpo, lora, args.tiny, args.dpo_impl)}
+    keys = {"sft": (*STAGE_KEYS, "bnb_config_kwargs"), "dpo": (*STAGE_KEYS, "bnb_config_kwargs", "rl", "rl_beta"),
+            "lora": STAGE_KEYS, "full": FULL_KEYS, "dora": (*STAGE_KEYS, "peft_use_dora")}  # fmt: skip
+    paths = {"sft": SFT_YAML, "dpo": DPO_YAML, "lora": LORA_YAML, "full": FULL_YAML, "dora": DORA_YAML}
+    modes = {"sft": "qlora", "dpo": "qlora", "lora": "lora", "full": "full", "dora": "lora"}
+    yamls = {k: read_yaml(paths[k], keys[k], modes[k]) for k in paths}
+    if yamls["dpo"]["rl"] != "dpo":
+        raise SystemExit(f"{DPO_YAML}: rl is {yamls['dpo']['rl']!r}, expected 'dpo'")
+    record["recipe_yaml_values"] = {k: {key: yamls[k][key] for key in keys[k]} for k in paths}
+    by_name = {c.name: c for c in build_cases(yamls, args.tiny, args.dpo_impl)}
     cases = [by_name[name] for name in args.cases]
     record["cases_planned"] = [asdict(c) for c in cases]
-    values = model_values(args.tiny)
-    n_params = count_params_meta(values)
-    if not args.tiny and n_params != EXPECTED_8B_PARAMS:
-        raise SystemExit(f"config builds {n_params:,} parameters, Llama-3.1-8B has {EXPECTED_8B_PARAMS:,}")
     four_bit = not args.tiny or args.tiny_4bit
-    record["model"] = {
-        "architecture": "LlamaForCausalLM",
-        "config_values": values,
-        "parameters": n_params,
-        "weights": "random (normal, std = initializer_range), built with from_config in bf16, saved as safetensors",
-        "loaded_as": "QLoRA cases: NF4 4-bit via BitsAndBytesConfig from the recipe YAML; LoRA cases: bf16"
-        if four_bit
-        else "bf16, no quantization",
-    }
+    record["models"] = {}
+    for arch in dict.fromkeys(c.arch for c in cases):
+        values = model_values(args.tiny, arch)
+        n_params = count_params_meta(values)
+        if not args.tiny and n_params != EXPECTED_PARAMS[arch]:
+            raise SystemExit(f"config builds {n_params:,} parameters, {arch} has {EXPECTED_PARAMS[arch]:,}")
+        record["models"][arch] = {
+            "architecture": values["architectures"][0],
+            "config_values": values,
+            "parameters": n_params,
+            "weights": "random (normal, std = initializer_range), built with from_config in bf16, saved as safetensors",
+            "loaded_as": "QLoRA cases: NF4 4-bit via BitsAndBytesConfig from the recipe YAML; others: bf16"
+            if four_bit
+            else "bf16, no quantization",
+        }
+        log(f"model {arch}: {n_params:,} parameters{' (tiny)' if args.tiny else ''}, 4-bit cases: {four_bit}")
     record["notes"] = [
         "flash-attn is absent on the GPU machine: the recipe YAMLs ask for attn_implementation=flash_attention_2, "
         "the recipe cases here use sdpa (PyTorch's fused flash / memory-efficient kernels) instead",
@@ -1209,7 +1291,6 @@ def main(argv: list[str] | None = None) -> int:
         log(f"case {c.name}: seq {c.seq_len} x micro-batch {c.micro_batch}, LoRA r{c.lora_r}/a{c.lora_alpha}/"
             f"d{c.lora_dropout}, {c.optimizer}, attn {c.attn_implementation}, gc {c.gradient_checkpointing_kwargs}"
             + (f", differs: {c.differs_from_recipe}" if c.differs_from_recipe else ""))  # fmt: skip
-    log(f"model: {n_params:,} parameters ({'tiny' if args.tiny else 'Llama-3.1-8B'}), 4-bit: {four_bit}")
     if args.dry_run:
         record["dry_run"] = True
         write(args.out, record)
@@ -1226,10 +1307,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {record['error']}", file=sys.stderr)
         return 2
 
-    default_dir = Path(tempfile.gettempdir()) / ("llama-tiny-random" if args.tiny else "llama31-8b-random")
-    model_dir = args.model_dir or default_dir
-    record["model"].update(build_random_model(values, model_dir, device, n_params))
-    ctx = Context(model_dir=model_dir, device=device, four_bit=four_bit, vocab=values["vocab_size"], steps=args.steps,
+    root = args.model_dir or Path(tempfile.gettempdir()) / ("bench-tiny-random" if args.tiny else "bench-random")
+    models: dict[str, tuple[Path, int]] = {}
+    for arch, info in record["models"].items():
+        info.update(build_random_model(info["config_values"], root / arch, device, info["parameters"]))
+        models[arch] = (root / arch, info["config_values"]["vocab_size"])
+    ctx = Context(models=models, device=device, four_bit=four_bit, steps=args.steps,
                   warmup=args.warmup, deadline=Deadline(args.deadline_s), sweep=args.sweep,
                   tiny=args.tiny)  # fmt: skip
     results: list[dict[str, Any]] = []
