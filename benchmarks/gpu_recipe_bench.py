@@ -31,6 +31,7 @@ the peak counters reset between cases):
   dora-recipe   qwen2.5-7b-dora-sft's hyperparameters on the real Qwen2.5-7B-Instruct architecture (random weights,
                 its own config values below): DoRA (LoRA with use_dora) on all linear layers of the bf16 base.
   sft-eager     sft-recipe with eager attention and nothing else changed (isolates the attention-matrix term).
+  full-recipe-accum  full-recipe with the YAML's gradient accumulation (an optimizer step every 4 micro-batches).
   dpo-baseline  (only with --cases) the same DPO step with a separate 4-bit reference model, eager attention, torch
                 AdamW and default checkpointing: the plain setup without PEFT's adapter switch.
 
@@ -166,7 +167,8 @@ TINY_SEQ_CAP = 128
 EXPECTED_8B_PARAMS = 8_030_261_248
 EXPECTED_PARAMS = {"llama-3.1-8b": EXPECTED_8B_PARAMS, "qwen2.5-7b": 7_615_616_512}
 CARRIED_PACKAGES = ("bitsandbytes", "trl", "peft")
-DEFAULT_CASES = ("sft-recipe", "dpo-recipe", "lora-recipe", "sft-baseline", "full-recipe", "dora-recipe", "sft-eager")
+DEFAULT_CASES = ("sft-recipe", "dpo-recipe", "lora-recipe", "sft-baseline", "full-recipe", "dora-recipe", "sft-eager",
+                 "full-recipe-accum")  # fmt: skip
 ALL_CASES = (*DEFAULT_CASES, "dpo-baseline")
 MIN_TIMED_STEPS = 2
 
@@ -328,6 +330,7 @@ class Case:
     yaml_attn_implementation: str | None = None
     arch: str = "llama-3.1-8b"
     method: str = "qlora"  # qlora | lora | dora | full
+    grad_accum: int = 1  # micro-batches per optimizer step (1: every step is an optimizer step)
     differs_from_recipe: dict[str, list[Any]] = field(default_factory=dict)
 
 
@@ -401,7 +404,14 @@ def build_cases(yamls: dict[str, dict[str, Any]], tiny: bool, dpo_impl: str) -> 
     sft_eager = Case(**{**asdict(sft_rec), "name": "sft-eager", "attn_implementation": "eager"})
     sft_eager.description = "sft-recipe with eager attention only (isolates the materialised attention matrix)"
     sft_eager.differs_from_recipe = {"attn_implementation": ["sdpa", "eager"]}
-    return [sft_rec, sft_base, dpo_rec, dpo_base, lora_rec, full_rec, dora_rec, sft_eager]
+    accum = int(yamls["full"]["gradient_accumulation_steps"])
+    full_accum = Case(**{**asdict(full_rec), "name": "full-recipe-accum", "grad_accum": accum})
+    full_accum.description = (
+        f"full-recipe with the YAML's gradient accumulation ({accum}): the gradients of earlier micro-batches are "
+        "alive during the next forward"
+    )
+    full_accum.differs_from_recipe = {"grad_accum": [1, accum]}
+    return [sft_rec, sft_base, dpo_rec, dpo_base, lora_rec, full_rec, dora_rec, sft_eager, full_accum]
 
 
 DIFFERENCE_NOTES = {
@@ -734,11 +744,18 @@ def sft_step_fn(model: Any, opt: Any, case: Case, device: str, vocab: int) -> Ca
     lo, hi = token_range(vocab)
     params = [p for p in model.parameters() if p.requires_grad]
 
+    micro = [0]
+
     def step(_: int) -> Any:
         ids = torch.randint(lo, hi, (case.micro_batch, case.seq_len), device=device, generator=gen)
         with torch.autocast(device_type=device, dtype=torch.bfloat16):
             loss = model(input_ids=ids, labels=ids, use_cache=False).loss
-        return optimizer_step(loss, params, opt, case.max_grad_norm)
+        micro[0] += 1
+        if micro[0] % case.grad_accum:  # accumulate: gradients stay alive into the next micro-batch
+            (loss / case.grad_accum).backward()
+        else:
+            optimizer_step(loss / case.grad_accum, params, opt, case.max_grad_norm)
+        return loss.detach()
 
     return step
 
