@@ -56,6 +56,7 @@ def entry_setting(e: dict[str, Any]) -> Any:
     par = str(e.get("parallelism") or "none").split(" ")[0]
     fields: dict[str, Any] = {
         "method": e["method"],
+        "stage": e.get("stage") or "sft",
         "seq_len": int(e["seq_len"]),
         "micro_batch": int(e["micro_batch"]),
         "grad_accum": int(e.get("grad_accum") or 1),
@@ -66,7 +67,9 @@ def entry_setting(e: dict[str, Any]) -> Any:
         "parallelism": PARALLELISM.get(par, "none") if int(e.get("gpus") or 1) > 1 else "none",
         "cpu_offload": "offload" in str(e.get("parallelism") or ""),
         "attention": e.get("attention") or "sdpa",
-        "adapter_dtype": "bf16" if str(e.get("framework", "")).startswith(BF16_ADAPTERS) else "fp32",
+        "autocast": bool(e.get("autocast", True)),
+        "adapter_dtype": e.get("adapter_dtype")
+        or ("bf16" if str(e.get("framework", "")).startswith(BF16_ADAPTERS) else "fp32"),
     }  # fmt: skip
     if e["method"] == "qlora":
         fields["legacy_bitsandbytes"] = _version(e.get("bitsandbytes")) < (0, 43, 3)
@@ -107,12 +110,25 @@ def check(e: dict[str, Any]) -> dict[str, Any]:
     measured = measured_gib(e)
     return {
         "id": e["id"],
+        "source": "measured" if e.get("source") == "measured" else "published",
         "framework": e.get("framework"),
         "quantity": quantity,
         "measured_gib": round(measured, 2),
         "estimate_gib": round(estimate, 2),
         "error": round((estimate - measured) / measured, 3),
         "tolerance": float(e.get("tolerance") or 0.10),
+    }
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    ok = [r for r in rows if isinstance(r.get("error"), float)]
+    errors = sorted(abs(r["error"]) for r in ok)
+    return {
+        "entries": len(rows),
+        "estimable": len(ok),
+        "within_tolerance": sum(abs(r["error"]) <= r["tolerance"] for r in ok),
+        "max_abs_error": errors[-1] if errors else None,
+        "median_abs_error": errors[len(errors) // 2] if errors else None,
     }
 
 
@@ -124,14 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT / "tools"))
     rows = [check(e) for e in load_entries(args.all)]
-    ok = [r for r in rows if isinstance(r.get("error"), float)]
-    within = sum(abs(r["error"]) <= r["tolerance"] for r in ok)
-    summary = {
-        "entries": len(rows),
-        "within_tolerance": within,
-        "max_abs_error": max((abs(r["error"]) for r in ok), default=None),
-        "median_abs_error": sorted(abs(r["error"]) for r in ok)[len(ok) // 2] if ok else None,
-    }
+    summary = {kind: summarise([r for r in rows if r.get("source", "published") == kind])
+               for kind in ("published", "measured")}  # fmt: skip
+    summary["all"] = summarise(rows)
     if args.out:
         args.out.write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
     if args.json:
@@ -145,8 +156,9 @@ def main(argv: list[str] | None = None) -> int:
         flag = "" if abs(r["error"]) <= r["tolerance"] else "  OUT"
         print(f"{r['id'][:58]:58s} {str(r['framework'])[:22]:22s} {r['quantity']:9s} {r['measured_gib']:8.2f}G "
               f"{r['estimate_gib']:8.2f}G {r['error']:+7.1%}{flag}")  # fmt: skip
-    print(f"\n{within} of {len(ok)} within tolerance; max |error| {summary['max_abs_error']}, "
-          f"median |error| {summary['median_abs_error']}")  # fmt: skip
+    for kind, part in summary.items():
+        print(f"{kind:9s}: {part['within_tolerance']} of {part['estimable']} within tolerance; "
+              f"max |error| {part['max_abs_error']}, median |error| {part['median_abs_error']}")  # fmt: skip
     return 0
 
 

@@ -56,10 +56,13 @@ TINY = {"hidden_size": 256, "intermediate_size": 688, "num_attention_heads": 4, 
 
 
 def _saved_bytes(
-    layers: int, method: str, targets: tuple[str, ...], dropout: float, attn: str, seq: int, adapter: str
-) -> int:
+    layers: int, method: str, targets: tuple[str, ...], dropout: float, attn: str, seq: int, adapter: str,
+    autocast: bool = False,
+) -> int:  # fmt: skip
     """Bytes autograd still keeps for backward at the end of one forward of a tiny Llama (parameters
-    excluded; tensors saved by branches that died during the forward, e.g. DoRA's detached norm, are not)."""
+    excluded; tensors saved by branches that died during the forward, e.g. DoRA's detached norm, are not).
+    With `autocast`, the forward runs under bf16 autocast as the HF Trainer runs it with bf16=True."""
+    import contextlib
     import gc
     import weakref
 
@@ -82,7 +85,8 @@ def _saved_bytes(
         refs.append(weakref.ref(t))
         return t
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    cast = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), cast:
         out = model(input_ids=torch.randint(0, TINY["vocab_size"], (2, seq)))
     gc.collect()
     live = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for r in refs if (t := r()) is not None}
@@ -104,8 +108,36 @@ def test_activation_bytes_per_layer_match_what_autograd_saves(method, targets, d
                        - _saved_bytes(2, method, targets, dropout, attn, seq, adapter)) / 2 / (2 * seq)  # fmt: skip
     arch = architecture_from_config({**TINY, "num_hidden_layers": 2, "model_type": "llama"}, "tiny", "")
     s = Setting(method=method, lora_rank=8, lora_targets=targets, lora_dropout=dropout, attention=attn, seq_len=seq,
-                adapter_dtype=adapter)  # fmt: skip
+                adapter_dtype=adapter, autocast=False)  # fmt: skip
     assert layer_activation_bytes_per_token(arch, s) == pytest.approx(per_layer_token, rel=0.02)
+
+
+@pytest.mark.parametrize(
+    ("method", "targets", "dropout"),
+    [("lora", ALL_LINEAR, 0.0), ("lora", ALL_LINEAR, 0.1), ("lora", ("q_proj", "v_proj"), 0.0),
+     ("dora", ALL_LINEAR, 0.0)],
+)  # fmt: skip
+def test_fp32_adapters_under_bf16_autocast_keep_bf16_input_copies_as_estimated(method, targets, dropout):
+    """The recipes' setting (HF Trainer, bf16=True): fp32 adapters, the forward under bf16 autocast."""
+    from ftkit.estimate.memory import DROPOUT_MASK, FP32
+    from ftkit.estimate.params import linear_shapes
+
+    seq = 48
+    saved = [_saved_bytes(n, method, targets, dropout, "sdpa", seq, "fp32", autocast=True) for n in (4, 2)]
+    per_layer_token = (saved[0] - saved[1]) / 2 / (2 * seq)
+    arch = architecture_from_config({**TINY, "num_hidden_layers": 2, "model_type": "llama"}, "tiny", "")
+    s = Setting(method=method, lora_rank=8, lora_targets=targets, lora_dropout=dropout, seq_len=seq,
+                adapter_dtype="fp32", autocast=True)  # fmt: skip
+    shapes = linear_shapes(arch)
+    # Autocast's cached bf16 copies of each layer's adapter weights are per layer, not per token (the estimator
+    # counts them once, as a resident term): spread over this test's tokens to compare.
+    cache = sum(8 * (shapes[t][0] + shapes[t][1]) for t in targets) * 2 / (2 * seq)
+    # On the CPU dropout keeps an fp32 noise tensor where CUDA's fused dropout keeps a bool mask.
+    cpu_dropout = (FP32 - DROPOUT_MASK) * sum(shapes[t][0] for t in targets) if dropout else 0
+    expected = layer_activation_bytes_per_token(arch, s) + cache + cpu_dropout
+    assert expected == pytest.approx(per_layer_token, rel=0.02)
+    without = layer_activation_bytes_per_token(arch, s.model_copy(update={"autocast": False}))
+    assert without > expected, "without autocast the adapters keep fp32 copies: more memory"
 
 
 def test_a_setting_over_budget_gets_changes_that_fit_cheapest_first():

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from gpu_bench_reference import REFERENCE, measured_entries, render, replace_block
 from vram_reference_check import check, load_entries
 
 KNOWN_MISSES = {
@@ -21,10 +22,7 @@ KNOWN_MISSES = {
     "litgpt-llama-2-7b-qlora-a10g": "-17 %: as above, ~2 GiB unexplained",
     "litgpt-mistral-7b-qlora-a10g": "-16 %: as above, ~2 GiB unexplained",
     "torchtune-llama-3.2-3b-full-packed4096-ac-compile-a100": "+21 %: torch.compile and chunked cross-entropy",
-    "answerai-llama-2-7b-qlora-fsdp2-ctx512-bs1-3090": "-14 %: FSDP keeps ~3.7 GiB after wrapping 4-bit shards",
-    "answerai-llama-2-7b-qlora-fsdp2-ctx2048-bs1-3090": "+11.5 %: the same runs at 512 tokens are 14 % under; the "
-    "estimate grows faster with length than these runs did",
-    "llamafactory-llama-2-7b-qlora-seq32768-a100-40gb": "+11 %: source rounds to GB; transformers version unknown",
+    "answerai-llama-2-7b-qlora-fsdp2-ctx512-bs1-3090": "-12.6 %: FSDP keeps ~3.7 GiB after wrapping 4-bit shards",
     "qwen-7b-lora-seq256-a100": "Qwen v1 remote code (c_attn/w1/w2 module names) is not in the catalog",
     "qwen-7b-lora-seq8192-a100": "as above",
 }
@@ -55,3 +53,32 @@ def test_estimate_is_within_the_entry_tolerance_or_a_known_miss(row):
         assert not within, f"{row['id']} is now within tolerance: remove it from KNOWN_MISSES"
     else:
         assert within, f"{row['id']}: {row}\n{_table()}"
+
+
+MEASURED = [e for e in load_entries(include_all=True) if e.get("source") == "measured"]
+
+
+def test_measured_entries_are_exactly_what_the_raw_gpu_results_say():
+    """The `source: measured` block is generated from benchmarks/results/*.json; a hand edit or a stale block fails."""
+    text = REFERENCE.read_text()
+    assert replace_block(text, render(measured_entries())) == text, (
+        "benchmarks/vram_reference.yaml's measured block differs from benchmarks/results/gpu_recipe_bench-*.json: "
+        "run python benchmarks/gpu_bench_reference.py"
+    )
+
+
+def test_measured_entries_name_gpu_versions_commit_date_and_raw_file():
+    assert len(MEASURED) >= 12, "the GPU runs of 2026-12-04 gave 25 peaks"
+    root = Path(__file__).resolve().parents[1]
+    for e in MEASURED:
+        m = e["measured"]
+        assert m["gpu"] and m["torch"] and m["transformers"] and m["peft"], e["id"]
+        assert len(m["commit"]) >= 7 and m["date"].startswith("20"), e["id"]
+        assert (root / m["raw"]).is_file(), f"{e['id']}: {m['raw']} is missing"
+    assert len({e["id"] for e in load_entries(include_all=True)}) == len(load_entries(include_all=True))
+
+
+def test_measured_recipe_peaks_are_within_tolerance_without_known_misses():
+    rows = [r for r in ROWS if r.get("source") == "measured"]
+    assert rows and all(r["id"] not in KNOWN_MISSES for r in rows)
+    assert all(abs(r["error"]) <= r["tolerance"] for r in rows), _table()

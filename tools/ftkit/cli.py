@@ -654,7 +654,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="GPU memory (per term), training time and cost of a recipe or a setting, before it runs",
         description="Memory per GPU from the architecture's shapes: weights (NF4 with its block scales, bf16), "
         "adapter, gradients, optimizer states, activations per layer, logits, reference model, allocator and CUDA "
-        "context. Time from FLOPs per token at an assumed MFU per method; cost from a built-in GPU price catalog "
+        "context. Time from FLOPs per token at an MFU per method (measured on one H200, applied to every GPU); cost "
+        "from a built-in GPU price catalog "
         "(each price with the date it was read). Works offline: models come from a built-in architecture catalog "
         "or a local dir with config.json.",
     )

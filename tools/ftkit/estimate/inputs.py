@@ -31,6 +31,9 @@ class Setting(BaseModel):
     lora_targets: tuple[str, ...] = ALL_LINEAR
     lora_dropout: float = Field(0.0, ge=0, lt=1)
     adapter_dtype: Literal["fp32", "bf16"] = "fp32"  # PEFT up-casts adapters to fp32; LitGPT/torchtune keep bf16
+    # bf16 autocast around the forward (the HF Trainer with bf16=True, so Axolotl and TRL): fp32 adapters then run
+    # their matmuls in bf16 and keep bf16 copies of their inputs; off for a plain loop without autocast.
+    autocast: bool = True
     double_quant: bool = True  # NF4 with quantized absmax (bnb_4bit_use_double_quant)
     quantize_lm_head: bool = False  # QLoRA: lm_head in NF4 too (LitGPT's bnb precision); PEFT keeps it in bf16
     # bitsandbytes < 0.43.3: every 4-bit layer kept its input for backward (fixed by bitsandbytes#1270) and

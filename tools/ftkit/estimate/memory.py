@@ -49,6 +49,9 @@ FRAGMENTATION = (
 )
 CUDA_CONTEXT_GIB = 0.5  # CUDA context + cuBLAS workspace on a recent driver: an estimate
 LOGIT_BYTES = BF16 + FP32 + FP32
+# What dropout keeps for backward per element: the bool mask of torch's fused dropout (native_dropout, used on CUDA).
+# On the CPU torch multiplies by a noise tensor in the input's dtype instead (aten/src/ATen/native/Dropout.cpp).
+DROPOUT_MASK = 1
 
 
 @dataclass(frozen=True)
@@ -181,12 +184,21 @@ def _trainable_dtype_bytes(s: Setting) -> int:
     return BF16 if s.method == "full" or s.adapter_dtype == "bf16" else FP32
 
 
+def mixed_precision_adapters(s: Setting) -> bool:
+    """fp32 adapters under bf16 autocast: their matmuls run in bf16 on cast copies."""
+    return s.method != "full" and s.adapter_dtype == "fp32" and s.autocast
+
+
 def adapter_weights(arch: Architecture, s: Setting) -> list[Term]:
     if s.method == "full":
         return []
     n = lora_params(arch, s)
     note = f"{n / 1e6:.1f}M LoRA params, r={s.lora_rank}, {len(s.lora_targets)} targets"
-    return [Term(f"adapter ({s.adapter_dtype})", n * _trainable_dtype_bytes(s), note)]
+    out = [Term(f"adapter ({s.adapter_dtype})", n * _trainable_dtype_bytes(s), note)]
+    if mixed_precision_adapters(s):
+        out.append(Term("adapter bf16 copies (autocast cache)", n * BF16, "autocast caches the bf16 cast of each "
+                        "fp32 weight that requires grad for the whole forward"))  # fmt: skip
+    return out
 
 
 def gradients(arch: Architecture, s: Setting) -> float:
@@ -267,9 +279,18 @@ def _lora_layer_inputs(arch: Architecture, s: Setting) -> float:
     once (bf16), with dropout each target a dropped-out bf16 copy and a bool mask. Plus A's output."""
     shapes = linear_shapes(arch)
     targets = lora_targets(arch, s)
-    rank = s.lora_rank * _trainable_dtype_bytes(s) * len(targets)
-    if s.method == "dora":  # DoRA rescales each target's output: it keeps that output in bf16 and fp32
-        rank += sum((BF16 + FP32) * shapes[t][1] for t in targets)
+    # The dtype the adapter's own matmuls save in: fp32 only for fp32 adapters without autocast.
+    act = FP32 if s.adapter_dtype == "fp32" and not s.autocast else BF16
+    rank = s.lora_rank * act * len(targets)
+    if s.method == "dora":  # DoRA rescales the base output (bf16) and the adapter output (act) per target
+        rank += sum((BF16 + act) * shapes[t][1] for t in targets)
+    if mixed_precision_adapters(s):
+        # Autocast casts each target's input to bf16 for A on its own (casts of activations are not shared); with
+        # dropout, the mask too, and DoRA runs the base matmul again on the dropped-out input: one more bf16 copy.
+        per_input = BF16
+        if s.lora_dropout > 0:
+            per_input += DROPOUT_MASK + (BF16 if s.method == "dora" else 0)
+        return rank + sum(per_input * shapes[t][0] for t in targets)
     if s.adapter_dtype == "fp32":
         return rank + sum(FP32 * shapes[t][0] * (2 if s.lora_dropout > 0 else 1) for t in targets)
     sizes = {"attn_in": arch.hidden_size, "attn_out": 0, "mlp_in": arch.hidden_size, "mlp_mid": arch.intermediate_size}

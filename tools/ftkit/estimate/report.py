@@ -8,7 +8,7 @@ from ftkit.errors import FtkitError
 from ftkit.estimate.inputs import Setting
 from ftkit.estimate.memory import estimate_memory, sequences_per_step
 from ftkit.estimate.resolve import StagePlan, recipe_stage_plans, resolve_architecture
-from ftkit.estimate.timecost import MFU, gpu_options, tokens_per_optimizer_step
+from ftkit.estimate.timecost import MFU, MFU_SOURCE, gpu_options, tokens_per_optimizer_step
 
 
 def _tokens(plan: StagePlan, tokens: float | None, rows: int | None, avg: int | None) -> tuple[float | None, str]:
@@ -72,6 +72,7 @@ def estimate_report(
             "tokens": n_tokens,
             "tokens_source": source,
             "mfu_assumed": MFU[plan.setting.method],
+            "mfu_source": MFU_SOURCE,
             "gpus": [o.to_dict() for o in gpu_options(plan.arch, plan.setting, n_tokens, gpus)],
         })  # fmt: skip
     return {
@@ -80,7 +81,7 @@ def estimate_report(
         "stages": stages,
         "notes": [
             "memory is per GPU; 'need' = PyTorch's reserved memory at the peak + the CUDA context",
-            f"time assumes an MFU of {', '.join(f'{k} {v:.0%}' for k, v in MFU.items())} (estimates, not measured)",
+            f"time uses an MFU of {', '.join(f'{k} {v:.0%}' for k, v in MFU.items())}: {MFU_SOURCE}",
             "prices are on-demand USD per GPU-hour as read on the date shown; cost = hours × price × GPUs",
         ],
     }

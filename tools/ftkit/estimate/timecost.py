@@ -8,7 +8,9 @@ layers: 2 forwards. Gradient checkpointing recomputes one more forward. DPO, KTO
 reference model's forward. GRPO's generation is not modelled (it is memory-bound and depends on
 the inference engine): its time is a lower bound.
 
-MFU (model FLOPs utilisation) is an assumption per method, not a measurement; the output says so.
+MFU (model FLOPs utilisation) per method was measured once, on one H200 (benchmarks/gpu_recipe_bench.py: the
+recipes' own shapes, SDPA, gradient checkpointing; tokens/s × these FLOPs per token ÷ the H200's bf16 peak), and is
+applied to every GPU of the catalog: on any other GPU the time is an estimate, and the output says so.
 """
 
 from __future__ import annotations
@@ -20,9 +22,13 @@ from ftkit.estimate.inputs import Setting
 from ftkit.estimate.memory import GIB, estimate_memory, sequences_per_step
 from ftkit.estimate.params import param_count
 
-# Assumed MFU on a single modern GPU (estimates: the order typically reported for HF Trainer + flash
-# attention; QLoRA pays for dequantizing every weight, DoRA for the weight norm on every step).
-MFU = {"full": 0.40, "lora": 0.35, "qlora": 0.25, "dora": 0.20}
+# MFU measured on one NVIDIA H200 (2026-12-04, torch 2.11 / CUDA 13, transformers 5.16.1, peft 0.20.0,
+# bitsandbytes 0.50.2; benchmarks/results/gpu_recipe_bench-h200-2026-12-04*.json): full fine-tuning of Llama-3.1-8B
+# at 2 x 4096 tokens 7,941-8,141 tok/s (0.52-0.53); LoRA r32 7,193 tok/s (0.35); QLoRA r32 6,989 tok/s (0.34) and
+# its DPO stage 5,562 tok/s (0.35); DoRA r16 on Qwen2.5-7B 2,735 tok/s (0.12: PEFT rebuilds B·A and the weight norm
+# of every target in every forward). Applied to every GPU: elsewhere an estimate.
+MFU = {"full": 0.52, "lora": 0.35, "qlora": 0.34, "dora": 0.12}
+MFU_SOURCE = "measured on one H200 (2026-12-04); applied to every GPU, so an estimate on any other"
 FIT_HEADROOM = 0.95  # fits when the estimate (reserved + CUDA context) is within 95 % of the GPU's memory
 
 

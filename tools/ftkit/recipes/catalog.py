@@ -178,11 +178,12 @@ def render_block(entries: list[CatalogEntry], size: DatasetSize) -> str:
     notes = [
         "- **VRAM**: `ftkit estimate --recipe NAME` for the full profile: the memory one GPU needs (PyTorch's "
         "reserved memory at the peak + the CUDA context). An estimate until a full-profile run measures "
-        "`peak_memory_gib` (then shown as measured).",
+        "`peak_memory_gib` (then shown as measured: PyTorch's peak allocated memory, to which the GPU adds the "
+        "allocator's reserve and the CUDA context: 17-36 % more in the H200 runs of benchmarks/gpu_recipe_bench.py).",
         f"- **Time and cost**: {size.rows:,} rows of ~{size.avg_tokens:,} tokens per stage (a preference row is two "
         "sequences), the epochs in the engine config, on the cheapest GPU of the estimator's catalog that fits, at "
-        "on-demand prices" + (f" read {', '.join(read)}" if read else "") + ". FLOPs at an assumed MFU: estimates, "
-        "not measurements.",
+        "on-demand prices" + (f" read {', '.join(read)}" if read else "") + ". FLOPs at an MFU per method measured "
+        "on one H200 and applied to every GPU: estimates elsewhere.",
         "- **Metric bounds**: from each recipe's `expected-metrics.yaml`: `measured` bounds name the hardware, "
         "versions, commit and date of the run; `estimate` bounds are judgements nobody has measured yet.",
     ]
