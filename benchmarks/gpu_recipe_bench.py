@@ -31,6 +31,11 @@ the peak counters reset between cases):
   dora-recipe   qwen2.5-7b-dora-sft's hyperparameters on the real Qwen2.5-7B-Instruct architecture (random weights,
                 its own config values below): DoRA (LoRA with use_dora) on all linear layers of the bf16 base.
   sft-eager     sft-recipe with eager attention and nothing else changed (isolates the attention-matrix term).
+  orpo-recipe, kto-recipe, reward-recipe
+                llama8b-qlora-orpo / -kto / llama8b-reward-model from their Axolotl YAMLs, each through TRL's own
+                trainer (ORPOTrainer from trl.experimental, KTOTrainer, RewardTrainer on a sequence-classification
+                model with the `score` head in modules_to_save), the recipe's LoRA, beta/weights, sequence_len and
+                micro-batch; rows fill sequence_len.
   full-recipe-accum  full-recipe with the YAML's gradient accumulation (an optimizer step every 4 micro-batches).
   dpo-baseline  (only with --cases) the same DPO step with a separate 4-bit reference model, eager attention, torch
                 AdamW and default checkpointing: the plain setup without PEFT's adapter switch.
@@ -92,6 +97,11 @@ DPO_YAML = ROOT / "recipes/llama8b-qlora-dpo/dpo.axolotl.yaml"
 LORA_YAML = ROOT / "recipes/llama8b-lora-sft/sft.axolotl.yaml"
 FULL_YAML = ROOT / "recipes/llama8b-full-fsdp/sft.axolotl.yaml"
 DORA_YAML = ROOT / "recipes/qwen2.5-7b-dora-sft/sft.axolotl.yaml"
+ORPO_YAML = ROOT / "recipes/llama8b-qlora-orpo/orpo.axolotl.yaml"
+KTO_YAML = ROOT / "recipes/llama8b-qlora-kto/kto.axolotl.yaml"
+REWARD_YAML = ROOT / "recipes/llama8b-reward-model/reward.axolotl.yaml"
+ALL_LINEAR = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+TRL_KINDS = ("dpo", "orpo", "kto", "reward")  # stages measured through TRL's trainers (what Axolotl drives)
 GIB = 2**30
 SCRIPT_VERSION = 3
 
@@ -168,7 +178,7 @@ EXPECTED_8B_PARAMS = 8_030_261_248
 EXPECTED_PARAMS = {"llama-3.1-8b": EXPECTED_8B_PARAMS, "qwen2.5-7b": 7_615_616_512}
 CARRIED_PACKAGES = ("bitsandbytes", "trl", "peft")
 DEFAULT_CASES = ("sft-recipe", "dpo-recipe", "lora-recipe", "sft-baseline", "full-recipe", "dora-recipe", "sft-eager",
-                 "full-recipe-accum")  # fmt: skip
+                 "full-recipe-accum", "orpo-recipe", "kto-recipe", "reward-recipe")  # fmt: skip
 ALL_CASES = (*DEFAULT_CASES, "dpo-baseline")
 MIN_TIMED_STEPS = 2
 
@@ -299,15 +309,16 @@ def read_yaml(path: Path, required: tuple[str, ...], mode: str = "qlora") -> dic
 
 COMMON_KEYS = ("sequence_len", "micro_batch_size", "gradient_accumulation_steps", "optimizer", "learning_rate",
                "max_grad_norm", "bf16", "tf32", "attn_implementation")  # fmt: skip
-STAGE_KEYS = (*COMMON_KEYS, "load_in_4bit", "adapter", "lora_r", "lora_alpha", "lora_dropout", "lora_target_linear",
-              "gradient_checkpointing", "gradient_checkpointing_kwargs")  # fmt: skip
+ADAPTER_KEYS = (*COMMON_KEYS, "load_in_4bit", "adapter", "lora_r", "lora_alpha", "lora_dropout",
+                "gradient_checkpointing", "gradient_checkpointing_kwargs")  # fmt: skip
+STAGE_KEYS = (*ADAPTER_KEYS, "lora_target_linear")
 FULL_KEYS = (*COMMON_KEYS, "fsdp_config")
 
 
 @dataclass
 class Case:
     name: str
-    kind: str  # "sft" | "dpo"
+    kind: str  # "sft" | "dpo" | "orpo" | "kto" | "reward"
     description: str
     source: str
     seq_len: int
@@ -331,6 +342,7 @@ class Case:
     arch: str = "llama-3.1-8b"
     method: str = "qlora"  # qlora | lora | dora | full
     grad_accum: int = 1  # micro-batches per optimizer step (1: every step is an optimizer step)
+    trainer_extra: dict[str, Any] = field(default_factory=dict)  # stage options for the TRL config (KTO weights, ...)
     differs_from_recipe: dict[str, list[Any]] = field(default_factory=dict)
 
 
@@ -340,8 +352,10 @@ def build_cases(yamls: dict[str, dict[str, Any]], tiny: bool, dpo_impl: str) -> 
 
     def recipe(stage: dict[str, Any], name: str, kind: str, path: Path, arch: str = "llama-3.1-8b") -> Case:
         full = not stage.get("adapter")
-        if not full and not stage["lora_target_linear"]:
-            raise SystemExit(f"{path}: lora_target_linear is not true; this benchmark targets all linear layers.")
+        if not full and not (
+            stage.get("lora_target_linear") or set(stage.get("lora_target_modules") or []) >= ALL_LINEAR
+        ):
+            raise SystemExit(f"{path}: LoRA does not target every linear layer; this benchmark targets all of them.")
         if full:
             # FSDP's activation_checkpointing wraps each decoder layer in torch's non-reentrant checkpoint.
             on = bool((stage.get("fsdp_config") or {}).get("activation_checkpointing"))
@@ -373,8 +387,11 @@ def build_cases(yamls: dict[str, dict[str, Any]], tiny: bool, dpo_impl: str) -> 
             axolotl_dtype_casts=bool(stage["load_in_4bit"]),
             tf32=bool(stage["tf32"]),
             bnb_config_kwargs=dict(stage.get("bnb_config_kwargs") or {}) if stage["load_in_4bit"] else None,
-            beta=float(stage["rl_beta"]) if kind == "dpo" else None,
-            dpo_impl=dpo_impl if kind == "dpo" else None,
+            beta=float(stage["orpo_alpha"] if kind == "orpo" else stage["rl_beta"])
+            if kind in ("dpo", "orpo", "kto")
+            else None,
+            dpo_impl=dpo_impl if kind == "dpo" else "trl" if kind in TRL_KINDS else None,
+            trainer_extra=trainer_extra(stage, kind),
             yaml_attn_implementation=stage["attn_implementation"],
         )
 
@@ -399,6 +416,9 @@ def build_cases(yamls: dict[str, dict[str, Any]], tiny: bool, dpo_impl: str) -> 
     full_rec.description = "llama8b-full-fsdp hyperparameters from sft.axolotl.yaml on ONE GPU, unsharded (the " \
         "recipe shards over 2+ GPUs with FSDP2): bf16 weights, gradients and fused AdamW states; SDPA"  # fmt: skip
     dora_rec = recipe(yamls["dora"], "dora-recipe", "sft", DORA_YAML, arch="qwen2.5-7b")
+    orpo_rec = recipe(yamls["orpo"], "orpo-recipe", "orpo", ORPO_YAML)
+    kto_rec = recipe(yamls["kto"], "kto-recipe", "kto", KTO_YAML)
+    reward_rec = recipe(yamls["reward"], "reward-recipe", "reward", REWARD_YAML)
     sft_base = baseline(sft_rec, "sft-baseline")
     dpo_base = baseline(dpo_rec, "dpo-baseline", separate_reference_model=True, dpo_impl="direct")
     sft_eager = Case(**{**asdict(sft_rec), "name": "sft-eager", "attn_implementation": "eager"})
@@ -411,7 +431,18 @@ def build_cases(yamls: dict[str, dict[str, Any]], tiny: bool, dpo_impl: str) -> 
         "alive during the next forward"
     )
     full_accum.differs_from_recipe = {"grad_accum": [1, accum]}
-    return [sft_rec, sft_base, dpo_rec, dpo_base, lora_rec, full_rec, dora_rec, sft_eager, full_accum]
+    return [sft_rec, sft_base, dpo_rec, dpo_base, lora_rec, full_rec, dora_rec, sft_eager, full_accum, orpo_rec,
+            kto_rec, reward_rec]  # fmt: skip
+
+
+def trainer_extra(stage: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The stage's own TRL options, from the names Axolotl reads in the YAML."""
+    if kind == "kto":
+        return {"desirable_weight": float(stage.get("kto_desirable_weight", 1.0)),
+                "undesirable_weight": float(stage.get("kto_undesirable_weight", 1.0))}  # fmt: skip
+    if kind == "reward" and stage.get("center_rewards_coefficient") is not None:
+        return {"center_rewards_coefficient": float(stage["center_rewards_coefficient"])}
+    return {}
 
 
 DIFFERENCE_NOTES = {
@@ -502,9 +533,9 @@ def bnb_config(kw: dict[str, Any]) -> Any:
     )
 
 
-def load_model(path: Path, attn: str, device: str, quant: Any | None) -> Any:
+def load_model(path: Path, attn: str, device: str, quant: Any | None, reward: bool = False) -> Any:
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     kwargs: dict[str, Any] = {
         "dtype": torch.bfloat16,
@@ -513,6 +544,12 @@ def load_model(path: Path, attn: str, device: str, quant: Any | None) -> Any:
     }
     if quant is not None:
         kwargs["quantization_config"] = quant
+    if (
+        reward
+    ):  # a scalar head (`score`) on the decoder, as Axolotl loads `model_type: AutoModelForSequenceClassification`
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **kwargs)
+        model.config.pad_token_id = model.config.vocab_size - 2  # the id tokenizer's <pad>
+        return model
     return AutoModelForCausalLM.from_pretrained(path, **kwargs)
 
 
@@ -570,8 +607,10 @@ def dtype_summary(model: Any) -> dict[str, str]:
 def lora_config(case: Case) -> Any:
     from peft import LoraConfig
 
+    reward = case.kind == "reward"
     return LoraConfig(r=case.lora_r, lora_alpha=case.lora_alpha, lora_dropout=case.lora_dropout,
-                      target_modules="all-linear", bias="none", task_type="CAUSAL_LM",
+                      target_modules=sorted(ALL_LINEAR) if reward else "all-linear", bias="none",
+                      task_type="SEQ_CLS" if reward else "CAUSAL_LM", modules_to_save=["score"] if reward else None,
                       use_dora=case.method == "dora")  # fmt: skip
 
 
@@ -858,12 +897,51 @@ def dpo_rows(case: Case, vocab: int, n_rows: int) -> list[dict[str, str]]:
             for _ in range(n_rows)]  # fmt: skip
 
 
-def run_dpo_trl(model: Any, case: Case, device: str, vocab: int, warmup: int, steps: int, deadline: Deadline,
-                result: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+def stage_rows(case: Case, vocab: int, n_rows: int) -> list[dict[str, Any]]:
+    """Rows in the stage's TRL format whose sequences fill sequence_len: pairs for DPO/ORPO, prompt + completion +
+    label for KTO, chosen/rejected conversations for the reward model."""
+    pairs = dpo_rows(case, vocab, n_rows)
+    if case.kind == "kto":
+        return [{"prompt": r["prompt"], "completion": r["chosen"], "label": i % 2 == 0} for i, r in enumerate(pairs)]
+    if case.kind == "reward":
+        return [{"chosen": r["prompt"] + r["chosen"], "rejected": r["prompt"] + r["rejected"]} for r in pairs]
+    return pairs
+
+
+def trl_classes(kind: str) -> tuple[Any, Any]:
+    if kind == "dpo":
+        from trl import DPOConfig, DPOTrainer
+
+        return DPOConfig, DPOTrainer
+    if kind == "orpo":
+        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+        return ORPOConfig, ORPOTrainer
+    if kind == "kto":
+        from trl import KTOConfig, KTOTrainer
+
+        return KTOConfig, KTOTrainer
+    from trl import RewardConfig, RewardTrainer
+
+    return RewardConfig, RewardTrainer
+
+
+TRL_REFERENCE = {
+    "dpo": "TRL: same PEFT model with the adapter disabled (ref_model=None)",
+    "kto": "TRL: same PEFT model with the adapter disabled (ref_model=None)",
+    "orpo": "none: ORPO has no reference model",
+    "reward": "none: a Bradley-Terry loss on the scalar scores of chosen and rejected",
+}
+
+
+def run_trl(model: Any, case: Case, device: str, vocab: int, warmup: int, steps: int, deadline: Deadline,
+            result: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """One preference or reward stage through TRL's own trainer (the HF Trainer loop Axolotl drives)."""
     import torch
     from datasets import Dataset
     from transformers import TrainerCallback
-    from trl import DPOConfig, DPOTrainer
+
+    config_cls, trainer_cls = trl_classes(case.kind)
 
     sync = synchronizer(device)
 
@@ -895,10 +973,15 @@ def run_dpo_trl(model: Any, case: Case, device: str, vocab: int, warmup: int, st
                 self.losses.append(float(logs["loss"]))
 
     tok = id_tokenizer(vocab)
-    dataset = Dataset.from_list(dpo_rows(case, vocab, (warmup + steps) * case.micro_batch))
+    dataset = Dataset.from_list(stage_rows(case, vocab, (warmup + steps) * case.micro_batch))
     on_cuda = device == "cuda"
     optim = case.optimizer if (on_cuda or importlib.util.find_spec("bitsandbytes")) else "adamw_torch"
-    args = DPOConfig(
+    stage_args: dict[str, Any] = dict(case.trainer_extra)
+    if case.kind in ("dpo", "orpo", "kto"):
+        stage_args["beta"] = float(case.beta or 0.1)
+    if case.kind == "dpo":
+        stage_args["loss_type"] = "sigmoid"
+    args = config_cls(
         output_dir=tempfile.mkdtemp(prefix="dpo-bench-"),
         per_device_train_batch_size=case.micro_batch,
         gradient_accumulation_steps=1,
@@ -908,8 +991,6 @@ def run_dpo_trl(model: Any, case: Case, device: str, vocab: int, warmup: int, st
         weight_decay=case.weight_decay,
         max_grad_norm=case.max_grad_norm,
         optim=optim,
-        beta=float(case.beta or 0.1),
-        loss_type="sigmoid",
         max_length=case.seq_len,
         bf16=True,
         tf32=case.tf32 if on_cuda else None,
@@ -922,24 +1003,30 @@ def run_dpo_trl(model: Any, case: Case, device: str, vocab: int, warmup: int, st
         dataloader_num_workers=0,
         seed=42,
         use_cpu=not on_cuda,
+        **stage_args,
     )
     timer = StepTimer()
-    trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=dataset, processing_class=tok,
-                         peft_config=lora_config(case), callbacks=[timer])  # fmt: skip
+    extra = {"ref_model": None} if case.kind in ("dpo", "kto") else {}
+    trainer = trainer_cls(model=model, args=args, train_dataset=dataset, processing_class=tok,
+                          peft_config=lora_config(case), callbacks=[timer], **extra)  # fmt: skip
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(case.micro_batch)])
-    shape = tuple(batch["input_ids"].shape)
-    expected = (2 * case.micro_batch, case.seq_len)
-    if shape != expected:
-        raise RuntimeError(f"DPOTrainer batch shape {shape}, expected {expected}: tokens per step would be wrong")
-    result["trl_batch_shape"] = list(shape)
+    shapes = {k: list(v.shape) for k, v in batch.items() if "input_ids" in k and hasattr(v, "shape")}
+    result["trl_batch_shapes"] = shapes
+    if case.kind == "dpo":
+        shape, expected = tuple(batch["input_ids"].shape), (2 * case.micro_batch, case.seq_len)
+        if shape != expected:
+            raise RuntimeError(f"DPOTrainer batch shape {shape}, expected {expected}: tokens per step would be wrong")
+    widths = [s[-1] for s in shapes.values()]
+    if not widths or max(widths) > case.seq_len + 1 or max(widths) < case.seq_len // 2:
+        raise RuntimeError(f"{trainer_cls.__name__} batch {shapes}: sequences do not fill sequence_len {case.seq_len}")
     result["trainable_params"] = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     result["param_dtypes"] = dtype_summary(trainer.model)
     targets = trainer.model.peft_config["default"].target_modules
     result["lora_target_modules"] = sorted({m.split(".")[-1] for m in targets})
     result["gradient_checkpointing_resolved"] = resolved_checkpointing(trainer.model)
     result["optimizer_used"] = f"HF Trainer optim={optim!r}"
-    result["reference"] = "TRL: same PEFT model with the adapter disabled (ref_model=None)"
-    result["dropout"] = "disabled by TRL (DPOConfig.disable_dropout=True, its default)"
+    result["reference"] = TRL_REFERENCE[case.kind]
+    result["dropout"] = f"disabled by TRL ({config_cls.__name__}.disable_dropout=True, its default)"
     result["memory_after_setup"] = memory_now(device)
     if on_cuda:
         torch.cuda.empty_cache()
@@ -956,21 +1043,23 @@ def run_dpo_trl(model: Any, case: Case, device: str, vocab: int, warmup: int, st
     losses = timer.losses[warmup:] if len(timer.losses) >= len(timer.all_times) else timer.losses
     if not times or not losses:
         raise RuntimeError(f"TRL run produced {len(timer.all_times)} step times and {len(timer.losses)} losses")
+    # Two sequences per row: chosen + rejected (DPO, ORPO, reward), or the row and its mismatched KL row (KTO).
     result.update(summarise(times, losses, 2 * case.micro_batch * case.seq_len, warmup))
+    result["tokens_per_step_note"] = "2 x micro-batch x sequence_len: chosen + rejected, or (KTO) the row + its KL row"
     result["steps_cut_short_by_deadline"] = timer.cut
     del trainer, batch
     return result
 
 
-def trl_usable() -> tuple[bool, str]:
+def trl_usable(kind: str = "dpo") -> tuple[bool, str]:
     for name in ("trl", "datasets"):
         ok, why = _importable(name)
         if not ok:
             return False, f"{name} does not import ({why})"
     try:
-        from trl import DPOConfig, DPOTrainer  # noqa: F401
+        trl_classes(kind)
     except Exception as exc:
-        return False, f"from trl import DPOTrainer failed: {type(exc).__name__}: {exc}"[:400]
+        return False, f"TRL's {kind} trainer does not import: {type(exc).__name__}: {exc}"[:400]
     return True, ""
 
 
@@ -1004,7 +1093,7 @@ def run_case(case: Case, ctx: Context) -> dict[str, Any]:
             "" if case.bnb_config_kwargs is None else " (--tiny without 4-bit)"
         )
     t0 = time.monotonic()
-    model = load_model(model_dir, case.attn_implementation, device, quant)
+    model = load_model(model_dir, case.attn_implementation, device, quant, reward=case.kind == "reward")
     ref_model = None
     if case.separate_reference_model:
         ref_model = load_model(model_dir, case.attn_implementation, device, quant).eval()
@@ -1018,8 +1107,8 @@ def run_case(case: Case, ctx: Context) -> dict[str, Any]:
     log(f"  loaded and prepared in {time.monotonic() - t0:.0f} s ({result['memory_footprint_gib']} GiB footprint)")
 
     impl = "direct"
-    if case.kind == "dpo" and case.dpo_impl in ("auto", "trl"):
-        ok, why = trl_usable()
+    if case.kind in TRL_KINDS and case.dpo_impl in ("auto", "trl"):
+        ok, why = trl_usable(case.kind)
         if ok:
             impl = "trl"
         elif case.dpo_impl == "trl":
@@ -1027,9 +1116,9 @@ def run_case(case: Case, ctx: Context) -> dict[str, Any]:
         else:
             result["trl_not_used_because"] = why
     if impl == "trl":
-        result["implementation"] = "trl.DPOTrainer (HF Trainer loop)"
+        result["implementation"] = f"trl.{trl_classes(case.kind)[1].__name__} (HF Trainer loop)"
         try:
-            return run_dpo_trl(model, case, device, vocab, ctx.warmup, ctx.steps, ctx.deadline, result)
+            return run_trl(model, case, device, vocab, ctx.warmup, ctx.steps, ctx.deadline, result)
         except torch.OutOfMemoryError:
             raise
         except Exception as exc:
@@ -1267,12 +1356,18 @@ def main(argv: list[str] | None = None) -> int:
     log("environment:\n" + json.dumps(env, indent=1))
 
     keys = {"sft": (*STAGE_KEYS, "bnb_config_kwargs"), "dpo": (*STAGE_KEYS, "bnb_config_kwargs", "rl", "rl_beta"),
-            "lora": STAGE_KEYS, "full": FULL_KEYS, "dora": (*STAGE_KEYS, "peft_use_dora")}  # fmt: skip
-    paths = {"sft": SFT_YAML, "dpo": DPO_YAML, "lora": LORA_YAML, "full": FULL_YAML, "dora": DORA_YAML}
-    modes = {"sft": "qlora", "dpo": "qlora", "lora": "lora", "full": "full", "dora": "lora"}
+            "lora": STAGE_KEYS, "full": FULL_KEYS, "dora": (*STAGE_KEYS, "peft_use_dora"),
+            "orpo": (*STAGE_KEYS, "bnb_config_kwargs", "rl", "orpo_alpha"),
+            "kto": (*STAGE_KEYS, "bnb_config_kwargs", "rl", "rl_beta"),
+            "reward": (*ADAPTER_KEYS, "bnb_config_kwargs", "reward_model", "lora_target_modules")}  # fmt: skip
+    paths = {"sft": SFT_YAML, "dpo": DPO_YAML, "lora": LORA_YAML, "full": FULL_YAML, "dora": DORA_YAML,
+             "orpo": ORPO_YAML, "kto": KTO_YAML, "reward": REWARD_YAML}  # fmt: skip
+    modes = {"sft": "qlora", "dpo": "qlora", "lora": "lora", "full": "full", "dora": "lora", "orpo": "qlora",
+             "kto": "qlora", "reward": "qlora"}  # fmt: skip
     yamls = {k: read_yaml(paths[k], keys[k], modes[k]) for k in paths}
-    if yamls["dpo"]["rl"] != "dpo":
-        raise SystemExit(f"{DPO_YAML}: rl is {yamls['dpo']['rl']!r}, expected 'dpo'")
+    for key, want in (("dpo", "dpo"), ("orpo", "orpo"), ("kto", "kto")):
+        if yamls[key]["rl"] != want:
+            raise SystemExit(f"{paths[key]}: rl is {yamls[key]['rl']!r}, expected {want!r}")
     record["recipe_yaml_values"] = {k: {key: yamls[k][key] for key in keys[k]} for k in paths}
     by_name = {c.name: c for c in build_cases(yamls, args.tiny, args.dpo_impl)}
     cases = [by_name[name] for name in args.cases]
