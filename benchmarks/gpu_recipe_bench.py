@@ -1084,6 +1084,9 @@ def run_case(case: Case, ctx: Context) -> dict[str, Any]:
     result: dict[str, Any] = {"name": case.name, "settings": asdict(case)}
     result["differences_explained"] = {k: DIFFERENCE_NOTES.get(k, "") for k in case.differs_from_recipe}
     free_memory(device)
+    # Memory an earlier case left allocated (TRL trainers were seen to keep ~1 GiB each): it inflates this case's
+    # peak, so run each case in its own process (one --cases name per run) when it is not 0.
+    result["allocated_at_start_gib"] = memory_now(device)["allocated_gib"]
     set_tf32(device, case.tf32)
     quant = bnb_config(case.bnb_config_kwargs) if ctx.four_bit and case.bnb_config_kwargs is not None else None
     if quant is not None:
