@@ -51,13 +51,15 @@ def test_the_row_holds_method_engine_model_stages_gpus_vram_time_cost_and_bound_
     copy_recipe("llama8b-qlora-dpo", recipes_root)
     [entry] = catalog_entries(recipes_root)
     assert [f.method for f in entry.stages] == ["QLoRA SFT r=32", "QLoRA DPO r=16"]
-    assert entry.bounds == {"smoke": {"measured": 6, "estimate": 0}, "full": {"measured": 0, "estimate": 4}}
+    assert entry.bounds == {"smoke": {"measured": 6, "estimate": 0}, "full": {"measured": 2, "estimate": 4}}
     for fig in entry.stages:
         assert fig.vram_gib and 10 < fig.vram_gib < 24  # fits the recipe's 24 GB card, by the estimator
+        assert fig.vram_measured_gib and 10 < fig.vram_measured_gib < fig.vram_gib  # the H200 peak, allocated
         assert fig.hours and fig.cost_usd and fig.gpu and fig.provider and fig.prices_read
     [row] = render_table([entry], DatasetSize()).splitlines()[2:]
     assert "| Axolotl | `meta-llama/Llama-3.1-8B-Instruct` | sft → dpo | 1 × ≥24 GB |" in row
-    assert "smoke: 6 measured; full: 4 estimated" in row
+    assert "smoke: 6 measured; full: 2 measured, 4 estimated" in row
+    assert "sft 12.6 GiB (measured)<br>dpo 12.6 GiB (measured)" in row
 
 
 def test_a_model_outside_the_estimators_catalog_says_so(recipes_root: Path):

@@ -253,3 +253,31 @@ def test_bf16_adapters_weigh_two_bytes_a_parameter():
     n = lora_params(LLAMA8B, Setting(method="lora"))
     assert _terms(LLAMA8B, method="lora", adapter_dtype="bf16")["adapter (bf16)"] == n * 2
     assert _terms(LLAMA8B, method="lora")["adapter (fp32)"] == n * 4
+
+
+def test_a_reward_model_swaps_the_lm_head_for_a_scalar_score_head_as_transformers_builds_it():
+    from ftkit.estimate.memory import model_params
+    from transformers import AutoModelForSequenceClassification, LlamaConfig
+
+    cfg = LlamaConfig(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                      num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False, num_labels=1)  # fmt: skip
+    with torch.device("meta"):
+        built = AutoModelForSequenceClassification.from_config(cfg)
+    assert model_params(LLAMA8B, Setting(stage="reward")) == sum(p.numel() for p in built.parameters())
+    reward = {t.name: t.bytes for t in estimate_memory(LLAMA8B, Setting(stage="reward")).terms}
+    sft = {t.name: t.bytes for t in estimate_memory(LLAMA8B, Setting(stage="sft")).terms}
+    assert sft["weights (bf16)"] - reward["weights (bf16)"] == (128256 * 4096 - 4096) * 2
+    assert reward["logits"] == 0
+
+
+def test_kto_keeps_activations_and_logits_of_its_batch_only_and_orpo_adds_the_chosen_nll():
+    """TRL's KTOTrainer computes the KL batch's log-probs under no_grad; ORPOTrainer adds a cross-entropy over the
+    chosen half (measured on an H200: kto 9.21 GiB, orpo 14.46 GiB; benchmarks/vram_reference.yaml)."""
+    from ftkit.estimate.memory import logit_bytes, tokens_per_step, tokens_with_grad
+
+    kto = Setting(stage="kto", micro_batch=2, seq_len=1024)
+    assert tokens_per_step(kto) == 4 * 1024 and tokens_with_grad(kto) == 2 * 1024
+    sft = Setting(stage="sft", micro_batch=2, seq_len=1024)
+    terms = {t.name: t.bytes for t in estimate_memory(LLAMA8B, kto).terms}
+    assert terms["logits"] == {t.name: t.bytes for t in estimate_memory(LLAMA8B, sft).terms}["logits"]
+    assert logit_bytes(Setting(stage="orpo")) == logit_bytes(Setting(stage="dpo")) + 4

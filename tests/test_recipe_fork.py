@@ -105,7 +105,7 @@ def test_a_changed_smoke_dataset_turns_measured_bounds_into_estimates(recipes_ro
     result = fork_recipe("my-sft", SRC, datasets={"sft": my_rows(tmp_path)})
     assert sorted(result.estimated) == sorted([
         "smoke.sft.train_loss_drop", "smoke.sft.train_loss_tail", "smoke.sft.eval_loss",
-        "full.sft.train_loss_tail", "full.sft.eval_loss",
+        "full.sft.peak_memory_gib", "full.sft.train_loss_tail", "full.sft.eval_loss",
     ])  # fmt: skip
     drop = load_recipe("my-sft").expected.profiles["smoke"]["sft"]["train_loss_drop"]  # type: ignore[union-attr]
     assert drop.source == "estimate" and drop.measured is None and drop.min == 1.0

@@ -139,8 +139,17 @@ def lora_params(arch: Architecture, s: Setting) -> int:
     return per_layer * arch.num_hidden_layers + head
 
 
+def model_params(arch: Architecture, s: Setting) -> int:
+    """Parameters of the model the stage trains: a reward model swaps the lm_head (vocab x hidden, unless tied to
+    the embedding) for a scalar `score` head (hidden x 1), as AutoModelForSequenceClassification with num_labels=1."""
+    if s.stage != "reward":
+        return param_count(arch)
+    head = 0 if arch.tie_word_embeddings else arch.vocab_size * arch.hidden_size
+    return param_count(arch) - head + arch.hidden_size
+
+
 def trainable_params(arch: Architecture, s: Setting) -> int:
-    return param_count(arch) if s.method == "full" else lora_params(arch, s)
+    return model_params(arch, s) if s.method == "full" else lora_params(arch, s)
 
 
 def quantized_head(arch: Architecture, s: Setting) -> bool:
@@ -149,7 +158,7 @@ def quantized_head(arch: Architecture, s: Setting) -> bool:
 
 
 def weights(arch: Architecture, s: Setting) -> list[Term]:
-    total = param_count(arch)
+    total = model_params(arch, s)
     if s.method == "qlora":
         linear = layer_linear_params(arch)
         where = "the decoder's linear layers"
@@ -157,7 +166,7 @@ def weights(arch: Architecture, s: Setting) -> list[Term]:
             linear += arch.vocab_size * arch.hidden_size
             where += " and lm_head"
         per = nf4_bytes_per_param(s.double_quant)
-        rest = "embeddings, norms" if quantized_head(arch, s) else "embeddings, norms, lm_head"
+        rest = "embeddings, norms" if quantized_head(arch, s) or s.stage == "reward" else "embeddings, norms, lm_head"
         return [
             Term("weights (nf4)", linear * per, f"{linear / 1e9:.2f}B params in {where}, "
                  f"{per:.3f} bytes each{' (double quant)' if s.double_quant else ''}"),
@@ -241,6 +250,13 @@ def tokens_per_step(s: Setting) -> int:
     return sequences_per_step(s) * s.seq_len
 
 
+def tokens_with_grad(s: Setting) -> int:
+    """Tokens whose activations and logits are kept for backward: KTO computes the log-probs of its mismatched KL
+    batch under no_grad before the policy forward (TRL's KTOTrainer), so only the batch itself keeps anything."""
+    sequences = s.micro_batch if s.stage == "kto" else sequences_per_step(s)
+    return sequences * s.seq_len
+
+
 def layer_activation_bytes_per_token(arch: Architecture, s: Setting) -> float:
     """Bytes one decoder layer keeps for backward per token, without checkpointing.
 
@@ -312,7 +328,7 @@ def _legacy_bnb_inputs(arch: Architecture, s: Setting) -> float:
 
 
 def activations(arch: Architecture, s: Setting) -> list[Term]:
-    tokens = tokens_per_step(s)
+    tokens = tokens_with_grad(s)
     per_layer = layer_activation_bytes_per_token(arch, s)
     layers = arch.num_hidden_layers
     if s.gradient_checkpointing:
@@ -332,17 +348,23 @@ def _head_adapter_activations(arch: Architecture, s: Setting) -> list[Term]:
     if s.method != "full" and lora_on_head(s):
         per = FP32 * arch.hidden_size * (2 if s.lora_dropout > 0 else 1) + FP32 * s.lora_rank
         note = "fp32 copy of the final hidden state"
-        out.append(Term("activations (lm_head adapter)", tokens_per_step(s) * per, note))
+        out.append(Term("activations (lm_head adapter)", tokens_with_grad(s) * per, note))
     if quantized_head(arch, s) and s.legacy_bitsandbytes:
-        out.append(Term("activations (4-bit lm_head input)", tokens_per_step(s) * BF16 * arch.hidden_size,
+        out.append(Term("activations (4-bit lm_head input)", tokens_with_grad(s) * BF16 * arch.hidden_size,
                         "kept by bitsandbytes < 0.43.3"))  # fmt: skip
     return out
+
+
+def logit_bytes(s: Setting) -> float:
+    """Bytes per logit at the peak. ORPO adds an NLL cross-entropy over the chosen half of the concatenated batch,
+    with its own fp32 copy and log-softmax (TRL's ORPOTrainer): 8 more bytes over half the logits."""
+    return LOGIT_BYTES + (FP32 + FP32) / 2 if s.stage == "orpo" else LOGIT_BYTES
 
 
 def logits(arch: Architecture, s: Setting) -> float:
     if s.stage == "reward":
         return 0.0  # a scalar head, no vocabulary projection
-    return tokens_per_step(s) * arch.vocab_size * LOGIT_BYTES
+    return tokens_with_grad(s) * arch.vocab_size * logit_bytes(s)
 
 
 def reference_model(arch: Architecture, s: Setting) -> list[Term]:
@@ -350,7 +372,7 @@ def reference_model(arch: Architecture, s: Setting) -> list[Term]:
         return []
     if s.adapter:
         return [Term("reference model", 0.0, "the policy with its adapter disabled: no second copy")]
-    return [Term("reference model", param_count(arch) * BF16, "a frozen bf16 copy of the model")]
+    return [Term("reference model", model_params(arch, s) * BF16, "a frozen bf16 copy of the model")]
 
 
 # ------------------------------------------------------------------ the whole breakdown
@@ -371,7 +393,7 @@ def _shard(s: Setting) -> dict[str, int]:
 
 def estimate_memory(arch: Architecture, s: Setting) -> Breakdown:
     split = _shard(s)
-    out = Breakdown(trainable_params=trainable_params(arch, s), total_params=param_count(arch))
+    out = Breakdown(trainable_params=trainable_params(arch, s), total_params=model_params(arch, s))
     sharded = split["weights"] > 1
     offload_weights = s.cpu_offload and sharded
     for t in weights(arch, s) + adapter_weights(arch, s) + reference_model(arch, s):
@@ -395,7 +417,9 @@ def estimate_memory(arch: Architecture, s: Setting) -> Breakdown:
     acts = activations(arch, s)
     out.terms.extend(acts)
     lg = logits(arch, s)
-    out.terms.append(Term("logits", lg, f"{tokens_per_step(s)} tokens × {arch.vocab_size} vocab × {LOGIT_BYTES} bytes"))
+    out.terms.append(
+        Term("logits", lg, f"{tokens_with_grad(s)} tokens × {arch.vocab_size} vocab × {logit_bytes(s):g} bytes")
+    )
     resident = sum(
         t.bytes for t in out.terms if t.name not in ("gradients", "logits") and not t.name.startswith("activations")
     )
