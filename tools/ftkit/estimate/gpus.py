@@ -2,7 +2,8 @@
 
 * ``memory_gib`` is ``torch.cuda.get_device_properties(i).total_memory / 2**30`` (the "total capacity" in a torch
   OOM message), quoted from public logs; it moves by a few hundred MiB with driver, ECC and MIG settings, and the
-  CUDA context takes a further ~0.3-0.5 GiB at run time. Where each figure came from is in ``GPU_NOTES``.
+  CUDA context takes a further ~0.6-1.0 GiB at run time (measured on an H200). Where each figure came from is in
+  ``GPU_NOTES``.
 * ``bf16_tflops`` is the dense (no 2:4 sparsity) bf16 tensor-core peak from the vendor's datasheet. NVIDIA quotes
   the sparse figure on most pages; the dense one is half of it. GeForce cards run bf16 with fp32 accumulation at
   half the fp16-accumulate rate: the fp32-accumulate figure is recorded, since that is what training uses.

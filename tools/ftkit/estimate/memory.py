@@ -24,7 +24,9 @@ Every term is a pure function of (architecture, setting) returning bytes per GPU
   gradients of earlier micro-batches when accumulating) or at the end of the backward pass (weights +
   optimizer + gradients), whichever is larger.
 - allocator: PyTorch's caching allocator reserves more than it hands out (`FRAGMENTATION`), and the
-  CUDA context takes memory no tensor accounts for (`CUDA_CONTEXT_GIB`).
+  CUDA context takes memory no tensor accounts for (`CUDA_CONTEXT_GIB`, measured on an H200).
+- bf16 autocast (the HF Trainer with bf16=True): fp32 adapters run their matmuls in bf16, so each keeps a bf16
+  copy of its input (not an fp32 one), and autocast caches a bf16 copy of every adapter weight.
 
 Sharding: ZeRO-1 splits optimizer states across GPUs, ZeRO-2 also gradients, ZeRO-3/FSDP also
 weights (plus the gathered weights of one layer); CPU offload moves optimizer states (and with
@@ -44,10 +46,13 @@ BF16 = 2
 FP32 = 4
 NF4_BLOCK = 64
 NF4_DQ_BLOCK = 256
-FRAGMENTATION = (
-    0.10  # reserved / allocated - 1 at the peak: an estimate, checked against benchmarks/vram_reference.yaml
-)
-CUDA_CONTEXT_GIB = 0.5  # CUDA context + cuBLAS workspace on a recent driver: an estimate
+# reserved / allocated - 1 at the peak: checked against benchmarks/vram_reference.yaml; the H200 runs of the
+# recipes measured 0.02-0.38 (median ~0.15), the published "reserved" entries agree best with 0.10.
+FRAGMENTATION = 0.10
+# What the process holds on the GPU beyond PyTorch's reserved pool (CUDA context, cuBLAS/cuDNN workspaces, kernels
+# loaded by bitsandbytes): measured on an H200 (driver 580, CUDA 13, torch 2.11) as device used - reserved after
+# training steps, 0.75-1.0 GiB (0.6 GiB right after CUDA initialises); the larger value, for the pre-flight.
+CUDA_CONTEXT_GIB = 1.0
 LOGIT_BYTES = BF16 + FP32 + FP32
 # What dropout keeps for backward per element: the bool mask of torch's fused dropout (native_dropout, used on CUDA).
 # On the CPU torch multiplies by a noise tensor in the input's dtype instead (aten/src/ATen/native/Dropout.cpp).

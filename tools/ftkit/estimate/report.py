@@ -8,7 +8,7 @@ from ftkit.errors import FtkitError
 from ftkit.estimate.inputs import Setting
 from ftkit.estimate.memory import estimate_memory, sequences_per_step
 from ftkit.estimate.resolve import StagePlan, recipe_stage_plans, resolve_architecture
-from ftkit.estimate.timecost import MFU, MFU_SOURCE, gpu_options, tokens_per_optimizer_step
+from ftkit.estimate.timecost import MFU, MFU_SOURCE, gpu_options, mfu, tokens_per_optimizer_step
 
 
 def _tokens(plan: StagePlan, tokens: float | None, rows: int | None, avg: int | None) -> tuple[float | None, str]:
@@ -71,7 +71,7 @@ def estimate_report(
             "memory": memory.to_dict(),
             "tokens": n_tokens,
             "tokens_source": source,
-            "mfu_assumed": MFU[plan.setting.method],
+            "mfu": round(mfu(plan.setting), 3),
             "mfu_source": MFU_SOURCE,
             "gpus": [o.to_dict() for o in gpu_options(plan.arch, plan.setting, n_tokens, gpus)],
         })  # fmt: skip

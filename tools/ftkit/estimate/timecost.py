@@ -29,6 +29,18 @@ from ftkit.estimate.params import param_count
 # of every target in every forward). Applied to every GPU: elsewhere an estimate.
 MFU = {"full": 0.52, "lora": 0.35, "qlora": 0.34, "dora": 0.12}
 MFU_SOURCE = "measured on one H200 (2026-12-04); applied to every GPU, so an estimate on any other"
+# Stages whose trainer does more than the FLOPs counted here, relative to the method's MFU (same H200 runs, QLoRA):
+# TRL's ORPOTrainer 5,503 tok/s (MFU 0.26: an extra full-vocabulary cross-entropy over the chosen half) and
+# KTOTrainer 4,419 tok/s (0.27: a separate no-grad forward of the KL batch, small per-step batches), against 0.34
+# for SFT and 0.35 for DPO and the reward model.
+STAGE_MFU_FACTOR = {"orpo": 0.26 / 0.34, "kto": 0.27 / 0.34}
+
+
+def mfu(s: Setting) -> float:
+    """The MFU the time estimate uses for this setting: the method's, scaled for stages measured to run slower."""
+    return MFU[s.method] * STAGE_MFU_FACTOR.get(s.stage, 1.0)
+
+
 FIT_HEADROOM = 0.95  # fits when the estimate (reserved + CUDA context) is within 95 % of the GPU's memory
 
 
@@ -86,7 +98,7 @@ def train_hours(arch: Architecture, s: Setting, tokens: float, gpu: Gpu) -> floa
     if gpu.bf16_tflops <= 0:
         return None  # no bf16 tensor cores (V100, T4)
     flops = tokens * train_flops_per_token(arch, s)
-    return flops / (gpu.bf16_tflops * 1e12 * MFU[s.method] * s.gpus) / 3600
+    return flops / (gpu.bf16_tflops * 1e12 * mfu(s) * s.gpus) / 3600
 
 
 def gpu_options(arch: Architecture, s: Setting, tokens: float | None, gpus: list[Gpu]) -> list[GpuOption]:
