@@ -422,9 +422,10 @@ def estimate_memory(arch: Architecture, s: Setting) -> Breakdown:
     acts = activations(arch, s)
     out.terms.extend(acts)
     lg = logits(arch, s)
-    out.terms.append(
-        Term("logits", lg, f"{tokens_with_grad(s)} tokens × {arch.vocab_size} vocab × {logit_bytes(s):g} bytes")
-    )
+    how = f"{tokens_with_grad(s)} tokens × {arch.vocab_size} vocab × {logit_bytes(s):g} bytes"
+    if s.stage == "reward":
+        how = "none: a scalar score head, no vocabulary logits"
+    out.terms.append(Term("logits", lg, how))
     resident = sum(
         t.bytes for t in out.terms if t.name not in ("gradients", "logits") and not t.name.startswith("activations")
     )
