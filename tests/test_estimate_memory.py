@@ -199,6 +199,14 @@ def test_preference_rows_count_two_sequences_for_time_and_cost():
     assert sft["stages"][0]["tokens"] == 1000 and dpo["stages"][0]["tokens"] == 2000
 
 
+def test_a_grpo_row_is_a_prompt_whose_group_of_completions_counts_for_time():
+    from ftkit.estimate.report import estimate_report
+
+    grpo = estimate_report(model="qwen2.5-0.5b", overrides={"stage": "grpo", "num_generations": 8}, rows=10,
+                           avg_tokens=100)  # fmt: skip
+    assert grpo["stages"][0]["tokens"] == 10 * 8 * 100
+
+
 def test_a_grpo_micro_batch_counts_completions_not_prompts():
     """TRL's GRPO per_device_train_batch_size is in completions: 8 generations do not multiply the activations."""
     from ftkit.estimate.memory import sequences_per_step

@@ -18,7 +18,9 @@ def _tokens(plan: StagePlan, tokens: float | None, rows: int | None, avg: int | 
     if rows:
         per_row = avg or s.seq_len
         epochs = plan.epochs or 1.0
-        seqs = sequences_per_step(s) // s.micro_batch  # a preference row is two sequences, a GRPO prompt a group
+        # A preference row is two sequences; a GRPO prompt is a group of num_generations completions (its
+        # micro-batch already counts completions, so sequences_per_step cannot tell the group size).
+        seqs = s.num_generations if s.stage == "grpo" else sequences_per_step(s) // s.micro_batch
         return rows * seqs * per_row * epochs, f"{rows} rows × {seqs} sequences × {per_row} tokens × {epochs:g} epochs"
     if plan.max_steps:
         return plan.max_steps * tokens_per_optimizer_step(s), f"max_steps {plan.max_steps} × tokens per step"
