@@ -44,6 +44,11 @@ def gpu_runs(results: Path = RESULTS) -> list[tuple[Path, dict[str, Any]]]:
     return runs
 
 
+def gpu_slug(name: str) -> str:
+    """'NVIDIA H200' -> 'h200': the GPU in an entry's id."""
+    return name.split()[-1].lower()
+
+
 def _method(settings: dict[str, Any]) -> str:
     if settings.get("method"):
         return str(settings["method"])
@@ -82,7 +87,7 @@ def entries_for_case(case: dict[str, Any], record: dict[str, Any], path: Path) -
     out = []
     for seq, mb, measured, how in points:
         entry: dict[str, Any] = {
-            "id": f"h200-{case['name']}-{seq}x{mb}" if "H200" in record["env"]["gpu"] else f"{case['name']}-{seq}x{mb}",
+            "id": f"{gpu_slug(record['env']['gpu'])}-{case['name']}-{seq}x{mb}",
             "model": arch,
             "hf_id": HF_IDS.get(arch),
             "method": method,

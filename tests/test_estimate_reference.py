@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from gpu_bench_reference import REFERENCE, measured_entries, render, replace_block
+from gpu_bench_reference import REFERENCE, gpu_runs, measured_entries, render, replace_block
 from vram_reference_check import check, load_entries
 
 KNOWN_MISSES = {
@@ -86,30 +86,25 @@ def test_measured_recipe_peaks_are_within_tolerance_without_known_misses():
 
 def test_the_mfu_per_method_is_what_the_h200_runs_measured():
     """timecost.MFU comes from the raw GPU results: tokens/s x the estimator's FLOPs per token / the H200's peak."""
-    import json
-
     from ftkit.estimate.gpus import GPUS
     from ftkit.estimate.inputs import Setting
     from ftkit.estimate.resolve import resolve_architecture
-    from ftkit.estimate.timecost import MFU, mfu, train_flops_per_token
+    from ftkit.estimate.timecost import mfu, train_flops_per_token
 
-    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
-    cases = {}
-    for path in sorted(results.glob("gpu_recipe_bench-h200-2026-12-04*.json")):
-        cases.update({c["name"]: c for c in json.loads(path.read_text())["results"] if c.get("tokens_per_second")})
+    runs = sorted(gpu_runs(), key=lambda run: run[1]["env"]["date_utc"])  # a later run of a case replaces it
+    cases = {c["name"]: c for _, record in runs for c in record["results"] if c.get("tokens_per_second")}
+
+    def setting_and_measured_mfu(name: str, method: str, stage: str) -> tuple[Setting, float]:
+        s = cases[name]["settings"]
+        setting = Setting(method=method, stage=stage, seq_len=s["seq_len"], micro_batch=s["micro_batch"],
+                          lora_rank=max(1, s["lora_r"]))  # fmt: skip
+        flops = train_flops_per_token(resolve_architecture(s.get("arch", "llama-3.1-8b")), setting)
+        return setting, cases[name]["tokens_per_second"] * flops / (GPUS["h200"].bf16_tflops * 1e12)
+
     for method, name in (("qlora", "sft-recipe"), ("lora", "lora-recipe"), ("full", "full-recipe"),
                          ("dora", "dora-recipe")):  # fmt: skip
-        s = cases[name]["settings"]
-        setting = Setting(
-            method=method, seq_len=s["seq_len"], micro_batch=s["micro_batch"], lora_rank=max(1, s["lora_r"])
-        )
-        flops = train_flops_per_token(resolve_architecture(s.get("arch", "llama-3.1-8b")), setting)
-        measured = cases[name]["tokens_per_second"] * flops / (GPUS["h200"].bf16_tflops * 1e12)
-        assert MFU[method] == pytest.approx(measured, abs=0.006), (method, measured)
+        setting, measured = setting_and_measured_mfu(name, method, "sft")
+        assert mfu(setting) == pytest.approx(measured, abs=0.006), (method, measured)
     for stage in ("dpo", "orpo", "kto", "reward"):  # preference and reward stages: QLoRA through TRL's trainers
-        s = cases[f"{stage}-recipe"]["settings"]
-        setting = Setting(method="qlora", stage=stage, seq_len=s["seq_len"], micro_batch=s["micro_batch"],
-                          lora_rank=s["lora_r"])  # fmt: skip
-        flops = train_flops_per_token(resolve_architecture("llama-3.1-8b"), setting)
-        measured = cases[f"{stage}-recipe"]["tokens_per_second"] * flops / (GPUS["h200"].bf16_tflops * 1e12)
+        setting, measured = setting_and_measured_mfu(f"{stage}-recipe", "qlora", stage)
         assert mfu(setting) == pytest.approx(measured, abs=0.012), (stage, measured)
