@@ -108,3 +108,28 @@ def test_the_mfu_per_method_is_what_the_h200_runs_measured():
     for stage in ("dpo", "orpo", "kto", "reward"):  # preference and reward stages: QLoRA through TRL's trainers
         setting, measured = setting_and_measured_mfu(f"{stage}-recipe", "qlora", stage)
         assert mfu(setting) == pytest.approx(measured, abs=0.012), (stage, measured)
+
+
+def test_measured_peak_memory_bounds_of_the_recipes_are_the_raw_gpu_results():
+    """A recipe's `peak_memory_gib` bound that cites a GPU results file carries that file's peak for its case."""
+    import json
+    import re
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    cited = 0
+    for path in sorted((root / "recipes").glob("*/expected-metrics.yaml")):
+        for stages in yaml.safe_load(path.read_text())["profiles"].values():
+            for bounds in stages.values():
+                bound = bounds.get("peak_memory_gib") or {}
+                run = str((bound.get("measured") or {}).get("run", ""))
+                found = re.match(r"(benchmarks/results/\S+\.json) \(case ([\w-]+)", run)
+                if not found:
+                    continue
+                record = json.loads((root / found[1]).read_text())
+                [case] = [c for c in record["results"] if c["name"] == found[2]]
+                assert bound["measured"]["value"] == case["peak_allocated_gib"], path
+                assert bound["max"] >= case["peak_allocated_gib"], path
+                cited += 1
+    assert cited >= 5, "qlora-sft, qlora-dpo (2 stages), lora-sft and dora-sft carry measured peaks"
