@@ -68,11 +68,13 @@ def entry_setting(e: dict[str, Any]) -> Any:
         "cpu_offload": "offload" in str(e.get("parallelism") or ""),
         "attention": e.get("attention") or "sdpa",
         "autocast": bool(e.get("autocast", True)),
+        "loss": e.get("loss") or "standard",
         "adapter_dtype": e.get("adapter_dtype")
         or ("bf16" if str(e.get("framework", "")).startswith(BF16_ADAPTERS) else "fp32"),
     }  # fmt: skip
     if e["method"] == "qlora":
         fields["legacy_bitsandbytes"] = _version(e.get("bitsandbytes")) < (0, 43, 3)
+        fields["double_quant"] = bool(e.get("double_quant", True))
         # litgpt's BitsandbytesPrecision has no ignore_modules: every nn.Linear, lm_head included, is NF4.
         fields["quantize_lm_head"] = str(e.get("framework", "")).startswith("litgpt")
     if e["method"] != "full" and lora:

@@ -259,7 +259,7 @@ def test_estimate_setting_and_sequence_len_read_the_unsloth_section():
     assert setting == {
         "method": "qlora", "stage": "sft", "seq_len": 2048, "micro_batch": 2, "grad_accum": 4,
         "gradient_checkpointing": True, "attention": "sdpa", "optimizer": "adamw_8bit", "sample_packing": False,
-        "double_quant": True, "lora_rank": 16, "lora_dropout": 0.0, "lora_targets": tuple(SEVEN),
+        "double_quant": True, "loss": "standard", "lora_rank": 16, "lora_dropout": 0.0, "lora_targets": tuple(SEVEN),
     }  # fmt: skip
     cfg["unsloth"] |= {"use_gradient_checkpointing": False, "max_seq_length": 4096}
     cfg["trainer"]["max_length"] = 1024

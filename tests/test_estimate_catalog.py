@@ -173,6 +173,21 @@ def test_phi3_usual_names_map_to_its_fused_modules() -> None:
     assert fused == peft_lora_count(arch, 16, ["qkv_proj", "gate_up_proj"])
 
 
+def test_qwen_v1_from_its_config_json_counts_the_published_parameters_and_both_c_proj() -> None:
+    """Qwen v1 (remote code, not in transformers): 7,721,324,544 parameters for Qwen-7B, as calflops counted the loaded
+    model (github.com/MrYxJ/calculate-flops.pytorch README). Its config.json's intermediate_size (22016) is w1 + w2."""
+    from ftkit.estimate.resolve import architecture_from_config
+
+    cfg = {"model_type": "qwen", "hidden_size": 4096, "intermediate_size": 22016, "num_hidden_layers": 32,
+           "num_attention_heads": 32, "kv_channels": 128, "vocab_size": 151936}  # fmt: skip
+    arch = architecture_from_config(cfg, "qwen-7b", "config.json")
+    assert (arch.family, arch.intermediate_size, arch.attention_bias) == ("qwen", 11008, True)
+    assert param_count(arch) == 7_721_324_544
+    assert sorted(resolve_lora_targets(arch, ["c_attn", "c_proj", "w1", "w2"])) == sorted(linear_shapes(arch))
+    assert resolve_lora_targets(arch, "all-linear") == ["c_attn", "attn.c_proj", "w1", "w2", "mlp.c_proj"]
+    assert lora_param_count(arch, 8, ["c_proj"]) == 32 * 8 * ((4096 + 4096) + (11008 + 4096))
+
+
 def test_lora_rejects_unknown_targets_and_bad_rank() -> None:
     arch = ARCHITECTURES["llama-3.2-1b"]
     with pytest.raises(ValueError, match="unknown LoRA target 'qkv_proj'"):

@@ -289,3 +289,34 @@ def test_kto_keeps_activations_and_logits_of_its_batch_only_and_orpo_adds_the_ch
     terms = {t.name: t.bytes for t in estimate_memory(LLAMA8B, kto).terms}
     assert terms["logits"] == {t.name: t.bytes for t in estimate_memory(LLAMA8B, sft).terms}["logits"]
     assert logit_bytes(Setting(stage="orpo")) == logit_bytes(Setting(stage="dpo")) + 4
+
+
+def test_a_chunked_sft_loss_keeps_the_bf16_logits_and_their_gradient_and_a_fused_one_no_logits():
+    from ftkit.estimate.memory import CHUNKED_LOGIT_BYTES, FUSED_BYTES_PER_HIDDEN
+
+    def logits(**kw: object) -> float:
+        return {t.name: t.bytes for t in estimate_memory(LLAMA8B, Setting(seq_len=4096, **kw)).terms}["logits"]
+
+    assert logits() == 4096 * 128256 * 10
+    assert logits(loss="chunked") == 4096 * 128256 * CHUNKED_LOGIT_BYTES == 4096 * 128256 * 4
+    assert logits(loss="fused") == 4096 * 4096 * FUSED_BYTES_PER_HIDDEN
+    assert logits(loss="fused") < logits(loss="chunked") < logits()
+    # TRL's preference trainers compute log-probs from the logits themselves: the SFT loss kernel does not apply.
+    assert logits(stage="dpo", loss="chunked") == logits(stage="dpo")
+    peak = {k: estimate_memory(LLAMA8B, Setting(seq_len=4096, loss=k)).peak_allocated for k in ("standard", "chunked")}
+    assert peak["standard"] - peak["chunked"] == 4096 * 128256 * 6
+
+
+def test_the_chunked_loss_term_is_what_the_cpu_loss_benchmark_measured():
+    """benchmarks/loss_memory.py: peak bytes per logit of one forward + backward, each loss in its own process."""
+    from pathlib import Path
+
+    from ftkit.estimate.memory import CHUNKED_LOGIT_BYTES, LOGIT_BYTES
+
+    results = sorted((Path(__file__).resolve().parents[1] / "benchmarks/results").glob("loss_memory-cpu-*.json"))
+    assert results, "run python benchmarks/loss_memory.py"
+    measured = json.loads(results[-1].read_text())["results"]
+    per = {name: r["bytes_per_logit"] for name, r in measured.items()}
+    assert per["chunked-compiled"] == pytest.approx(CHUNKED_LOGIT_BYTES, abs=0.25)
+    # The standard loss measures 12 bytes on the CPU; the estimator's 10 is what the H200 runs of the recipes fit.
+    assert per["standard"] >= LOGIT_BYTES and per["chunked-eager"] < per["standard"]

@@ -17,14 +17,11 @@ from gpu_bench_reference import REFERENCE, gpu_runs, measured_entries, render, r
 from vram_reference_check import check, load_entries
 
 KNOWN_MISSES = {
-    "litgpt-llama-3.1-8b-qlora-a10g": "-10.5 %. Run with bitsandbytes 0.42.0, which kept every 4-bit layer's input "
-    "(bitsandbytes#1270, modelled): that closed 15 points. The rest is unexplained; LitGPT's LoRA runs agree",
-    "litgpt-llama-2-7b-qlora-a10g": "-17 %: as above, ~2 GiB unexplained",
-    "litgpt-mistral-7b-qlora-a10g": "-16 %: as above, ~2 GiB unexplained",
-    "torchtune-llama-3.2-3b-full-packed4096-ac-compile-a100": "+21 %: torch.compile and chunked cross-entropy",
+    "litgpt-llama-2-7b-qlora-a10g": "-15 %. Run with bitsandbytes 0.42.0, which kept every 4-bit layer's input "
+    "(bitsandbytes#1270, modelled), NF4 without double quant (modelled); ~1.9 GiB unexplained; LitGPT's LoRA rows "
+    "agree",
+    "litgpt-mistral-7b-qlora-a10g": "-13 %: as above, ~1.8 GiB unexplained",
     "answerai-llama-2-7b-qlora-fsdp2-ctx512-bs1-3090": "-12.6 %: FSDP keeps ~3.7 GiB after wrapping 4-bit shards",
-    "qwen-7b-lora-seq256-a100": "Qwen v1 remote code (c_attn/w1/w2 module names) is not in the catalog",
-    "qwen-7b-lora-seq8192-a100": "as above",
 }
 
 ROWS = [check(e) for e in load_entries()]

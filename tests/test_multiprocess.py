@@ -242,3 +242,20 @@ def test_the_recipe_folder_is_first_on_the_training_process_path_for_its_reward_
     monkeypatch.setenv("PYTHONPATH", "/elsewhere")
     path = AxolotlEngine().env(ctx(tmp_path))["PYTHONPATH"].split(os.pathsep)
     assert path == [str(tmp_path), "/elsewhere"]  # `rewards.format_reward` imports from the recipe folder
+
+
+@pytest.mark.parametrize(
+    ("keys", "loss"),
+    [({}, "standard"), ({"chunked_cross_entropy": True}, "chunked"), ({"cut_cross_entropy": True}, "fused"),
+     ({"liger_fused_linear_cross_entropy": True}, "fused")],
+)  # fmt: skip
+def test_the_axolotl_loss_keys_choose_the_estimators_loss_kernel(keys, loss):
+    assert AxolotlEngine().estimate_setting(keys)["loss"] == loss
+
+
+def test_a_trl_config_with_liger_kernels_is_estimated_with_the_fused_loss():
+    from ftkit.engines import get_engine
+
+    trl = get_engine("trl")
+    assert trl.estimate_setting({"trainer": {"use_liger_kernel": True}})["loss"] == "fused"
+    assert trl.estimate_setting({"trainer": {}})["loss"] == "standard"

@@ -422,7 +422,7 @@ def _estimate_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "method": args.method, "stage": args.stage, "seq_len": args.seq_len, "micro_batch": args.micro_batch,
         "grad_accum": args.grad_accum, "gradient_checkpointing": args.checkpointing, "attention": args.attention,
         "optimizer": args.optimizer, "lora_rank": args.lora_rank, "sample_packing": args.packing,
-        "gpus": args.gpus, "parallelism": args.parallelism, "cpu_offload": args.cpu_offload or None,
+        "gpus": args.gpus, "parallelism": args.parallelism, "cpu_offload": args.cpu_offload or None, "loss": args.loss,
         "lora_targets": tuple(args.lora_targets.split(",")) if args.lora_targets else None,
     }  # fmt: skip
     return {k: v for k, v in given.items() if v is not None}
@@ -677,6 +677,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus", type=int)
     p.add_argument("--parallelism", choices=["none", "ddp", "fsdp", "zero1", "zero2", "zero3"])
     p.add_argument("--cpu-offload", action="store_true", help="optimizer states (and sharded weights) on the CPU")
+    p.add_argument("--loss", choices=["standard", "chunked", "fused"],
+                   help="the SFT loss kernel: standard cross-entropy over fp32 logits (10 bytes a logit), "
+                   "chunked (Axolotl chunked_cross_entropy: 4 bytes), fused (Cut Cross-Entropy / Liger: no logits "
+                   "tensor)")  # fmt: skip
     p.add_argument("--tokens", type=float, help="tokens the run processes in all, every sequence counted (time, cost)")
     p.add_argument("--rows", type=int, help="dataset rows per epoch (with --avg-tokens; time and cost)")
     p.add_argument("--avg-tokens", type=int, help="tokens per row (default: the sequence length, an upper bound)")

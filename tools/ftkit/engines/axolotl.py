@@ -197,6 +197,7 @@ class AxolotlEngine(Engine):
             "optimizer": optimizer_kind(str(cfg.get("optimizer") or "adamw_torch")),
             "sample_packing": bool(cfg.get("sample_packing")),
             "double_quant": bool(bnb.get("bnb_4bit_use_double_quant", True)),
+            "loss": loss_kernel_of(cfg),
         }
         if adapter:
             targets = cfg.get("lora_target_modules")
@@ -213,6 +214,14 @@ class AxolotlEngine(Engine):
 
 
 _ZERO_IN_NAME = re.compile(r"zero([123])")
+
+
+def loss_kernel_of(cfg: dict[str, Any]) -> str:
+    """The SFT loss kernel an Axolotl config selects: Cut Cross-Entropy or Liger's fused linear cross-entropy (their
+    plugins' keys) never build the logits; `chunked_cross_entropy` upcasts them a chunk at a time."""
+    if cfg.get("cut_cross_entropy") or cfg.get("liger_fused_linear_cross_entropy"):
+        return "fused"
+    return "chunked" if cfg.get("chunked_cross_entropy") else "standard"
 
 
 def deepspeed_config(cfg: dict[str, Any], base: Path | None = None) -> dict[str, Any] | None:

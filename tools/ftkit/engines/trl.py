@@ -99,6 +99,8 @@ class TrlEngine(Engine):
             "optimizer": optimizer_kind(str(trainer.get("optim") or "adamw_torch")),
             "sample_packing": bool(trainer.get("packing")),
             "double_quant": bool(model.get("bnb_4bit_use_double_quant", True)),
+            # transformers' Liger integration swaps the causal-LM loss for its fused linear cross-entropy
+            "loss": "fused" if trainer.get("use_liger_kernel") else "standard",
         }
         if lora:
             targets = lora.get("target_modules")

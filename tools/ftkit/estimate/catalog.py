@@ -16,7 +16,7 @@ class Architecture:
 
     name: str  # catalog key, e.g. "llama-3.1-8b"
     hf_id: str  # e.g. "meta-llama/Llama-3.1-8B"
-    family: str  # llama | mistral | qwen2 | gemma2 | phi3
+    family: str  # llama | mistral | qwen2 | gemma2 | phi3 | qwen (Qwen v1, remote code)
     hidden_size: int
     intermediate_size: int
     num_hidden_layers: int

@@ -11,6 +11,10 @@ Stage = Literal["sft", "dpo", "orpo", "kto", "reward", "grpo"]
 Optimizer = Literal["adamw", "adamw_8bit", "paged_adamw_8bit", "adafactor", "sgd"]
 Attention = Literal["eager", "sdpa", "flash"]
 Parallelism = Literal["none", "ddp", "fsdp", "zero1", "zero2", "zero3"]
+# How the SFT loss meets the vocabulary: "standard" (transformers' cross-entropy over the whole fp32-upcast logits),
+# "chunked" (Axolotl's chunked_cross_entropy / torchtune's CEWithChunkedOutputLoss: compiled, one chunk upcast at a
+# time), "fused" (Cut Cross-Entropy, Liger's fused linear cross-entropy: the logits are never all materialised).
+Loss = Literal["standard", "chunked", "fused"]
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -40,6 +44,7 @@ class Setting(BaseModel):
     # dequantized through fp16. Only for checking the estimator against figures measured with those versions.
     legacy_bitsandbytes: bool = False
     sample_packing: bool = False
+    loss: Loss = "standard"  # the SFT stage's loss kernel; preference stages compute their log-probs themselves
     gpus: int = Field(1, ge=1)
     parallelism: Parallelism = "none"
     cpu_offload: bool = False  # optimizer state (and, with zero3/fsdp, parameters) on the CPU

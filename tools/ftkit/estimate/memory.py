@@ -17,7 +17,8 @@ Every term is a pure function of (architecture, setting) returning bytes per GPU
   keep); LoRA dropout keeps a dropped-out copy and a mask of each target's input. With gradient
   checkpointing only each layer's input is kept, and one layer is recomputed at a time.
 - logits: tokens × vocab at the end of the forward: bf16 logits, their fp32 copy and the fp32
-  log-softmax the loss keeps (10 bytes an element at the peak; large for 128k-256k vocabularies).
+  log-softmax the loss keeps (10 bytes an element at the peak; large for 128k-256k vocabularies). A chunked
+  SFT loss keeps the bf16 logits and their gradient (4 bytes); a fused linear cross-entropy no logits at all.
 - reference model (DPO, KTO): none with an adapter (the base with the adapter disabled), a second
   copy of the weights for full fine-tuning.
 - the peak is at the end of the forward pass (weights + optimizer + activations + logits, + the
@@ -54,6 +55,14 @@ FRAGMENTATION = 0.10
 # training steps, 0.75-1.0 GiB (0.6 GiB right after CUDA initialises); the larger value, for the pre-flight.
 CUDA_CONTEXT_GIB = 1.0
 LOGIT_BYTES = BF16 + FP32 + FP32
+# Chunked cross-entropy (Axolotl's chunked_cross_entropy, torchtune's CEWithChunkedOutputLoss under compile): each
+# chunk is upcast and reduced inside one compiled kernel, so only the bf16 logits and their bf16 gradient are ever
+# whole: 4.0 bytes per logit, measured on the CPU by benchmarks/loss_memory.py (transformers' loss: 12.0 there).
+CHUNKED_LOGIT_BYTES = BF16 + BF16
+# Fused linear cross-entropy (Cut Cross-Entropy, Liger): no logits tensor; Liger keeps the gradient of the final hidden
+# state (computed in the forward) and one chunk of logits (bf16 and fp32) of about tokens x hidden / vocab rows: about
+# 8 bytes per token and hidden unit. Read from Liger's fused_linear_cross_entropy; not measured here (Triton, GPU).
+FUSED_BYTES_PER_HIDDEN = BF16 + BF16 + FP32
 # What dropout keeps for backward per element: the bool mask of torch's fused dropout (native_dropout, used on CUDA).
 # On the CPU torch multiplies by a noise tensor in the input's dtype instead (aten/src/ATen/native/Dropout.cpp).
 DROPOUT_MASK = 1
@@ -291,7 +300,8 @@ def layer_activation_bytes_per_token(arch: Architecture, s: Setting) -> float:
 # is bf16 (no cast); the attention output is already kept by the attention kernel.
 _LORA_INPUT = {"q_proj": "attn_in", "k_proj": "attn_in", "v_proj": "attn_in", "qkv_proj": "attn_in",
                "o_proj": "attn_out", "gate_proj": "mlp_in", "up_proj": "mlp_in", "gate_up_proj": "mlp_in",
-               "down_proj": "mlp_mid"}  # fmt: skip
+               "down_proj": "mlp_mid", "c_attn": "attn_in", "attn.c_proj": "attn_out", "w1": "mlp_in", "w2": "mlp_in",
+               "mlp.c_proj": "mlp_mid"}  # fmt: skip
 
 
 def _lora_layer_inputs(arch: Architecture, s: Setting) -> float:
@@ -366,10 +376,35 @@ def logit_bytes(s: Setting) -> float:
     return LOGIT_BYTES + (FP32 + FP32) / 2 if s.stage == "orpo" else LOGIT_BYTES
 
 
+def loss_kernel(s: Setting) -> str:
+    """The loss kernel that meets the logits: the setting's for SFT. Preference stages (TRL) compute their log-probs
+    from the model's logits themselves, and a reward model has no vocabulary projection, so neither is chunked."""
+    return s.loss if s.stage == "sft" else "standard"
+
+
 def logits(arch: Architecture, s: Setting) -> float:
     if s.stage == "reward":
         return 0.0  # a scalar head, no vocabulary projection
-    return tokens_with_grad(s) * arch.vocab_size * logit_bytes(s)
+    kernel = loss_kernel(s)
+    if kernel == "fused":
+        return tokens_with_grad(s) * arch.hidden_size * FUSED_BYTES_PER_HIDDEN
+    per = CHUNKED_LOGIT_BYTES if kernel == "chunked" else logit_bytes(s)
+    return tokens_with_grad(s) * arch.vocab_size * per
+
+
+def logits_note(arch: Architecture, s: Setting) -> str:
+    tokens = tokens_with_grad(s)
+    if s.stage == "reward":
+        return "none: a scalar score head, no vocabulary logits"
+    kernel = loss_kernel(s)
+    if kernel == "fused":
+        return (
+            f"fused linear cross-entropy: no logits tensor; {tokens} tokens × {arch.hidden_size} hidden × "
+            f"{FUSED_BYTES_PER_HIDDEN} bytes"
+        )
+    per = CHUNKED_LOGIT_BYTES if kernel == "chunked" else logit_bytes(s)
+    how = " (chunked cross-entropy)" if kernel == "chunked" else ""
+    return f"{tokens} tokens × {arch.vocab_size} vocab × {per:g} bytes{how}"
 
 
 def reference_model(arch: Architecture, s: Setting) -> list[Term]:
@@ -422,10 +457,7 @@ def estimate_memory(arch: Architecture, s: Setting) -> Breakdown:
     acts = activations(arch, s)
     out.terms.extend(acts)
     lg = logits(arch, s)
-    how = f"{tokens_with_grad(s)} tokens × {arch.vocab_size} vocab × {logit_bytes(s):g} bytes"
-    if s.stage == "reward":
-        how = "none: a scalar score head, no vocabulary logits"
-    out.terms.append(Term("logits", lg, how))
+    out.terms.append(Term("logits", lg, logits_note(arch, s)))
     resident = sum(
         t.bytes for t in out.terms if t.name not in ("gradients", "logits") and not t.name.startswith("activations")
     )

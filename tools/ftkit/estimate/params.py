@@ -10,6 +10,10 @@ Module layout per decoder layer (transformers names):
 * phi3: the same weights fused into ``qkv_proj`` (out = (heads + 2 * kv_heads) * head_dim) and ``gate_up_proj``
   (out = 2 * intermediate). ``linear_shapes`` returns the real module names; ``lora_param_count`` accepts the usual
   names and maps q/k/v -> qkv_proj and gate/up -> gate_up_proj, since LoRA wraps the fused module as one linear.
+* qwen (Qwen v1, remote code): ``c_attn`` (fused q/k/v with a bias, out = 3 * hidden) and ``c_proj`` (attention
+  output), ``w1``/``w2`` (the gated MLP's two input projections) and ``c_proj`` again (its output). The two
+  ``c_proj`` are keyed ``attn.c_proj`` and ``mlp.c_proj`` here; a LoRA target ``c_proj`` wraps both, as PEFT's
+  suffix match does. config.json's ``intermediate_size`` is twice the width of w1/w2 (``resolve`` halves it).
 * RMSNorm weights: 2 per layer (input, post-attention); gemma2 has 4 (input, post-attention, pre-feedforward,
   post-feedforward). One final norm. lm_head is absent when embeddings are tied.
 """
@@ -23,8 +27,12 @@ from ftkit.estimate.catalog import Architecture
 USUAL_LINEAR_NAMES: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 ALL_LINEAR = "all-linear"  # PEFT's shorthand: every linear in the decoder layers, not lm_head
 
-_PHI3_FUSED = {"q_proj": "qkv_proj", "k_proj": "qkv_proj", "v_proj": "qkv_proj", "gate_proj": "gate_up_proj",
-               "up_proj": "gate_up_proj"}  # fmt: skip
+# Target names that stand for other modules of a family: Phi-3's fused projections; Qwen v1's two c_proj.
+_ALIASES: dict[str, dict[str, tuple[str, ...]]] = {
+    "phi3": {"q_proj": ("qkv_proj",), "k_proj": ("qkv_proj",), "v_proj": ("qkv_proj",),
+             "gate_proj": ("gate_up_proj",), "up_proj": ("gate_up_proj",)},
+    "qwen": {"c_proj": ("attn.c_proj", "mlp.c_proj")},
+}  # fmt: skip
 
 
 def _norms_per_layer(arch: Architecture) -> int:
@@ -35,6 +43,9 @@ def linear_shapes(arch: Architecture) -> dict[str, tuple[int, int]]:
     """(in_features, out_features) of every linear module in one decoder layer, by its module name."""
     h, hd, i = arch.hidden_size, arch.head_dim, arch.intermediate_size
     q_out, kv_out = arch.num_attention_heads * hd, arch.num_key_value_heads * hd
+    if arch.family == "qwen":
+        return {"c_attn": (h, q_out + 2 * kv_out), "attn.c_proj": (q_out, h), "w1": (h, i), "w2": (h, i),
+                "mlp.c_proj": (i, h)}  # fmt: skip
     if arch.family == "phi3":
         return {
             "qkv_proj": (h, q_out + 2 * kv_out),
@@ -83,15 +94,14 @@ def resolve_lora_targets(arch: Architecture, targets: str | Iterable[str]) -> li
         if targets.replace("_", "-").lower() == ALL_LINEAR:
             return list(shapes)
         targets = [targets]
-    fused = _PHI3_FUSED if arch.family == "phi3" else {}
+    aliases = _ALIASES.get(arch.family, {})
     resolved: list[str] = []
     for target in targets:
-        name = target if target in shapes else fused.get(target, "")
-        if not name:
-            valid = ", ".join([*shapes, *fused, ALL_LINEAR])
+        names = (target,) if target in shapes else aliases.get(target, ())
+        if not names:
+            valid = ", ".join([*shapes, *aliases, ALL_LINEAR])
             raise ValueError(f"unknown LoRA target {target!r} for {arch.name} ({arch.family}); valid: {valid}")
-        if name not in resolved:
-            resolved.append(name)
+        resolved += [name for name in names if name not in resolved]
     return resolved
 
 

@@ -97,6 +97,7 @@ def _setting_line(st: dict[str, Any]) -> str:
         f"{s['micro_batch']} (× {s['grad_accum']} accumulation × {s['gpus']} GPU), checkpointing "
         f"{'on' if s['gradient_checkpointing'] else 'off'}, {s['attention']} attention, {s['optimizer']}"
         + (f", {s['parallelism']}" if s["parallelism"] != "none" else "")
+        + (f", {s['loss']} loss" if s.get("loss", "standard") != "standard" else "")
     )
 
 

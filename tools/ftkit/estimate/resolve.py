@@ -11,27 +11,30 @@ from ftkit.errors import FtkitError
 from ftkit.estimate.catalog import Architecture
 from ftkit.estimate.inputs import Setting
 
-FAMILIES = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "gemma2": "gemma2", "phi3": "phi3"}
+FAMILIES = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "gemma2": "gemma2", "phi3": "phi3",
+            "qwen": "qwen"}  # fmt: skip
 
 
 def architecture_from_config(cfg: dict[str, Any], name: str, source: str) -> Architecture:
     """An Architecture from a transformers config.json dict (decoder-only models with a gated MLP)."""
     model_type = str(cfg.get("model_type", ""))
     heads = int(cfg["num_attention_heads"])
+    # Qwen v1 (model_type "qwen"): intermediate_size is w1 + w2 together (QWenMLP halves it); c_attn has a bias.
+    intermediate = int(cfg["intermediate_size"]) // (2 if model_type == "qwen" else 1)
     return Architecture(
         name=name,
         hf_id=str(cfg.get("_name_or_path") or name),
         family=FAMILIES.get(model_type, model_type or "unknown"),
         hidden_size=int(cfg["hidden_size"]),
-        intermediate_size=int(cfg["intermediate_size"]),
+        intermediate_size=intermediate,
         num_hidden_layers=int(cfg["num_hidden_layers"]),
         num_attention_heads=heads,
         num_key_value_heads=int(cfg.get("num_key_value_heads") or heads),
-        head_dim=int(cfg.get("head_dim") or int(cfg["hidden_size"]) // heads),
+        head_dim=int(cfg.get("head_dim") or cfg.get("kv_channels") or int(cfg["hidden_size"]) // heads),
         vocab_size=int(cfg["vocab_size"]),
         tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
         max_position_embeddings=int(cfg.get("max_position_embeddings") or 0),
-        attention_bias=bool(cfg.get("attention_bias", model_type == "qwen2")),
+        attention_bias=bool(cfg.get("attention_bias", model_type in ("qwen2", "qwen"))),
         source=source,
     )
 
