@@ -18,7 +18,7 @@ from ftkit.estimate.memory import (
     lora_params,
     nf4_bytes_per_param,
 )
-from ftkit.estimate.preflight import fits, suggestions
+from ftkit.estimate.preflight import ENGINE_CHANGES, fits, suggestions
 from ftkit.estimate.resolve import architecture_from_config
 
 LLAMA8B = lookup("llama-3.1-8b")
@@ -189,6 +189,22 @@ def test_preflight_with_force_records_the_estimate_instead_of_refusing():
     assert result["verdict"] == "forced" and not result["fits"] and result["suggestions"]
     roomy = check_stage(LLAMA8B, s, [{"name": "H100", "memory_gib": 79.2}], stage="sft", config_file="x")
     assert roomy["verdict"] == "fits" and roomy["suggestions"] == []
+
+
+def test_preflight_offers_axolotls_chunked_loss_first_for_an_sft_stage_and_not_for_other_engines():
+    from ftkit.estimate.preflight import check_stage
+
+    s = Setting(method="qlora", seq_len=4096, micro_batch=1)  # 15.2 GiB; the chunked loss saves 2.9 of it
+    gpu = [{"name": "a 14 GiB GPU", "memory_gib": 14.0}]
+    axolotl = check_stage(LLAMA8B, s, gpu, stage="sft", config_file="x", force=True, engine="axolotl")
+    first = axolotl["suggestions"][0]
+    assert first["changes"] == [next(t for t, _ in ENGINE_CHANGES["axolotl"])] and first["need_gib"] <= 14 * 0.95
+    trl = check_stage(LLAMA8B, s, gpu, stage="sft", config_file="x", force=True, engine="trl")
+    assert all("chunked_cross_entropy" not in c for sug in trl["suggestions"] for c in sug["changes"])
+    dpo = check_stage(LLAMA8B, Setting(stage="dpo", seq_len=2048, micro_batch=2), gpu, stage="dpo",
+                      config_file="x", force=True, engine="axolotl")  # fmt: skip
+    assert not dpo["fits"]
+    assert all("chunked_cross_entropy" not in c for sug in dpo["suggestions"] for c in sug["changes"])
 
 
 def test_preference_rows_count_two_sequences_for_time_and_cost():

@@ -42,6 +42,20 @@ CHANGES: tuple[Change, ...] = (
 )  # fmt: skip
 
 
+# Changes only some engines can make, offered right after the free ones (attention) when the engine is known.
+ENGINE_CHANGES: dict[str, tuple[Change, ...]] = {
+    "axolotl": (
+        ("compute the SFT loss in chunks: chunked_cross_entropy: true (fp32 logits never whole; ~no speed cost)",
+         lambda s: _update(s, loss="chunked") if s.stage == "sft" and s.loss == "standard" else None),
+    ),
+}  # fmt: skip
+
+
+def changes_for(engine: str | None) -> tuple[Change, ...]:
+    """The pre-flight's changes for a stage run by `engine`, cheapest first."""
+    return CHANGES[:1] + ENGINE_CHANGES.get(engine or "", ()) + CHANGES[1:]
+
+
 @dataclass(frozen=True)
 class Suggestion:
     changes: tuple[str, ...]
@@ -82,10 +96,18 @@ def suggestions(
 
 
 def check_stage(
-    arch: Architecture, s: Setting, gpus: list[dict[str, object]], *, stage: str, config_file: str, force: bool = False
+    arch: Architecture,
+    s: Setting,
+    gpus: list[dict[str, object]],
+    *,
+    stage: str,
+    config_file: str,
+    force: bool = False,
+    engine: str | None = None,
 ) -> dict[str, object]:
     """The pre-flight for one stage on the GPUs at hand (envinfo.gpus()): the estimate, the verdict, and
-    when it does not fit, the changes that would make it fit. Raises (exit 5) unless it fits or `force`."""
+    when it does not fit, the changes that would make it fit (`engine`'s own among them). Raises (exit 5) unless
+    it fits or `force`."""
     from ftkit.errors import ExitCode, FtkitError, Problem
 
     budget = min(float(g["memory_gib"]) for g in gpus)  # type: ignore[arg-type]
@@ -93,7 +115,7 @@ def check_stage(
     memory = estimate_memory(arch, s)
     need = memory.device_total / GIB
     ok = need <= budget * FIT_HEADROOM
-    found = [] if ok else suggestions(arch, s, budget)
+    found = [] if ok else suggestions(arch, s, budget, changes=changes_for(engine))
     result: dict[str, object] = {
         "stage": stage,
         "need_gib": round(need, 2),

@@ -198,7 +198,7 @@ def _vram_preflight(
         return None
     engine_setting = engine.estimate_setting(resolved.config)
     result = check_stage(arch, Setting(**engine_setting), hw["gpus"], stage=resolved.name,
-                         config_file=config_file, force=force)  # fmt: skip
+                         config_file=config_file, force=force, engine=engine.name)  # fmt: skip
     events.message(f"vram: {resolved.name}: needs about {result['need_gib']} GiB of {result['budget_gib']} GiB "
                    f"per GPU ({result['verdict']})")  # fmt: skip
     return result
