@@ -122,6 +122,15 @@ def test_a_sharded_recipe_needs_less_memory_per_gpu_with_more_gpus():
     assert fit_on(full, 80, 8).need_gib < fit_on(full, 80, 2).need_gib
 
 
+def test_an_axolotl_sft_candidate_may_fit_by_chunking_its_loss_and_a_trl_one_may_not():
+    axolotl = _cand("qlora-sft-4k", "sft", "qlora", seq_len=4096, gradient_checkpointing=True)
+    trl = _cand("qlora-sft-4k", "sft", "qlora", engine="trl", seq_len=4096, gradient_checkpointing=True)
+    assert not fit_on(axolotl, 16, 1).changes, "fits a 16 GB GPU as written"
+    tight = fit_on(axolotl, 13, 1)
+    assert tight.fits and any("chunked_cross_entropy" in c for c in tight.changes)
+    assert not any("chunked_cross_entropy" in c for c in fit_on(trl, 13, 1).changes)
+
+
 # ------------------------------------------------------------------ dataset facts and the CLI
 
 

@@ -15,7 +15,7 @@ from ftkit.estimate.catalog import Architecture, Gpu
 from ftkit.estimate.inputs import Setting
 from ftkit.estimate.memory import GIB, estimate_memory
 from ftkit.estimate.params import param_count
-from ftkit.estimate.preflight import CHANGES, Change, suggestions
+from ftkit.estimate.preflight import Change, changes_for, suggestions
 from ftkit.estimate.timecost import FIT_HEADROOM, gpu_options
 from ftkit.plan.rules import (
     FULL_FT_MIN_ROWS,
@@ -122,8 +122,8 @@ def _same_run(before: Setting, after: Setting) -> bool:
     return (after.method, after.seq_len, after.cpu_offload) == (before.method, before.seq_len, before.cpu_offload)
 
 
-def _cheap_changes(s: Setting) -> tuple[Change, ...]:
-    return tuple((text, f) for text, f in CHANGES if (changed := f(s)) is None or _same_run(s, changed))
+def _cheap_changes(s: Setting, engine: str | None = None) -> tuple[Change, ...]:
+    return tuple((text, f) for text, f in changes_for(engine) if (changed := f(s)) is None or _same_run(s, changed))
 
 
 def fit_on(c: Candidate, vram_gb: float, gpus: int) -> Fit:
@@ -134,7 +134,7 @@ def fit_on(c: Candidate, vram_gb: float, gpus: int) -> Fit:
         parallelism = s.parallelism
         need = estimate_memory(st.arch, s).device_total / GIB
         if need > vram_gb * FIT_HEADROOM:
-            found = suggestions(st.arch, s, vram_gb, changes=_cheap_changes(s))
+            found = suggestions(st.arch, s, vram_gb, changes=_cheap_changes(s, c.engine))
             if not found:
                 ok = False
             else:
