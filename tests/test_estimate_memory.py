@@ -315,7 +315,9 @@ def test_a_chunked_sft_loss_keeps_the_bf16_logits_and_their_gradient_and_a_fused
 
     assert logits() == 4096 * 128256 * 10
     assert logits(loss="chunked") == 4096 * 128256 * CHUNKED_LOGIT_BYTES == 4096 * 128256 * 4
-    assert logits(loss="fused") == 4096 * 4096 * FUSED_BYTES_PER_HIDDEN
+    assert logits(loss="fused") == 4096 * 4096 * FUSED_BYTES_PER_HIDDEN == 4096 * 4096 * 6
+    # full fine-tuning: Liger accumulates the lm_head's gradient (bf16) during the forward
+    assert logits(loss="fused", method="full") == logits(loss="fused") + 128256 * 4096 * 2
     assert logits(loss="fused") < logits(loss="chunked") < logits()
     # TRL's preference trainers compute log-probs from the logits themselves: the SFT loss kernel does not apply.
     assert logits(stage="dpo", loss="chunked") == logits(stage="dpo")

@@ -59,10 +59,13 @@ LOGIT_BYTES = BF16 + FP32 + FP32
 # chunk is upcast and reduced inside one compiled kernel, so only the bf16 logits and their bf16 gradient are ever
 # whole: 4.0 bytes per logit, measured on the CPU by benchmarks/loss_memory.py (transformers' loss: 12.0 there).
 CHUNKED_LOGIT_BYTES = BF16 + BF16
-# Fused linear cross-entropy (Cut Cross-Entropy, Liger): no logits tensor; Liger keeps the gradient of the final hidden
-# state (computed in the forward) and one chunk of logits (bf16 and fp32) of about tokens x hidden / vocab rows: about
-# 8 bytes per token and hidden unit. Read from Liger's fused_linear_cross_entropy; not measured here (Triton, GPU).
-FUSED_BYTES_PER_HIDDEN = BF16 + BF16 + FP32
+# Fused linear cross-entropy (Liger; Cut Cross-Entropy keeps less): no logits tensor. Liger's forward computes the
+# gradient of the final hidden state (bf16, tokens x hidden) and goes through the vocabulary one chunk of tokens at a
+# time, a bf16 logits chunk of tokens x hidden elements rounded up to a power of two (at most twice that), in which its
+# kernel writes the gradient: at most 6 bytes per token and hidden unit; with a trainable lm_head (full fine-tuning) it
+# also accumulates the lm_head's gradient during the forward. Read from Liger's fused_linear_cross_entropy_forward;
+# not measured here (Triton kernels need a GPU).
+FUSED_BYTES_PER_HIDDEN = BF16 + 2 * BF16
 # What dropout keeps for backward per element: the bool mask of torch's fused dropout (native_dropout, used on CUDA).
 # On the CPU torch multiplies by a noise tensor in the input's dtype instead (aten/src/ATen/native/Dropout.cpp).
 DROPOUT_MASK = 1
@@ -387,7 +390,8 @@ def logits(arch: Architecture, s: Setting) -> float:
         return 0.0  # a scalar head, no vocabulary projection
     kernel = loss_kernel(s)
     if kernel == "fused":
-        return tokens_with_grad(s) * arch.hidden_size * FUSED_BYTES_PER_HIDDEN
+        head_grad = arch.vocab_size * arch.hidden_size * BF16 if s.method == "full" else 0
+        return tokens_with_grad(s) * arch.hidden_size * FUSED_BYTES_PER_HIDDEN + head_grad
     per = CHUNKED_LOGIT_BYTES if kernel == "chunked" else logit_bytes(s)
     return tokens_with_grad(s) * arch.vocab_size * per
 
@@ -398,9 +402,10 @@ def logits_note(arch: Architecture, s: Setting) -> str:
         return "none: a scalar score head, no vocabulary logits"
     kernel = loss_kernel(s)
     if kernel == "fused":
+        head = " + the lm_head gradient it accumulates" if s.method == "full" else ""
         return (
             f"fused linear cross-entropy: no logits tensor; {tokens} tokens × {arch.hidden_size} hidden × "
-            f"{FUSED_BYTES_PER_HIDDEN} bytes"
+            f"{FUSED_BYTES_PER_HIDDEN} bytes{head}"
         )
     per = CHUNKED_LOGIT_BYTES if kernel == "chunked" else logit_bytes(s)
     how = " (chunked cross-entropy)" if kernel == "chunked" else ""
