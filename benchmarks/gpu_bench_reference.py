@@ -104,6 +104,7 @@ def entries_for_case(case: dict[str, Any], record: dict[str, Any], path: Path) -
             "grad_accum": int(s.get("grad_accum") or 1),
             "gradient_checkpointing": bool(case.get("gradient_checkpointing_resolved", {}).get("enabled")),
             "attention": s["attn_implementation"],
+            **({"loss": s["loss"]} if s.get("loss", "standard") != "standard" else {}),  # sft-chunked
             "gpus": 1,
             "gpu": record["env"]["gpu"],
             "parallelism": None,

@@ -31,6 +31,9 @@ the peak counters reset between cases):
   dora-recipe   qwen2.5-7b-dora-sft's hyperparameters on the real Qwen2.5-7B-Instruct architecture (random weights,
                 its own config values below): DoRA (LoRA with use_dora) on all linear layers of the bf16 base.
   sft-eager     sft-recipe with eager attention and nothing else changed (isolates the attention-matrix term).
+  sft-chunked   (only with --cases) sft-recipe with the causal-LM loss computed as Axolotl's `chunked_cross_entropy`
+                computes it: the logits split into 8 chunks along the sequence, each chunk's fp32 cross-entropy
+                (sum) compiled by inductor, divided by the label count (the estimator's `--loss chunked` term).
   orpo-recipe, kto-recipe, reward-recipe
                 llama8b-qlora-orpo / -kto / llama8b-reward-model from their Axolotl YAMLs, each through TRL's own
                 trainer (ORPOTrainer from trl.experimental, KTOTrainer, RewardTrainer on a sequence-classification
@@ -179,7 +182,8 @@ EXPECTED_PARAMS = {"llama-3.1-8b": EXPECTED_8B_PARAMS, "qwen2.5-7b": 7_615_616_5
 CARRIED_PACKAGES = ("bitsandbytes", "trl", "peft")
 DEFAULT_CASES = ("sft-recipe", "dpo-recipe", "lora-recipe", "sft-baseline", "full-recipe", "dora-recipe", "sft-eager",
                  "full-recipe-accum", "orpo-recipe", "kto-recipe", "reward-recipe")  # fmt: skip
-ALL_CASES = (*DEFAULT_CASES, "dpo-baseline")
+ALL_CASES = (*DEFAULT_CASES, "dpo-baseline", "sft-chunked")
+LOSS_CHUNKS = 8  # Axolotl's chunked_cross_entropy_num_chunks default
 MIN_TIMED_STEPS = 2
 
 
@@ -343,6 +347,7 @@ class Case:
     method: str = "qlora"  # qlora | lora | dora | full
     grad_accum: int = 1  # micro-batches per optimizer step (1: every step is an optimizer step)
     trainer_extra: dict[str, Any] = field(default_factory=dict)  # stage options for the TRL config (KTO weights, ...)
+    loss: str = "standard"  # standard: transformers' ForCausalLMLoss | chunked: see chunked_causal_lm_loss
     differs_from_recipe: dict[str, list[Any]] = field(default_factory=dict)
 
 
@@ -424,6 +429,12 @@ def build_cases(yamls: dict[str, dict[str, Any]], tiny: bool, dpo_impl: str) -> 
     sft_eager = Case(**{**asdict(sft_rec), "name": "sft-eager", "attn_implementation": "eager"})
     sft_eager.description = "sft-recipe with eager attention only (isolates the materialised attention matrix)"
     sft_eager.differs_from_recipe = {"attn_implementation": ["sdpa", "eager"]}
+    sft_chunked = Case(**{**asdict(sft_rec), "name": "sft-chunked", "loss": "chunked"})
+    sft_chunked.description = (
+        f"sft-recipe with a chunked cross-entropy ({LOSS_CHUNKS} chunks, each compiled), as Axolotl's "
+        "chunked_cross_entropy: true computes it (isolates the logits term)"
+    )
+    sft_chunked.differs_from_recipe = {"loss": ["standard", "chunked"]}
     accum = int(yamls["full"]["gradient_accumulation_steps"])
     full_accum = Case(**{**asdict(full_rec), "name": "full-recipe-accum", "grad_accum": accum})
     full_accum.description = (
@@ -432,7 +443,7 @@ def build_cases(yamls: dict[str, dict[str, Any]], tiny: bool, dpo_impl: str) -> 
     )
     full_accum.differs_from_recipe = {"grad_accum": [1, accum]}
     return [sft_rec, sft_base, dpo_rec, dpo_base, lora_rec, full_rec, dora_rec, sft_eager, full_accum, orpo_rec,
-            kto_rec, reward_rec]  # fmt: skip
+            kto_rec, reward_rec, sft_chunked]  # fmt: skip
 
 
 def trainer_extra(stage: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -458,6 +469,8 @@ DIFFERENCE_NOTES = {
     "tf32": "recipe YAML tf32: true; baseline: torch default (off)",
     "separate_reference_model": "baseline DPO keeps a second 4-bit model as reference; recipe disables the adapter",
     "dpo_impl": "baseline DPO always uses the direct implementation",
+    "loss": "sft-chunked: the loss upcasts and reduces the logits one compiled chunk at a time (Axolotl's "
+    "chunked_cross_entropy); the recipe: transformers' ForCausalLMLoss over the whole fp32 logits",
 }
 
 
@@ -776,9 +789,33 @@ def optimizer_step(loss: Any, params: list[Any], opt: Any, max_grad_norm: float)
     return loss.detach()
 
 
+def chunked_causal_lm_loss(chunks: int) -> Callable[..., Any]:
+    """A causal-LM loss with transformers' loss-function signature that upcasts and reduces the logits one
+    sequence chunk at a time in a compiled function (what Axolotl's chunked_cross_entropy does), so only the bf16
+    logits and their gradient are ever whole."""
+    import torch
+    import torch.nn.functional as F
+
+    @torch.compile
+    def chunk_sum(logits: Any, labels: Any) -> Any:
+        return F.cross_entropy(logits.float(), labels, ignore_index=-100, reduction="sum")
+
+    def loss(logits: Any, labels: Any, vocab_size: int, num_items_in_batch: Any = None, **_: Any) -> Any:
+        shifted = F.pad(labels, (0, 1), value=-100)[..., 1:].to(logits.device)
+        pairs = zip(logits.chunk(chunks, dim=1), shifted.chunk(chunks, dim=1), strict=True)
+        total = sum(chunk_sum(lg.reshape(-1, vocab_size), lb.reshape(-1)) for lg, lb in pairs)
+        count = num_items_in_batch if num_items_in_batch is not None else (shifted != -100).sum()
+        return total / count
+
+    return loss
+
+
 def sft_step_fn(model: Any, opt: Any, case: Case, device: str, vocab: int) -> Callable[[int], Any]:
     import torch
 
+    if case.loss == "chunked":
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        base.loss_function = chunked_causal_lm_loss(LOSS_CHUNKS)
     gen = torch.Generator(device=device).manual_seed(1234)
     lo, hi = token_range(vocab)
     params = [p for p in model.parameters() if p.requires_grad]

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import gpu_recipe_bench as bench
 
@@ -36,3 +38,21 @@ def test_a_tiny_cpu_run_measures_steps_and_a_memory_sweep(tmp_path: Path):
     assert case["quantization"] == "none: bf16 base" and case["param_dtypes"]["embed_tokens"] == "bfloat16"
     assert [(p["seq_len"], p["micro_batch"]) for p in case["memory_sweep"]] == [(64, 1)]
     assert case["peak_allocated_gib"] is None, "a CPU run reports no GPU peak"
+
+
+def test_the_chunked_loss_case_computes_transformers_loss_and_gradient():
+    import torch
+    from transformers.loss.loss_utils import ForCausalLMLoss
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 40, 96, dtype=torch.bfloat16, requires_grad=True)
+    labels = torch.randint(0, 96, (2, 40))
+    labels[0, :5] = -100  # a masked prompt
+    chunked = bench.chunked_causal_lm_loss(bench.LOSS_CHUNKS)
+    with torch._dynamo.config.patch(disable=True):  # the same function eagerly: no inductor compile in the suite
+        ours = chunked(logits, labels, vocab_size=96)
+        (grad_ours,) = torch.autograd.grad(ours, logits)
+    ref = ForCausalLMLoss(logits, labels, vocab_size=96)
+    (grad_ref,) = torch.autograd.grad(ref, logits)
+    assert ours.item() == pytest.approx(ref.item(), rel=1e-5)
+    assert torch.allclose(grad_ours.float(), grad_ref.float(), atol=1e-3)
