@@ -163,6 +163,19 @@ def test_estimate_prints_both_stages_of_the_dpo_recipe_with_time_and_cost(capsys
     assert costs == sorted(costs), "GPUs that fit come cheapest first"
 
 
+def test_an_sft_stage_whose_largest_term_is_the_logits_gets_the_chunked_loss_hint():
+    from ftkit.estimate.report import estimate_report
+
+    sft, dpo = estimate_report(recipe="llama8b-qlora-dpo")["stages"]
+    largest = max(sft["memory"]["terms"], key=lambda t: t["gib"])
+    assert largest["name"] == "logits"
+    chunked = estimate_memory(LLAMA8B, Setting(**{**sft["setting"], "loss": "chunked"})).device_total / 2**30
+    assert chunked < sft["memory"]["device_total_gib"] - 2.5, "4096 tokens x 128k vocab: 6 bytes a logit less"
+    expected = f"needs {chunked:.1f} GiB per GPU instead of {sft['memory']['device_total_gib']:.1f}"
+    assert "chunked_cross_entropy: true" in sft["hint"] and expected in sft["hint"]
+    assert dpo["hint"] is None, "the preference stages compute their own log-probs"
+
+
 def test_preflight_refuses_a_stage_that_will_not_fit_the_gpu_before_training(
     monkeypatch: pytest.MonkeyPatch, tmp_path, capsys: pytest.CaptureFixture
 ):

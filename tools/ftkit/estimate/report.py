@@ -6,7 +6,7 @@ from typing import Any
 
 from ftkit.errors import FtkitError
 from ftkit.estimate.inputs import Setting
-from ftkit.estimate.memory import estimate_memory, sequences_per_step
+from ftkit.estimate.memory import GIB, Breakdown, estimate_memory, sequences_per_step
 from ftkit.estimate.resolve import StagePlan, recipe_stage_plans, resolve_architecture
 from ftkit.estimate.timecost import MFU, MFU_SOURCE, gpu_options, mfu, tokens_per_optimizer_step
 
@@ -25,6 +25,20 @@ def _tokens(plan: StagePlan, tokens: float | None, rows: int | None, avg: int | 
     if plan.max_steps:
         return plan.max_steps * tokens_per_optimizer_step(s), f"max_steps {plan.max_steps} × tokens per step"
     return None, "unknown: pass --tokens, or --rows (and --avg-tokens)"
+
+
+def loss_hint(plan: StagePlan, memory: Breakdown) -> str | None:
+    """When the logits are a standard-loss SFT stage's largest term: what a chunked loss would need instead."""
+    s = plan.setting
+    largest = max(memory.terms, key=lambda t: t.bytes)
+    if s.stage != "sft" or s.loss != "standard" or largest.name != "logits":
+        return None
+    chunked = estimate_memory(plan.arch, Setting(**{**s.model_dump(), "loss": "chunked"}))
+    return (
+        f"the logits are the largest term ({largest.gib:.1f} GiB): a chunked loss (Axolotl: chunked_cross_entropy: "
+        f"true; ftkit estimate --loss chunked) needs {chunked.device_total / GIB:.1f} GiB per GPU instead of "
+        f"{memory.device_total / GIB:.1f}"
+    )
 
 
 def _gpus(name: str | None) -> list[Any]:
@@ -73,6 +87,7 @@ def estimate_report(
             "memory": memory.to_dict(),
             "tokens": n_tokens,
             "tokens_source": source,
+            "hint": loss_hint(plan, memory),
             "mfu": round(mfu(plan.setting), 3),
             "mfu_source": MFU_SOURCE,
             "gpus": [o.to_dict() for o in gpu_options(plan.arch, plan.setting, n_tokens, gpus)],
@@ -119,6 +134,8 @@ def print_report(report: dict[str, Any], console: Any, top: int = 8) -> None:
         table.add_row("[bold]need per GPU[/bold]", f"[bold]{mem['device_total_gib']:.2f}[/bold]",
                       f"+{mem['assumptions']['cuda_context_gib']} GiB CUDA context")  # fmt: skip
         console.print(table)
+        if st.get("hint"):
+            console.print(f"[yellow]hint:[/yellow] {st['hint']}")
         gpus = Table(title=f"GPUs for stage {st['stage']} (tokens: {st['tokens_source']})", title_justify="left")
         for col in ("GPU", "memory GiB", "fits", "hours", "cheapest", "on demand (all providers)", "prices read"):
             gpus.add_column(col, justify="right" if col in ("memory GiB", "hours") else "left")
