@@ -373,16 +373,19 @@ def _head_adapter_activations(arch: Architecture, s: Setting) -> list[Term]:
     return out
 
 
-def logit_bytes(s: Setting) -> float:
-    """Bytes per logit at the peak. ORPO adds an NLL cross-entropy over the chosen half of the concatenated batch,
-    with its own fp32 copy and log-softmax (TRL's ORPOTrainer): 8 more bytes over half the logits."""
-    return LOGIT_BYTES + (FP32 + FP32) / 2 if s.stage == "orpo" else LOGIT_BYTES
-
-
 def loss_kernel(s: Setting) -> str:
     """The loss kernel that meets the logits: the setting's for SFT. Preference stages (TRL) compute their log-probs
     from the model's logits themselves, and a reward model has no vocabulary projection, so neither is chunked."""
     return s.loss if s.stage == "sft" else "standard"
+
+
+def logit_bytes(s: Setting) -> float:
+    """Bytes per logit at the peak (not for a fused loss, which has no logits tensor). A chunked SFT loss keeps the
+    bf16 logits and their gradient. ORPO adds an NLL cross-entropy over the chosen half of the concatenated batch,
+    with its own fp32 copy and log-softmax (TRL's ORPOTrainer): 8 more bytes over half the logits."""
+    if loss_kernel(s) == "chunked":
+        return CHUNKED_LOGIT_BYTES
+    return LOGIT_BYTES + (FP32 + FP32) / 2 if s.stage == "orpo" else LOGIT_BYTES
 
 
 def logits(arch: Architecture, s: Setting) -> float:
@@ -392,8 +395,7 @@ def logits(arch: Architecture, s: Setting) -> float:
     if kernel == "fused":
         head_grad = arch.vocab_size * arch.hidden_size * BF16 if s.method == "full" else 0
         return tokens_with_grad(s) * arch.hidden_size * FUSED_BYTES_PER_HIDDEN + head_grad
-    per = CHUNKED_LOGIT_BYTES if kernel == "chunked" else logit_bytes(s)
-    return tokens_with_grad(s) * arch.vocab_size * per
+    return tokens_with_grad(s) * arch.vocab_size * logit_bytes(s)
 
 
 def logits_note(arch: Architecture, s: Setting) -> str:
@@ -407,9 +409,8 @@ def logits_note(arch: Architecture, s: Setting) -> str:
             f"fused linear cross-entropy: no logits tensor; {tokens} tokens × {arch.hidden_size} hidden × "
             f"{FUSED_BYTES_PER_HIDDEN} bytes{head}"
         )
-    per = CHUNKED_LOGIT_BYTES if kernel == "chunked" else logit_bytes(s)
     how = " (chunked cross-entropy)" if kernel == "chunked" else ""
-    return f"{tokens} tokens × {arch.vocab_size} vocab × {per:g} bytes{how}"
+    return f"{tokens} tokens × {arch.vocab_size} vocab × {logit_bytes(s):g} bytes{how}"
 
 
 def reference_model(arch: Architecture, s: Setting) -> list[Term]:
