@@ -36,6 +36,34 @@ def test_nf4_bytes_per_param_match_what_bitsandbytes_stores():
         assert stored / weight.numel() == pytest.approx(nf4_bytes_per_param(double_quant), rel=1e-3)
 
 
+def test_fsdp_shards_only_the_packed_4bit_data_the_block_scales_are_not_parameters():
+    """FSDP and ZeRO-3 shard and all-gather parameters. A bf16-storage Linear4bit (what QLoRA under FSDP uses) has
+    one: its packed 4-bit data at 0.5 bytes a weight. The absmax lives in quant_state, outside parameters, buffers."""
+    bnb = pytest.importorskip("bitsandbytes")
+    weight = torch.randn(512, 256, dtype=torch.bfloat16)
+    layer = bnb.nn.Linear4bit(256, 512, bias=False, quant_type="nf4", quant_storage=torch.bfloat16)
+    layer.weight = bnb.nn.Params4bit(weight, requires_grad=False, quant_type="nf4", quant_storage=torch.bfloat16,
+                                     compress_statistics=True)  # fmt: skip
+    layer = layer.to("cpu")  # quantizes
+    state = layer.weight.quant_state
+    params = sum(p.numel() * p.element_size() for p in layer.parameters())
+    assert params == weight.numel() * 0.5 and not list(layer.buffers())
+    scales = state.absmax.numel() * state.absmax.element_size() + state.state2.absmax.numel() * 4
+    assert scales / weight.numel() == pytest.approx(nf4_bytes_per_param(True) - 0.5, rel=1e-3)
+
+    one = {t.name: t.bytes for t in estimate_memory(LLAMA8B, Setting(method="qlora")).terms}
+    two = {t.name: t.bytes for t in estimate_memory(LLAMA8B, Setting(method="qlora", gpus=2, parallelism="fsdp")).terms}
+    linear = layer_linear_params(LLAMA8B)
+    assert two["nf4 block scales (every GPU)"] == pytest.approx(linear * (nf4_bytes_per_param(True) - 0.5))
+    assert two["weights (nf4)"] + two["nf4 block scales (every GPU)"] == pytest.approx(
+        linear * 0.5 / 2 + linear * (nf4_bytes_per_param(True) - 0.5)
+    )
+    assert two["weights (nf4)"] < one["weights (nf4)"] / 2
+    # Two layers in flight (the current one and the prefetched next): packed 4-bit data plus fp32 adapters.
+    adapters = lora_params(LLAMA8B, Setting(method="qlora")) / 32 * 4
+    assert two["gathered layer (zero3/fsdp)"] == pytest.approx(2 * (linear / 32 * 0.5 + adapters))
+
+
 def test_qlora_weights_of_llama_8b_are_nf4_linear_layers_plus_bf16_rest():
     terms = {t.name: t.bytes for t in estimate_memory(LLAMA8B, Setting(method="qlora")).terms}
     linear = layer_linear_params(LLAMA8B)

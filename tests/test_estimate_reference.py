@@ -21,7 +21,9 @@ KNOWN_MISSES = {
     "(bitsandbytes#1270, modelled), NF4 without double quant (modelled); ~1.9 GiB unexplained; LitGPT's LoRA rows "
     "agree",
     "litgpt-mistral-7b-qlora-a10g": "-13 %: as above, ~1.8 GiB unexplained",
-    "answerai-llama-2-7b-qlora-fsdp2-ctx512-bs1-3090": "-12.6 %: FSDP keeps ~3.7 GiB after wrapping 4-bit shards",
+    "answerai-llama-2-7b-qlora-fsdp2-ctx512-bs1-3090": "-23 %: a reserved figure that keeps what FSDP's init "
+    "cached (3.72 GiB reserved after wrapping, the source says; train.py resets the peak but never empties the cache); "
+    "the same run at 2048 tokens agrees (-2 %)",
 }
 
 ROWS = [check(e) for e in load_entries()]

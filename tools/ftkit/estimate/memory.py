@@ -30,7 +30,8 @@ Every term is a pure function of (architecture, setting) returning bytes per GPU
   copy of its input (not an fp32 one), and autocast caches a bf16 copy of every adapter weight.
 
 Sharding: ZeRO-1 splits optimizer states across GPUs, ZeRO-2 also gradients, ZeRO-3/FSDP also
-weights (plus the gathered weights of one layer); CPU offload moves optimizer states (and with
+weights (plus the gathered weights of one layer and the next, as stored: QLoRA's packed 4-bit data; the NF4
+block scales are not parameters and stay whole on every GPU); CPU offload moves optimizer states (and with
 ZeRO-3/FSDP the weights) to the host.
 """
 
@@ -174,14 +175,26 @@ def quantized_head(arch: Architecture, s: Setting) -> bool:
     return s.method == "qlora" and s.quantize_lm_head and not arch.tie_word_embeddings
 
 
+def quantized_params(arch: Architecture, s: Setting) -> int:
+    """Parameters QLoRA stores in NF4: the decoder's linear layers, and lm_head when it is quantized too."""
+    if s.method != "qlora":
+        return 0
+    head = arch.vocab_size * arch.hidden_size if quantized_head(arch, s) else 0
+    return layer_linear_params(arch) + head
+
+
+def nf4_scale_bytes(arch: Architecture, s: Setting) -> float:
+    """The block absmax (and, with double quantization, its second-level scales) of every 4-bit weight. bitsandbytes
+    keeps them in each weight's quant_state, an attribute and not a parameter, so FSDP and ZeRO-3 shard only the packed
+    4-bit data: every GPU holds all the scales."""
+    return quantized_params(arch, s) * (nf4_bytes_per_param(s.double_quant) - 0.5)
+
+
 def weights(arch: Architecture, s: Setting) -> list[Term]:
     total = model_params(arch, s)
     if s.method == "qlora":
-        linear = layer_linear_params(arch)
-        where = "the decoder's linear layers"
-        if quantized_head(arch, s):
-            linear += arch.vocab_size * arch.hidden_size
-            where += " and lm_head"
+        linear = quantized_params(arch, s)
+        where = "the decoder's linear layers" + (" and lm_head" if quantized_head(arch, s) else "")
         per = nf4_bytes_per_param(s.double_quant)
         rest = "embeddings, norms" if quantized_head(arch, s) or s.stage == "reward" else "embeddings, norms, lm_head"
         return [
@@ -424,6 +437,16 @@ def reference_model(arch: Architecture, s: Setting) -> list[Term]:
 # ------------------------------------------------------------------ the whole breakdown
 
 
+def gathered_layer_bytes(arch: Architecture, s: Setting) -> float:
+    """What FSDP/ZeRO-3 all-gathers for one decoder layer: its linear weights as stored (QLoRA's packed 4-bit data,
+    which bnb_4bit_quant_storage=bfloat16 lets FSDP flatten; bf16 otherwise) and its adapters in their dtype."""
+    layers = arch.num_hidden_layers
+    linear = layer_linear_params(arch) / layers
+    stored = linear * 0.5 if s.method == "qlora" else linear * BF16
+    adapters = 0.0 if s.method == "full" else lora_params(arch, s) / layers * _trainable_dtype_bytes(s)
+    return stored + adapters
+
+
 def _shard(s: Setting) -> dict[str, int]:
     """How many ways each kind of state is split across GPUs."""
     g = s.gpus
@@ -442,17 +465,22 @@ def estimate_memory(arch: Architecture, s: Setting) -> Breakdown:
     out = Breakdown(trainable_params=trainable_params(arch, s), total_params=model_params(arch, s))
     sharded = split["weights"] > 1
     offload_weights = s.cpu_offload and sharded
+    scales = nf4_scale_bytes(arch, s) if sharded else 0.0
     for t in weights(arch, s) + adapter_weights(arch, s) + reference_model(arch, s):
+        if t.name == "weights (nf4)" and scales:
+            t = Term(t.name, t.bytes - scales, t.note.split(",")[0] + ", their packed 4-bit data")
         if offload_weights and t.name.startswith("weights"):
             t = Term(t.name, 0.0, t.note + "; offloaded to the CPU")
         elif sharded:
             t = Term(t.name, t.bytes / split["weights"], t.note + f"; sharded over {s.gpus} GPUs")
         out.terms.append(t)
+    if scales:
+        out.terms.append(Term("nf4 block scales (every GPU)", scales, "each 4-bit weight's quant_state is not a "
+                              "parameter: FSDP/ZeRO-3 shard the packed data only"))  # fmt: skip
     if sharded:
-        one_layer = layer_linear_params(arch) / arch.num_hidden_layers * BF16
-        out.terms.append(
-            Term("gathered layer (zero3/fsdp)", 2 * one_layer, "one layer's full weights, and the next prefetched")
-        )
+        out.terms.append(Term("gathered layer (zero3/fsdp)", 2 * gathered_layer_bytes(arch, s),
+                              "one layer's full weights as stored (4-bit packed under QLoRA) and adapters, and the "
+                              "next layer prefetched"))  # fmt: skip
     out.terms.extend(dequantized_weight(arch, s))  # a whole matrix on every GPU, sharded or not
     opt = 0.0 if s.cpu_offload else optimizer_states(arch, s) / split["optimizer"]
     out.terms.append(
