@@ -64,6 +64,31 @@ def test_fsdp_shards_only_the_packed_4bit_data_the_block_scales_are_not_paramete
     assert two["gathered layer (zero3/fsdp)"] == pytest.approx(2 * (linear / 32 * 0.5 + adapters))
 
 
+def test_a_whole_model_load_under_fsdp_peaks_at_every_4bit_weight_plus_one_bf16_matrix_per_gpu():
+    llama70 = lookup("llama-3.1-70b")
+    sharded = Setting(method="qlora", gpus=4, parallelism="fsdp", seq_len=1024)
+    whole = estimate_memory(llama70, sharded.model_copy(update={"load_whole_model": True}))
+    single = {t.name: t.bytes for t in estimate_memory(llama70, Setting(method="qlora")).terms}
+    largest = 8192 * 28672 * 2  # the MLP matrices, in bf16 while bitsandbytes quantizes them
+    assert whole.load_peak == pytest.approx(single["weights (nf4)"] + single["weights (bf16)"] + largest)
+    assert whole.peak_allocated == whole.load_peak and whole.peak_phase.startswith("model load")
+    trained = estimate_memory(llama70, sharded)
+    assert trained.load_peak == 0 and trained.peak_allocated < whole.load_peak / 2  # sharding pays off after loading
+    # Nothing to add where training keeps the whole model anyway, or for bf16 LoRA (FSDP moves it unit by unit).
+    assert estimate_memory(llama70, Setting(method="qlora", load_whole_model=True)).load_peak == 0
+    lora = Setting(method="lora", gpus=4, parallelism="fsdp", load_whole_model=True)
+    assert estimate_memory(llama70, lora).load_peak == 0
+
+
+def test_estimate_cli_prints_the_loading_peak_of_a_whole_model_load(capsys: pytest.CaptureFixture[str]):
+    argv = ["estimate", "--model", "llama-3.1-70b", "--method", "qlora", "--gpus", "4", "--parallelism", "fsdp"]
+    assert main([*argv, "--whole-model-load", "--json"]) == 0
+    memory = json.loads(capsys.readouterr().out)["stages"][0]["memory"]
+    assert memory["load_peak_gib"] > 35 and memory["peak_allocated_gib"] == memory["load_peak_gib"]
+    assert main([*argv, "--whole-model-load"]) == 0
+    assert "loading peak" in capsys.readouterr().out
+
+
 def test_qlora_weights_of_llama_8b_are_nf4_linear_layers_plus_bf16_rest():
     terms = {t.name: t.bytes for t in estimate_memory(LLAMA8B, Setting(method="qlora")).terms}
     linear = layer_linear_params(LLAMA8B)

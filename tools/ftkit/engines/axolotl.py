@@ -210,6 +210,8 @@ class AxolotlEngine(Engine):
             out["parallelism"] = parallelism
         if cpu_offload_of(cfg):
             out["cpu_offload"] = True
+        if method == "qlora" and parallelism == "fsdp" and not fsdp_option(cfg, "cpu_ram_efficient_loading"):
+            out["load_whole_model"] = True
         return out
 
 
@@ -267,20 +269,22 @@ def parallelism_of(cfg: dict[str, Any], base: Path | None = None) -> str | None:
     return f"zero{stage}" if stage in (1, 2, 3) else "ddp"
 
 
+def fsdp_option(cfg: dict[str, Any], name: str) -> bool:
+    """An `fsdp_config` switch under its FSDP2 name or its FSDP1 `fsdp_`-prefixed spelling."""
+    fsdp = cfg.get("fsdp_config") or {}
+    return isinstance(fsdp, dict) and bool(fsdp.get(name) or fsdp.get(f"fsdp_{name}"))
+
+
 def fsdp_checkpointing(cfg: dict[str, Any]) -> bool:
     """FSDP's own activation checkpointing (`fsdp_config.activation_checkpointing`, FSDP1 spelling
     `fsdp_activation_checkpointing`), which replaces `gradient_checkpointing` in FSDP configs."""
-    fsdp = cfg.get("fsdp_config") or {}
-    return isinstance(fsdp, dict) and bool(
-        fsdp.get("activation_checkpointing") or fsdp.get("fsdp_activation_checkpointing")
-    )
+    return fsdp_option(cfg, "activation_checkpointing")
 
 
 def cpu_offload_of(cfg: dict[str, Any], base: Path | None = None) -> bool:
     """Whether the config offloads parameters or optimizer states to the host (FSDP `offload_params`, DeepSpeed
     `offload_param` / `offload_optimizer` on the CPU)."""
-    fsdp = cfg.get("fsdp_config") or {}
-    if isinstance(fsdp, dict) and (fsdp.get("offload_params") or fsdp.get("fsdp_offload_params")):
+    if fsdp_option(cfg, "offload_params"):
         return True
     zero = ((deepspeed_config(cfg, base) or {}).get("zero_optimization")) or {}
     return any((zero.get(key) or {}).get("device") == "cpu" for key in ("offload_param", "offload_optimizer"))

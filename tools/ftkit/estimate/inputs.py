@@ -48,6 +48,9 @@ class Setting(BaseModel):
     gpus: int = Field(1, ge=1)
     parallelism: Parallelism = "none"
     cpu_offload: bool = False  # optimizer state (and, with zero3/fsdp, parameters) on the CPU
+    # QLoRA under FSDP without cpu_ram_efficient_loading: every rank loads and quantizes the whole base onto its own
+    # GPU before FSDP shards it (Axolotl 0.19 refuses cpu_ram_efficient_loading for FSDP2 with 4-bit weights).
+    load_whole_model: bool = False
     num_generations: int = Field(8, ge=1)  # GRPO: completions per prompt
     max_prompt_len: int | None = None  # preference stages: the prompt part of seq_len (default seq_len // 2)
 

@@ -23,7 +23,8 @@ Every term is a pure function of (architecture, setting) returning bytes per GPU
   copy of the weights for full fine-tuning.
 - the peak is at the end of the forward pass (weights + optimizer + activations + logits, + the
   gradients of earlier micro-batches when accumulating) or at the end of the backward pass (weights +
-  optimizer + gradients), whichever is larger.
+  optimizer + gradients), whichever is larger; or while loading, when QLoRA under FSDP quantizes the
+  whole base on every GPU before sharding it (`Setting.load_whole_model`).
 - allocator: PyTorch's caching allocator reserves more than it hands out (`FRAGMENTATION`), and the
   CUDA context takes memory no tensor accounts for (`CUDA_CONTEXT_GIB`, measured on an H200).
 - bf16 autocast (the HF Trainer with bf16=True): fp32 adapters run their matmuls in bf16, so each keeps a bf16
@@ -90,6 +91,7 @@ class Breakdown:
     terms: list[Term] = field(default_factory=list)
     peak_allocated: float = 0.0
     peak_phase: str = ""
+    load_peak: float = 0.0  # while loading, before sharding (0: loading never holds more than a shard)
     trainable_params: int = 0
     total_params: int = 0
 
@@ -107,6 +109,7 @@ class Breakdown:
             "terms": [{"name": t.name, "gib": round(t.gib, 3), "note": t.note} for t in self.terms],
             "peak_allocated_gib": round(self.peak_allocated / GIB, 3),
             "peak_phase": self.peak_phase,
+            "load_peak_gib": round(self.load_peak / GIB, 3),
             "reserved_gib": round(self.reserved / GIB, 3),
             "device_total_gib": round(self.device_total / GIB, 3),
             "trainable_params": self.trainable_params,
@@ -437,6 +440,16 @@ def reference_model(arch: Architecture, s: Setting) -> list[Term]:
 # ------------------------------------------------------------------ the whole breakdown
 
 
+def loading_peak(arch: Architecture, s: Setting) -> float:
+    """QLoRA sharded by FSDP, loaded without cpu_ram_efficient_loading: every rank quantizes the whole base onto its
+    own GPU before FSDP shards it, so for a moment each GPU holds every 4-bit weight with its scales, the bf16 rest,
+    and the bf16 matrix being quantized. 0 where loading never holds more than what training keeps."""
+    if not (s.load_whole_model and s.method == "qlora" and _shard(s)["weights"] > 1):
+        return 0.0
+    largest = max(i * o for i, o in linear_shapes(arch).values()) * BF16
+    return sum(t.bytes for t in weights(arch, s)) + largest
+
+
 def gathered_layer_bytes(arch: Architecture, s: Setting) -> float:
     """What FSDP/ZeRO-3 all-gathers for one decoder layer: its linear weights as stored (QLoRA's packed 4-bit data,
     which bnb_4bit_quant_storage=bfloat16 lets FSDP flatten; bf16 otherwise) and its adapters in their dtype."""
@@ -500,4 +513,8 @@ def estimate_memory(arch: Architecture, s: Setting) -> Breakdown:
     backward_end = resident + grads + (acts[-1].bytes if s.gradient_checkpointing else 0.0)
     out.peak_allocated = max(forward_end, backward_end)
     out.peak_phase = "end of forward" if forward_end >= backward_end else "end of backward"
+    out.load_peak = loading_peak(arch, s)
+    if out.load_peak > out.peak_allocated:
+        out.peak_allocated = out.load_peak
+        out.peak_phase = "model load (the whole 4-bit model on every GPU before FSDP shards it)"
     return out
