@@ -80,6 +80,21 @@ def test_a_whole_model_load_under_fsdp_peaks_at_every_4bit_weight_plus_one_bf16_
     assert estimate_memory(llama70, lora).load_peak == 0
 
 
+def test_preflight_names_the_loading_peak_when_loading_does_not_fit():
+    from ftkit.errors import FtkitError
+    from ftkit.estimate.preflight import check_stage
+
+    s = Setting(method="qlora", gpus=4, parallelism="fsdp", seq_len=1024, load_whole_model=True)
+    a100_40 = [{"name": "NVIDIA A100-SXM4-40GB", "memory_gib": 39.4}] * 4
+    with pytest.raises(FtkitError) as exc:
+        check_stage(lookup("llama-3.1-70b"), s, a100_40, stage="sft", config_file="sft.axolotl.yaml")
+    problem = exc.value.problems[0]
+    assert "model load" in problem.message and "while loading" in problem.message
+    assert "more GPUs do not help" in (problem.fix or "")
+    eighty = [{"name": "NVIDIA H100 80GB HBM3", "memory_gib": 79.1}] * 4
+    assert check_stage(lookup("llama-3.1-70b"), s, eighty, stage="sft", config_file="x")["fits"]
+
+
 def test_estimate_cli_prints_the_loading_peak_of_a_whole_model_load(capsys: pytest.CaptureFixture[str]):
     argv = ["estimate", "--model", "llama-3.1-70b", "--method", "qlora", "--gpus", "4", "--parallelism", "fsdp"]
     assert main([*argv, "--whole-model-load", "--json"]) == 0

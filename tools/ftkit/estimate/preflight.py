@@ -129,9 +129,16 @@ def check_stage(
         return result
     top = sorted(memory.terms, key=lambda t: -t.bytes)[:4]
     biggest = ", ".join(f"{t.name} {t.gib:.1f}" for t in top)
-    fixes = "; or ".join(" + ".join(f.changes) + f" (→ {f.need_gib:.1f} GiB)" for f in found) or (
-        "no single change fits: use a larger GPU or more GPUs with FSDP"
-    )
+    fallback = "no single change fits: use a larger GPU or more GPUs with FSDP"
+    if memory.load_peak >= memory.peak_allocated:
+        # Loading, not training, is the peak: more GPUs or a smaller batch change nothing.
+        biggest = f"the whole 4-bit model on every GPU while loading {memory.load_peak / GIB:.1f}"
+        fallback = (
+            f"more GPUs do not help, every rank loads the whole model: use GPUs with at least {need:.0f} GiB, "
+            "or load on the CPU first (fsdp_config.cpu_ram_efficient_loading) where the engine allows it with "
+            "4-bit weights"
+        )
+    fixes = "; or ".join(" + ".join(f.changes) + f" (→ {f.need_gib:.1f} GiB)" for f in found) or fallback
     problem = Problem(
         f"estimate: peak {memory.peak_allocated / GIB:.1f} GiB allocated at the {memory.peak_phase}; "
         f"largest terms (GiB): {biggest}",
