@@ -67,12 +67,13 @@ def test_fsdp_shards_only_the_packed_4bit_data_the_block_scales_are_not_paramete
 def test_a_whole_model_load_under_fsdp_peaks_at_every_4bit_weight_plus_one_bf16_matrix_per_gpu():
     llama70 = lookup("llama-3.1-70b")
     sharded = Setting(method="qlora", gpus=4, parallelism="fsdp", seq_len=1024)
-    whole = estimate_memory(llama70, sharded.model_copy(update={"load_whole_model": True}))
+    whole = estimate_memory(llama70, sharded)  # the default: transformers quantizes while loading onto each GPU
+    assert estimate_memory(llama70, sharded.model_copy(update={"parallelism": "zero3"})).load_peak == whole.load_peak
     single = {t.name: t.bytes for t in estimate_memory(llama70, Setting(method="qlora")).terms}
     largest = 8192 * 28672 * 2  # the MLP matrices, in bf16 while bitsandbytes quantizes them
     assert whole.load_peak == pytest.approx(single["weights (nf4)"] + single["weights (bf16)"] + largest)
     assert whole.peak_allocated == whole.load_peak and whole.peak_phase.startswith("model load")
-    trained = estimate_memory(llama70, sharded)
+    trained = estimate_memory(llama70, sharded.model_copy(update={"load_whole_model": False}))
     assert trained.load_peak == 0 and trained.peak_allocated < whole.load_peak / 2  # sharding pays off after loading
     # Nothing to add where training keeps the whole model anyway, or for bf16 LoRA (FSDP moves it unit by unit).
     assert estimate_memory(llama70, Setting(method="qlora", load_whole_model=True)).load_peak == 0
@@ -84,7 +85,7 @@ def test_preflight_names_the_loading_peak_when_loading_does_not_fit():
     from ftkit.errors import FtkitError
     from ftkit.estimate.preflight import check_stage
 
-    s = Setting(method="qlora", gpus=4, parallelism="fsdp", seq_len=1024, load_whole_model=True)
+    s = Setting(method="qlora", gpus=4, parallelism="fsdp", seq_len=1024)
     a100_40 = [{"name": "NVIDIA A100-SXM4-40GB", "memory_gib": 39.4}] * 4
     with pytest.raises(FtkitError) as exc:
         check_stage(lookup("llama-3.1-70b"), s, a100_40, stage="sft", config_file="sft.axolotl.yaml")
@@ -95,13 +96,16 @@ def test_preflight_names_the_loading_peak_when_loading_does_not_fit():
     assert check_stage(lookup("llama-3.1-70b"), s, eighty, stage="sft", config_file="x")["fits"]
 
 
-def test_estimate_cli_prints_the_loading_peak_of_a_whole_model_load(capsys: pytest.CaptureFixture[str]):
+def test_estimate_cli_prints_the_loading_peak_of_sharded_qlora_unless_told_the_loader_goes_unit_by_unit(capsys: pytest.CaptureFixture[str]):
     argv = ["estimate", "--model", "llama-3.1-70b", "--method", "qlora", "--gpus", "4", "--parallelism", "fsdp"]
-    assert main([*argv, "--whole-model-load", "--json"]) == 0
+    assert main([*argv, "--json"]) == 0
     memory = json.loads(capsys.readouterr().out)["stages"][0]["memory"]
     assert memory["load_peak_gib"] > 35 and memory["peak_allocated_gib"] == memory["load_peak_gib"]
-    assert main([*argv, "--whole-model-load"]) == 0
+    assert main(argv) == 0
     assert "loading peak" in capsys.readouterr().out
+    assert main([*argv, "--no-whole-model-load", "--json"]) == 0
+    unit_by_unit = json.loads(capsys.readouterr().out)["stages"][0]["memory"]
+    assert unit_by_unit["load_peak_gib"] == 0 and unit_by_unit["peak_allocated_gib"] < 35
 
 
 def test_qlora_weights_of_llama_8b_are_nf4_linear_layers_plus_bf16_rest():

@@ -138,17 +138,6 @@ def test_fsdp_configs_estimate_as_fsdp_with_fsdps_own_activation_checkpointing_a
     assert cpu_offload_of({"deepspeed": {"zero_optimization": {"offload_optimizer": {"device": "cpu"}}}})
 
 
-def test_qlora_under_fsdp_without_cpu_ram_efficient_loading_loads_the_whole_model_on_every_gpu():
-    qlora = {"adapter": "qlora", "load_in_4bit": True, "fsdp_version": 2, "fsdp_config": {"offload_params": False}}
-    assert AxolotlEngine().estimate_setting(qlora)["load_whole_model"]
-    efficient = {**qlora, "fsdp_config": {"cpu_ram_efficient_loading": True}}
-    fsdp1 = {**qlora, "fsdp_config": {"fsdp_cpu_ram_efficient_loading": True}}
-    lora = {"adapter": "lora", "fsdp_version": 2, "fsdp_config": {}}
-    single = {"adapter": "qlora", "load_in_4bit": True}
-    for cfg in (efficient, fsdp1, lora, single):
-        assert "load_whole_model" not in AxolotlEngine().estimate_setting(cfg), cfg
-
-
 @pytest.mark.slow  # imports Axolotl (seconds)
 @pytest.mark.parametrize(("name", "parallelism"), MULTI_GPU_RECIPES.items())
 def test_the_multi_gpu_recipes_shard_as_named_and_smoke_in_two_processes(name: str, parallelism: str):

@@ -423,7 +423,7 @@ def _estimate_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "grad_accum": args.grad_accum, "gradient_checkpointing": args.checkpointing, "attention": args.attention,
         "optimizer": args.optimizer, "lora_rank": args.lora_rank, "sample_packing": args.packing,
         "gpus": args.gpus, "parallelism": args.parallelism, "cpu_offload": args.cpu_offload or None, "loss": args.loss,
-        "load_whole_model": args.whole_model_load or None,
+        "load_whole_model": args.whole_model_load,
         "lora_targets": tuple(args.lora_targets.split(",")) if args.lora_targets else None,
     }  # fmt: skip
     return {k: v for k, v in given.items() if v is not None}
@@ -678,9 +678,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus", type=int)
     p.add_argument("--parallelism", choices=["none", "ddp", "fsdp", "zero1", "zero2", "zero3"])
     p.add_argument("--cpu-offload", action="store_true", help="optimizer states (and sharded weights) on the CPU")
-    p.add_argument("--whole-model-load", action="store_true",
-                   help="QLoRA under FSDP without cpu_ram_efficient_loading: every rank quantizes the whole model "
-                   "onto its GPU before sharding (read from an Axolotl config)")  # fmt: skip
+    p.add_argument("--whole-model-load", action=argparse.BooleanOptionalAction, default=None,
+                   help="QLoRA under FSDP/ZeRO-3: every rank quantizes the whole model onto its GPU before sharding "
+                   "(default: yes, as transformers loads 4-bit models; --no-whole-model-load for a loader that "
+                   "quantizes unit by unit)")  # fmt: skip
     p.add_argument("--loss", choices=["standard", "chunked", "fused"],
                    help="the SFT loss kernel: standard cross-entropy over fp32 logits (10 bytes a logit), "
                    "chunked (Axolotl chunked_cross_entropy: 4 bytes), fused (Cut Cross-Entropy / Liger: no logits "

@@ -210,8 +210,6 @@ class AxolotlEngine(Engine):
             out["parallelism"] = parallelism
         if cpu_offload_of(cfg):
             out["cpu_offload"] = True
-        if method == "qlora" and parallelism == "fsdp" and not fsdp_option(cfg, "cpu_ram_efficient_loading"):
-            out["load_whole_model"] = True
         return out
 
 

@@ -48,9 +48,10 @@ class Setting(BaseModel):
     gpus: int = Field(1, ge=1)
     parallelism: Parallelism = "none"
     cpu_offload: bool = False  # optimizer state (and, with zero3/fsdp, parameters) on the CPU
-    # QLoRA under FSDP without cpu_ram_efficient_loading: every rank loads and quantizes the whole base onto its own
-    # GPU before FSDP shards it (Axolotl 0.19 refuses cpu_ram_efficient_loading for FSDP2 with 4-bit weights).
-    load_whole_model: bool = False
+    # QLoRA under FSDP or ZeRO-3: does every rank quantize the whole base onto its own GPU before sharding it? None:
+    # what the pinned stack does, yes (transformers 5.16 loads a quantized model with a device_map on the rank's GPU,
+    # with no ZeRO-3 init and no meta-device ranks for it). False for a loader that quantizes unit by unit.
+    load_whole_model: bool | None = None
     num_generations: int = Field(8, ge=1)  # GRPO: completions per prompt
     max_prompt_len: int | None = None  # preference stages: the prompt part of seq_len (default seq_len // 2)
 

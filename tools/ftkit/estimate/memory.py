@@ -24,7 +24,7 @@ Every term is a pure function of (architecture, setting) returning bytes per GPU
 - the peak is at the end of the forward pass (weights + optimizer + activations + logits, + the
   gradients of earlier micro-batches when accumulating) or at the end of the backward pass (weights +
   optimizer + gradients), whichever is larger; or while loading, when QLoRA under FSDP quantizes the
-  whole base on every GPU before sharding it (`Setting.load_whole_model`).
+  whole base on every GPU before sharding it (`loading_peak`).
 - allocator: PyTorch's caching allocator reserves more than it hands out (`FRAGMENTATION`), and the
   CUDA context takes memory no tensor accounts for (`CUDA_CONTEXT_GIB`, measured on an H200).
 - bf16 autocast (the HF Trainer with bf16=True): fp32 adapters run their matmuls in bf16, so each keeps a bf16
@@ -441,10 +441,12 @@ def reference_model(arch: Architecture, s: Setting) -> list[Term]:
 
 
 def loading_peak(arch: Architecture, s: Setting) -> float:
-    """QLoRA sharded by FSDP, loaded without cpu_ram_efficient_loading: every rank quantizes the whole base onto its
-    own GPU before FSDP shards it, so for a moment each GPU holds every 4-bit weight with its scales, the bf16 rest,
-    and the bf16 matrix being quantized. 0 where loading never holds more than what training keeps."""
-    if not (s.load_whole_model and s.method == "qlora" and _shard(s)["weights"] > 1):
+    """QLoRA sharded by FSDP or ZeRO-3: transformers quantizes a 4-bit model while loading it onto each rank's GPU
+    (its bitsandbytes quantizer's device_map; quantized models get neither ZeRO-3 init nor FSDP's meta-device ranks),
+    and only then does FSDP or DeepSpeed shard it. For a moment each GPU holds every 4-bit weight with its scales,
+    the bf16 rest and the bf16 matrix being quantized. 0 where loading never holds more than training keeps, or
+    where `s.load_whole_model` is False (a loader that quantizes unit by unit)."""
+    if s.load_whole_model is False or s.method != "qlora" or _shard(s)["weights"] == 1:
         return 0.0
     largest = max(i * o for i, o in linear_shapes(arch).values()) * BF16
     return sum(t.bytes for t in weights(arch, s)) + largest
@@ -516,5 +518,5 @@ def estimate_memory(arch: Architecture, s: Setting) -> Breakdown:
     out.load_peak = loading_peak(arch, s)
     if out.load_peak > out.peak_allocated:
         out.peak_allocated = out.load_peak
-        out.peak_phase = "model load (the whole 4-bit model on every GPU before FSDP shards it)"
+        out.peak_phase = "model load (the whole 4-bit model on every GPU before it is sharded)"
     return out

@@ -134,9 +134,8 @@ def check_stage(
         # Loading, not training, is the peak: more GPUs or a smaller batch change nothing.
         biggest = f"the whole 4-bit model on every GPU while loading {memory.load_peak / GIB:.1f}"
         fallback = (
-            f"more GPUs do not help, every rank loads the whole model: use GPUs with at least {need:.0f} GiB, "
-            "or load on the CPU first (fsdp_config.cpu_ram_efficient_loading) where the engine allows it with "
-            "4-bit weights"
+            f"more GPUs do not help, every rank loads the whole 4-bit model first: use GPUs with at least "
+            f"{need:.0f} GiB"
         )
     fixes = "; or ".join(" + ".join(f.changes) + f" (→ {f.need_gib:.1f} GiB)" for f in found) or fallback
     problem = Problem(

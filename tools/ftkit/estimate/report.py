@@ -129,7 +129,7 @@ def print_report(report: dict[str, Any], console: Any, top: int = 8) -> None:
             table.add_row(t["name"], f"{t['gib']:.2f}", t["note"])
         if mem.get("load_peak_gib"):
             table.add_row("loading peak", f"{mem['load_peak_gib']:.2f}", "every 4-bit weight, the bf16 rest and one "
-                          "matrix being quantized, on every GPU before FSDP shards them")  # fmt: skip
+                          "matrix being quantized, on every GPU before they are sharded")  # fmt: skip
         table.add_row("[bold]peak allocated[/bold]", f"[bold]{mem['peak_allocated_gib']:.2f}[/bold]",
                       f"at the {mem['peak_phase']}")  # fmt: skip
         table.add_row("reserved", f"{mem['reserved_gib']:.2f}",
