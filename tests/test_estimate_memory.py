@@ -96,7 +96,7 @@ def test_preflight_names_the_loading_peak_when_loading_does_not_fit():
     assert check_stage(lookup("llama-3.1-70b"), s, eighty, stage="sft", config_file="x")["fits"]
 
 
-def test_estimate_cli_prints_the_loading_peak_of_sharded_qlora_unless_told_the_loader_goes_unit_by_unit(capsys: pytest.CaptureFixture[str]):
+def test_estimate_cli_shows_the_loading_peak_of_sharded_qlora_unless_told_otherwise(capsys: pytest.CaptureFixture[str]):
     argv = ["estimate", "--model", "llama-3.1-70b", "--method", "qlora", "--gpus", "4", "--parallelism", "fsdp"]
     assert main([*argv, "--json"]) == 0
     memory = json.loads(capsys.readouterr().out)["stages"][0]["memory"]
