@@ -73,8 +73,9 @@ def entry_setting(e: dict[str, Any]) -> Any:
         or ("bf16" if str(e.get("framework", "")).startswith(BF16_ADAPTERS) else "fp32"),
     }  # fmt: skip
     if e["method"] == "qlora":
-        # These runs' loaders quantized unit by unit (Answer.AI's low_memory loader; transformers 4.39's FSDP
-        # cpu_ram_efficient_loading), unless the entry says the whole model was loaded on each GPU first.
+        # These runs' loaders quantized weight by weight and kept the result off the GPU until sharding (Answer.AI's
+        # low_memory loader; transformers 4.x under FSDP or ZeRO-3 moved each quantized weight to the CPU, or to meta
+        # off rank 0), unless the entry says the whole model was loaded on each GPU first, as transformers 5 does.
         fields["load_whole_model"] = bool(e.get("whole_model_load", False))
         fields["legacy_bitsandbytes"] = _version(e.get("bitsandbytes")) < (0, 43, 3)
         fields["double_quant"] = bool(e.get("double_quant", True))
