@@ -73,6 +73,8 @@ def test_a_whole_model_load_under_fsdp_peaks_at_every_4bit_weight_plus_one_bf16_
     largest = 8192 * 28672 * 2  # the MLP matrices, in bf16 while bitsandbytes quantizes them
     assert whole.load_peak == pytest.approx(single["weights (nf4)"] + single["weights (bf16)"] + largest)
     assert whole.peak_allocated == whole.load_peak and whole.peak_phase.startswith("model load")
+    assert whole.reserved == whole.load_peak  # loading does not fragment the pool; training does
+    assert whole.train_peak * 1.1 < whole.load_peak
     trained = estimate_memory(llama70, sharded.model_copy(update={"load_whole_model": False}))
     assert trained.load_peak == 0 and trained.peak_allocated < whole.load_peak / 2  # sharding pays off after loading
     # Nothing to add where training keeps the whole model anyway, or for bf16 LoRA (FSDP moves it unit by unit).

@@ -92,12 +92,15 @@ class Breakdown:
     peak_allocated: float = 0.0
     peak_phase: str = ""
     load_peak: float = 0.0  # while loading, before sharding (0: loading never holds more than a shard)
+    train_peak: float = 0.0  # the training peak alone (peak_allocated is the larger of it and load_peak)
     trainable_params: int = 0
     total_params: int = 0
 
     @property
     def reserved(self) -> float:
-        return self.peak_allocated * (1 + FRAGMENTATION)
+        """Training fragments the allocator's pool (`FRAGMENTATION`); loading does not: the weights arrive one after
+        another and stay (transformers 5 even reserves one block of the model's size up front for them)."""
+        return max(self.train_peak * (1 + FRAGMENTATION), self.load_peak)
 
     @property
     def device_total(self) -> float:
@@ -513,7 +516,7 @@ def estimate_memory(arch: Architecture, s: Setting) -> Breakdown:
     # With gradient accumulation the gradients of earlier micro-batches are alive during the next forward.
     forward_end = resident + sum(t.bytes for t in acts) + lg + (grads if s.grad_accum > 1 else 0.0)
     backward_end = resident + grads + (acts[-1].bytes if s.gradient_checkpointing else 0.0)
-    out.peak_allocated = max(forward_end, backward_end)
+    out.peak_allocated = out.train_peak = max(forward_end, backward_end)
     out.peak_phase = "end of forward" if forward_end >= backward_end else "end of backward"
     out.load_peak = loading_peak(arch, s)
     if out.load_peak > out.peak_allocated:

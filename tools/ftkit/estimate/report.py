@@ -132,8 +132,13 @@ def print_report(report: dict[str, Any], console: Any, top: int = 8) -> None:
                           "matrix being quantized, on every GPU before they are sharded")  # fmt: skip
         table.add_row("[bold]peak allocated[/bold]", f"[bold]{mem['peak_allocated_gib']:.2f}[/bold]",
                       f"at the {mem['peak_phase']}")  # fmt: skip
-        table.add_row("reserved", f"{mem['reserved_gib']:.2f}",
-                      f"+{mem['assumptions']['fragmentation']:.0%} allocator fragmentation")  # fmt: skip
+        loading = mem.get("load_peak_gib") and mem["reserved_gib"] <= mem["load_peak_gib"]
+        how = (
+            "the loading peak (weights do not fragment the pool)"
+            if loading
+            else (f"+{mem['assumptions']['fragmentation']:.0%} allocator fragmentation")
+        )
+        table.add_row("reserved", f"{mem['reserved_gib']:.2f}", how)
         table.add_row("[bold]need per GPU[/bold]", f"[bold]{mem['device_total_gib']:.2f}[/bold]",
                       f"+{mem['assumptions']['cuda_context_gib']} GiB CUDA context")  # fmt: skip
         console.print(table)
