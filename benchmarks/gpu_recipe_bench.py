@@ -1140,6 +1140,11 @@ def run_case(case: Case, ctx: Context) -> dict[str, Any]:
         ref_model.requires_grad_(False)
     result["load_seconds"] = round(time.monotonic() - t0, 1)
     result["memory_footprint_gib"] = round(model.get_memory_footprint() / GIB, 3)
+    if device == "cuda":
+        # from_pretrained alone (the estimator's loading peak: every weight, 4-bit ones with their quant_state
+        # scales, which get_memory_footprint leaves out, + the matrix being quantized); prepare_base adds PEFT's
+        # fp32 upcasts on top, in the figure below.
+        result["peak_allocated_loading_only_gib"] = round(torch.cuda.max_memory_allocated() / GIB, 3)
     model = prepare_base(model, case)
     result["gradient_checkpointing_resolved"] = resolved_checkpointing(model)
     if device == "cuda":
