@@ -129,6 +129,13 @@ def test_a_deepspeed_file_not_readable_here_gives_its_stage_by_name_and_an_unkno
     assert parallelism_of({}) is None
 
 
+def test_axolotls_embeddings_skip_upcast_turns_off_the_kbit_preparation_peak():
+    assert (
+        AxolotlEngine().estimate_setting({"adapter": "qlora", "embeddings_skip_upcast": True})["kbit_upcast"] is False
+    )
+    assert "kbit_upcast" not in AxolotlEngine().estimate_setting({"adapter": "qlora"})
+
+
 def test_fsdp_configs_estimate_as_fsdp_with_fsdps_own_activation_checkpointing_and_offload():
     cfg = {"fsdp_version": 2, "fsdp_config": {"activation_checkpointing": True, "offload_params": True}}
     setting = AxolotlEngine().estimate_setting(cfg)

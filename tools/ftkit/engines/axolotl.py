@@ -210,6 +210,8 @@ class AxolotlEngine(Engine):
             out["parallelism"] = parallelism
         if cpu_offload_of(cfg):
             out["cpu_offload"] = True
+        if cfg.get("embeddings_skip_upcast"):
+            out["kbit_upcast"] = False
         return out
 
 

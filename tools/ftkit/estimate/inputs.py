@@ -52,6 +52,10 @@ class Setting(BaseModel):
     # what the pinned stack does, yes (transformers 5.16 loads a quantized model with a device_map on the rank's GPU,
     # with no ZeRO-3 init and no meta-device ranks for it). False for a loader that quantizes unit by unit.
     load_whole_model: bool | None = None
+    # QLoRA on one GPU: Axolotl (and PEFT's prepare_model_for_kbit_training) upcasts every parameter that is not 4-bit
+    # (embeddings, lm_head, norms) to fp32 while preparing the model, and Axolotl casts them back to bf16 for training;
+    # the upcast is a peak before training. Axolotl's `embeddings_skip_upcast: true` leaves the embeddings alone.
+    kbit_upcast: bool = True
     num_generations: int = Field(8, ge=1)  # GRPO: completions per prompt
     max_prompt_len: int | None = None  # preference stages: the prompt part of seq_len (default seq_len // 2)
 

@@ -128,13 +128,12 @@ def print_report(report: dict[str, Any], console: Any, top: int = 8) -> None:
         for t in mem["terms"]:
             table.add_row(t["name"], f"{t['gib']:.2f}", t["note"])
         if mem.get("load_peak_gib"):
-            table.add_row("loading peak", f"{mem['load_peak_gib']:.2f}", "every 4-bit weight, the bf16 rest and one "
-                          "matrix being quantized, on every GPU before they are sharded")  # fmt: skip
+            table.add_row("before training", f"{mem['load_peak_gib']:.2f}", mem.get("load_note", ""))
         table.add_row("[bold]peak allocated[/bold]", f"[bold]{mem['peak_allocated_gib']:.2f}[/bold]",
                       f"at the {mem['peak_phase']}")  # fmt: skip
         loading = mem.get("load_peak_gib") and mem["reserved_gib"] <= mem["load_peak_gib"]
         how = (
-            "the loading peak (weights do not fragment the pool)"
+            "the peak before training (loading does not fragment the pool)"
             if loading
             else (f"+{mem['assumptions']['fragmentation']:.0%} allocator fragmentation")
         )
