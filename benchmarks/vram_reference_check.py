@@ -71,7 +71,7 @@ def entry_setting(e: dict[str, Any]) -> Any:
         "loss": e.get("loss") or "standard",
         # Every figure is a training peak (measured after a reset, or by a framework that never upcasts the
         # embeddings while preparing a 4-bit model): the preparation peak before training is not in it.
-        "kbit_upcast": False,
+        "embedding_upcast": False,
         "adapter_dtype": e.get("adapter_dtype")
         or ("bf16" if str(e.get("framework", "")).startswith(BF16_ADAPTERS) else "fp32"),
     }  # fmt: skip

@@ -120,7 +120,7 @@ def test_the_kbit_preparation_peak_matches_what_the_h200_measured_for_the_qlora_
     # The peak before training is part of the estimate where it is larger than training's: a short sequence.
     short = estimate_memory(LLAMA8B, Setting(method="qlora", seq_len=512))
     assert short.peak_allocated == short.load_peak and short.peak_phase.startswith("k-bit preparation")
-    skip = estimate_memory(LLAMA8B, Setting(method="qlora", seq_len=512, kbit_upcast=False))
+    skip = estimate_memory(LLAMA8B, Setting(method="qlora", seq_len=512, embedding_upcast=False))
     assert skip.load_peak == 0 and skip.peak_allocated < short.peak_allocated
 
 
@@ -172,7 +172,7 @@ TINY = {"hidden_size": 256, "intermediate_size": 688, "num_attention_heads": 4, 
 
 def _saved_bytes(
     layers: int, method: str, targets: tuple[str, ...], dropout: float, attn: str, seq: int, adapter: str,
-    autocast: bool = False,
+    autocast: bool = False, fp32_rest: bool = False,
 ) -> int:  # fmt: skip
     """Bytes autograd still keeps for backward at the end of one forward of a tiny Llama (parameters
     excluded; tensors saved by branches that died during the forward, e.g. DoRA's detached norm, are not).
@@ -187,6 +187,10 @@ def _saved_bytes(
     cfg = LlamaConfig(num_hidden_layers=layers, **TINY)
     cfg._attn_implementation = attn
     model = LlamaForCausalLM(cfg).to(torch.bfloat16)
+    if fp32_rest:  # what Axolotl leaves for a full fine-tune without FSDP or flash attention
+        for name, module in model.named_modules():
+            if "norm" in name or name.endswith(("embed_tokens", "lm_head")):
+                module.to(torch.float32)
     if method != "full":
         from peft import LoraConfig, get_peft_model
 
@@ -225,6 +229,30 @@ def test_activation_bytes_per_layer_match_what_autograd_saves(method, targets, d
     s = Setting(method=method, lora_rank=8, lora_targets=targets, lora_dropout=dropout, attention=attn, seq_len=seq,
                 adapter_dtype=adapter, autocast=False)  # fmt: skip
     assert layer_activation_bytes_per_token(arch, s) == pytest.approx(per_layer_token, rel=0.02)
+
+
+def test_full_fine_tuning_with_fp32_embeddings_and_norms_keeps_what_autograd_saves():
+    """Axolotl's single-process full fine-tune with SDPA: embeddings, lm_head and norms stay fp32 under bf16 autocast,
+    so the residual stream is fp32 (10 x hidden more per layer and token for Llama's layout)."""
+    seq = 48
+    saved = [
+        _saved_bytes(n, "full", ALL_LINEAR, 0.0, "sdpa", seq, "fp32", autocast=True, fp32_rest=True) for n in (4, 2)
+    ]
+    per_layer_token = (saved[0] - saved[1]) / 2 / (2 * seq)
+    arch = architecture_from_config({**TINY, "num_hidden_layers": 2, "model_type": "llama"}, "tiny", "")
+    s = Setting(method="full", seq_len=seq, fp32_embeddings=True, autocast=True)
+    assert layer_activation_bytes_per_token(arch, s) == pytest.approx(per_layer_token, rel=0.02)
+    plain = layer_activation_bytes_per_token(arch, Setting(method="full", seq_len=seq))
+    assert layer_activation_bytes_per_token(arch, s) - plain == 10 * TINY["hidden_size"]
+
+
+def test_fp32_embeddings_train_with_fp32_weights_gradients_and_adamw_states():
+    bf16 = {t.name: t.bytes for t in estimate_memory(LLAMA8B, Setting(method="full")).terms}
+    fp32 = {t.name: t.bytes for t in estimate_memory(LLAMA8B, Setting(method="full", fp32_embeddings=True)).terms}
+    rest = 2 * 128256 * 4096 + 65 * 4096  # embeddings, lm_head, norms of Llama-3.1-8B
+    assert fp32["weights (fp32)"] == rest * 4 and fp32["weights (bf16)"] == (8_030_261_248 - rest) * 2
+    assert fp32["gradients"] - bf16["gradients"] == rest * 2
+    assert fp32["optimizer states"] - bf16["optimizer states"] == rest * 4
 
 
 @pytest.mark.parametrize(

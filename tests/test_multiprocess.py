@@ -131,9 +131,19 @@ def test_a_deepspeed_file_not_readable_here_gives_its_stage_by_name_and_an_unkno
 
 def test_axolotls_embeddings_skip_upcast_turns_off_the_kbit_preparation_peak():
     assert (
-        AxolotlEngine().estimate_setting({"adapter": "qlora", "embeddings_skip_upcast": True})["kbit_upcast"] is False
+        AxolotlEngine().estimate_setting({"adapter": "qlora", "embeddings_skip_upcast": True})["embedding_upcast"]
+        is False
     )
-    assert "kbit_upcast" not in AxolotlEngine().estimate_setting({"adapter": "qlora"})
+    assert "embedding_upcast" not in AxolotlEngine().estimate_setting({"adapter": "qlora"})
+
+
+def test_a_single_process_full_fine_tune_without_flash_attention_keeps_fp32_embeddings():
+    engine = AxolotlEngine()
+    assert engine.estimate_setting({"attn_implementation": "sdpa"})["fp32_embeddings"]
+    fsdp = {"fsdp_version": 2, "fsdp_config": {"reshard_after_forward": True}}
+    zero2 = {"deepspeed": {"zero_optimization": {"stage": 2}}}
+    for cfg in ({"flash_attention": True}, fsdp, {"adapter": "lora"}, zero2):
+        assert "fp32_embeddings" not in engine.estimate_setting(cfg), cfg
 
 
 def test_fsdp_configs_estimate_as_fsdp_with_fsdps_own_activation_checkpointing_and_offload():

@@ -210,8 +210,12 @@ class AxolotlEngine(Engine):
             out["parallelism"] = parallelism
         if cpu_offload_of(cfg):
             out["cpu_offload"] = True
-        if cfg.get("embeddings_skip_upcast"):
-            out["kbit_upcast"] = False
+        if cfg.get("embeddings_skip_upcast") and method == "qlora":
+            out["embedding_upcast"] = False
+        # Axolotl upcasts embeddings, lm_head and norms on load and casts them back only for adapters, FSDP or flash
+        # attention (ModelLoader._configure_embedding_dtypes); DeepSpeed's bf16 engine casts the whole model back.
+        if method == "full" and parallelism in (None, "ddp") and attention != "flash":
+            out["fp32_embeddings"] = True
         return out
 
 

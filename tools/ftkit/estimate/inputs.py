@@ -52,10 +52,14 @@ class Setting(BaseModel):
     # what the pinned stack does, yes (transformers 5.16 loads a quantized model with a device_map on the rank's GPU,
     # with no ZeRO-3 init and no meta-device ranks for it). False for a loader that quantizes unit by unit.
     load_whole_model: bool | None = None
-    # QLoRA on one GPU: Axolotl (and PEFT's prepare_model_for_kbit_training) upcasts every parameter that is not 4-bit
-    # (embeddings, lm_head, norms) to fp32 while preparing the model, and Axolotl casts them back to bf16 for training;
-    # the upcast is a peak before training. Axolotl's `embeddings_skip_upcast: true` leaves the embeddings alone.
-    kbit_upcast: bool = True
+    # Adapters without FSDP/ZeRO-3: Axolotl upcasts the embeddings, lm_head and norms to fp32 while loading (PEFT's
+    # prepare_model_for_kbit_training upcasts every parameter that is not 4-bit too) and casts them back to bf16 for
+    # training; the upcast is a peak before training. Axolotl's `embeddings_skip_upcast: true` (4-bit) turns it off.
+    embedding_upcast: bool = True
+    # Full fine-tuning that keeps those fp32 parameters: Axolotl casts them back only for adapters, FSDP or a flash
+    # attention kernel, so one process (or DDP) with SDPA or eager attention trains the embeddings, lm_head and norms
+    # in fp32, with fp32 gradients and AdamW states (DeepSpeed's bf16 engine casts the model back).
+    fp32_embeddings: bool = False
     num_generations: int = Field(8, ge=1)  # GRPO: completions per prompt
     max_prompt_len: int | None = None  # preference stages: the prompt part of seq_len (default seq_len // 2)
 

@@ -211,6 +211,13 @@ def weights(arch: Architecture, s: Setting) -> list[Term]:
                  f"{per:.3f} bytes each{' (double quant)' if s.double_quant else ''}"),
             Term("weights (bf16)", (total - linear) * BF16, f"{(total - linear) / 1e9:.2f}B: {rest}"),
         ]  # fmt: skip
+    if s.method == "full" and s.fp32_embeddings:
+        rest = non_linear_params(arch, s)
+        return [
+            Term("weights (bf16)", (total - rest) * BF16, f"{(total - rest) / 1e9:.2f}B params in the linear layers"),
+            Term("weights (fp32)", rest * FP32, f"{rest / 1e9:.2f}B: embeddings, lm_head, norms, kept fp32 (Axolotl "
+                 "upcasts them on load and casts back only for adapters, FSDP or flash attention)"),
+        ]  # fmt: skip
     return [Term("weights (bf16)", total * BF16, f"{total / 1e9:.2f}B params")]
 
 
@@ -249,14 +256,23 @@ def adapter_weights(arch: Architecture, s: Setting) -> list[Term]:
     return out
 
 
+def trainable_bytes(arch: Architecture, s: Setting) -> float:
+    """The trainable parameters at their dtype: bf16 (full) or the adapter's dtype; with `fp32_embeddings` the
+    embeddings, lm_head and norms of a full fine-tune count 4 bytes."""
+    n = trainable_params(arch, s)
+    if s.method == "full" and s.fp32_embeddings:
+        return n * BF16 + non_linear_params(arch, s) * (FP32 - BF16)
+    return n * _trainable_dtype_bytes(s)
+
+
 def gradients(arch: Architecture, s: Setting) -> float:
-    return trainable_params(arch, s) * _trainable_dtype_bytes(s)
+    return trainable_bytes(arch, s)
 
 
 def optimizer_states(arch: Architecture, s: Setting) -> float:
     n = trainable_params(arch, s)
     if s.optimizer == "adamw":
-        return 2 * n * _trainable_dtype_bytes(s)
+        return 2 * trainable_bytes(arch, s)
     if s.optimizer in ("adamw_8bit", "paged_adamw_8bit"):
         return 2 * n * 1
     if s.optimizer == "sgd":
@@ -313,12 +329,27 @@ def layer_activation_bytes_per_token(arch: Architecture, s: Setting) -> float:
     kv = arch.num_key_value_heads * arch.head_dim
     lse = FP32 * heads
     if s.method == "full":
-        per = 16 * h + 4 * q + 4 * kv + 8 * inter + lse
+        per = 16 * h + 4 * q + 4 * kv + 8 * inter + lse + _fp32_residual_extra(arch, s)
     else:
         per = 8 * h + 4 * q + 4 * kv + 6 * inter + lse + _lora_layer_inputs(arch, s) + _legacy_bnb_inputs(arch, s)
     if s.attention == "eager":
         per += heads * s.seq_len * (FP32 + BF16)  # softmax probabilities: fp32 and their bf16 copy, a row of s per head
     return float(per)
+
+
+def _fp32_residual_extra(arch: Architecture, s: Setting) -> float:
+    """Full fine-tuning with fp32 embeddings and norms (`fp32_embeddings`) under bf16 autocast: the residual stream is
+    fp32, so each norm keeps its normalized input in fp32 (2 bytes more than bf16), and each linear layer reading a
+    norm's fp32 output makes (and keeps) its own bf16 copy, where in bf16 they all shared one: 2 bytes x hidden per
+    extra reader. Llama's layout (q/k/v, gate/up): 10 x hidden. Measured with saved-tensor hooks (the test)."""
+    if not (s.method == "full" and s.fp32_embeddings and s.autocast):
+        return 0.0
+    readers: dict[str, int] = {}
+    for name in linear_shapes(arch):
+        group = _LORA_INPUT.get(name, "mlp_in")
+        readers[group] = readers.get(group, 0) + 1
+    extra_readers = sum(readers.get(g, 1) - 1 for g in ("attn_in", "mlp_in"))
+    return float(2 * BF16 * arch.hidden_size + extra_readers * BF16 * arch.hidden_size)
 
 
 # Which tensor each LoRA target reads: targets sharing an input share its saved copy when the adapter
@@ -458,18 +489,26 @@ def loading_peak(arch: Architecture, s: Setting) -> float:
     return sum(t.bytes for t in weights(arch, s)) + largest
 
 
+def non_linear_params(arch: Architecture, s: Setting) -> int:
+    """Parameters outside the decoder's linear layers: embeddings, lm_head (or a reward head), norms."""
+    return model_params(arch, s) - layer_linear_params(arch)
+
+
 def preparation_peak(arch: Architecture, s: Setting) -> float:
-    """QLoRA on one GPU: preparing the 4-bit model upcasts every parameter that is not 4-bit (embeddings, lm_head,
-    norms) to fp32 (PEFT's prepare_model_for_kbit_training; Axolotl first upcasts the embeddings itself) and Axolotl
-    then casts them back to bf16. At the last upcast the GPU holds the 4-bit weights, all those parameters in fp32 and
-    the bf16 original of the largest of them. Measured on an H200 as the peak of load + preparation (llama-3.1-8b:
-    8.252 GiB; its reward model: 6.295), `tests/test_estimate_memory.py`."""
-    if s.method != "qlora" or not s.kbit_upcast or _shard(s)["weights"] > 1:
+    """Adapters without weight sharding: loading upcasts the embeddings, lm_head and norms to fp32 (Axolotl's loader;
+    for a 4-bit model PEFT's prepare_model_for_kbit_training upcasts every parameter that is not 4-bit, the same
+    set) and then casts them back to bf16. At the last upcast the GPU holds the linear layers (4-bit or bf16), those
+    parameters in fp32 and the bf16 original of the largest of them. Measured for QLoRA on an H200 as the peak of load
+    + preparation (llama-3.1-8b: 8.252 GiB; its reward model: 6.295), `tests/test_estimate_memory.py`; for bf16 LoRA
+    the same code path, read (its bf16 linear layers make it a peak only at short sequences)."""
+    if s.method == "full" or not s.embedding_upcast or _shard(s)["weights"] > 1:
         return 0.0
-    quantized = quantized_params(arch, s)
-    rest = model_params(arch, s) - quantized
+    linear = layer_linear_params(arch)
+    per = nf4_bytes_per_param(s.double_quant) if s.method == "qlora" else BF16
+    if quantized_head(arch, s):  # LitGPT-style: lm_head is 4-bit too, and no longer upcast
+        linear += arch.vocab_size * arch.hidden_size
     largest = arch.vocab_size * arch.hidden_size  # the embedding (or an untied lm_head)
-    return quantized * nf4_bytes_per_param(s.double_quant) + rest * FP32 + largest * BF16
+    return linear * per + (model_params(arch, s) - linear) * FP32 + largest * BF16
 
 
 def gathered_layer_bytes(arch: Architecture, s: Setting) -> float:
@@ -522,7 +561,10 @@ def estimate_memory(arch: Architecture, s: Setting) -> Breakdown:
         Term("optimizer states", opt, f"{s.optimizer}" + ("; offloaded to the CPU" if s.cpu_offload else ""))
     )
     grads = gradients(arch, s) / split["gradients"]
-    out.terms.append(Term("gradients", grads, "bf16" if s.method == "full" else f"{s.adapter_dtype} adapter gradients"))
+    how = f"{s.adapter_dtype} adapter gradients"
+    if s.method == "full":
+        how = "bf16; fp32 for the embeddings, lm_head and norms" if s.fp32_embeddings else "bf16"
+    out.terms.append(Term("gradients", grads, how))
     acts = activations(arch, s)
     out.terms.extend(acts)
     lg = logits(arch, s)
