@@ -119,9 +119,20 @@ def test_the_kbit_preparation_peak_matches_what_the_h200_measured_for_the_qlora_
         assert estimate == pytest.approx(r["peak_allocated_during_load_gib"], rel=0.01), name
     # The peak before training is part of the estimate where it is larger than training's: a short sequence.
     short = estimate_memory(LLAMA8B, Setting(method="qlora", seq_len=512))
-    assert short.peak_allocated == short.load_peak and short.peak_phase.startswith("k-bit preparation")
+    assert short.peak_allocated == short.load_peak and short.peak_phase.startswith("model preparation")
     skip = estimate_memory(LLAMA8B, Setting(method="qlora", seq_len=512, embedding_upcast=False))
     assert skip.load_peak == 0 and skip.peak_allocated < short.peak_allocated
+
+
+def test_estimate_cli_takes_the_embedding_dtype_flags(capsys: pytest.CaptureFixture[str]):
+    def memory(*flags: str) -> dict:
+        assert main(["estimate", "--model", "llama-3.1-8b", "--seq-len", "512", *flags, "--json"]) == 0
+        return json.loads(capsys.readouterr().out)["stages"][0]["memory"]
+
+    upcast, skipped = memory("--method", "qlora"), memory("--method", "qlora", "--no-embedding-upcast")
+    assert upcast["load_peak_gib"] > 8 and skipped["load_peak_gib"] == 0
+    bf16, fp32 = memory("--method", "full"), memory("--method", "full", "--fp32-embeddings")
+    assert fp32["peak_allocated_gib"] - bf16["peak_allocated_gib"] > 7.8
 
 
 def test_preflight_names_the_loading_peak_when_loading_does_not_fit():
@@ -229,6 +240,20 @@ def test_activation_bytes_per_layer_match_what_autograd_saves(method, targets, d
     s = Setting(method=method, lora_rank=8, lora_targets=targets, lora_dropout=dropout, attention=attn, seq_len=seq,
                 adapter_dtype=adapter, autocast=False)  # fmt: skip
     assert layer_activation_bytes_per_token(arch, s) == pytest.approx(per_layer_token, rel=0.02)
+
+
+def test_preflight_offers_axolotl_flash_attention_for_a_full_fine_tune_holding_fp32_embeddings():
+    from ftkit.estimate.memory import GIB
+
+    llama3b = lookup("llama-3.2-3b")
+    s = Setting(method="full", seq_len=1024, optimizer="adamw", fp32_embeddings=True)
+    need = estimate_memory(llama3b, s).device_total / GIB
+    flat = estimate_memory(llama3b, s.model_copy(update={"fp32_embeddings": False})).device_total / GIB
+    budget = (need + flat) / 2 / 0.95  # fits only without the fp32 embeddings
+    found = suggestions(llama3b, s, budget, changes=ENGINE_CHANGES["axolotl"])
+    assert found and "flash_attention" in found[0].changes[0]
+    assert not suggestions(llama3b, s.model_copy(update={"fp32_embeddings": False}), 1.0,
+                           changes=ENGINE_CHANGES["axolotl"])  # fmt: skip
 
 
 def test_full_fine_tuning_with_fp32_embeddings_and_norms_keeps_what_autograd_saves():

@@ -423,7 +423,8 @@ def _estimate_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "grad_accum": args.grad_accum, "gradient_checkpointing": args.checkpointing, "attention": args.attention,
         "optimizer": args.optimizer, "lora_rank": args.lora_rank, "sample_packing": args.packing,
         "gpus": args.gpus, "parallelism": args.parallelism, "cpu_offload": args.cpu_offload or None, "loss": args.loss,
-        "load_whole_model": args.whole_model_load,
+        "load_whole_model": args.whole_model_load, "embedding_upcast": args.embedding_upcast,
+        "fp32_embeddings": args.fp32_embeddings or None,
         "lora_targets": tuple(args.lora_targets.split(",")) if args.lora_targets else None,
     }  # fmt: skip
     return {k: v for k, v in given.items() if v is not None}
@@ -682,6 +683,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="QLoRA under FSDP/ZeRO-3: every rank quantizes the whole model onto its GPU before sharding "
                    "(default: yes, as transformers loads 4-bit models; --no-whole-model-load for a loader that "
                    "quantizes unit by unit)")  # fmt: skip
+    p.add_argument("--embedding-upcast", action=argparse.BooleanOptionalAction, default=None,
+                   help="adapters on one GPU: embeddings, lm_head and norms upcast to fp32 while the model is prepared "
+                   "(default: yes, as Axolotl and PEFT do; a peak before training)")  # fmt: skip
+    p.add_argument("--fp32-embeddings", action="store_true",
+                   help="full fine-tuning that trains embeddings, lm_head and norms in fp32 (Axolotl on one process "
+                   "without flash attention; read from an Axolotl config)")  # fmt: skip
     p.add_argument("--loss", choices=["standard", "chunked", "fused"],
                    help="the SFT loss kernel: standard cross-entropy over fp32 logits (10 bytes a logit), "
                    "chunked (Axolotl chunked_cross_entropy: 4 bytes), fused (Cut Cross-Entropy / Liger: no logits "

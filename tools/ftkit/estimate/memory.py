@@ -579,7 +579,7 @@ def estimate_memory(arch: Architecture, s: Setting) -> Breakdown:
     out.peak_phase = "end of forward" if forward_end >= backward_end else "end of backward"
     before = [
         (loading_peak(arch, s), "model load (the whole 4-bit model on every GPU before it is sharded)"),
-        (preparation_peak(arch, s), "k-bit preparation (the parameters that are not 4-bit upcast to fp32)"),
+        (preparation_peak(arch, s), "model preparation (embeddings, lm_head and norms upcast to fp32 and cast back)"),
     ]
     out.load_peak, out.load_note = max(before, key=lambda item: item[0])
     if out.load_peak > out.peak_allocated:

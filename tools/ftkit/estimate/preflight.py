@@ -32,10 +32,12 @@ CHANGES: tuple[Change, ...] = (
     ("halve the micro-batch and double gradient accumulation (same global batch)", _halve_micro_batch),
     ("use an 8-bit optimizer (paged_adamw_8bit)",
      lambda s: _update(s, optimizer="paged_adamw_8bit") if s.optimizer in ("adamw", "adafactor") else None),
+    # Sharded or adapter runs get their embeddings cast back to bf16 (see Setting.fp32_embeddings).
     ("shard over the GPUs with FSDP / ZeRO-3",
-     lambda s: _update(s, parallelism="fsdp") if s.gpus > 1 and s.parallelism in ("none", "ddp") else None),
+     lambda s: _update(s, parallelism="fsdp", fp32_embeddings=False)
+     if s.gpus > 1 and s.parallelism in ("none", "ddp") else None),
     ("switch to QLoRA (4-bit base weights)",
-     lambda s: _update(s, method="qlora") if s.method in ("lora", "full") else None),
+     lambda s: _update(s, method="qlora", fp32_embeddings=False) if s.method in ("lora", "full") else None),
     ("offload optimizer states to the CPU", lambda s: _update(s, cpu_offload=True) if not s.cpu_offload else None),
     ("halve the sequence length (longer rows are cut)",
      lambda s: _update(s, seq_len=s.seq_len // 2) if s.seq_len >= 512 else None),
@@ -47,6 +49,8 @@ ENGINE_CHANGES: dict[str, tuple[Change, ...]] = {
     "axolotl": (
         ("compute the SFT loss in chunks: chunked_cross_entropy: true (fp32 logits never whole; ~no speed cost)",
          lambda s: _update(s, loss="chunked") if s.stage == "sft" and s.loss == "standard" else None),
+        ("flash_attention: true (Axolotl then casts the fp32 embeddings, lm_head and norms back to bf16)",
+         lambda s: _update(s, attention="flash", fp32_embeddings=False) if s.fp32_embeddings else None),
     ),
 }  # fmt: skip
 
