@@ -124,6 +124,24 @@ def test_the_kbit_preparation_peak_matches_what_the_h200_measured_for_the_qlora_
     assert skip.load_peak == 0 and skip.peak_allocated < short.peak_allocated
 
 
+def test_preflight_offers_embeddings_skip_upcast_when_preparing_the_4bit_model_is_the_peak():
+    from ftkit.errors import FtkitError
+    from ftkit.estimate.memory import GIB
+    from ftkit.estimate.preflight import check_stage
+
+    s = Setting(method="qlora", seq_len=256)
+    memory = estimate_memory(LLAMA8B, s)
+    assert memory.peak_phase.startswith("model preparation")
+    skipped = estimate_memory(LLAMA8B, s.model_copy(update={"embedding_upcast": False}))
+    budget = (memory.device_total + skipped.device_total) / 2 / GIB / 0.95
+    with pytest.raises(FtkitError) as exc:
+        check_stage(LLAMA8B, s, [{"name": "small", "memory_gib": budget}], stage="sft", config_file="x",
+                    engine="axolotl")  # fmt: skip
+    problem = exc.value.problems[0]
+    assert "model preparation" in problem.message and "embeddings_skip_upcast" in (problem.fix or "")
+    assert "more GPUs" not in (problem.fix or "")
+
+
 def test_estimate_cli_takes_the_embedding_dtype_flags(capsys: pytest.CaptureFixture[str]):
     def memory(*flags: str) -> dict:
         assert main(["estimate", "--model", "llama-3.1-8b", "--seq-len", "512", *flags, "--json"]) == 0
@@ -144,7 +162,7 @@ def test_preflight_names_the_loading_peak_when_loading_does_not_fit():
     with pytest.raises(FtkitError) as exc:
         check_stage(lookup("llama-3.1-70b"), s, a100_40, stage="sft", config_file="sft.axolotl.yaml")
     problem = exc.value.problems[0]
-    assert "model load" in problem.message and "while loading" in problem.message
+    assert "at the model load" in problem.message and "whole 4-bit model on every GPU" in problem.message
     assert "more GPUs do not help" in (problem.fix or "")
     eighty = [{"name": "NVIDIA H100 80GB HBM3", "memory_gib": 79.1}] * 4
     assert check_stage(lookup("llama-3.1-70b"), s, eighty, stage="sft", config_file="x")["fits"]

@@ -51,6 +51,8 @@ ENGINE_CHANGES: dict[str, tuple[Change, ...]] = {
          lambda s: _update(s, loss="chunked") if s.stage == "sft" and s.loss == "standard" else None),
         ("flash_attention: true (Axolotl then casts the fp32 embeddings, lm_head and norms back to bf16)",
          lambda s: _update(s, attention="flash", fp32_embeddings=False) if s.fp32_embeddings else None),
+        ("embeddings_skip_upcast: true (the 4-bit model's embeddings stay bf16 while it is prepared)",
+         lambda s: _update(s, embedding_upcast=False) if s.method == "qlora" and s.embedding_upcast else None),
     ),
 }  # fmt: skip
 
@@ -135,12 +137,11 @@ def check_stage(
     biggest = ", ".join(f"{t.name} {t.gib:.1f}" for t in top)
     fallback = "no single change fits: use a larger GPU or more GPUs with FSDP"
     if memory.load_peak >= memory.peak_allocated:
-        # Loading, not training, is the peak: more GPUs or a smaller batch change nothing.
-        biggest = f"the whole 4-bit model on every GPU while loading {memory.load_peak / GIB:.1f}"
-        fallback = (
-            f"more GPUs do not help, every rank loads the whole 4-bit model first: use GPUs with at least "
-            f"{need:.0f} GiB"
-        )
+        # The peak comes before training: a smaller batch or shorter sequences change nothing.
+        biggest = f"{memory.load_note}: {memory.load_peak / GIB:.1f}"
+        fallback = f"use GPUs with at least {need:.0f} GiB"
+        if memory.load_note.startswith("model load"):
+            fallback = "more GPUs do not help, every rank loads the whole 4-bit model first: " + fallback
     fixes = "; or ".join(" + ".join(f.changes) + f" (→ {f.need_gib:.1f} GiB)" for f in found) or fallback
     problem = Problem(
         f"estimate: peak {memory.peak_allocated / GIB:.1f} GiB allocated at the {memory.peak_phase}; "
