@@ -153,6 +153,18 @@ def test_estimate_cli_takes_the_embedding_dtype_flags(capsys: pytest.CaptureFixt
     assert fp32["peak_allocated_gib"] - bf16["peak_allocated_gib"] > 7.8
 
 
+def test_master_weights_add_an_fp32_copy_and_fp32_adamw_states_sharded_like_the_optimizer():
+    plain = Setting(method="full", gpus=8, parallelism="zero3")
+    masters = {
+        t.name: t.bytes for t in estimate_memory(LLAMA8B, plain.model_copy(update={"master_weights": True})).terms
+    }
+    bf16 = {t.name: t.bytes for t in estimate_memory(LLAMA8B, plain).terms}
+    n = 8_030_261_248
+    assert masters["fp32 master weights"] == n * 4 / 8 and "fp32 master weights" not in bf16
+    assert masters["optimizer states"] == n * 8 / 8 and bf16["optimizer states"] == n * 4 / 8
+    assert masters["gradients"] == bf16["gradients"] and masters["weights (bf16)"] == bf16["weights (bf16)"]
+
+
 def test_preflight_names_the_loading_peak_when_loading_does_not_fit():
     from ftkit.errors import FtkitError
     from ftkit.estimate.preflight import check_stage

@@ -146,6 +146,15 @@ def test_a_single_process_full_fine_tune_without_flash_attention_keeps_fp32_embe
         assert "fp32_embeddings" not in engine.estimate_setting(cfg), cfg
 
 
+def test_deepspeed_and_fsdp1_configs_estimate_fp32_master_weights_and_fsdp2_does_not():
+    engine = AxolotlEngine()
+    assert engine.estimate_setting({"deepspeed": {"zero_optimization": {"stage": 3}}})["master_weights"]
+    assert engine.estimate_setting({"fsdp_config": {"reshard_after_forward": True}})["master_weights"]  # FSDP1
+    fsdp2 = {"fsdp_version": 2, "fsdp_config": {"reshard_after_forward": True}}
+    assert "master_weights" not in engine.estimate_setting(fsdp2)
+    assert "master_weights" not in engine.estimate_setting({})
+
+
 def test_fsdp_configs_estimate_as_fsdp_with_fsdps_own_activation_checkpointing_and_offload():
     cfg = {"fsdp_version": 2, "fsdp_config": {"activation_checkpointing": True, "offload_params": True}}
     setting = AxolotlEngine().estimate_setting(cfg)

@@ -216,6 +216,9 @@ class AxolotlEngine(Engine):
         # attention (ModelLoader._configure_embedding_dtypes); DeepSpeed's bf16 engine casts the whole model back.
         if method == "full" and parallelism in (None, "ddp") and attention != "flash":
             out["fp32_embeddings"] = True
+        # DeepSpeed's ZeRO optimizers keep fp32 masters of a bf16 model; accelerate upcasts FSDP1's flat parameters.
+        if str(parallelism).startswith("zero") or (parallelism == "fsdp" and str(cfg.get("fsdp_version")) != "2"):
+            out["master_weights"] = True
         return out
 
 

@@ -60,6 +60,10 @@ class Setting(BaseModel):
     # attention kernel, so one process (or DDP) with SDPA or eager attention trains the embeddings, lm_head and norms
     # in fp32, with fp32 gradients and AdamW states (DeepSpeed's bf16 engine casts the model back).
     fp32_embeddings: bool = False
+    # An fp32 master copy of the trainable parameters, the optimizer working on it with fp32 states: DeepSpeed's ZeRO
+    # optimizers under bf16 (the model stays bf16), and FSDP1 through accelerate (which upcasts its flat parameters).
+    # FSDP2 in Axolotl keeps the bf16 parameters and states.
+    master_weights: bool = False
     num_generations: int = Field(8, ge=1)  # GRPO: completions per prompt
     max_prompt_len: int | None = None  # preference stages: the prompt part of seq_len (default seq_len // 2)
 

@@ -9,7 +9,9 @@ Every term is a pure function of (architecture, setting) returning bytes per GPU
   vectors). Adapters train in fp32 (PEFT up-casts them); full fine-tuning trains bf16 parameters with
   no fp32 master copy (what the HF Trainer does with a bf16 model).
 - gradients: one per trainable parameter in its dtype. optimizer: AdamW keeps two states in the
-  parameter's dtype; 8-bit AdamW one byte each; Adafactor a row and a column vector per matrix.
+  parameter's dtype; 8-bit AdamW one byte each; Adafactor a row and a column vector per matrix. With
+  `master_weights` (DeepSpeed ZeRO under bf16, FSDP1) the optimizer keeps an fp32 copy of the trainable
+  parameters and its AdamW states in fp32.
 - activations saved for backward, per token and layer, in bf16: the layer input and the normed input
   of both blocks, q (after rotary), k, v, the attention output and its copy into o_proj (7h + 2 kv),
   the gated MLP's gate, activation, up and product (4 I); eager attention adds the softmax
@@ -272,7 +274,7 @@ def gradients(arch: Architecture, s: Setting) -> float:
 def optimizer_states(arch: Architecture, s: Setting) -> float:
     n = trainable_params(arch, s)
     if s.optimizer == "adamw":
-        return 2 * trainable_bytes(arch, s)
+        return 2 * n * FP32 if s.master_weights else 2 * trainable_bytes(arch, s)
     if s.optimizer in ("adamw_8bit", "paged_adamw_8bit"):
         return 2 * n * 1
     if s.optimizer == "sgd":
@@ -556,6 +558,11 @@ def estimate_memory(arch: Architecture, s: Setting) -> Breakdown:
                               "one layer's full weights as stored (4-bit packed under QLoRA) and adapters, and the "
                               "next layer prefetched"))  # fmt: skip
     out.terms.extend(dequantized_weight(arch, s))  # a whole matrix on every GPU, sharded or not
+    if s.master_weights:
+        master = 0.0 if s.cpu_offload else trainable_params(arch, s) * FP32 / split["optimizer"]
+        out.terms.append(Term("fp32 master weights", master, "the optimizer's fp32 copy of the trainable parameters "
+                              "(DeepSpeed ZeRO under bf16; FSDP1's upcast flat parameters)"
+                              + ("; offloaded to the CPU" if s.cpu_offload else "")))  # fmt: skip
     opt = 0.0 if s.cpu_offload else optimizer_states(arch, s) / split["optimizer"]
     out.terms.append(
         Term("optimizer states", opt, f"{s.optimizer}" + ("; offloaded to the CPU" if s.cpu_offload else ""))
