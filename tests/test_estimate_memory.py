@@ -186,7 +186,7 @@ def test_estimate_cli_shows_the_loading_peak_of_sharded_qlora_unless_told_otherw
     memory = json.loads(capsys.readouterr().out)["stages"][0]["memory"]
     assert memory["load_peak_gib"] > 35 and memory["peak_allocated_gib"] == memory["load_peak_gib"]
     assert main(argv) == 0
-    assert "before training" in capsys.readouterr().out
+    assert "peak before training" in capsys.readouterr().out
     assert main([*argv, "--no-whole-model-load", "--json"]) == 0
     unit_by_unit = json.loads(capsys.readouterr().out)["stages"][0]["memory"]
     assert unit_by_unit["load_peak_gib"] == 0 and unit_by_unit["peak_allocated_gib"] < 35

@@ -128,7 +128,8 @@ def print_report(report: dict[str, Any], console: Any, top: int = 8) -> None:
         for t in mem["terms"]:
             table.add_row(t["name"], f"{t['gib']:.2f}", t["note"])
         if mem.get("load_peak_gib"):
-            table.add_row("before training", f"{mem['load_peak_gib']:.2f}", mem.get("load_note", ""))
+            table.add_row("peak before training", f"{mem['load_peak_gib']:.2f}",
+                          f"{mem.get('load_note', '')}; not part of the terms above")  # fmt: skip
         table.add_row("[bold]peak allocated[/bold]", f"[bold]{mem['peak_allocated_gib']:.2f}[/bold]",
                       f"at the {mem['peak_phase']}")  # fmt: skip
         loading = mem.get("load_peak_gib") and mem["reserved_gib"] <= mem["load_peak_gib"]
