@@ -285,3 +285,13 @@ def test_a_trl_config_with_liger_kernels_is_estimated_with_the_fused_loss():
     trl = get_engine("trl")
     assert trl.estimate_setting({"trainer": {"use_liger_kernel": True}})["loss"] == "fused"
     assert trl.estimate_setting({"trainer": {}})["loss"] == "standard"
+
+
+def test_trl_prepares_no_fp32_embedding_upcast_and_unsloth_keeps_the_estimators_upper_bound():
+    from ftkit.engines import get_engine
+    from ftkit.estimate.inputs import Setting
+
+    qlora = {"model": {"load_in_4bit": True}, "lora": {"r": 8}, "trainer": {}}
+    assert get_engine("trl").estimate_setting(qlora)["embedding_upcast"] is False
+    assert Setting(**get_engine("trl").estimate_setting(qlora)).embedding_upcast is False
+    assert "embedding_upcast" not in get_engine("unsloth").estimate_setting({**qlora, "unsloth": {}})

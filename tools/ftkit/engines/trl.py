@@ -101,6 +101,9 @@ class TrlEngine(Engine):
             "double_quant": bool(model.get("bnb_4bit_use_double_quant", True)),
             # transformers' Liger integration swaps the causal-LM loss for its fused linear cross-entropy
             "loss": "fused" if trainer.get("use_liger_kernel") else "standard",
+            # TRL 1.9's trainers (and this engine) never call prepare_model_for_kbit_training: the embeddings keep
+            # their dtype while the model is prepared, so there is no fp32 upcast before training.
+            "embedding_upcast": False,
         }
         if lora:
             targets = lora.get("target_modules")

@@ -55,4 +55,7 @@ class UnslothEngine(TrlEngine):
     def estimate_setting(self, cfg: dict[str, Any]) -> dict[str, Any]:
         # "unsloth" checkpointing also offloads the saved layer inputs to CPU RAM and Unsloth picks its own attention
         # kernels, which the estimator does not model: on the Unsloth path its activation term is an upper bound.
-        return super().estimate_setting(effective_config(cfg))
+        out = super().estimate_setting(effective_config(cfg))
+        # Unsloth prepares 4-bit models its own way (not read here): keep the estimator's upcast, an upper bound.
+        out.pop("embedding_upcast", None)
+        return out
