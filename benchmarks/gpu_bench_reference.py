@@ -29,7 +29,8 @@ HF_IDS = {"llama-3.1-8b": "meta-llama/Llama-3.1-8B-Instruct", "qwen2.5-7b": "Qwe
 # Settings the estimator does not model: kept for the record, left out of the test (in_test: false).
 NOT_MODELLED = {
     "sft-baseline": "PEFT's prepare_model_for_kbit_training without Axolotl's recast keeps embeddings, lm_head and "
-    "norms in fp32, and eager attention; the estimator models neither the fp32 upcast nor the mix",
+    "norms in fp32 through training, with eager attention; the estimator counts that upcast only as a peak before "
+    "training (Axolotl casts back), not as fp32 adapter-run weights",
     "dpo-baseline": "a second 4-bit model as the DPO reference, with PEFT's fp32 upcast and eager attention; the "
     "estimator's reference term knows only 'adapter disabled' (PEFT) or a bf16 copy (full fine-tuning)",
 }

@@ -88,11 +88,15 @@ def test_a_whole_model_load_under_fsdp_peaks_at_every_4bit_weight_plus_one_bf16_
 def _clean_h200_preparation_peaks() -> list[tuple[str, dict]]:
     """QLoRA recipe cases of the H200 runs whose load + preparation peak nothing before them inflated: the first case
     of a process, or one that started with nothing allocated."""
+    import sys
     from pathlib import Path
 
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from gpu_bench_reference import gpu_runs
+
     out = []
-    for path in sorted((Path(__file__).parents[1] / "benchmarks" / "results").glob("gpu_recipe_bench-h200-*.json")):
-        for i, r in enumerate(json.loads(path.read_text())["results"]):
+    for path, record in gpu_runs():
+        for i, r in enumerate(record["results"]):
             st = r["settings"]
             clean = i == 0 or r.get("allocated_at_start_gib") == 0.0
             if (

@@ -505,10 +505,10 @@ def preparation_peak(arch: Architecture, s: Setting) -> float:
     the same code path, read (its bf16 linear layers make it a peak only at short sequences)."""
     if s.method == "full" or not s.embedding_upcast or _shard(s)["weights"] > 1:
         return 0.0
-    linear = layer_linear_params(arch)
-    per = nf4_bytes_per_param(s.double_quant) if s.method == "qlora" else BF16
-    if quantized_head(arch, s):  # LitGPT-style: lm_head is 4-bit too, and no longer upcast
-        linear += arch.vocab_size * arch.hidden_size
+    if s.method == "qlora":  # the 4-bit weights (a LitGPT-style 4-bit lm_head among them, not upcast)
+        linear, per = quantized_params(arch, s), nf4_bytes_per_param(s.double_quant)
+    else:
+        linear, per = layer_linear_params(arch), BF16
     largest = arch.vocab_size * arch.hidden_size  # the embedding (or an untied lm_head)
     return linear * per + (model_params(arch, s) - linear) * FP32 + largest * BF16
 
