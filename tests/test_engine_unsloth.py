@@ -258,8 +258,9 @@ def test_estimate_setting_and_sequence_len_read_the_unsloth_section():
     setting = engine.estimate_setting(cfg)
     assert setting == {
         "method": "qlora", "stage": "sft", "seq_len": 2048, "micro_batch": 2, "grad_accum": 4,
-        "gradient_checkpointing": True, "attention": "sdpa", "optimizer": "adamw_8bit", "sample_packing": False,
-        "double_quant": True, "loss": "standard", "lora_rank": 16, "lora_dropout": 0.0, "lora_targets": tuple(SEVEN),
+        "gradient_checkpointing": True, "attention": "sdpa", "optimizer": "adamw_8bit", "adamw_kernel": "fused",
+        "sample_packing": False, "double_quant": True, "loss": "standard", "lora_rank": 16, "lora_dropout": 0.0,
+        "lora_targets": tuple(SEVEN),
     }  # fmt: skip
     cfg["unsloth"] |= {"use_gradient_checkpointing": False, "max_seq_length": 4096}
     cfg["trainer"]["max_length"] = 1024

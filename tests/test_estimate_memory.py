@@ -169,6 +169,55 @@ def test_master_weights_add_an_fp32_copy_and_fp32_adamw_states_sharded_like_the_
     assert masters["gradients"] == bf16["gradients"] and masters["weights (bf16)"] == bf16["weights (bf16)"]
 
 
+def test_deepspeed_steps_with_an_fp32_copy_of_the_gradient_partition_and_its_flat_bf16_copy():
+    """ZeRO-1/2: the whole partition at once (6 bytes an element with the fused kernel, 8 with foreach); ZeRO-3 one
+    sub-group at a time. The step is the peak when the activations are small."""
+    n = 8_030_261_248
+    for stage in ("zero1", "zero2", "zero3"):
+        s = Setting(method="full", gpus=8, parallelism=stage, master_weights=True, seq_len=256)
+        fused = estimate_memory(LLAMA8B, s)
+        foreach = estimate_memory(LLAMA8B, s.model_copy(update={"adamw_kernel": "foreach"}))
+        assert _by_name(fused)["optimizer step (transient)"] == pytest.approx(n / 8 * 6)
+        assert _by_name(foreach)["optimizer step (transient)"] == pytest.approx(n / 8 * 8)
+        assert fused.peak_phase == "optimizer step"
+        terms = _by_name(fused)
+        step = terms.pop("optimizer step (transient)")
+        resident = sum(b for k, b in terms.items() if k not in ("gradients", "logits") and not k.startswith("act"))
+        assert fused.peak_allocated == pytest.approx(resident + terms["gradients"] + step)
+    two = Setting(method="full", gpus=2, parallelism="zero3", master_weights=True, seq_len=256)
+    embedding = LLAMA8B.vocab_size * LLAMA8B.hidden_size
+    capped = _by_name(estimate_memory(LLAMA8B, two))["optimizer step (transient)"]
+    assert capped == pytest.approx((1e9 + embedding / 2) * 6)  # a sub-group closes past sub_group_size
+    small = two.model_copy(update={"sub_group_size": 100_000_000})
+    assert _by_name(estimate_memory(LLAMA8B, small))["optimizer step (transient)"] == (1e8 + embedding / 2) * 6
+    offloaded = two.model_copy(update={"cpu_offload": True})  # DeepSpeed then steps on the CPU
+    assert "optimizer step (transient)" not in _by_name(estimate_memory(LLAMA8B, offloaded))
+
+
+def test_a_foreach_adamw_step_allocates_one_state_sized_temporary_and_the_fused_kernel_none():
+    full = Setting(method="full", seq_len=1024)
+    foreach = estimate_memory(LLAMA8B, full.model_copy(update={"adamw_kernel": "foreach"}))
+    assert _by_name(foreach)["optimizer step (transient)"] == 8_030_261_248 * 2  # sqrt(exp_avg_sq) in bf16
+    assert foreach.peak_phase == "optimizer step"
+    fused = estimate_memory(LLAMA8B, full)
+    assert "optimizer step (transient)" not in _by_name(fused)
+    assert foreach.peak_allocated - fused.peak_allocated > 14 * 2**30
+    lora = Setting(method="lora", adamw_kernel="foreach")  # fp32 adapter states: 4 bytes a trainable parameter
+    assert _by_name(estimate_memory(LLAMA8B, lora))["optimizer step (transient)"] == lora_params(LLAMA8B, lora) * 4
+    eight_bit = full.model_copy(update={"adamw_kernel": "foreach", "optimizer": "adamw_8bit"})
+    assert "optimizer step (transient)" not in _by_name(estimate_memory(LLAMA8B, eight_bit))
+
+
+def test_preflight_offers_the_fused_adamw_kernel_first_when_the_foreach_step_does_not_fit():
+    s = Setting(method="full", seq_len=1024, adamw_kernel="foreach")  # ~75 GiB at the step, ~60 without it
+    found = suggestions(LLAMA8B, s, 80.0)
+    assert found[0].changes[0].startswith("use the fused AdamW kernel") and found[0].need_gib < 80 * 0.95
+
+
+def _by_name(b) -> dict[str, float]:
+    return {t.name: t.bytes for t in b.terms}
+
+
 def test_preflight_names_the_loading_peak_when_loading_does_not_fit():
     from ftkit.errors import FtkitError
     from ftkit.estimate.preflight import check_stage

@@ -155,6 +155,23 @@ def test_deepspeed_and_fsdp1_configs_estimate_fp32_master_weights_and_fsdp2_does
     assert "master_weights" not in engine.estimate_setting({})
 
 
+def test_the_optimizer_name_sets_the_adamw_kernel_and_unset_means_the_fused_default():
+    engine = AxolotlEngine()
+    assert engine.estimate_setting({})["adamw_kernel"] == "fused"  # Axolotl's default: adamw_torch_fused
+    assert engine.estimate_setting({"optimizer": "adamw_torch"})["adamw_kernel"] == "foreach"
+    assert engine.estimate_setting({"optimizer": "adamw_torch_fused"})["adamw_kernel"] == "fused"
+    from ftkit.engines.trl import TrlEngine
+
+    assert TrlEngine().estimate_setting({"trainer": {"optim": "adamw_torch"}})["adamw_kernel"] == "foreach"
+    assert TrlEngine().estimate_setting({"trainer": {}})["adamw_kernel"] == "fused"
+
+
+def test_a_zero3_config_passes_its_sub_group_size_to_the_estimator():
+    zero3 = {"deepspeed": {"zero_optimization": {"stage": 3, "sub_group_size": 50_000_000}}}
+    assert AxolotlEngine().estimate_setting(zero3)["sub_group_size"] == 50_000_000
+    assert "sub_group_size" not in AxolotlEngine().estimate_setting({"deepspeed": {"zero_optimization": {"stage": 3}}})
+
+
 def test_fsdp_configs_estimate_as_fsdp_with_fsdps_own_activation_checkpointing_and_offload():
     cfg = {"fsdp_version": 2, "fsdp_config": {"activation_checkpointing": True, "offload_params": True}}
     setting = AxolotlEngine().estimate_setting(cfg)

@@ -424,7 +424,7 @@ def _estimate_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "optimizer": args.optimizer, "lora_rank": args.lora_rank, "sample_packing": args.packing,
         "gpus": args.gpus, "parallelism": args.parallelism, "cpu_offload": args.cpu_offload or None, "loss": args.loss,
         "load_whole_model": args.whole_model_load, "embedding_upcast": args.embedding_upcast,
-        "fp32_embeddings": args.fp32_embeddings or None,
+        "fp32_embeddings": args.fp32_embeddings or None, "adamw_kernel": args.adamw_kernel,
         "lora_targets": tuple(args.lora_targets.split(",")) if args.lora_targets else None,
     }  # fmt: skip
     return {k: v for k, v in given.items() if v is not None}
@@ -673,6 +673,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gradient checkpointing on/off")  # fmt: skip
     p.add_argument("--attention", choices=["eager", "sdpa", "flash"])
     p.add_argument("--optimizer", choices=["adamw", "adamw_8bit", "paged_adamw_8bit", "adafactor", "sgd"])
+    p.add_argument("--adamw-kernel", choices=["fused", "foreach"],
+                   help="AdamW's step: fused (adamw_torch_fused, the default) or foreach (adamw_torch: the step "
+                   "allocates a temporary the size of the second-moment states)")  # fmt: skip
     p.add_argument("--lora-rank", type=int)
     p.add_argument("--lora-targets", help="comma-separated module names (default: all linear layers)")
     p.add_argument("--packing", action=argparse.BooleanOptionalAction, default=None, help="sample packing")

@@ -17,7 +17,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from ftkit.engines.base import Engine, StageContext, absolutize, optimizer_kind
+from ftkit.engines.base import Engine, StageContext, absolutize, optimizer_setting
 from ftkit.errors import Problem
 from ftkit.validation import unknown_keys
 from ftkit.yamlio import LocatedYaml
@@ -194,7 +194,7 @@ class AxolotlEngine(Engine):
             "grad_accum": int(cfg.get("gradient_accumulation_steps") or 1),
             "gradient_checkpointing": bool(cfg.get("gradient_checkpointing")) or fsdp_checkpointing(cfg),
             "attention": attention,
-            "optimizer": optimizer_kind(str(cfg.get("optimizer") or "adamw_torch")),
+            **optimizer_setting(cfg.get("optimizer")),
             "sample_packing": bool(cfg.get("sample_packing")),
             "double_quant": bool(bnb.get("bnb_4bit_use_double_quant", True)),
             "loss": loss_kernel_of(cfg),
@@ -219,6 +219,9 @@ class AxolotlEngine(Engine):
         # DeepSpeed's ZeRO optimizers keep fp32 masters of a bf16 model; accelerate upcasts FSDP1's flat parameters.
         if str(parallelism).startswith("zero") or (parallelism == "fsdp" and str(cfg.get("fsdp_version")) != "2"):
             out["master_weights"] = True
+        sub_group = ((deepspeed_config(cfg) or {}).get("zero_optimization") or {}).get("sub_group_size")
+        if parallelism == "zero3" and isinstance(sub_group, int | float) and sub_group >= 1:
+            out["sub_group_size"] = int(sub_group)
         return out
 
 

@@ -138,6 +138,20 @@ def optimizer_kind(name: str) -> str:
     return "adamw"
 
 
+def adamw_kernel(name: str) -> str:
+    """Which AdamW step an HF optimizer name runs: "foreach" for adamw_torch (torch.optim.AdamW with its CUDA
+    default), "fused" for adamw_torch_fused and everything else (their steps allocate nothing the size of the
+    model)."""
+    return "foreach" if name.lower() == "adamw_torch" else "fused"
+
+
+def optimizer_setting(name: object) -> dict[str, str]:
+    """The estimator's optimizer fields for an HF/Axolotl optimizer name; unset means adamw_torch_fused, the default
+    of both transformers (with torch >= 2.8) and Axolotl."""
+    text = str(name or "adamw_torch_fused")
+    return {"optimizer": optimizer_kind(text), "adamw_kernel": adamw_kernel(text)}
+
+
 class Engine(ABC):
     """One training engine. Subclasses are small: config keys, command line, log format."""
 

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from pydantic import ValidationError
 
-from ftkit.engines.base import Engine, StageContext, absolutize, optimizer_kind, python_module
+from ftkit.engines.base import Engine, StageContext, absolutize, optimizer_setting, python_module
 from ftkit.engines.trl_config import TrlStageConfig, dataclass_field_names, trainer_config_class
 from ftkit.errors import Problem
 from ftkit.validation import pydantic_problems, unknown_keys
@@ -96,7 +96,7 @@ class TrlEngine(Engine):
             "grad_accum": int(trainer.get("gradient_accumulation_steps") or 1),
             "gradient_checkpointing": bool(trainer.get("gradient_checkpointing", True)),
             "attention": "flash" if "flash" in attn else attn,
-            "optimizer": optimizer_kind(str(trainer.get("optim") or "adamw_torch")),
+            **optimizer_setting(trainer.get("optim")),
             "sample_packing": bool(trainer.get("packing")),
             "double_quant": bool(model.get("bnb_4bit_use_double_quant", True)),
             # transformers' Liger integration swaps the causal-LM loss for its fused linear cross-entropy

@@ -64,6 +64,13 @@ class Setting(BaseModel):
     # optimizers under bf16 (the model stays bf16), and FSDP1 through accelerate (which upcasts its flat parameters).
     # FSDP2 in Axolotl keeps the bf16 parameters and states.
     master_weights: bool = False
+    # AdamW's step: "fused" (torch's fused kernel, no temporaries: adamw_torch_fused, the default of transformers with
+    # torch >= 2.8 and of Axolotl) or "foreach" (adamw_torch: torch's default implementation on CUDA, whose step
+    # allocates sqrt(exp_avg_sq) for every parameter at once).
+    adamw_kernel: Literal["fused", "foreach"] = "fused"
+    # DeepSpeed ZeRO-3 steps the optimizer one sub-group of its partition at a time (zero_optimization.sub_group_size;
+    # DeepSpeed's default 1e9 elements).
+    sub_group_size: int = Field(1_000_000_000, ge=1)
     num_generations: int = Field(8, ge=1)  # GRPO: completions per prompt
     max_prompt_len: int | None = None  # preference stages: the prompt part of seq_len (default seq_len // 2)
 

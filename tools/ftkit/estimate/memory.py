@@ -24,8 +24,10 @@ Every term is a pure function of (architecture, setting) returning bytes per GPU
 - reference model (DPO, KTO): none with an adapter (the base with the adapter disabled), a second
   copy of the weights for full fine-tuning.
 - the peak is at the end of the forward pass (weights + optimizer + activations + logits, + the
-  gradients of earlier micro-batches when accumulating) or at the end of the backward pass (weights +
-  optimizer + gradients), whichever is larger; or before training: while loading, when sharded QLoRA
+  gradients of earlier micro-batches when accumulating), at the end of the backward pass (weights +
+  optimizer + gradients) or in the optimizer step (weights + optimizer + gradients + what the step allocates:
+  DeepSpeed's fp32 gradient copy, a foreach AdamW's temporaries; `optimizer_step_temporaries`), whichever is
+  largest; or before training: while loading, when sharded QLoRA
   quantizes the whole base on every GPU before sharding it (`loading_peak`), or while preparing a 4-bit
   model on one GPU, when the parameters that are not 4-bit are upcast to fp32 (`preparation_peak`).
 - allocator: PyTorch's caching allocator reserves more than it hands out (`FRAGMENTATION`), and the
@@ -479,6 +481,29 @@ def reference_model(arch: Architecture, s: Setting) -> list[Term]:
 # ------------------------------------------------------------------ the whole breakdown
 
 
+def optimizer_step_temporaries(arch: Architecture, s: Setting) -> float:
+    """What the optimizer step allocates beyond the weights, gradients and states (the activations are gone by then).
+    DeepSpeed ZeRO under bf16 flattens the bf16 gradients of one parameter group's partition (ZeRO-3: of one sub-group
+    of about `sub_group_size` elements) and copies them to fp32 for its fp32 masters: for a moment the flat bf16 copy
+    and the fp32 gradients are both alive, 6 bytes per element; a foreach AdamW then adds its sqrt(exp_avg_sq) beside
+    the fp32 gradients, 8. Without DeepSpeed, a foreach AdamW allocates sqrt(exp_avg_sq) for every trainable parameter
+    in the states' dtype; the fused kernel (and 8-bit, Adafactor, SGD steps, a parameter at a time) nothing of the
+    model's size. Measured on the CPU with the pinned DeepSpeed through torch.profiler's memory timeline: 6.0 (fused)
+    and 8.0 (foreach) bytes per parameter at ZeRO-1, 2 and 3 (tests/test_deepspeed_masters.py)."""
+    if s.optimizer != "adamw" or s.cpu_offload:  # offloaded: DeepSpeed and FSDP step on the CPU
+        return 0.0
+    split = _shard(s)["optimizer"]
+    if s.master_weights and s.parallelism.startswith("zero"):
+        elements = trainable_params(arch, s) / split
+        if s.parallelism == "zero3":  # a sub-group closes at the parameter that reaches sub_group_size
+            largest = max(arch.vocab_size * arch.hidden_size, *(i * o for i, o in linear_shapes(arch).values()))
+            elements = min(elements, s.sub_group_size + largest / split)
+        return elements * (FP32 + (FP32 if s.adamw_kernel == "foreach" else BF16))
+    if s.adamw_kernel == "foreach":
+        return optimizer_states(arch, s) / 2 / split
+    return 0.0
+
+
 def loading_peak(arch: Architecture, s: Setting) -> float:
     """QLoRA sharded by FSDP or ZeRO-3: transformers quantizes a 4-bit model while loading it onto each rank's GPU
     (its bitsandbytes quantizer's device_map; quantized models get neither ZeRO-3 init nor FSDP's meta-device ranks),
@@ -536,6 +561,17 @@ def _shard(s: Setting) -> dict[str, int]:
     return split
 
 
+STEP_TERM = "optimizer step (transient)"
+
+
+def _step_note(s: Setting) -> str:
+    if s.master_weights and s.parallelism.startswith("zero"):
+        where = "one sub-group's" if s.parallelism == "zero3" else "the partition's"
+        extra = "and foreach AdamW's sqrt(exp_avg_sq)" if s.adamw_kernel == "foreach" else "and their flat bf16 copy"
+        return f"DeepSpeed's fp32 copy of {where} gradients {extra}; only while the optimizer steps"
+    return "foreach AdamW's sqrt(exp_avg_sq) for every parameter; adamw_torch_fused allocates none"
+
+
 def estimate_memory(arch: Architecture, s: Setting) -> Breakdown:
     split = _shard(s)
     out = Breakdown(trainable_params=trainable_params(arch, s), total_params=model_params(arch, s))
@@ -576,14 +612,22 @@ def estimate_memory(arch: Architecture, s: Setting) -> Breakdown:
     out.terms.extend(acts)
     lg = logits(arch, s)
     out.terms.append(Term("logits", lg, logits_note(arch, s)))
+    step = optimizer_step_temporaries(arch, s)
+    if step:
+        out.terms.append(Term(STEP_TERM, step, _step_note(s)))
     resident = sum(
-        t.bytes for t in out.terms if t.name not in ("gradients", "logits") and not t.name.startswith("activations")
+        t.bytes
+        for t in out.terms
+        if t.name not in ("gradients", "logits", STEP_TERM) and not t.name.startswith("activations")
     )
     # With gradient accumulation the gradients of earlier micro-batches are alive during the next forward.
-    forward_end = resident + sum(t.bytes for t in acts) + lg + (grads if s.grad_accum > 1 else 0.0)
-    backward_end = resident + grads + (acts[-1].bytes if s.gradient_checkpointing else 0.0)
-    out.peak_allocated = out.train_peak = max(forward_end, backward_end)
-    out.peak_phase = "end of forward" if forward_end >= backward_end else "end of backward"
+    phases = {
+        "end of forward": resident + sum(t.bytes for t in acts) + lg + (grads if s.grad_accum > 1 else 0.0),
+        "end of backward": resident + grads + (acts[-1].bytes if s.gradient_checkpointing else 0.0),
+        "optimizer step": resident + grads + step,
+    }
+    out.peak_phase = max(phases, key=lambda phase: phases[phase])  # the first of equal peaks
+    out.peak_allocated = out.train_peak = phases[out.peak_phase]
     before = [
         (loading_peak(arch, s), "model load (the whole 4-bit model on every GPU before it is sharded)"),
         (preparation_peak(arch, s), "model preparation (embeddings, lm_head and norms upcast to fp32 and cast back)"),

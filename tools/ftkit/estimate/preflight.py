@@ -27,6 +27,8 @@ def _halve_micro_batch(s: Setting) -> Setting | None:
 CHANGES: tuple[Change, ...] = (
     ("use SDPA/flash attention instead of eager (no N² attention matrix)",
      lambda s: _update(s, attention="sdpa") if s.attention == "eager" else None),
+    ("use the fused AdamW kernel: optimizer adamw_torch_fused (its step allocates no temporaries)",
+     lambda s: _update(s, adamw_kernel="fused") if s.optimizer == "adamw" and s.adamw_kernel == "foreach" else None),
     ("turn on gradient checkpointing (about a third more compute)",
      lambda s: _update(s, gradient_checkpointing=True) if not s.gradient_checkpointing else None),
     ("halve the micro-batch and double gradient accumulation (same global batch)", _halve_micro_batch),
@@ -44,7 +46,8 @@ CHANGES: tuple[Change, ...] = (
 )  # fmt: skip
 
 
-# Changes only some engines can make, offered right after the free ones (attention) when the engine is known.
+# Changes only some engines can make, offered right after the free ones (attention, the AdamW kernel) when the engine
+# is known.
 ENGINE_CHANGES: dict[str, tuple[Change, ...]] = {
     "axolotl": (
         ("compute the SFT loss in chunks: chunked_cross_entropy: true (fp32 logits never whole; ~no speed cost)",
@@ -59,7 +62,7 @@ ENGINE_CHANGES: dict[str, tuple[Change, ...]] = {
 
 def changes_for(engine: str | None) -> tuple[Change, ...]:
     """The pre-flight's changes for a stage run by `engine`, cheapest first."""
-    return CHANGES[:1] + ENGINE_CHANGES.get(engine or "", ()) + CHANGES[1:]
+    return CHANGES[:2] + ENGINE_CHANGES.get(engine or "", ()) + CHANGES[2:]
 
 
 @dataclass(frozen=True)

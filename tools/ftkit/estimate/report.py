@@ -111,6 +111,7 @@ def _setting_line(st: dict[str, Any]) -> str:
         f"{st['architecture']} {s['method']}{lora}, {s['stage']}, seq {s['seq_len']} × micro-batch "
         f"{s['micro_batch']} (× {s['grad_accum']} accumulation × {s['gpus']} GPU), checkpointing "
         f"{'on' if s['gradient_checkpointing'] else 'off'}, {s['attention']} attention, {s['optimizer']}"
+        + (" (foreach)" if s["optimizer"] == "adamw" and s.get("adamw_kernel") == "foreach" else "")
         + (f", {s['parallelism']}" if s["parallelism"] != "none" else "")
         + (f", {s['loss']} loss" if s.get("loss", "standard") != "standard" else "")
     )
