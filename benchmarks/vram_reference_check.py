@@ -67,6 +67,7 @@ def entry_setting(e: dict[str, Any]) -> Any:
         "parallelism": PARALLELISM.get(par, "none") if int(e.get("gpus") or 1) > 1 else "none",
         "cpu_offload": "offload" in str(e.get("parallelism") or ""),
         "master_weights": par.startswith("deepspeed"),  # ZeRO keeps fp32 masters of a bf16 model
+        "adamw_kernel": e.get("adamw_kernel") or "fused",
         "attention": e.get("attention") or "sdpa",
         "autocast": bool(e.get("autocast", True)),
         "loss": e.get("loss") or "standard",
