@@ -40,6 +40,8 @@ the peak counters reset between cases):
                 model with the `score` head in modules_to_save), the recipe's LoRA, beta/weights, sequence_len and
                 micro-batch; rows fill sequence_len.
   full-recipe-accum  full-recipe with the YAML's gradient accumulation (an optimizer step every 4 micro-batches).
+  full-foreach  (only with --cases) full-recipe with torch's foreach AdamW (adamw_torch) instead of the fused kernel:
+                the step's sqrt(exp_avg_sq) temporary (the estimator's optimizer-step phase).
   dpo-baseline  (only with --cases) the same DPO step with a separate 4-bit reference model, eager attention, torch
                 AdamW and default checkpointing: the plain setup without PEFT's adapter switch.
 
@@ -182,7 +184,7 @@ EXPECTED_PARAMS = {"llama-3.1-8b": EXPECTED_8B_PARAMS, "qwen2.5-7b": 7_615_616_5
 CARRIED_PACKAGES = ("bitsandbytes", "trl", "peft")
 DEFAULT_CASES = ("sft-recipe", "dpo-recipe", "lora-recipe", "sft-baseline", "full-recipe", "dora-recipe", "sft-eager",
                  "full-recipe-accum", "orpo-recipe", "kto-recipe", "reward-recipe")  # fmt: skip
-ALL_CASES = (*DEFAULT_CASES, "dpo-baseline", "sft-chunked")
+ALL_CASES = (*DEFAULT_CASES, "dpo-baseline", "sft-chunked", "full-foreach")
 LOSS_CHUNKS = 8  # Axolotl's chunked_cross_entropy_num_chunks default
 MIN_TIMED_STEPS = 2
 
@@ -442,8 +444,15 @@ def build_cases(yamls: dict[str, dict[str, Any]], tiny: bool, dpo_impl: str) -> 
         "alive during the next forward"
     )
     full_accum.differs_from_recipe = {"grad_accum": [1, accum]}
+    full_foreach = Case(**{**asdict(full_rec), "name": "full-foreach", "optimizer": "adamw_torch"})
+    full_foreach.description = (
+        "full-recipe with torch.optim.AdamW's CUDA default (foreach, Axolotl's `optimizer: adamw_torch`) instead of "
+        "the fused kernel: its step allocates sqrt(exp_avg_sq) for every parameter (the estimator's optimizer-step "
+        "phase)"
+    )
+    full_foreach.differs_from_recipe = {"optimizer": [full_rec.optimizer, "adamw_torch"]}
     return [sft_rec, sft_base, dpo_rec, dpo_base, lora_rec, full_rec, dora_rec, sft_eager, full_accum, orpo_rec,
-            kto_rec, reward_rec, sft_chunked]  # fmt: skip
+            kto_rec, reward_rec, sft_chunked, full_foreach]  # fmt: skip
 
 
 def trainer_extra(stage: dict[str, Any], kind: str) -> dict[str, Any]:
