@@ -489,7 +489,8 @@ def optimizer_step_temporaries(arch: Architecture, s: Setting) -> float:
     the fp32 gradients, 8. Without DeepSpeed, a foreach AdamW allocates sqrt(exp_avg_sq) for every trainable parameter
     in the states' dtype; the fused kernel (and 8-bit, Adafactor, SGD steps, a parameter at a time) nothing of the
     model's size. Measured on the CPU with the pinned DeepSpeed through torch.profiler's memory timeline: 6.0 (fused)
-    and 8.0 (foreach) bytes per parameter at ZeRO-1, 2 and 3 (tests/test_deepspeed_masters.py)."""
+    and 8.0 (foreach) bytes per parameter at ZeRO-1, 2 and 3 (tests/test_deepspeed_masters.py); 2.0 for a bf16 foreach
+    step and 0 for the fused one (tests/test_optimizer_step_memory.py)."""
     if s.optimizer != "adamw" or s.cpu_offload:  # offloaded: DeepSpeed and FSDP step on the CPU
         return 0.0
     split = _shard(s)["optimizer"]
