@@ -204,8 +204,10 @@ class AxolotlEngine(Engine):
             out |= {"lora_rank": int(cfg.get("lora_r") or 8), "lora_dropout": float(cfg.get("lora_dropout") or 0.0)}
             if targets and not cfg.get("lora_target_linear"):
                 out["lora_targets"] = tuple(targets)
-        if stage == "grpo":  # completions sampled per prompt (TRL's default 8)
-            out["num_generations"] = int((cfg.get("trl") or {}).get("num_generations") or 8)
+        if stage == "grpo":  # completions sampled per prompt (TRL's default 8) and their length (TRL's default 256)
+            trl = cfg.get("trl") or {}
+            out["num_generations"] = int(trl.get("num_generations") or 8)
+            out["max_completion_len"] = int(trl.get("max_completion_length") or 256)
         if parallelism := parallelism_of(cfg):
             out["parallelism"] = parallelism
         if cpu_offload_of(cfg):

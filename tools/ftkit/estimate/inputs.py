@@ -73,6 +73,9 @@ class Setting(BaseModel):
     sub_group_size: int = Field(1_000_000_000, ge=1)
     num_generations: int = Field(8, ge=1)  # GRPO: completions per prompt
     max_prompt_len: int | None = None  # preference stages: the prompt part of seq_len (default seq_len // 2)
+    # GRPO: the completion part of seq_len (TRL's max_completion_length; None: seq_len // 2). TRL asks the model for
+    # the logits of completion tokens only.
+    max_completion_len: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _consistent(self) -> Setting:

@@ -436,10 +436,30 @@ def loss_kernel(s: Setting) -> str:
     return s.loss if s.stage == "sft" else "standard"
 
 
+def completion_len(s: Setting) -> int:
+    """GRPO: the completion part of each prompt + completion sequence."""
+    return min(s.max_completion_len or s.seq_len // 2, s.seq_len)
+
+
+def logit_tokens(s: Setting) -> int:
+    """Tokens whose vocabulary logits exist at the peak. GRPO (TRL 1.9) asks the model for the completion's logits
+    only: `logits_to_keep` = the completion length + 1 (the last is dropped after the forward)."""
+    if s.stage == "grpo":
+        return s.micro_batch * (completion_len(s) + 1)
+    return tokens_with_grad(s)
+
+
 def logit_bytes(s: Setting) -> float:
     """Bytes per logit at the peak (not for a fused loss, which has no logits tensor). A chunked SFT loss keeps the
     bf16 logits and their gradient. ORPO adds an NLL cross-entropy over the chosen half of the concatenated batch,
-    with its own fp32 copy and log-softmax (TRL's ORPOTrainer): 8 more bytes over half the logits."""
+    with its own fp32 copy and log-softmax (TRL's ORPOTrainer): 8 more bytes over half the logits. GRPO (TRL's
+    selective_log_softmax, one sequence at a time, log_softmax in fp32 under CUDA autocast) keeps the fp32 log-probs
+    (4 bytes), and at the start of the backward pass the bf16 gradient of the logits is being summed from one
+    full-size select gradient per sequence (2 + 2): 8 bytes a logit; with one sequence, its fp32 log-probs and the
+    fp32 gradients of gather and log_softmax (12). Measured on the CPU through TRL's own
+    `_get_per_token_logps_and_entropies` with CUDA autocast's fp32 log_softmax (tests/test_grpo_memory.py)."""
+    if s.stage == "grpo":
+        return max(2 * BF16 + FP32, FP32 + 2 * FP32 / s.micro_batch)
     if loss_kernel(s) == "chunked":
         return CHUNKED_LOGIT_BYTES
     return LOGIT_BYTES + (FP32 + FP32) / 2 if s.stage == "orpo" else LOGIT_BYTES
@@ -452,11 +472,11 @@ def logits(arch: Architecture, s: Setting) -> float:
     if kernel == "fused":
         head_grad = arch.vocab_size * arch.hidden_size * BF16 if s.method == "full" else 0
         return tokens_with_grad(s) * arch.hidden_size * FUSED_BYTES_PER_HIDDEN + head_grad
-    return tokens_with_grad(s) * arch.vocab_size * logit_bytes(s)
+    return logit_tokens(s) * arch.vocab_size * logit_bytes(s)
 
 
 def logits_note(arch: Architecture, s: Setting) -> str:
-    tokens = tokens_with_grad(s)
+    tokens = logit_tokens(s)
     if s.stage == "reward":
         return "none: a scalar score head, no vocabulary logits"
     kernel = loss_kernel(s)
@@ -466,7 +486,7 @@ def logits_note(arch: Architecture, s: Setting) -> str:
             f"fused linear cross-entropy: no logits tensor; {tokens} tokens × {arch.hidden_size} hidden × "
             f"{FUSED_BYTES_PER_HIDDEN} bytes{head}"
         )
-    how = " (chunked cross-entropy)" if kernel == "chunked" else ""
+    how = {"chunked": " (chunked cross-entropy)"}.get(kernel, " (completion tokens only)" if s.stage == "grpo" else "")
     return f"{tokens} tokens × {arch.vocab_size} vocab × {logit_bytes(s):g} bytes{how}"
 
 
