@@ -20,7 +20,8 @@ Every term is a pure function of (architecture, setting) returning bytes per GPU
   checkpointing only each layer's input is kept, and one layer is recomputed at a time.
 - logits: tokens × vocab at the end of the forward: bf16 logits, their fp32 copy and the fp32
   log-softmax the loss keeps (10 bytes an element at the peak; large for 128k-256k vocabularies). A chunked
-  SFT loss keeps the bf16 logits and their gradient (4 bytes); a fused linear cross-entropy no logits at all.
+  SFT loss keeps the bf16 logits and their gradient (4 bytes); a fused linear cross-entropy no logits at all; GRPO
+  (TRL) the completion tokens' only, 8 bytes each (`logit_bytes`).
 - reference model (DPO, KTO): none with an adapter (the base with the adapter disabled), a second
   copy of the weights for full fine-tuning.
 - the peak is at the end of the forward pass (weights + optimizer + activations + logits, + the
