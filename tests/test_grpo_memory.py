@@ -1,7 +1,10 @@
-"""GRPO's logits as TRL 1.9 computes them: only the completion's (`logits_to_keep`), log-probs through
-`selective_log_softmax` one sequence at a time. Measured on the CPU through TRL's own
-`_get_per_token_logps_and_entropies` on a tiny Qwen2 whose vocabulary dwarfs everything else, with log_softmax
-upcast to fp32 as CUDA autocast does (CPU autocast keeps it bf16), against the estimator's logits term."""
+"""GRPO as TRL 1.9 runs it, measured on the CPU against the estimator.
+
+- The logits: only the completion's (`logits_to_keep`), log-probs through `selective_log_softmax` one sequence at a
+  time, measured through TRL's own `_get_per_token_logps_and_entropies` on a tiny Qwen2 whose vocabulary dwarfs
+  everything else, with log_softmax upcast to fp32 as CUDA autocast does (CPU autocast keeps it bf16).
+- The sampling phase: transformers' generate() on the policy in training mode with gradient checkpointing switched
+  off (TRL's unwrap_model_for_generation does that, so the KV cache is used), without gradients, under autocast."""
 
 from __future__ import annotations
 
@@ -13,7 +16,9 @@ import torch.nn.functional as F
 from deepspeed_probe import step_allocation
 from ftkit.estimate.architectures import lookup
 from ftkit.estimate.inputs import Setting
-from ftkit.estimate.memory import estimate_memory, logit_bytes, logit_tokens
+from ftkit.estimate.memory import estimate_memory, generation_bytes, logit_bytes, logit_tokens
+from ftkit.estimate.preflight import suggestions
+from ftkit.estimate.resolve import architecture_from_config
 
 pytest.importorskip("trl")
 
@@ -81,3 +86,80 @@ def test_an_axolotl_grpo_config_gives_the_completion_length_with_trls_default():
     assert engine.estimate_setting({"rl": "grpo", "trl": {"max_completion_length": 512}})["max_completion_len"] == 512
     assert engine.estimate_setting({"rl": "grpo"})["max_completion_len"] == 256  # GRPOConfig's default
     assert "max_completion_len" not in engine.estimate_setting({"rl": "dpo"})
+    sampled = engine.estimate_setting({"rl": "grpo", "trl": {"use_vllm": True, "generation_batch_size": 16}})
+    assert sampled["generation"] == "vllm" and sampled["generation_batch_size"] == 16
+
+
+def _tiny_llama_generation_peak(sequences: int, prompt: int, completion: int) -> tuple[float, float]:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(hidden_size=256, intermediate_size=1024, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=4, vocab_size=256)  # fmt: skip
+    model = LlamaForCausalLM(cfg).to(torch.bfloat16).train()
+    ids = torch.randint(0, 256, (sequences, prompt))
+
+    def sample() -> None:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=completion,
+                           min_new_tokens=completion, do_sample=True, pad_token_id=0)  # fmt: skip
+
+    sample()  # warm-up
+    arch = architecture_from_config(cfg.to_dict(), "tiny-llama", "test")
+    s = Setting(method="lora", stage="grpo", micro_batch=sequences, grad_accum=1, seq_len=prompt + completion,
+                max_completion_len=completion)  # fmt: skip
+    return step_allocation(sample), generation_bytes(arch, s)
+
+
+@pytest.mark.parametrize(("sequences", "prompt", "completion"), [(8, 64, 1), (4, 8, 48)])
+def test_grpo_sampling_holds_the_kv_cache_and_the_prefill_working_set_as_estimated(sequences, prompt, completion):
+    """(8, 64, 1): the prefill is the peak; (4, 8, 48): the end of decoding is."""
+    measured, estimated = _tiny_llama_generation_peak(sequences, prompt, completion)
+    assert measured == pytest.approx(estimated, rel=0.05)
+
+
+def test_trl_switches_gradient_checkpointing_off_while_it_samples_so_the_kv_cache_is_used():
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from trl.models import unwrap_model_for_generation
+
+    cfg = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                      num_key_value_heads=1, vocab_size=64)  # fmt: skip
+    model = LlamaForCausalLM(cfg)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    try:
+        with unwrap_model_for_generation(model, Accelerator(cpu=True)) as unwrapped:
+            assert not unwrapped.is_gradient_checkpointing
+        assert model.is_gradient_checkpointing
+    finally:
+        AcceleratorState._reset_state(True)
+
+
+def test_a_large_generation_batch_makes_sampling_the_peak_and_vllm_takes_it_elsewhere():
+    qwen = lookup("qwen2.5-7b")
+    s = Setting(method="lora", stage="grpo", seq_len=4096, micro_batch=4, grad_accum=32, max_completion_len=2048)
+    sampled = estimate_memory(qwen, s)
+    assert sampled.peak_phase == "sampling of completions"
+    vllm = estimate_memory(qwen, s.model_copy(update={"generation": "vllm"}))
+    assert vllm.peak_phase != "sampling of completions" and vllm.peak_allocated < sampled.peak_allocated
+    zero3 = s.model_copy(update={"gpus": 4, "parallelism": "zero3", "grad_accum": 1})
+    gathered = generation_bytes(qwen, zero3) - generation_bytes(qwen, zero3.model_copy(update={"parallelism": "ddp"}))
+    assert gathered == pytest.approx(qwen_weights_bytes(qwen) * 3 / 4)
+
+
+def qwen_weights_bytes(arch) -> float:
+    from ftkit.estimate.memory import model_params
+
+    return model_params(arch, Setting(method="lora")) * 2
+
+
+def test_preflight_offers_a_smaller_generation_batch_when_sampling_does_not_fit():
+    from ftkit.estimate.preflight import CHANGES
+
+    qwen = lookup("qwen2.5-7b")
+    s = Setting(method="lora", stage="grpo", seq_len=4096, micro_batch=4, grad_accum=32, max_completion_len=2048)
+    found = suggestions(qwen, s, 48.0, changes=CHANGES)
+    assert found[0].changes[0].startswith("sample fewer completions at once") and found[0].need_gib <= 48 * 0.95
+    smaller = s.model_copy(update={"generation_batch_size": 8})  # lcm(micro-batch 4, 8 generations)
+    assert generation_bytes(qwen, smaller) < generation_bytes(qwen, s) / 10

@@ -425,6 +425,7 @@ def _estimate_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "gpus": args.gpus, "parallelism": args.parallelism, "cpu_offload": args.cpu_offload or None, "loss": args.loss,
         "load_whole_model": args.whole_model_load, "embedding_upcast": args.embedding_upcast,
         "fp32_embeddings": args.fp32_embeddings or None, "adamw_kernel": args.adamw_kernel,
+        "max_completion_len": args.completion_len, "generation": "vllm" if args.vllm else None,
         "lora_targets": tuple(args.lora_targets.split(",")) if args.lora_targets else None,
     }  # fmt: skip
     return {k: v for k, v in given.items() if v is not None}
@@ -692,6 +693,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fp32-embeddings", action="store_true",
                    help="full fine-tuning that trains embeddings, lm_head and norms in fp32 (Axolotl on one process "
                    "without flash attention; read from an Axolotl config)")  # fmt: skip
+    p.add_argument(
+        "--completion-len",
+        type=int,
+        help="GRPO: completion tokens per sequence (TRL's max_completion_length; default half of --seq-len)",
+    )
+    p.add_argument("--vllm", action="store_true",
+                   help="GRPO: completions sampled by vLLM (its memory is not modelled) instead of the policy's "
+                   "generate() on this GPU")  # fmt: skip
     p.add_argument("--loss", choices=["standard", "chunked", "fused"],
                    help="the SFT loss kernel: standard cross-entropy over fp32 logits (10 bytes a logit), "
                    "chunked (Axolotl chunked_cross_entropy: 4 bytes), fused (Cut Cross-Entropy / Liger: no logits "

@@ -208,6 +208,10 @@ class AxolotlEngine(Engine):
             trl = cfg.get("trl") or {}
             out["num_generations"] = int(trl.get("num_generations") or 8)
             out["max_completion_len"] = int(trl.get("max_completion_length") or 256)
+            if trl.get("use_vllm"):
+                out["generation"] = "vllm"
+            if trl.get("generation_batch_size"):
+                out["generation_batch_size"] = int(trl["generation_batch_size"])
         if parallelism := parallelism_of(cfg):
             out["parallelism"] = parallelism
         if cpu_offload_of(cfg):

@@ -76,6 +76,12 @@ class Setting(BaseModel):
     # GRPO: the completion part of seq_len (TRL's max_completion_length; None: seq_len // 2). TRL asks the model for
     # the logits of completion tokens only.
     max_completion_len: int | None = Field(None, ge=1)
+    # GRPO: who samples the completions. "transformers": TRL calls the policy's generate() on this GPU (its KV cache and
+    # prefill are a phase of their own); "vllm": a vLLM server or colocated engine, whose memory is not modelled.
+    generation: Literal["transformers", "vllm"] = "transformers"
+    # GRPO: completions sampled per generate() call over all GPUs (TRL's generation_batch_size; None: its default,
+    # micro-batch × GPUs × gradient accumulation steps).
+    generation_batch_size: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _consistent(self) -> Setting:

@@ -27,8 +27,9 @@ Every term is a pure function of (architecture, setting) returning bytes per GPU
 - the peak is at the end of the forward pass (weights + optimizer + activations + logits, + the
   gradients of earlier micro-batches when accumulating), at the end of the backward pass (weights +
   optimizer + gradients) or in the optimizer step (weights + optimizer + gradients + what the step allocates:
-  DeepSpeed's fp32 gradient copy, a foreach AdamW's temporaries; `optimizer_step_temporaries`), whichever is
-  largest; or before training: while loading, when sharded QLoRA
+  DeepSpeed's fp32 gradient copy, a foreach AdamW's temporaries; `optimizer_step_temporaries`) or, for GRPO, while
+  completions are sampled (weights + optimizer + the KV cache and prefill of the generation batch;
+  `generation_bytes`), whichever is largest; or before training: while loading, when sharded QLoRA
   quantizes the whole base on every GPU before sharding it (`loading_peak`), or while preparing a 4-bit
   model on one GPU, when the parameters that are not 4-bit are upcast to fp32 (`preparation_peak`).
 - allocator: PyTorch's caching allocator reserves more than it hands out (`FRAGMENTATION`), and the
@@ -526,6 +527,46 @@ def optimizer_step_temporaries(arch: Architecture, s: Setting) -> float:
     return 0.0
 
 
+# Sampling without gradients, per prompt token of the prefill, beyond the KV cache it writes: 9 bytes per hidden unit
+# and 6 per intermediate unit (the gated MLP's activation, up projection and product in bf16, and the residual stream
+# and its normed and fp32 copies). Measured on the CPU with transformers' generate() on Llama layers in bf16 under
+# autocast: the working set is linear in tokens, no N² term (tests/test_grpo_memory.py).
+PREFILL_BYTES_PER_HIDDEN = 9
+PREFILL_BYTES_PER_INTERMEDIATE = 6
+
+
+def kv_cache_bytes_per_token(arch: Architecture) -> float:
+    """transformers' DynamicCache: a bf16 key and value per layer, KV head and head dimension."""
+    return 2 * arch.num_hidden_layers * arch.num_key_value_heads * arch.head_dim * BF16
+
+
+def generation_batch(s: Setting) -> int:
+    """Completions TRL samples per GPU at once: its generation_batch_size over the GPUs, by default
+    per_device_train_batch_size × steps_per_generation, which defaults to the gradient accumulation steps."""
+    if s.generation_batch_size:
+        return max(1, s.generation_batch_size // s.gpus)
+    return s.micro_batch * s.grad_accum
+
+
+def generation_bytes(arch: Architecture, s: Setting) -> float:
+    """GRPO's sampling phase (TRL's generate() on the policy, gradient checkpointing switched off for it so the KV
+    cache is used): the larger of the prefill (the prompts' KV cache and the no-grad working set over every prompt
+    token) and the last decoding step (the KV cache of every prompt + completion token, the copy DynamicCache's
+    torch.cat makes of one layer's keys, and the new tokens' working set). Under ZeRO-3, TRL gathers the whole model
+    for it (ds3_gather_for_generation)."""
+    if s.stage != "grpo" or s.generation != "transformers":
+        return 0.0
+    batch, kv = generation_batch(s), kv_cache_bytes_per_token(arch)
+    prompt = s.seq_len - completion_len(s)
+    working = PREFILL_BYTES_PER_HIDDEN * arch.hidden_size + PREFILL_BYTES_PER_INTERMEDIATE * arch.intermediate_size
+    prefill = batch * prompt * (kv + working)
+    last_step = batch * (s.seq_len * kv * (1 + 1 / (2 * arch.num_hidden_layers)) + working)
+    gathered = 0.0
+    if s.parallelism == "zero3" and not s.cpu_offload:
+        gathered = sum(t.bytes for t in weights(arch, s)) * (1 - 1 / s.gpus)
+    return max(prefill, last_step) + gathered
+
+
 def loading_peak(arch: Architecture, s: Setting) -> float:
     """QLoRA sharded by FSDP or ZeRO-3: transformers quantizes a 4-bit model while loading it onto each rank's GPU
     (its bitsandbytes quantizer's device_map; quantized models get neither ZeRO-3 init nor FSDP's meta-device ranks),
@@ -584,6 +625,8 @@ def _shard(s: Setting) -> dict[str, int]:
 
 
 STEP_TERM = "optimizer step (transient)"
+GENERATION_TERM = "generation (KV cache and prefill)"
+TRANSIENT = ("gradients", "logits", STEP_TERM, GENERATION_TERM)
 
 
 def _step_note(s: Setting) -> str:
@@ -637,16 +680,18 @@ def estimate_memory(arch: Architecture, s: Setting) -> Breakdown:
     step = optimizer_step_temporaries(arch, s)
     if step:
         out.terms.append(Term(STEP_TERM, step, _step_note(s)))
-    resident = sum(
-        t.bytes
-        for t in out.terms
-        if t.name not in ("gradients", "logits", STEP_TERM) and not t.name.startswith("activations")
-    )
+    sampling = generation_bytes(arch, s)
+    if sampling:
+        out.terms.append(Term(GENERATION_TERM, sampling, f"{generation_batch(s)} sequences sampled at once per GPU "
+                              f"(generation batch), {s.seq_len - completion_len(s)} prompt + "
+                              f"{completion_len(s)} completion tokens; no gradients or activations then"))  # fmt: skip
+    resident = sum(t.bytes for t in out.terms if t.name not in TRANSIENT and not t.name.startswith("activations"))
     # With gradient accumulation the gradients of earlier micro-batches are alive during the next forward.
     phases = {
         "end of forward": resident + sum(t.bytes for t in acts) + lg + (grads if s.grad_accum > 1 else 0.0),
         "end of backward": resident + grads + (acts[-1].bytes if s.gradient_checkpointing else 0.0),
         "optimizer step": resident + grads + step,
+        "sampling of completions": resident + sampling,  # after the optimizer step: the gradients are None again
     }
     out.peak_phase = max(phases, key=lambda phase: phases[phase])  # the first of equal peaks
     out.peak_allocated = out.train_peak = phases[out.peak_phase]

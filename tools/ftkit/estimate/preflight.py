@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ftkit.estimate.catalog import Architecture
 from ftkit.estimate.inputs import Setting
-from ftkit.estimate.memory import GIB, estimate_memory
+from ftkit.estimate.memory import GIB, estimate_memory, generation_batch
 from ftkit.estimate.timecost import FIT_HEADROOM
 
 Change = tuple[str, Callable[[Setting], Setting | None]]
@@ -23,6 +24,16 @@ def _halve_micro_batch(s: Setting) -> Setting | None:
     return _update(s, micro_batch=s.micro_batch // 2, grad_accum=s.grad_accum * 2)
 
 
+def _smaller_generation_batch(s: Setting) -> Setting | None:
+    """GRPO sampling with generate(): one micro-batch per GPU per call, rounded up to whole groups of completions."""
+    if s.stage != "grpo" or s.generation != "transformers":
+        return None
+    smallest = math.lcm(s.micro_batch * s.gpus, s.num_generations)
+    if smallest >= generation_batch(s) * s.gpus:
+        return None
+    return _update(s, generation_batch_size=smallest)
+
+
 # In order of what they cost the run: nothing, a little speed, optimizer precision, model precision, data.
 CHANGES: tuple[Change, ...] = (
     ("use SDPA/flash attention instead of eager (no N² attention matrix)",
@@ -31,6 +42,8 @@ CHANGES: tuple[Change, ...] = (
      lambda s: _update(s, adamw_kernel="fused") if s.optimizer == "adamw" and s.adamw_kernel == "foreach" else None),
     ("turn on gradient checkpointing (about a third more compute)",
      lambda s: _update(s, gradient_checkpointing=True) if not s.gradient_checkpointing else None),
+    ("sample fewer completions at once: trl.generation_batch_size = micro-batch × GPUs (or the smallest multiple of "
+     "num_generations above it); more, smaller generate() calls", _smaller_generation_batch),
     ("halve the micro-batch and double gradient accumulation (same global batch)", _halve_micro_batch),
     ("use an 8-bit optimizer (paged_adamw_8bit)",
      lambda s: _update(s, optimizer="paged_adamw_8bit") if s.optimizer in ("adamw", "adafactor") else None),
