@@ -106,6 +106,8 @@ def entries_for_case(case: dict[str, Any], record: dict[str, Any], path: Path) -
             "gradient_checkpointing": bool(case.get("gradient_checkpointing_resolved", {}).get("enabled")),
             "attention": s["attn_implementation"],
             **({"loss": s["loss"]} if s.get("loss", "standard") != "standard" else {}),  # sft-chunked
+            # GRPO: its completions' length (the logits are theirs only; the sampling's KV cache and prefill)
+            **({"max_completion_len": s["trainer_extra"]["max_completion_length"]} if s["kind"] == "grpo" else {}),
             # torch.optim.AdamW without `fused` (the baselines, full-foreach): foreach on CUDA
             **({"adamw_kernel": "foreach"} if s["optimizer"] in ("adamw_torch", "adamw") else {}),
             "gpus": 1,

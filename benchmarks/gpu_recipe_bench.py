@@ -42,6 +42,11 @@ the peak counters reset between cases):
   full-recipe-accum  full-recipe with the YAML's gradient accumulation (an optimizer step every 4 micro-batches).
   full-foreach  (only with --cases) full-recipe with torch's foreach AdamW (adamw_torch) instead of the fused kernel:
                 the step's sqrt(exp_avg_sq) temporary (the estimator's optimizer-step phase).
+  grpo-recipe   (only with --cases) qwen2.5-1.5b-grpo through TRL's GRPOTrainer on the real Qwen2.5-1.5B-Instruct
+                architecture: generate() samples micro_batch x gradient_accumulation_steps completions of
+                max_completion_length tokens (min_new_tokens forces the length), random rewards, LoRA, KL to the
+                adapter-disabled policy (beta). A step is one optimizer step: its sampling and all its micro-batches
+                (the estimator's GRPO logits and sampling phase).
   dpo-baseline  (only with --cases) the same DPO step with a separate 4-bit reference model, eager attention, torch
                 AdamW and default checkpointing: the plain setup without PEFT's adapter switch.
 
@@ -105,8 +110,9 @@ DORA_YAML = ROOT / "recipes/qwen2.5-7b-dora-sft/sft.axolotl.yaml"
 ORPO_YAML = ROOT / "recipes/llama8b-qlora-orpo/orpo.axolotl.yaml"
 KTO_YAML = ROOT / "recipes/llama8b-qlora-kto/kto.axolotl.yaml"
 REWARD_YAML = ROOT / "recipes/llama8b-reward-model/reward.axolotl.yaml"
+GRPO_YAML = ROOT / "recipes/qwen2.5-1.5b-grpo/grpo.axolotl.yaml"
 ALL_LINEAR = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
-TRL_KINDS = ("dpo", "orpo", "kto", "reward")  # stages measured through TRL's trainers (what Axolotl drives)
+TRL_KINDS = ("dpo", "orpo", "kto", "reward", "grpo")  # stages measured through TRL's trainers (what Axolotl drives)
 GIB = 2**30
 SCRIPT_VERSION = 3
 
@@ -167,7 +173,20 @@ QWEN25_7B_INSTRUCT: dict[str, Any] = {
     "use_sliding_window": False,
     "vocab_size": 152064,
 }
-ARCHITECTURES: dict[str, dict[str, Any]] = {"llama-3.1-8b": LLAMA31_8B_INSTRUCT, "qwen2.5-7b": QWEN25_7B_INSTRUCT}
+# Qwen/Qwen2.5-1.5B-Instruct config.json, published values (tied embeddings).
+QWEN25_1_5B_INSTRUCT: dict[str, Any] = {
+    **QWEN25_7B_INSTRUCT,
+    "hidden_size": 1536,
+    "intermediate_size": 8960,
+    "max_window_layers": 21,
+    "num_attention_heads": 12,
+    "num_key_value_heads": 2,
+    "sliding_window": 32768,
+    "tie_word_embeddings": True,
+    "vocab_size": 151936,
+}
+ARCHITECTURES: dict[str, dict[str, Any]] = {"llama-3.1-8b": LLAMA31_8B_INSTRUCT, "qwen2.5-7b": QWEN25_7B_INSTRUCT,
+                                            "qwen2.5-1.5b": QWEN25_1_5B_INSTRUCT}  # fmt: skip
 TINY_OVERRIDES: dict[str, Any] = {
     "hidden_size": 64,
     "intermediate_size": 128,
@@ -180,11 +199,11 @@ TINY_OVERRIDES: dict[str, Any] = {
 }
 TINY_SEQ_CAP = 128
 EXPECTED_8B_PARAMS = 8_030_261_248
-EXPECTED_PARAMS = {"llama-3.1-8b": EXPECTED_8B_PARAMS, "qwen2.5-7b": 7_615_616_512}
+EXPECTED_PARAMS = {"llama-3.1-8b": EXPECTED_8B_PARAMS, "qwen2.5-7b": 7_615_616_512, "qwen2.5-1.5b": 1_543_714_304}
 CARRIED_PACKAGES = ("bitsandbytes", "trl", "peft")
 DEFAULT_CASES = ("sft-recipe", "dpo-recipe", "lora-recipe", "sft-baseline", "full-recipe", "dora-recipe", "sft-eager",
                  "full-recipe-accum", "orpo-recipe", "kto-recipe", "reward-recipe")  # fmt: skip
-ALL_CASES = (*DEFAULT_CASES, "dpo-baseline", "sft-chunked", "full-foreach")
+ALL_CASES = (*DEFAULT_CASES, "dpo-baseline", "sft-chunked", "full-foreach", "grpo-recipe")
 LOSS_CHUNKS = 8  # Axolotl's chunked_cross_entropy_num_chunks default
 MIN_TIMED_STEPS = 2
 
@@ -324,7 +343,7 @@ FULL_KEYS = (*COMMON_KEYS, "fsdp_config")
 @dataclass
 class Case:
     name: str
-    kind: str  # "sft" | "dpo" | "orpo" | "kto" | "reward"
+    kind: str  # "sft" | "dpo" | "orpo" | "kto" | "reward" | "grpo"
     description: str
     source: str
     seq_len: int
@@ -444,6 +463,16 @@ def build_cases(yamls: dict[str, dict[str, Any]], tiny: bool, dpo_impl: str) -> 
         "alive during the next forward"
     )
     full_accum.differs_from_recipe = {"grad_accum": [1, accum]}
+    grpo_rec = recipe(yamls["grpo"], "grpo-recipe", "grpo", GRPO_YAML, arch="qwen2.5-1.5b")
+    grpo_rec.grad_accum = int(yamls["grpo"]["gradient_accumulation_steps"])  # its generation batch: micro x accum
+    completion = int(grpo_rec.trainer_extra["max_completion_length"])
+    grpo_rec.trainer_extra["max_completion_length"] = min(completion, grpo_rec.seq_len // 2) if tiny else completion
+    grpo_rec.description = (
+        "qwen2.5-1.5b-grpo hyperparameters from grpo.axolotl.yaml through TRL's GRPOTrainer: the policy samples "
+        "micro_batch x gradient_accumulation_steps completions with generate() (no vLLM), every one forced to "
+        "max_completion_length tokens, random rewards; one step = one optimizer step (its sampling and every "
+        "micro-batch)"
+    )
     full_foreach = Case(**{**asdict(full_rec), "name": "full-foreach", "optimizer": "adamw_torch"})
     full_foreach.description = (
         "full-recipe with torch.optim.AdamW's CUDA default (foreach, Axolotl's `optimizer: adamw_torch`) instead of "
@@ -452,11 +481,16 @@ def build_cases(yamls: dict[str, dict[str, Any]], tiny: bool, dpo_impl: str) -> 
     )
     full_foreach.differs_from_recipe = {"optimizer": [full_rec.optimizer, "adamw_torch"]}
     return [sft_rec, sft_base, dpo_rec, dpo_base, lora_rec, full_rec, dora_rec, sft_eager, full_accum, orpo_rec,
-            kto_rec, reward_rec, sft_chunked, full_foreach]  # fmt: skip
+            kto_rec, reward_rec, sft_chunked, full_foreach, grpo_rec]  # fmt: skip
 
 
 def trainer_extra(stage: dict[str, Any], kind: str) -> dict[str, Any]:
     """The stage's own TRL options, from the names Axolotl reads in the YAML."""
+    if kind == "grpo":  # Axolotl's `trl:` section, with GRPOConfig's defaults where it is silent
+        trl = stage.get("trl") or {}
+        return {"num_generations": int(trl.get("num_generations") or 8),
+                "max_completion_length": int(trl.get("max_completion_length") or 256),
+                "beta": float(trl.get("beta") or 0.0), "temperature": float(trl.get("temperature") or 1.0)}  # fmt: skip
     if kind == "kto":
         return {"desirable_weight": float(stage.get("kto_desirable_weight", 1.0)),
                 "undesirable_weight": float(stage.get("kto_undesirable_weight", 1.0))}  # fmt: skip
@@ -946,6 +980,13 @@ def dpo_rows(case: Case, vocab: int, n_rows: int) -> list[dict[str, str]]:
 def stage_rows(case: Case, vocab: int, n_rows: int) -> list[dict[str, Any]]:
     """Rows in the stage's TRL format whose sequences fill sequence_len: pairs for DPO/ORPO, prompt + completion +
     label for KTO, chosen/rejected conversations for the reward model."""
+    if case.kind == "grpo":  # prompts that leave max_completion_length tokens of seq_len for the completion
+        import random
+
+        rng = random.Random(1234)
+        lo, hi = token_range(vocab)
+        n = case.seq_len - int(case.trainer_extra["max_completion_length"])
+        return [{"prompt": " ".join(f"t{rng.randrange(lo, hi)}" for _ in range(n))} for _ in range(n_rows)]
     pairs = dpo_rows(case, vocab, n_rows)
     if case.kind == "kto":
         return [{"prompt": r["prompt"], "completion": r["chosen"], "label": i % 2 == 0} for i, r in enumerate(pairs)]
@@ -967,6 +1008,10 @@ def trl_classes(kind: str) -> tuple[Any, Any]:
         from trl import KTOConfig, KTOTrainer
 
         return KTOConfig, KTOTrainer
+    if kind == "grpo":
+        from trl import GRPOConfig, GRPOTrainer
+
+        return GRPOConfig, GRPOTrainer
     from trl import RewardConfig, RewardTrainer
 
     return RewardConfig, RewardTrainer
@@ -977,7 +1022,15 @@ TRL_REFERENCE = {
     "kto": "TRL: same PEFT model with the adapter disabled (ref_model=None)",
     "orpo": "none: ORPO has no reference model",
     "reward": "none: a Bradley-Terry loss on the scalar scores of chosen and rejected",
+    "grpo": "TRL: same PEFT model with the adapter disabled (KL to it with beta > 0)",
 }
+
+
+def random_rewards(completions: list[Any], **_: Any) -> list[float]:
+    """GRPO needs a reward per completion; random ones give non-zero advantages (memory and speed do not care)."""
+    import random
+
+    return [random.random() for _ in completions]
 
 
 def run_trl(model: Any, case: Case, device: str, vocab: int, warmup: int, steps: int, deadline: Deadline,
@@ -1019,7 +1072,9 @@ def run_trl(model: Any, case: Case, device: str, vocab: int, warmup: int, steps:
                 self.losses.append(float(logs["loss"]))
 
     tok = id_tokenizer(vocab)
-    dataset = Dataset.from_list(stage_rows(case, vocab, (warmup + steps) * case.micro_batch))
+    grpo = case.kind == "grpo"
+    accum = case.grad_accum if grpo else 1  # GRPO samples micro-batch x accumulation completions per optimizer step
+    dataset = Dataset.from_list(stage_rows(case, vocab, (warmup + steps) * case.micro_batch * accum))
     on_cuda = device == "cuda"
     optim = case.optimizer if (on_cuda or importlib.util.find_spec("bitsandbytes")) else "adamw_torch"
     stage_args: dict[str, Any] = dict(case.trainer_extra)
@@ -1027,17 +1082,20 @@ def run_trl(model: Any, case: Case, device: str, vocab: int, warmup: int, steps:
         stage_args["beta"] = float(case.beta or 0.1)
     if case.kind == "dpo":
         stage_args["loss_type"] = "sigmoid"
+    if grpo:  # every completion max_completion_length long: the recipe's worst case, and steady tokens per step
+        stage_args["generation_kwargs"] = {"min_new_tokens": int(case.trainer_extra["max_completion_length"])}
+    else:
+        stage_args["max_length"] = case.seq_len
     args = config_cls(
         output_dir=tempfile.mkdtemp(prefix="dpo-bench-"),
         per_device_train_batch_size=case.micro_batch,
-        gradient_accumulation_steps=1,
+        gradient_accumulation_steps=accum,
         max_steps=warmup + steps,
         learning_rate=case.learning_rate,
         lr_scheduler_type="constant",
         weight_decay=case.weight_decay,
         max_grad_norm=case.max_grad_norm,
         optim=optim,
-        max_length=case.seq_len,
         bf16=True,
         tf32=case.tf32 if on_cuda else None,
         gradient_checkpointing=True,
@@ -1052,19 +1110,13 @@ def run_trl(model: Any, case: Case, device: str, vocab: int, warmup: int, steps:
         **stage_args,
     )
     timer = StepTimer()
-    extra = {"ref_model": None} if case.kind in ("dpo", "kto") else {}
+    extra: dict[str, Any] = {"ref_model": None} if case.kind in ("dpo", "kto") else {}
+    if grpo:
+        extra["reward_funcs"] = [random_rewards]
     trainer = trainer_cls(model=model, args=args, train_dataset=dataset, processing_class=tok,
                           peft_config=lora_config(case), callbacks=[timer], **extra)  # fmt: skip
-    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(case.micro_batch)])
-    shapes = {k: list(v.shape) for k, v in batch.items() if "input_ids" in k and hasattr(v, "shape")}
-    result["trl_batch_shapes"] = shapes
-    if case.kind == "dpo":
-        shape, expected = tuple(batch["input_ids"].shape), (2 * case.micro_batch, case.seq_len)
-        if shape != expected:
-            raise RuntimeError(f"DPOTrainer batch shape {shape}, expected {expected}: tokens per step would be wrong")
-    widths = [s[-1] for s in shapes.values()]
-    if not widths or max(widths) > case.seq_len + 1 or max(widths) < case.seq_len // 2:
-        raise RuntimeError(f"{trainer_cls.__name__} batch {shapes}: sequences do not fill sequence_len {case.seq_len}")
+    if not grpo:  # GRPO's collator passes the prompts through: its sequences are built by sampling
+        check_trl_batch(trainer, case, result)
     result["trainable_params"] = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     result["param_dtypes"] = dtype_summary(trainer.model)
     targets = trainer.model.peft_config["default"].target_modules
@@ -1072,7 +1124,11 @@ def run_trl(model: Any, case: Case, device: str, vocab: int, warmup: int, steps:
     result["gradient_checkpointing_resolved"] = resolved_checkpointing(trainer.model)
     result["optimizer_used"] = f"HF Trainer optim={optim!r}"
     result["reference"] = TRL_REFERENCE[case.kind]
-    result["dropout"] = f"disabled by TRL ({config_cls.__name__}.disable_dropout=True, its default)"
+    result["dropout"] = (
+        f"LoRA dropout {case.lora_dropout} (GRPOConfig.disable_dropout=False, its default)"
+        if grpo
+        else f"disabled by TRL ({config_cls.__name__}.disable_dropout=True, its default)"
+    )
     result["memory_after_setup"] = memory_now(device)
     if on_cuda:
         torch.cuda.empty_cache()
@@ -1089,12 +1145,30 @@ def run_trl(model: Any, case: Case, device: str, vocab: int, warmup: int, steps:
     losses = timer.losses[warmup:] if len(timer.losses) >= len(timer.all_times) else timer.losses
     if not times or not losses:
         raise RuntimeError(f"TRL run produced {len(timer.all_times)} step times and {len(timer.losses)} losses")
-    # Two sequences per row: chosen + rejected (DPO, ORPO, reward), or the row and its mismatched KL row (KTO).
-    result.update(summarise(times, losses, 2 * case.micro_batch * case.seq_len, warmup))
-    result["tokens_per_step_note"] = "2 x micro-batch x sequence_len: chosen + rejected, or (KTO) the row + its KL row"
+    if grpo:  # one step: the sampling of micro-batch x accumulation completions and every micro-batch's pass
+        result.update(summarise(times, losses, accum * case.micro_batch * case.seq_len, warmup))
+        result["tokens_per_step_note"] = "micro-batch x accumulation x sequence_len (prompt + forced completion)"
+    else:  # two sequences per row: chosen + rejected (DPO, ORPO, reward), or the row and its KL row (KTO)
+        result.update(summarise(times, losses, 2 * case.micro_batch * case.seq_len, warmup))
+        result["tokens_per_step_note"] = "2 x micro-batch x sequence_len: chosen + rejected, or (KTO) the row + KL row"
     result["steps_cut_short_by_deadline"] = timer.cut
-    del trainer, batch
+    del trainer
     return result
+
+
+def check_trl_batch(trainer: Any, case: Case, result: dict[str, Any]) -> None:
+    """The trainer's collated batch fills sequence_len (DPO: exactly 2 x micro-batch rows of it)."""
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(case.micro_batch)])
+    shapes = {k: list(v.shape) for k, v in batch.items() if "input_ids" in k and hasattr(v, "shape")}
+    result["trl_batch_shapes"] = shapes
+    if case.kind == "dpo":
+        shape, expected = tuple(batch["input_ids"].shape), (2 * case.micro_batch, case.seq_len)
+        if shape != expected:
+            raise RuntimeError(f"DPOTrainer batch shape {shape}, expected {expected}: tokens per step would be wrong")
+    widths = [s[-1] for s in shapes.values()]
+    if not widths or max(widths) > case.seq_len + 1 or max(widths) < case.seq_len // 2:
+        name = type(trainer).__name__
+        raise RuntimeError(f"{name} batch {shapes}: sequences do not fill sequence_len {case.seq_len}")
 
 
 def trl_usable(kind: str = "dpo") -> tuple[bool, str]:
@@ -1413,13 +1487,14 @@ def main(argv: list[str] | None = None) -> int:
             "lora": STAGE_KEYS, "full": FULL_KEYS, "dora": (*STAGE_KEYS, "peft_use_dora"),
             "orpo": (*STAGE_KEYS, "bnb_config_kwargs", "rl", "orpo_alpha"),
             "kto": (*STAGE_KEYS, "bnb_config_kwargs", "rl", "rl_beta"),
-            "reward": (*ADAPTER_KEYS, "bnb_config_kwargs", "reward_model", "lora_target_modules")}  # fmt: skip
+            "reward": (*ADAPTER_KEYS, "bnb_config_kwargs", "reward_model", "lora_target_modules"),
+            "grpo": (*STAGE_KEYS, "rl", "trl")}  # fmt: skip
     paths = {"sft": SFT_YAML, "dpo": DPO_YAML, "lora": LORA_YAML, "full": FULL_YAML, "dora": DORA_YAML,
-             "orpo": ORPO_YAML, "kto": KTO_YAML, "reward": REWARD_YAML}  # fmt: skip
+             "orpo": ORPO_YAML, "kto": KTO_YAML, "reward": REWARD_YAML, "grpo": GRPO_YAML}  # fmt: skip
     modes = {"sft": "qlora", "dpo": "qlora", "lora": "lora", "full": "full", "dora": "lora", "orpo": "qlora",
-             "kto": "qlora", "reward": "qlora"}  # fmt: skip
+             "kto": "qlora", "reward": "qlora", "grpo": "lora"}  # fmt: skip
     yamls = {k: read_yaml(paths[k], keys[k], modes[k]) for k in paths}
-    for key, want in (("dpo", "dpo"), ("orpo", "orpo"), ("kto", "kto")):
+    for key, want in (("dpo", "dpo"), ("orpo", "orpo"), ("kto", "kto"), ("grpo", "grpo")):
         if yamls[key]["rl"] != want:
             raise SystemExit(f"{paths[key]}: rl is {yamls[key]['rl']!r}, expected {want!r}")
     record["recipe_yaml_values"] = {k: {key: yamls[k][key] for key in keys[k]} for k in paths}

@@ -68,6 +68,7 @@ def entry_setting(e: dict[str, Any]) -> Any:
         "cpu_offload": "offload" in str(e.get("parallelism") or ""),
         "master_weights": par.startswith("deepspeed"),  # ZeRO keeps fp32 masters of a bf16 model
         "adamw_kernel": e.get("adamw_kernel") or "fused",
+        "max_completion_len": e.get("max_completion_len"),  # GRPO
         "attention": e.get("attention") or "sdpa",
         "autocast": bool(e.get("autocast", True)),
         "loss": e.get("loss") or "standard",

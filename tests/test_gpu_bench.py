@@ -56,3 +56,17 @@ def test_the_chunked_loss_case_computes_transformers_loss_and_gradient():
     (grad_ref,) = torch.autograd.grad(ref, logits)
     assert ours.item() == pytest.approx(ref.item(), rel=1e-5)
     assert torch.allclose(grad_ours.float(), grad_ref.float(), atol=1e-3)
+
+
+def test_a_tiny_cpu_grpo_run_samples_full_length_completions_through_trls_trainer(tmp_path: Path):
+    pytest.importorskip("trl")
+    out = tmp_path / "grpo.json"
+    argv = ["--tiny", "--model-dir", str(tmp_path / "models"), "--out", str(out), "--steps", "2", "--warmup", "0",
+            "--cases", "grpo-recipe"]  # fmt: skip
+    assert bench.main(argv) == 0
+    [case] = json.loads(out.read_text())["results"]
+    assert "error" not in case and case["implementation"].startswith("trl.GRPOTrainer")
+    assert case["timed_steps"] == 2 and case["trainable_params"] > 0
+    s = case["settings"]
+    assert s["kind"] == "grpo" and s["grad_accum"] > 1 and s["trainer_extra"]["beta"] > 0
+    assert case["tokens_per_step_note"].startswith("micro-batch x accumulation")
