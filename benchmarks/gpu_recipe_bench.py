@@ -961,18 +961,20 @@ def id_tokenizer(vocab: int) -> Any:
     return tok
 
 
-def dpo_rows(case: Case, vocab: int, n_rows: int) -> list[dict[str, str]]:
-    """Text rows whose tokens fill sequence_len exactly: prompt + completion + the EOS that TRL appends."""
+def word_sampler(vocab: int) -> Callable[[int], str]:
+    """n random words of id_tokenizer's vocabulary (each one token), from a fixed seed."""
     import random
 
     rng = random.Random(1234)
     lo, hi = token_range(vocab)
+    return lambda n: " ".join(f"t{rng.randrange(lo, hi)}" for _ in range(n))
+
+
+def dpo_rows(case: Case, vocab: int, n_rows: int) -> list[dict[str, str]]:
+    """Text rows whose tokens fill sequence_len exactly: prompt + completion + the EOS that TRL appends."""
+    words = word_sampler(vocab)
     prompt_len = case.seq_len // 2
     comp_words = case.seq_len - prompt_len - 1
-
-    def words(n: int) -> str:
-        return " ".join(f"t{rng.randrange(lo, hi)}" for _ in range(n))
-
     return [{"prompt": words(prompt_len), "chosen": " " + words(comp_words), "rejected": " " + words(comp_words)}
             for _ in range(n_rows)]  # fmt: skip
 
@@ -981,12 +983,9 @@ def stage_rows(case: Case, vocab: int, n_rows: int) -> list[dict[str, Any]]:
     """Rows in the stage's TRL format whose sequences fill sequence_len: pairs for DPO/ORPO, prompt + completion +
     label for KTO, chosen/rejected conversations for the reward model."""
     if case.kind == "grpo":  # prompts that leave max_completion_length tokens of seq_len for the completion
-        import random
-
-        rng = random.Random(1234)
-        lo, hi = token_range(vocab)
+        words = word_sampler(vocab)
         n = case.seq_len - int(case.trainer_extra["max_completion_length"])
-        return [{"prompt": " ".join(f"t{rng.randrange(lo, hi)}" for _ in range(n))} for _ in range(n_rows)]
+        return [{"prompt": words(n)} for _ in range(n_rows)]
     pairs = dpo_rows(case, vocab, n_rows)
     if case.kind == "kto":
         return [{"prompt": r["prompt"], "completion": r["chosen"], "label": i % 2 == 0} for i, r in enumerate(pairs)]

@@ -227,12 +227,22 @@ def weights(arch: Architecture, s: Setting) -> list[Term]:
     return [Term("weights (bf16)", total * BF16, f"{total / 1e9:.2f}B params")]
 
 
+def largest_linear(arch: Architecture) -> int:
+    """Elements of the decoder's largest linear weight."""
+    return max(i * o for i, o in linear_shapes(arch).values())
+
+
+def weight_bytes(arch: Architecture, s: Setting) -> float:
+    """Every base weight as stored, unsharded (the `weights` terms together)."""
+    return sum(t.bytes for t in weights(arch, s))
+
+
 def dequantized_weight(arch: Architecture, s: Setting) -> list[Term]:
     """QLoRA: bitsandbytes dequantizes a 4-bit weight to the compute dtype for each matmul (forward and backward),
     so the largest 4-bit matrix is alive in bf16 at the peak; bitsandbytes < 0.43.3 went through an fp16 copy first."""
     if s.method != "qlora":
         return []
-    largest = max(i * o for i, o in linear_shapes(arch).values())
+    largest = largest_linear(arch)
     name = "a decoder linear layer"
     if quantized_head(arch, s) and arch.vocab_size * arch.hidden_size > largest:
         largest, name = arch.vocab_size * arch.hidden_size, "lm_head"
@@ -503,6 +513,11 @@ def reference_model(arch: Architecture, s: Setting) -> list[Term]:
 # ------------------------------------------------------------------ the whole breakdown
 
 
+def _deepspeed_masters(s: Setting) -> bool:
+    """DeepSpeed ZeRO with fp32 masters: its step copies the gradient partition to fp32."""
+    return s.master_weights and s.parallelism.startswith("zero")
+
+
 def optimizer_step_temporaries(arch: Architecture, s: Setting) -> float:
     """What the optimizer step allocates beyond the weights, gradients and states (the activations are gone by then).
     DeepSpeed ZeRO under bf16 flattens the bf16 gradients of one parameter group's partition (ZeRO-3: of one sub-group
@@ -516,10 +531,10 @@ def optimizer_step_temporaries(arch: Architecture, s: Setting) -> float:
     if s.optimizer != "adamw" or s.cpu_offload:  # offloaded: DeepSpeed and FSDP step on the CPU
         return 0.0
     split = _shard(s)["optimizer"]
-    if s.master_weights and s.parallelism.startswith("zero"):
+    if _deepspeed_masters(s):
         elements = trainable_params(arch, s) / split
         if s.parallelism == "zero3":  # a sub-group closes at the parameter that reaches sub_group_size
-            largest = max(arch.vocab_size * arch.hidden_size, *(i * o for i, o in linear_shapes(arch).values()))
+            largest = max(arch.vocab_size * arch.hidden_size, largest_linear(arch))
             elements = min(elements, s.sub_group_size + largest / split)
         return elements * (FP32 + (FP32 if s.adamw_kernel == "foreach" else BF16))
     if s.adamw_kernel == "foreach":
@@ -563,7 +578,7 @@ def generation_bytes(arch: Architecture, s: Setting) -> float:
     last_step = batch * (s.seq_len * kv * (1 + 1 / (2 * arch.num_hidden_layers)) + working)
     gathered = 0.0
     if s.parallelism == "zero3" and not s.cpu_offload:
-        gathered = sum(t.bytes for t in weights(arch, s)) * (1 - 1 / s.gpus)
+        gathered = weight_bytes(arch, s) * (1 - 1 / s.gpus)
     return max(prefill, last_step) + gathered
 
 
@@ -575,8 +590,7 @@ def loading_peak(arch: Architecture, s: Setting) -> float:
     where `s.load_whole_model` is False (a loader that quantizes unit by unit)."""
     if s.load_whole_model is False or s.method != "qlora" or _shard(s)["weights"] == 1:
         return 0.0
-    largest = max(i * o for i, o in linear_shapes(arch).values()) * BF16
-    return sum(t.bytes for t in weights(arch, s)) + largest
+    return weight_bytes(arch, s) + largest_linear(arch) * BF16
 
 
 def non_linear_params(arch: Architecture, s: Setting) -> int:
@@ -630,7 +644,7 @@ TRANSIENT = ("gradients", "logits", STEP_TERM, GENERATION_TERM)
 
 
 def _step_note(s: Setting) -> str:
-    if s.master_weights and s.parallelism.startswith("zero"):
+    if _deepspeed_masters(s):
         where = "one sub-group's" if s.parallelism == "zero3" else "the partition's"
         extra = "and foreach AdamW's sqrt(exp_avg_sq)" if s.adamw_kernel == "foreach" else "and their flat bf16 copy"
         return f"DeepSpeed's fp32 copy of {where} gradients {extra}; only while the optimizer steps"
