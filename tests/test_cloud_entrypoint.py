@@ -5,7 +5,10 @@ nothing), and one real SageMaker-style run of a tiny recipe on CPU (slow)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -139,3 +142,57 @@ def test_sagemaker_job_trains_a_tiny_recipe_on_cpu(tiny_recipe, tmp_path: Path, 
         assert (root / "checkpoints" / stage / "history.jsonl").is_file()
     out = capsys.readouterr().out
     assert "== sft: done" in out and "dpo: step 4/4" in out
+
+
+# ---------------------------------------------------------------- before any work: GPU-only images, the job's user
+
+
+def test_an_image_whose_engine_needs_a_gpu_is_refused_in_one_line_without_one(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from ftkit.cloud import entrypoint
+
+    assert entrypoint.gpu_refusal({"FTKIT_ENGINE": "axolotl"}, lambda: False) is None
+    assert entrypoint.gpu_refusal({"FTKIT_ENGINE": "unsloth"}, lambda: True) is None
+    line = entrypoint.gpu_refusal({"FTKIT_ENGINE": "unsloth"}, lambda: False)
+    assert line is not None and "needs an NVIDIA GPU" in line and "\n" not in line
+
+    monkeypatch.setattr(entrypoint, "_cuda_available", lambda: False)
+    sm = sm_tree(tmp_path / "ml", {"recipe": NAME})
+    code = main(["train"], {"FTKIT_SM_ROOT": str(sm), "FTKIT_ENGINE": "unsloth"})
+    assert code == ExitCode.ENVIRONMENT
+    assert "needs an NVIDIA GPU" in (sm / "output" / "failure").read_text(), "SageMaker shows it as FailureReason"
+
+
+def test_run_as_parses_uid_and_gid() -> None:
+    from ftkit.cloud.job_user import parse_run_as
+
+    assert parse_run_as("1000:1000") == (1000, 1000) and parse_run_as("1234") == (1234, 1234)
+    with pytest.raises(ValueError, match="UID:GID"):
+        parse_run_as("ftkit")
+
+
+def test_an_unwritable_job_folder_stops_the_job_in_one_line(tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    from ftkit.cloud import job_user
+
+    sm = sm_tree(tmp_path / "ml", {"recipe": NAME})
+    real_access = job_user.os.access
+    monkeypatch.setattr(job_user.os, "access", lambda p, mode: Path(p) != sm and real_access(p, mode))
+    assert job_user.first_unwritable([sm / "output"]) == sm / "output", "missing: its existing parent decides"
+    assert main(["train"], {"FTKIT_SM_ROOT": str(sm)}) == ExitCode.ENVIRONMENT
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{sm / 'model'} is not writable by uid" in err[0]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping root needs root")
+def test_started_as_root_the_job_hands_its_folders_to_the_run_as_user_and_becomes_it(tmp_path: Path) -> None:
+    folders = [tmp_path / "model", tmp_path / "output" / "data"]
+    folders[0].mkdir()
+    (folders[0] / "old.txt").write_text("x")
+    code = (
+        "import os, sys; from pathlib import Path; from ftkit.cloud.job_user import drop_root;"
+        "print(drop_root([Path(p) for p in sys.argv[1:]], {'FTKIT_RUN_AS': '4321:4322'}), os.getuid(), os.getgid(),"
+        " os.environ['HOME'])"
+    )
+    out = subprocess.run([sys.executable, "-c", code, *map(str, folders)], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["(4321,", "4322)", "4321", "4322", "/tmp"]
+    for path in (folders[0], folders[0] / "old.txt", folders[1]):
+        assert (path.stat().st_uid, path.stat().st_gid) == (4321, 4322), path

@@ -133,3 +133,15 @@ def test_channel_errors_name_the_channel(tiny_recipe, tmp_path: Path) -> None:  
         assert err.value.problems[0].field == name
     both = _channel(tmp_path / "named", "dpo", "dpo.jsonl", "other.jsonl")  # the recipe's file name picks one
     assert channel_sets(loaded, "smoke", [], {"dpo": both})[0].endswith('/dpo/dpo.jsonl"')
+
+
+@pytest.mark.parametrize(
+    ("split", "becomes"),
+    [("train_prefs", "train"), ("train[:16]", "train[:16]"), ("train_sft[:1000]", "train[:1000]"), ("test", "train")],
+)
+def test_a_local_file_replaces_a_named_split_by_train_and_keeps_its_slice(split: str, becomes: str) -> None:
+    from ftkit.engines import get_engine
+
+    cfg = {"datasets": [{"path": "HuggingFaceH4/ultrafeedback_binarized", "split": split}]}
+    keys = get_engine("axolotl").local_dataset_keys(cfg, "/opt/ml/input/data/dpo/dpo.jsonl")
+    assert keys == {"datasets.0.path": "/opt/ml/input/data/dpo/dpo.jsonl", "datasets.0.split": becomes}

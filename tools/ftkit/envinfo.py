@@ -28,6 +28,8 @@ def versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
 
 
 def git_commit(cwd: Path | None = None) -> str:
+    """HEAD of the checkout at `cwd` (with -dirty); without git or a checkout (in an image), FTKIT_GIT_COMMIT: the
+    commit the image was built from, or the host checkout's that `make recipe` mounted."""
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
@@ -38,7 +40,7 @@ def git_commit(cwd: Path | None = None) -> str:
         ).stdout.strip()  # fmt: skip
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return os.environ.get("FTKIT_GIT_COMMIT") or "unknown"
 
 
 def _cpu_model() -> str:

@@ -1,24 +1,15 @@
 """One container entrypoint for SageMaker training jobs and RunPod pods: `python -m ftkit.cloud.entrypoint [train]`.
 
-SageMaker (found by `$FTKIT_SM_ROOT/input/config/hyperparameters.json`, root default /opt/ml):
-  * hyperparameters.json: `recipe`, `profile` (default full) and any `--set` key (`sft.learning_rate: "1e-4"`);
-    every value is a string and goes through the `--set` checks (errors name the hyperparameter);
-  * input/data/<stage>/: a channel per stage replaces that stage's dataset (`ftkit.cloud.channels`);
-  * checkpoints/<stage>/: the trainer's checkpoints, adapter and history, and checkpoints/metrics.json; SageMaker
-    syncs the folder to `checkpoint_s3_uri` and restores it when a managed spot job restarts: the run then resumes
-    (finished stages skipped, the stopped one from its last checkpoint);
-  * output/data/run/: the run dir (logs, metrics.json, report, resolved configs), uploaded as output.tar.gz;
-  * model/: the final merged model (or adapter), its exports and ftkit/metrics.json, uploaded as model.tar.gz;
-  * output/failure: the error, when the job fails (SageMaker shows it as the job's FailureReason).
+SageMaker is found by `$FTKIT_SM_ROOT/input/config/hyperparameters.json` (root /opt/ml): every hyperparameter is a
+`--set` (strings, checked like `--set`), a channel per stage replaces its dataset, checkpoints/ resumes a restarted
+spot job, output/data/run/ holds the run dir, model/ the published model, output/failure the reason of a failure.
+RunPod is found by `$RUNPOD_POD_ID` (or `$RECIPE` with a /workspace): env RECIPE, PROFILE, SET; runs go to
+/workspace/runs and a restarted pod resumes its newest stopped run of the same settings.
 
-RunPod (found by `$RUNPOD_POD_ID`, or `$RECIPE` with a `$FTKIT_WORKSPACE` folder, default /workspace): env RECIPE,
-PROFILE (default full), SET (space-separated KEY=VALUE); runs go to /workspace/runs on the pod's volume, and a pod
-that restarts resumes its newest stopped run of the same recipe, profile and SET.
-
-SIGTERM (spot reclaim, StopTrainingJob, pod stop): the stage saves a checkpoint at the end of its current step and the
-process exits with 6. Exit codes are `ftkit recipe run`'s: 0 passed, 1 a metrics bound failed, 2 bad
-hyperparameters/recipe, 3 invalid data, 4 the engine failed, 5 the machine cannot run it, 6 stopped by SIGTERM at a
-checkpoint; 70 an unexpected error (a bug: the traceback is in the log and in output/failure).
+Before any work: an image whose engine needs a GPU stops without one (one line, exit 5); started as root it hands
+the job's folders to FTKIT_RUN_AS and trains as that user; a folder it cannot write stops it (one line, exit 5).
+Exit codes are `ftkit recipe run`'s (6: stopped by SIGTERM at a checkpoint), 70 for a bug. The platform contract in
+full: containers/README.md, "Run".
 """
 
 from __future__ import annotations
@@ -34,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ftkit.cloud.channels import channel_sets, input_channels
+from ftkit.cloud.job_user import drop_root, first_unwritable, unwritable_reason
 from ftkit.cloud.publish import publish_run
 from ftkit.cloud.settings import CloudRun, parse_hyperparameters, parse_runpod_env, validate_run
 from ftkit.errors import ExitCode, FtkitError
@@ -42,6 +34,8 @@ from ftkit.recipes.resume import METRICS_FILE, RunInterrupted, find_resumable
 from ftkit.recipes.run import RunOptions, RunResult, run_recipe
 
 SM_ROOT_ENV = "FTKIT_SM_ROOT"
+ENGINE_ENV = "FTKIT_ENGINE"  # set by the engine images (containers/engine/Dockerfile)
+GPU_ONLY_ENGINES = {"unsloth": "Unsloth imports only with a CUDA GPU"}
 WORKSPACE_ENV = "FTKIT_WORKSPACE"
 UNEXPECTED = 70  # EX_SOFTWARE: not one of ftkit's own errors
 FAILURE_LIMIT = 1024  # SageMaker keeps the first 1 KiB of output/failure as the FailureReason
@@ -108,6 +102,35 @@ def detect(env: Mapping[str, str]) -> str | None:
     if env.get("RUNPOD_POD_ID") or (env.get("RECIPE") and Path(env.get(WORKSPACE_ENV, "/workspace")).is_dir()):
         return "runpod"
     return None
+
+
+def _cuda_available() -> bool:
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return bool(torch.cuda.is_available())
+
+
+def gpu_refusal(env: Mapping[str, str], cuda_available: Callable[[], bool] = _cuda_available) -> str | None:
+    """One line saying why this image cannot run here (its engine needs a GPU and none is visible), else None."""
+    engine = env.get(ENGINE_ENV, "")
+    if engine not in GPU_ONLY_ENGINES or cuda_available():
+        return None
+    return (
+        f"the {engine} image needs an NVIDIA GPU ({GPU_ONLY_ENGINES[engine]}) and this container sees none: "
+        f"run it with --gpus all on a GPU host, or run the recipe's smoke profile in the axolotl image"
+    )
+
+
+def job_folders(platform: str, env: Mapping[str, str]) -> list[Path]:
+    """The folders a job writes: SageMaker's model/, output/ and checkpoints/; RunPod's runs/ on the volume."""
+    if platform == "sagemaker":
+        paths = SageMakerPaths(Path(env.get(SM_ROOT_ENV, "/opt/ml")))
+        return [paths.model, paths.failure.parent, paths.checkpoints]
+    return [Path(env.get(WORKSPACE_ENV, "/workspace")) / "runs"]
 
 
 def _gate(result: RunResult) -> int:
@@ -190,6 +213,17 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
     parser.parse_args(sys.argv[1:] if argv is None else argv)
     env = os.environ if env is None else env
     platform = detect(env)
+    if (refusal := gpu_refusal(env)) is not None:
+        print(f"error: {refusal}", file=sys.stderr)
+        if platform == "sagemaker":
+            _write_failure(SageMakerPaths(Path(env.get(SM_ROOT_ENV, "/opt/ml"))).failure, refusal)
+        return int(ExitCode.ENVIRONMENT)
+    if platform is not None:
+        folders = job_folders(platform, env)
+        drop_root(folders, env)
+        if (folder := first_unwritable(folders)) is not None:
+            print(f"error: {unwritable_reason(folder, platform)}", file=sys.stderr)
+            return int(ExitCode.ENVIRONMENT)
     if platform == "sagemaker":
         return run_sagemaker(Path(env.get(SM_ROOT_ENV, "/opt/ml")))
     if platform == "runpod":

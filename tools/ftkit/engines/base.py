@@ -23,6 +23,8 @@ from ftkit.errors import Problem
 from ftkit.recipes.overrides import get_path, has_path
 from ftkit.yamlio import LocatedYaml
 
+_SPLIT_SLICE = re.compile(r"(\[[^\]]*\])\s*$")  # the `[:16]` of `train[:16]`
+
 REPORT_BACKENDS = ("none", "tensorboard", "wandb", "mlflow")
 HISTORY_FILE = "history.jsonl"
 HISTORY_ENV = "FTKIT_HISTORY_FILE"  # where the training process appends its log records (ftkit.engines.run_control)
@@ -208,14 +210,15 @@ class Engine(ABC):
 
     def local_dataset_keys(self, cfg: dict[str, Any], path: str, index: int = 0) -> dict[str, Any]:
         """The dotted keys that make dataset `index` of `cfg` the local file `path`: the entry's `path`, and its
-        `split` set to `train` where it names one (a local JSONL/Parquet file has only that split). Both engines
-        keep a dataset as a mapping with `path` (Axolotl `datasets.N`, TRL `dataset`). IndexError if none."""
+        `split` renamed to `train` where it names one (a local JSONL/Parquet file has only that split), keeping a
+        slice: `train_prefs` -> `train`, `train[:16]` stays (the profile's amount of data). Both engines keep a
+        dataset as a mapping with `path` (Axolotl `datasets.N`, TRL `dataset`). IndexError if none."""
         wanted = self.dataset_paths(cfg)
         entries = [key for key, entry in _mappings_with_path(cfg, "") if str(entry["path"]) in wanted]
         key = entries[index]
         out: dict[str, Any] = {f"{key}.path": path}
-        if "split" in get_path(cfg, key):
-            out[f"{key}.split"] = "train"
+        if "split" in (entry := get_path(cfg, key)):
+            out[f"{key}.split"] = "train" + (m.group(1) if (m := _SPLIT_SLICE.search(str(entry["split"]))) else "")
         return out
 
     def train(
