@@ -27,12 +27,13 @@ QUIET_MIRRORS := 2>&1 | { grep -v "^WARNING: Location 'file:///opt/" || true; }
 
 help: ## this list
 	@echo "finetune-recipes"
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 	@echo ""
 	@echo "  make recipe NAME=llama8b-qlora-dpo PROFILE=smoke   # CPU smoke run of a recipe (no GPU needed)"
 	@echo "  make recipe NAME=llama8b-qlora-dpo                 # the full recipe on this machine's GPU(s)"
 	@echo "  make recipe NAME=... PROFILE=smoke SET='sft.max_steps=4 report_to=tensorboard'"
 	@echo "  make recipe NAME=... PROFILE=smoke ALLOW_PII=1        # train although the PII gate refused the data"
+	@echo "  make recipe NAME=llama8b-qlora-dpo PROFILE=smoke IMAGE=1   # the smoke profile inside the recipe's image"
 
 $(STAMP): requirements.lock requirements-models.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -6,6 +6,7 @@ so every session uses the exact locked versions; none creates its own environmen
     nox -s recipes    validate every recipe (all profiles, schemas, samples, bounds)
     nox -s smoke      run every recipe's smoke profile on CPU and gate its metrics
     nox -s gpu        run every recipe's full profile (a GPU machine)
+    nox -s containers build the images and run them as users do (Docker; tens of minutes)
     nox -s lock       regenerate requirements*.lock from requirements*.in (uv, network)
 """
 
@@ -65,6 +66,13 @@ def gpu(session: nox.Session) -> None:
     _setup(session)
     for name in session.posargs or _recipes():
         session.run(str(BIN / "ftkit"), "recipe", "run", name, "--profile", "full", external=True)
+
+
+@nox.session(python=False)
+def containers(session: nox.Session) -> None:
+    """`make docker-engine containers test-containers`: build base, axolotl, unsloth and run them (containers/)."""
+    for target in ("docker-engine", "containers", "test-containers"):
+        session.run("make", "--no-print-directory", target, external=True)
 
 
 @nox.session(python=False)

@@ -40,7 +40,13 @@ def test_the_workflows_do_what_the_readme_says():
     assert "needs.recipes.outputs.names" in matrix["recipe"] and "make smoke-fork" in steps(ci["jobs"]["smoke"])
     assert "actionlint" in steps(ci["jobs"]["lint"]) and "make lint" in steps(ci["jobs"]["lint"])
     assert gpu["jobs"]["full"]["runs-on"] == ["self-hosted", "gpu"] and "--profile full" in steps(gpu["jobs"]["full"])
-    build = containers["jobs"]["build"]
-    assert "--sbom=true" in build["env"]["BUILDX_FLAGS"] and "--provenance=mode=max" in build["env"]["BUILDX_FLAGS"]
-    assert "make containers" in steps(build) and "trivy image" in steps(build)
+    test, release = containers["jobs"]["build-and-test"], containers["jobs"]["release"]
+    # Every change: the images built and run exactly as on our machines (no OS_BASE: debootstrap).
+    assert "make docker-engine" in steps(test) and "make test-containers" in steps(test)
+    assert "make containers" in steps(test) and "OS_BASE" not in steps(test)
+    # A release: the same lines on debian:bookworm-slim by digest, pushed, pulled back and run the same way.
+    flags = release["env"]["BUILDX_FLAGS"]
+    assert "--sbom=true" in flags and "--provenance=mode=max" in flags
+    assert 'make containers PUSH=1 OS_BASE="$OS_BASE"' in steps(release) and "debian@${digest}" in steps(release)
+    assert "make test-containers" in steps(release) and "trivy image" in steps(release)
     assert "make pin-images" in steps(containers["jobs"]["pin"])
