@@ -205,7 +205,7 @@ def test_the_os_base_is_the_only_line_that_differs_where_images_are_built():
     assert froms[0] == "${OS_BASE} AS system" and all(not f.startswith("${") for f in froms[1:])
     assert images.dockerfile_args(text)["OS_BASE"] == images.OS_BASE_LOCAL
     workflow = (ROOT / ".github" / "workflows" / "containers.yml").read_text()
-    assert 'OS_BASE=docker.io/library/debian@${digest}' in workflow and "debian:bookworm-slim" in workflow
+    assert "OS_BASE=docker.io/library/debian@${digest}" in workflow and "debian:bookworm-slim" in workflow
     env = " ".join(a for i, a in instructions(CONTAINERS / "base" / "Dockerfile") if i == "ENV")
     assert "NVIDIA_VISIBLE_DEVICES=all" in env and "NVIDIA_DRIVER_CAPABILITIES=compute,utility" in env
     assert "CUDA_HOME=" in env
