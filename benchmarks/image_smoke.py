@@ -24,6 +24,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _cpu_model() -> str:
+    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.machine())
+
+
 def run(recipe: str, how: str) -> dict[str, object]:
     """One `make recipe` smoke run, LOCAL=1 or IMAGE=1: its wall seconds and exit code."""
     started = time.monotonic()
@@ -54,7 +59,7 @@ def main() -> int:
         "recipe": args.recipe,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "commit": commit,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor()},
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "cpu": _cpu_model()},
         "rounds": rounds,
         "median_ratio": statistics.median(r["ratio"] for r in rounds),
     }

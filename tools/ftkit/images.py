@@ -535,7 +535,7 @@ def _build(root: Path, args: argparse.Namespace) -> None:
     out = root / ".cache" / "images"
     builder = Builder() if args.dry_run else find_builder()
     spacy = spacy_model_arg(args.spacy_model)
-    if spacy == "none":
+    if spacy == "none" and args.spacy_model == "auto":
         print("note: github.com is not reachable, so the engine images are built without the spaCy model "
               "en_core_web_sm (SPACY_MODEL=none); the published images have it", flush=True)  # fmt: skip
     ca = None if args.ca in ("", "none") else Path(args.ca)
