@@ -213,10 +213,11 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
     parser.parse_args(sys.argv[1:] if argv is None else argv)
     env = os.environ if env is None else env
     platform = detect(env)
+    sm_root = Path(env.get(SM_ROOT_ENV, "/opt/ml"))
     if (refusal := gpu_refusal(env)) is not None:
         print(f"error: {refusal}", file=sys.stderr)
         if platform == "sagemaker":
-            _write_failure(SageMakerPaths(Path(env.get(SM_ROOT_ENV, "/opt/ml"))).failure, refusal)
+            _write_failure(SageMakerPaths(sm_root).failure, refusal)
         return int(ExitCode.ENVIRONMENT)
     if platform is not None:
         folders = job_folders(platform, env)
@@ -225,7 +226,7 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
             print(f"error: {unwritable_reason(folder, platform)}", file=sys.stderr)
             return int(ExitCode.ENVIRONMENT)
     if platform == "sagemaker":
-        return run_sagemaker(Path(env.get(SM_ROOT_ENV, "/opt/ml")))
+        return run_sagemaker(sm_root)
     if platform == "runpod":
         return run_runpod(env)
     print(
