@@ -62,7 +62,7 @@ recipe: ## run a recipe (full profile: in its pinned image when Docker is here; 
 	  echo "running $(NAME) ($(PROFILE)) in $$image (LOCAL=1 runs it in .venv instead)"; \
 	  docker run --rm $$gpus $$tty --ipc=host --user "$$(id -u):$$(id -g)" -e HOME=/tmp -e HF_TOKEN \
 	    -e FTKIT_IMAGE_DIGEST="$$(case $$image in *@*) echo $${image##*@};; esac)" \
-	    -e FTKIT_GIT_COMMIT="$$(git rev-parse HEAD 2>/dev/null)$$(git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo -dirty)" \
+	    -e FTKIT_GIT_COMMIT="$$(PYTHONPATH=tools $(PYTHON) -c 'from ftkit.envinfo import git_commit; print(git_commit())')" \
 	    -e HF_HOME=/cache/huggingface -v "$$hf:/cache/huggingface" \
 	    -v "$$PWD/recipes:/opt/ftkit/recipes:ro" -v "$$PWD/runs:/workspace/runs" -w /workspace \
 	    --entrypoint ftkit "$$image" recipe run $(RECIPE_ARGS); \

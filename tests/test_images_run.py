@@ -32,7 +32,6 @@ AXOLOTL, UNSLOTH = BUILDS["axolotl"], BUILDS["unsloth"]
 DPO = "llama8b-qlora-dpo"  # two stages (sft, dpo): a channel per stage
 SFT = "llama8b-qlora-sft"
 RECORD = ROOT / ".cache" / "test-containers"
-HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 RUN_TIMEOUT = 1800
 
 
@@ -396,7 +395,7 @@ def test_no_token_key_or_host_certificate_in_any_layer_or_the_history(image: str
     config = docker("image", "inspect", "-f", "{{json .Config}}", ref, check=True).stdout
     # Certificates the host trusts beyond Debian's bundle (a proxy's CA), and this machine's own tokens.
     own = docker("run", "--rm", "--entrypoint", "cat", ref, "/etc/ssl/certs/ca-certificates.crt", check=True).stdout
-    host_only = _pem_bodies(HOST_CA.read_text()) - _pem_bodies(own) if HOST_CA.is_file() else set()
+    host_only = _pem_bodies(images.HOST_CA.read_text()) - _pem_bodies(own) if images.HOST_CA.is_file() else set()
     needles = {f"a host-only CA ({body[:16]}…)": base64.b64decode(body) for body in host_only}
     needles |= {f"a host-only CA in PEM ({body[:16]}…)": body[:76].encode() for body in host_only}
     needles |= {f"${name}": os.environ[name].encode() for name in ENV_SECRETS if len(os.environ.get(name, "")) >= 8}

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ftkit.envinfo import git_commit
+
 REGISTRY = "ghcr.io/finetune-recipes"
 IMAGES = ("base", "axolotl", "unsloth")
 # Versions every image lock must share with the root requirements.lock (only the torch build differs).
@@ -495,16 +497,6 @@ def check(root: Path) -> list[str]:
 # ---------------------------------------------------------------- CLI
 
 
-def _git_commit(root: Path) -> str:
-    """HEAD's commit, with '-dirty' when tracked files differ from it (the image is not that commit then)."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=root, capture_output=True).returncode != 0
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return out.stdout.strip() + ("-dirty" if dirty else "")
-
-
 OS_BASE_LOCAL = "finetune-recipes/os-base:bookworm"  # containers/scripts/os-base.sh (debootstrap)
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 SPACY_MODEL = "en_core_web_sm"
@@ -541,7 +533,7 @@ def _build(root: Path, args: argparse.Namespace) -> None:
     ca = None if args.ca in ("", "none") else Path(args.ca)
     base_digest: str | None = None
     record: list[dict[str, Any]] = []
-    for b in plan(root, args.registry, _git_commit(root)):
+    for b in plan(root, args.registry, git_commit(root)):
         if b.name not in args.only:
             continue
         b.args.update({"OS_BASE": args.os_base} if b.name == "base" else {"SPACY_MODEL": spacy})
