@@ -17,8 +17,10 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from ftkit import __version__
+from ftkit.cli_common import FAILED, OK, say
 from ftkit.data.formats import FORMATS
 from ftkit.errors import ExitCode, FtkitError
 
@@ -100,15 +102,13 @@ def cmd_recipe_validate(args: argparse.Namespace) -> int:
                 counts = ", ".join(
                     f"{s}: {c['valid']}/{c['rows']} rows valid" for s, c in sample_counts(loaded).items() if c
                 )
-                out.print(
-                    f"[green]✓[/green] {name}: recipe, engine configs (all profiles), schemas, "
-                    f"samples ({counts}), expected metrics"
-                )
+                say(out, OK, f" {name}: recipe, engine configs (all profiles), schemas, samples ({counts}), "
+                    "expected metrics")  # fmt: skip
         except FtkitError as exc:
             worst = max(worst, exc.code)
             results.append({"recipe": name, "valid": False, **exc.to_dict()})
             if not args.json:
-                out.print(f"[red]✗[/red] {exc}", highlight=False, markup=False)
+                say(out, FAILED, f" {exc}")
     if args.json:
         _print_json(results)
     return int(worst)
@@ -123,7 +123,7 @@ class RichEvents:
         self.tasks: dict[str, Any] = {}
 
     def message(self, text: str) -> None:
-        self._bar.console.print(text, highlight=False)
+        say(self._bar.console, text)
 
     def stage_start(self, stage: str, what: str) -> None:
         for task in self.tasks.values():
@@ -144,11 +144,9 @@ class RichEvents:
         if metrics.get("rewards_accuracy_tail") is not None:
             extra = (f", reward accuracy {metrics['rewards_accuracy_tail']:.2f}, margin "
                      f"{metrics['rewards_margin_first']:.3f} → {metrics['rewards_margin_tail']:.3f}")  # fmt: skip
-        self._bar.console.print(
-            f"[green]✓[/green] {stage}: {int(metrics.get('steps') or 0)} steps, {loss}{extra} "
-            f"({metrics['wall_seconds']:.0f} s, peak {metrics['peak_memory_gib']:.2f} GiB "
-            f"{metrics['peak_memory_kind']})"
-        )
+        peak = f"peak {metrics['peak_memory_gib']:.2f} GiB {metrics['peak_memory_kind']}"
+        steps = int(metrics.get("steps") or 0)
+        say(self._bar.console, OK, f" {stage}: {steps} steps, {loss}{extra} ({metrics['wall_seconds']:.0f} s, {peak})")
 
 
 def cmd_recipe_run(args: argparse.Namespace) -> int:
@@ -177,9 +175,13 @@ def cmd_recipe_run(args: argparse.Namespace) -> int:
         _print_json(result.metrics)
     else:
         out.print(_checks_table(result.rows, f"{result.metrics['recipe']} ({profile}): expected-metrics.yaml"))
-        out.print(f"report: {result.run_dir / 'report.md'}  curves: {result.run_dir / 'curves.png'}")
-        out.print("[green]metrics gate passed[/green]" if result.passed else "[red]metrics gate FAILED[/red]")
+        say(out, f"report: {result.run_dir / 'report.md'}  curves: {result.run_dir / 'curves.png'}")
+        say(out, _gate(result.passed))
     return int(ExitCode.OK if result.passed else ExitCode.METRICS_FAILED)
+
+
+def _gate(passed: bool) -> tuple[str, str]:
+    return ("metrics gate passed", "green") if passed else ("metrics gate FAILED", "red")
 
 
 def cmd_metrics_check(args: argparse.Namespace) -> int:
@@ -192,7 +194,7 @@ def cmd_metrics_check(args: argparse.Namespace) -> int:
         )
     else:
         out.print(_checks_table(result.rows, f"{result.metrics['recipe']} ({result.metrics['profile']})"))
-        out.print("[green]metrics gate passed[/green]" if result.passed else "[red]metrics gate FAILED[/red]")
+        say(out, _gate(result.passed))
     return int(ExitCode.OK if result.passed else ExitCode.METRICS_FAILED)
 
 
@@ -213,27 +215,23 @@ def cmd_data_validate(args: argparse.Namespace) -> int:
         _print_json(report.to_dict())
     else:
         quarantined = f" -> {report.quarantine}" if report.quarantine else ""
-        out.print(
-            f"{report.path}: format {report.format or 'unknown'}; rows {report.rows} = valid {report.valid} "
-            f"+ invalid {report.invalid}{quarantined}"
-        )
+        say(out, f"{report.path}: format {report.format or 'unknown'}; rows {report.rows} = valid {report.valid} "
+            f"+ invalid {report.invalid}{quarantined}")  # fmt: skip
         if report.lengths and report.lengths.get("rows"):
             ln = report.lengths
-            out.print(
-                f"tokens after the chat template: p50 {ln['p50']}, p95 {ln['p95']}, max {ln['max']}"
-                + (f"; {ln['over_max_len']} over --max-len {ln['max_len']} (truncated)" if ln["max_len"] else "")
-            )
+            over = f"; {ln['over_max_len']} over --max-len {ln['max_len']} (truncated)" if ln["max_len"] else ""
+            say(out, f"tokens after the chat template: p50 {ln['p50']}, p95 {ln['p95']}, max {ln['max']}{over}")
         if report.reasons:
             table = Table(title="problems by reason")
             table.add_column("reason")
             table.add_column("problems", justify="right")
             for reason, count in report.reasons.most_common():
-                table.add_row(reason, str(count))
+                table.add_row(Text(reason), str(count))
             out.print(table)
         for p in report.problems[: args.show]:
-            out.print(f"  - {p.render()}", highlight=False, markup=False)
+            say(out, f"  - {p.render()}")
         if len(report.problems) > args.show:
-            out.print(f"  … {len(report.problems) - args.show} more (use --show N or --json)")
+            say(out, f"  … {len(report.problems) - args.show} more (use --show N or --json)")
     return int(ExitCode.OK if report.ok else ExitCode.DATA_INVALID)
 
 
@@ -245,12 +243,10 @@ def cmd_data_convert(args: argparse.Namespace) -> int:
         _print_json(report.to_dict())
     else:
         aside = f" (set aside: {report.rejected_path})" if report.rejected_path else ""
-        out.print(
-            f"{args.input} -> {args.output} ({args.to}): rows in {report.rows_in} = out {report.rows_out} "
-            f"+ set aside {report.set_aside}{aside}"
-        )
+        say(out, f"{args.input} -> {args.output} ({args.to}): rows in {report.rows_in} = out {report.rows_out} "
+            f"+ set aside {report.set_aside}{aside}")  # fmt: skip
         for reason, count in report.reasons.most_common(10):
-            out.print(f"  {count:>6}  {reason}", highlight=False, markup=False)
+            say(out, f"  {count:>6}  {reason}")
     return 0
 
 
@@ -262,13 +258,11 @@ def cmd_data_dedup(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(report.to_dict())
         return 0
-    out.print(
-        f"{args.input} -> {args.output}: rows in {report.rows_in} = kept {report.kept} + exact {report.exact} "
-        f"+ near {report.near} + unreadable {report.unreadable} (dropped rows: {report.dropped_path})"
-    )
+    say(out, f"{args.input} -> {args.output}: rows in {report.rows_in} = kept {report.kept} + exact {report.exact} "
+        f"+ near {report.near} + unreadable {report.unreadable} (dropped rows: {report.dropped_path})")  # fmt: skip
     for ex in report.examples:
-        out.print(f"  line {ex['line']}: {ex['kind']} duplicate of {ex.get('duplicate_of')} "
-                  f"(similarity {ex.get('similarity')})")  # fmt: skip
+        say(out, f"  line {ex['line']}: {ex['kind']} duplicate of {ex.get('duplicate_of')} "
+            f"(similarity {ex.get('similarity')})")  # fmt: skip
     return 0
 
 
@@ -288,11 +282,11 @@ def cmd_data_split(args: argparse.Namespace) -> int:
         _print_json(report.to_dict())
         return 0
     counts = " + ".join(f"{n} {c}" for n, c in report.counts.items())
-    out.print(f"{args.input}: rows {report.rows} = {counts} + unreadable {report.unreadable}")
+    say(out, f"{args.input}: rows {report.rows} = {counts} + unreadable {report.unreadable}")
     for name, path in report.files.items():
-        out.print(f"  {name}: {path}")
+        say(out, f"  {name}: {path}")
     for name, leak in report.leakage.items():
-        out.print("  " + _leak_line(name, leak))
+        say(out, "  " + _leak_line(name, leak))
     return 0
 
 
@@ -303,10 +297,10 @@ def cmd_data_leakage(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(leak)
     else:
-        out.print(_leak_line(args.other, leak))
+        say(out, _leak_line(args.other, leak))
         for ex in leak["examples"]:
-            out.print(f"  line {ex['line']} ({ex['id']}): {ex['kind']} match of train {ex['train_id']} "
-                      f"(similarity {ex['similarity']})")  # fmt: skip
+            say(out, f"  line {ex['line']} ({ex['id']}): {ex['kind']} match of train {ex['train_id']} "
+                f"(similarity {ex['similarity']})")  # fmt: skip
     return int(ExitCode.DATA_INVALID if leak["exact"] + leak["near"] else ExitCode.OK)
 
 
@@ -362,9 +356,10 @@ def cmd_pii_scan(args: argparse.Namespace) -> int:
         _print_json({**report.to_dict(), "gate": {"max_rows": limits, "violations": [v.to_dict() for v in found]}})
         return int(ExitCode.DATA_INVALID if found else ExitCode.OK)
     mb = Path(args.file).stat().st_size / 1e6
-    out.print(
-        f"{report.path}: format {report.format or 'unknown'}; rows {report.rows} (unreadable {report.unreadable}), "
-        f"rows with PII {report.rows_with_pii}; {mb:.1f} MB in {report.seconds:.1f} s"
+    say(
+        out,
+        f"{report.path}: format {report.format or 'unknown'}; rows {report.rows} (unreadable "
+        f"{report.unreadable}), rows with PII {report.rows_with_pii}; {mb:.1f} MB in {report.seconds:.1f} s",
     )
     table = Table(title="PII by entity (values masked)")
     for col in ("entity", "findings", "rows", "limit", "examples"):
@@ -372,18 +367,18 @@ def cmd_pii_scan(args: argparse.Namespace) -> int:
     for entity in report.entities_scanned:
         limit = limits.get(entity)
         over = limit is not None and report.rows_by_entity.get(entity, 0) > limit
-        examples = "\n".join(describe_example(e) for e in report.examples.get(entity, []))
+        examples = Text("\n".join(describe_example(e) for e in report.examples.get(entity, [])))  # data: no markup
         table.add_row(f"[red]{entity}[/red]" if over else entity, str(report.findings.get(entity, 0)),
                       str(report.rows_by_entity.get(entity, 0)), "–" if limit is None else str(limit),
                       examples)  # fmt: skip
     out.print(table, highlight=False)
     ner = report.ner
-    out.print(f"PERSON/ADDRESS: {ner['reason']}", style=None if ner["available"] else "yellow")
+    say(out, f"PERSON/ADDRESS: {ner['reason']}", style="" if ner["available"] else "yellow")
     if report.unreadable:
-        out.print(f"[yellow]{report.unreadable} unreadable lines[/yellow] (first: {report.unreadable_lines[:5]}): "
-                  "run `ftkit data validate` on the file")  # fmt: skip
+        say(out, (f"{report.unreadable} unreadable lines", "yellow"),
+            f" (first: {report.unreadable_lines[:5]}): run `ftkit data validate` on the file")  # fmt: skip
     for v in found:
-        out.print(f"[red]over the limit:[/red] {v.entity} in {v.rows} rows (allowed {v.max_rows})")
+        say(out, ("over the limit:", "red"), f" {v.entity} in {v.rows} rows (allowed {v.max_rows})")
     return int(ExitCode.DATA_INVALID if found else ExitCode.OK)
 
 
@@ -402,14 +397,14 @@ def cmd_pii_clean(args: argparse.Namespace) -> int:
         aside += f" + dropped {report.dropped} ({report.dropped_path})"
     if report.unreadable:
         aside += f" + unreadable {report.unreadable} ({report.unreadable_path}, not cleaned)"
-    out.print(f"{args.input} -> {args.output} ({args.mode}): rows in {report.rows_in} = out {report.rows_out}{aside}; "
-              f"{report.rows_changed} rows changed")  # fmt: skip
+    say(out, f"{args.input} -> {args.output} ({args.mode}): rows in {report.rows_in} = out {report.rows_out}{aside}; "
+        f"{report.rows_changed} rows changed")  # fmt: skip
     replaced = ", ".join(f"{e} {n}" for e, n in report.replaced.most_common()) or "nothing found"
-    out.print(("found (rows set aside): " if args.mode == "drop-row" else "replaced: ") + replaced)
-    out.print(f"PERSON/ADDRESS: {report.ner['reason']}", style=None if report.ner["available"] else "yellow")
+    say(out, ("found (rows set aside): " if args.mode == "drop-row" else "replaced: ") + replaced)
+    say(out, f"PERSON/ADDRESS: {report.ner['reason']}", style="" if report.ner["available"] else "yellow")
     if report.dropped_path or report.unreadable_path:
-        out.print("[yellow]the side files hold the original rows, PII included: keep them out of training "
-                  "and delete them when done[/yellow]")  # fmt: skip
+        say(out, "the side files hold the original rows, PII included: keep them out of training and delete them "
+            "when done", style="yellow")  # fmt: skip
     return 0
 
 
@@ -441,7 +436,8 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         )  # fmt: skip
     report = estimate_report(
         recipe=args.recipe, model=args.model, profile=args.profile, overrides=_estimate_overrides(args),
-        tokens=args.tokens, rows=args.rows, avg_tokens=args.avg_tokens, gpu=args.gpu,
+        tokens=args.tokens, rows=args.rows, avg_tokens=args.avg_tokens, gpu=args.gpu, tokenizer=args.tokenizer,
+        token_sample=args.token_sample,
     )  # fmt: skip
     if args.json:
         _print_json(report)
@@ -463,7 +459,7 @@ def cmd_model_prepare(args: argparse.Namespace) -> int:
             )
         with console.status(f"preparing {name} (GGUF → safetensors, once)"):
             path = materialize(name)
-        out.print(f"{name}: {path}")
+        say(out, f"{name}: {path}")
     return 0
 
 
@@ -659,8 +655,9 @@ def build_parser() -> argparse.ArgumentParser:
         "adapter, gradients, optimizer states, activations per layer, logits, reference model, allocator and CUDA "
         "context. Time from FLOPs per token at an MFU per method (measured on one H200, applied to every GPU); cost "
         "from a built-in GPU price catalog "
-        "(each price with the date it was read). Works offline: models come from a built-in architecture catalog "
-        "or a local dir with config.json.",
+        "(each price with the date it was read). Tokens: --tokens, --rows, or a recipe's local datasets counted with "
+        "the base model's tokenizer (chat template applied, at the sequence length; docs/estimate.md). Works "
+        "offline: models come from a built-in architecture catalog or a local dir with config.json.",
     )
     p.add_argument("--recipe", help="a recipe: every stage is estimated from its engine config")
     p.add_argument("--profile", default="full", help="recipe profile (default full)")
@@ -708,6 +705,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokens", type=float, help="tokens the run processes in all, every sequence counted (time, cost)")
     p.add_argument("--rows", type=int, help="dataset rows per epoch (with --avg-tokens; time and cost)")
     p.add_argument("--avg-tokens", type=int, help="tokens per row (default: the sequence length, an upper bound)")
+    p.add_argument("--tokenizer", metavar="DIR",
+                   help="count a recipe's local datasets with this tokenizer (a local dir) instead of the base "
+                   "model's (default: the base model's when on this machine, else a labelled stand-in)")  # fmt: skip
+    p.add_argument("--token-sample", type=int, default=2000, metavar="N",
+                   help="rows tokenized per dataset file at most, spread evenly and scaled by the exact row count "
+                   "(default 2000; 0: every row)")  # fmt: skip
     p.add_argument("--gpu", help="only this GPU in the table (e.g. H100, A100-80GB, L4)")
     p.add_argument("--top", type=int, default=8, help="GPU rows to print (default 8)")
     p.add_argument("--json", action="store_true")
@@ -740,10 +743,10 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "json", False):
             _print_json(exc.to_dict())
         else:
-            console.print(f"[red]error:[/red] {exc}", highlight=False)
+            say(console, ("error:", "red"), f" {exc}")
         return int(exc.code)
     except KeyboardInterrupt:
-        console.print("interrupted")
+        say(console, "interrupted")
         return 130
 
 

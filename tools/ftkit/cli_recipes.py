@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from ftkit.cli_common import consoles, print_json
+from ftkit.cli_common import OK, consoles, print_json, say
 from ftkit.errors import ExitCode, FtkitError
 
 STALE = 1  # `recipe catalog --check`: the README's table differs from the recipes (CI fails on it)
@@ -21,32 +20,38 @@ STALE = 1  # `recipe catalog --check`: the README's table differs from the recip
 
 
 def cmd_recipe_new(args: argparse.Namespace) -> int:
-    from ftkit.recipes.fork import fork_recipe, parse_dataset_args
+    from ftkit.recipes.fork import fork_recipe, parse_stage_files
 
     console, out = consoles()
-    datasets = parse_dataset_args(args.dataset or [])
+    datasets = parse_stage_files(args.dataset or [], "--dataset")
+    heldouts = parse_stage_files(args.heldout or [], "--heldout")
     with console.status(f"forking {args.source} as {args.name} and validating it"):
-        result = fork_recipe(args.name, args.source, base_model=args.base_model, datasets=datasets, force=args.force)
+        result = fork_recipe(args.name, args.source, base_model=args.base_model, datasets=datasets,
+                             heldouts=heldouts, force=args.force)  # fmt: skip
     if args.json:
         print_json(result.to_dict())
         return 0
     counts = ", ".join(f"{s}: {c['valid']}/{c['rows']} rows valid" for s, c in result.samples.items())
-    out.print(f"[green]✓[/green] {result.name}: forked from {result.source} ({result.source_commit}) into "
-              f"{result.dir}; validated (all profiles, samples {counts})", highlight=False)  # fmt: skip
+    say(out, OK, f" {result.name}: forked from {result.source} ({result.source_commit}) into {result.dir}; "
+        f"validated (all profiles, samples {counts})")  # fmt: skip
     for edit in result.edits:
-        out.print(f"  changed  {edit}", highlight=False, markup=False)
+        say(out, f"  changed  {edit}")
     for d in result.datasets:
-        out.print(
-            f"  copied   {d.source_file} -> {d.path} ({d.rows} rows, schema-valid)", highlight=False, markup=False
-        )
+        lines = [f"  data     {d.stage}: {d.source_file} ({d.rows} rows, schema-valid) -> {d.train} ({d.train_rows} "
+                 f"rows, full profile), {d.smoke} ({d.smoke_rows} rows, smoke profile)"]  # fmt: skip
+        if d.heldout:
+            moved = f", {d.moved_to_train} repeating a training row moved back" if d.moved_to_train else ""
+            lines.append(f"  held-out {d.heldout} ({d.heldout_rows} rows, {d.heldout_from}{moved}; no overlap with "
+                         "training rows)")  # fmt: skip
+        for line in lines:
+            say(out, line)
     for bound in result.estimated:
-        out.print(f"  estimate {bound}: the source's figure does not apply (source: estimate, with a note)",
-                  highlight=False, markup=False)  # fmt: skip
+        say(out, f"  estimate {bound}: the source's figure does not apply (source: estimate, with a note)")
     for rel in result.comments_lost:
-        out.print(f"  [yellow]note[/yellow]: {rel} was rewritten; its comments could not be kept", highlight=False)
+        say(out, "  ", ("note", "yellow"), f": {rel} was rewritten; its comments could not be kept")
     for item in result.review:
-        out.print(f"  [yellow]check[/yellow]: {item}", highlight=False)
-    out.print(f"next: make recipe NAME={result.name} PROFILE=smoke")
+        say(out, "  ", ("check", "yellow"), f": {item}")
+    say(out, f"next: make recipe NAME={result.name} PROFILE=smoke")
     return 0
 
 
@@ -76,13 +81,13 @@ def cmd_recipe_catalog(args: argparse.Namespace) -> int:
     new = splice(text, block, str(readme))
     if args.check:
         if new != text:
-            console.print(f"[red]stale[/red]: {readme}'s catalog differs from the recipes; run `ftkit recipe "
-                          "catalog --write` and commit it", highlight=False)  # fmt: skip
+            say(console, ("stale", "red"), f": {readme}'s catalog differs from the recipes; run `ftkit recipe "
+                "catalog --write` and commit it")  # fmt: skip
             return STALE
-        console.print(f"[green]✓[/green] {readme}: the catalog is up to date", highlight=False)
+        say(console, OK, f" {readme}: the catalog is up to date")
         return 0
     readme.write_text(new, encoding="utf-8")
-    console.print(f"wrote the catalog of {len(entries)} recipe(s) into {readme}", highlight=False)
+    say(console, f"wrote the catalog of {len(entries)} recipe(s) into {readme}")
     return 0
 
 
@@ -114,21 +119,21 @@ def _env_table(report: dict[str, Any]) -> Table:
 def _print_findings(out: Console, findings: list[dict[str, Any]], heading: str) -> None:
     """Each finding as a block: long paths, log lines and fixes do not fit a table's columns."""
     colour = {"error": "red", "warning": "yellow", "info": "cyan"}
-    out.print(f"[bold]{heading}[/bold]")
+    say(out, (heading, "bold"))
     for f in findings:
         sev = f["severity"]
-        out.print(f"[{colour.get(sev, 'white')}]{sev}[/]: {escape(f['title'])} ({f['id']})")
+        say(out, (sev, colour.get(sev, "white")), f": {f['title']} ({f['id']})")
         if f.get("detail"):
-            out.print(f"  {escape(f['detail'])}", highlight=False)
+            say(out, f"  {f['detail']}")
         if f.get("where"):
             seen = f" ({f['count']} matching lines)" if f.get("count", 1) > 1 else ""
-            out.print(f"  at {escape(f['where'])}{seen}: {escape(f.get('excerpt') or '')}", highlight=False)
+            say(out, f"  at {f['where']}{seen}: {f.get('excerpt') or ''}")
         label = "fix, in this order" if len(f["fix"]) > 1 else "fix"
-        out.print(f"  {label}:")
+        say(out, f"  {label}:")
         for i, fix in enumerate(f["fix"], 1):
-            out.print(f"    {i}. {escape(fix)}", highlight=False)
+            say(out, f"    {i}. {fix}")
         if f.get("source"):
-            out.print(f"  source: {escape(f['source'])}", highlight=False)
+            say(out, f"  source: {f['source']}")
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -147,7 +152,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         if env_findings:
             _print_findings(out, env_findings, "known-bad combinations")
         else:
-            out.print("[green]✓[/green] no known-bad combination of versions found")
+            say(out, OK, " no known-bad combination of versions found")
         if triage is not None:
             _print_triage(out, triage)
     errors = [f for f in report["findings"] if f["severity"] == "error"]
@@ -155,16 +160,16 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _print_triage(out: Console, triage: dict[str, Any]) -> None:
-    out.print(f"run {triage['run_dir']}: status {triage['status']}", highlight=False)
+    say(out, f"run {triage['run_dir']}: status {triage['status']}")
     for stage in triage["stages"]:
         rc = stage["returncode"]
-        out.print(f"stage {stage['stage']}: exit code {'–' if rc is None else rc}, log {stage['log'] or 'none'}",
-                  highlight=False)  # fmt: skip
+        say(out, f"stage {stage['stage']}: exit code {'–' if rc is None else rc}, log {stage['log'] or 'none'}")
     if triage["findings"]:
-        _print_findings(out, triage["findings"], "known failures")
+        heading = "refused by the pre-flight" if triage["status"] == "refused" else "known failures"
+        _print_findings(out, triage["findings"], heading)
     elif triage["tail"]:
-        out.print("no known failure pattern matched; the end of the log:")
-        out.print(triage["tail"], highlight=False, markup=False)
+        say(out, "no known failure pattern matched; the end of the log:")
+        say(out, triage["tail"])
 
 
 # ------------------------------------------------------------------ registration
@@ -183,7 +188,14 @@ def register_recipe_tools(rsub: Any) -> None:
     p.add_argument("name", help="the new recipe's name (lowercase letters, digits, . _ -)")
     p.add_argument("--from", dest="source", required=True, metavar="RECIPE", help="the recipe to fork")
     p.add_argument("--base-model", help="a Hub id or local model dir for the full profile")
-    p.add_argument("--dataset", action="append", metavar="STAGE=PATH", help="a stage's training data (repeatable)")
+    p.add_argument("--dataset", action="append", metavar="STAGE=PATH",
+                   help="a stage's training rows (repeatable), checked against its schema and copied into the fork's "
+                   "data/: the full profile trains on them, the smoke profile on an evenly spread slice of as many "
+                   "rows as the source's smoke run, and the evaluated (last) stage holds 10%% of them out (at most "
+                   "200) unless --heldout gives held-out rows")  # fmt: skip
+    p.add_argument("--heldout", action="append", metavar="STAGE=PATH",
+                   help="held-out rows of the evaluated (last) stage, never trained on: refused (exit 3) when they "
+                   "repeat a training row")  # fmt: skip
     p.add_argument("--force", action="store_true", help="replace an existing recipe folder NAME")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_recipe_new)

@@ -29,11 +29,13 @@ class Problem:
     line: int | None = None
     field: str | None = None
     fix: str | None = None
+    column: int | None = None  # 1-based; set where a line alone is not precise enough (YAML syntax errors)
 
     def where(self) -> str:
         parts = []
         if self.file:
-            parts.append(self.file + (f":{self.line}" if self.line else ""))
+            col = f":{self.column}" if self.line and self.column else ""
+            parts.append(self.file + (f":{self.line}{col}" if self.line else ""))
         elif self.line:
             parts.append(f"line {self.line}")
         if self.field:
@@ -76,10 +78,11 @@ class FtkitError(Exception):
         field: str | None = None,
         fix: str | None = None,
         code: ExitCode = ExitCode.USAGE,
+        column: int | None = None,
     ) -> FtkitError:
         return cls(
             message,
-            [Problem(message, str(file) if file else None, line, field, fix)],
+            [Problem(message, str(file) if file else None, line, field, fix, column)],
             code,
         )
 

@@ -168,9 +168,18 @@ class AxolotlEngine(Engine):
             return super().history(ctx)
         return parse_log_records(ctx.log_path.read_text(encoding="utf-8", errors="replace"))
 
+    def config_keys(self) -> frozenset[str]:
+        return _axolotl_keys()
+
     def sequence_len(self, cfg: dict[str, Any]) -> int | None:
         value = cfg.get("sequence_len")
         return int(value) if value else None
+
+    def drops_long_rows(self, cfg: dict[str, Any]) -> bool:
+        """Axolotl leaves over-long rows out (`excess_length_strategy: drop`, its default); GRPO prompts are never
+        filtered by length."""
+        rule = str(cfg.get("excess_length_strategy") or "drop").lower()
+        return rule != "truncate" and cfg.get("rl") != "grpo"
 
     def dataset_paths(self, cfg: dict[str, Any]) -> list[str]:
         return [str(d["path"]) for d in cfg.get("datasets") or [] if isinstance(d, dict) and "path" in d]

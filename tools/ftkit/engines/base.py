@@ -178,6 +178,11 @@ class Engine(ABC):
     def command(self, config_path: Path, ctx: StageContext) -> list[str]:
         """The command line that trains from a written config file."""
 
+    def config_keys(self) -> frozenset[str]:
+        """Top-level keys the engine's config schema knows (empty: not known). `--set a.b=…` uses them to tell a
+        nested engine key from a mistyped stage name."""
+        return frozenset()
+
     def history(self, ctx: StageContext) -> list[dict[str, float]]:
         """Logged records (train steps, evals, the final summary) as floats, in order, each with its `step`:
         what `ftkit.engines.run_control.HistoryLog` appended to `ctx.history_path` in the training process."""
@@ -190,6 +195,10 @@ class Engine(ABC):
     @abstractmethod
     def sequence_len(self, cfg: dict[str, Any]) -> int | None:
         """The training sequence length (tokens) the config truncates rows to."""
+
+    def drops_long_rows(self, cfg: dict[str, Any]) -> bool:
+        """Whether a row longer than the sequence length is left out of training (else it is cut to fit)."""
+        return False
 
     @abstractmethod
     def estimate_setting(self, cfg: dict[str, Any]) -> dict[str, Any]:

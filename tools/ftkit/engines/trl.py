@@ -74,6 +74,10 @@ class TrlEngine(Engine):
         path = ctx.history_path.with_name(LOADER_FILE)
         return json.loads(path.read_text(encoding="utf-8")).get("loader") if path.is_file() else None
 
+    def config_keys(self) -> frozenset[str]:
+        fields = self.config_model.model_fields.items()
+        return frozenset({name for name, _ in fields} | {f.alias for _, f in fields if f.alias})
+
     def sequence_len(self, cfg: dict[str, Any]) -> int | None:
         value = cfg.get("trainer", {}).get("max_length")
         return int(value) if value else None

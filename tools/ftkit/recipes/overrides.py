@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from ftkit.errors import FtkitError
+from ftkit.yamlio import describe_yaml_error
 
 
 def parse_set(items: list[str]) -> list[tuple[str, Any]]:
@@ -25,9 +26,9 @@ def parse_set(items: list[str]) -> list[tuple[str, Any]]:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as exc:
             raise FtkitError.one(
-                f"--set {key}: value {raw!r} is not valid YAML ({exc})",
+                f"--set {key}: value {raw!r} is not valid YAML ({getattr(exc, 'problem', None) or exc})",
                 field=key,
-                fix="quote strings that contain ':' or '#'",
+                fix=f"{describe_yaml_error(exc, raw).fix}; or quote a string that contains ': ' or ' #'",
             ) from exc
         out.append((key.strip(), _number_if_numeric(value)))
     return out

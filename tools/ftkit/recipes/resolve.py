@@ -7,6 +7,8 @@ stages) -> profile overrides for the stage -> `--set` -> report_to -> init_from 
 from __future__ import annotations
 
 import copy
+import difflib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,8 +52,40 @@ class SetOverrides:
     report_to: str | None = None
 
 
-def route_sets(pairs: list[tuple[str, Any]], stage_names: list[str]) -> SetOverrides:
+def config_heads(loaded: LoadedRecipe) -> set[str]:
+    """Top-level engine-config keys a `--set a.b=…` may reach into: those of any stage's engine YAML and of the
+    profiles' overrides (the engine schema's keys are asked for only when these do not have it)."""
+    heads = {str(k) for files in loaded.stages if isinstance(files.config.data, dict) for k in files.config.data}
+    for profile in loaded.recipe.profiles.values():
+        heads |= {str(k).partition(".")[0] for k in profile.overrides}
+        heads |= {str(k).partition(".")[0] for keys in profile.stages.values() for k in keys}
+    return heads
+
+
+def _unknown_stage(key: str, value: Any, stage_names: list[str], recipe: str) -> FtkitError:
+    """The error for `--set nosuchstage.key=…`: it names the unknown stage, the recipe's stages, and the form
+    that sets the key for every stage."""
+    head, _, rest = key.partition(".")
+    shown = value if isinstance(value, str) else json.dumps(value, default=str)
+    near = difflib.get_close_matches(head, stage_names, n=1)
+    stage = near[0] if near else stage_names[0] if stage_names else "STAGE"
+    return FtkitError.one(
+        f"--set {key}={shown}: '{head}' is not a stage of {recipe} (stages: {', '.join(stage_names)}); "
+        f"for an engine-config key of every stage write {rest}={shown}",
+        field="--set",
+        fix=f"{'did you mean ' if near else 'write '}{stage}.{rest}={shown} (stage {stage} only), "
+        f"or {rest}={shown} (every stage){'?' if near else ''}",
+    )
+
+
+def route_sets(
+    pairs: list[tuple[str, Any]], stage_names: list[str], *, recipe: LoadedRecipe | None = None
+) -> SetOverrides:
+    """Split `--set` pairs: `STAGE.KEY` for one stage, `report_to`, the rest for every stage. With `recipe`, a
+    dotted key whose first part is neither a stage nor a key of an engine config, the profiles or the engine's
+    schema is refused as a mistyped stage (exit code 2) rather than written into every stage's config."""
     routed = SetOverrides()
+    heads: set[str] | None = None
     for key, value in pairs:
         if key == "report_to":
             if value not in REPORT_BACKENDS:
@@ -65,8 +99,12 @@ def route_sets(pairs: list[tuple[str, Any]], stage_names: list[str]) -> SetOverr
         head, _, rest = key.partition(".")
         if head in stage_names and rest:
             routed.per_stage.setdefault(head, {})[rest] = value
-        else:
-            routed.common[key] = value
+            continue
+        if recipe is not None and rest:
+            heads = config_heads(recipe) if heads is None else heads
+            if head not in heads and head not in get_engine(recipe.recipe.engine).config_keys():
+                raise _unknown_stage(key, value, stage_names, recipe.name)
+        routed.common[key] = value
     return routed
 
 
