@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import sys
 from pathlib import Path
@@ -74,3 +75,12 @@ def tiny_recipe(recipes_root: Path, tiny_llama: Path):  # type: ignore[no-untype
         return dst
 
     return make
+
+
+def random_chats(n: int, seed: int = 0) -> list[dict]:
+    """`n` distinct two-turn chats of random words (ids c0, c1, …): no two rows are near-duplicates."""
+    rng = random.Random(seed)
+    vocab = [f"w{rng.randrange(10**6):06d}" for _ in range(400)]
+    say = lambda k: " ".join(rng.choice(vocab) for _ in range(k))  # noqa: E731
+    turns = lambda: [{"role": "user", "content": say(14) + "?"}, {"role": "assistant", "content": say(20) + "."}]  # noqa: E731
+    return [{"id": f"c{i}", "messages": turns()} for i in range(n)]

@@ -86,7 +86,9 @@ def test_preflight_refuses_k_quants_without_llama_cpp_before_training(tiny_recip
     _recipe_with_exports(tiny_recipe, {"gguf": ["q4_k_m"]})
     assert _run(tmp_path / "runs") == 5
     [run_dir] = list((tmp_path / "runs" / "tiny-trl-sft-dpo").iterdir())
-    assert not (run_dir / "metrics.json").exists() and not (run_dir / "sft" / "output").exists()
+    assert not (run_dir / "sft" / "output").exists()
+    refused = json.loads((run_dir / "metrics.json").read_text())
+    assert refused["status"] == "refused" and refused["refused"]["check"] == "exports"
 
 
 def test_preflight_refuses_awq_without_a_gpu(tiny_recipe, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
@@ -101,9 +103,10 @@ def test_preflight_refuses_a_heldout_file_that_leaks_training_rows(tiny_recipe, 
     first_train_row = (rdir / "data" / "dpo.jsonl").read_text().splitlines()[0]
     with (rdir / "data" / "dpo-heldout.jsonl").open("a") as fh:
         fh.write(first_train_row + "\n")
-    assert _run(tmp_path / "runs") == 5
+    assert _run(tmp_path / "runs") == 3  # a data problem: the held-out rows, with the leaking row's line
     err = " ".join(capsys.readouterr().err.split())
-    assert "1 exact + 0 near of 2 held-out rows are also in" in err and "line 2" in err
+    assert "1 exact + 0 near of 2 held-out rows are also rows of" in err and "dpo-heldout.jsonl:2" in err
+    assert "--heldout" in err and "ftkit data split" in err
 
 
 def test_a_profile_export_with_an_unknown_key_is_refused_at_load(tiny_recipe, capsys: pytest.CaptureFixture[str]):

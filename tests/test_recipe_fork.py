@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, copy_recipe, edit_yaml, write_jsonl
+from conftest import ROOT, copy_recipe, edit_yaml, random_chats, write_jsonl
 from ftkit.cli import main
 from ftkit.errors import ExitCode, FtkitError
 from ftkit.recipes.fork import fork_recipe, suggest_name
@@ -30,6 +30,10 @@ def changed_lines(a: Path, b: Path) -> list[str]:
 def my_rows(tmp_path: Path, n: int = 6) -> Path:
     rows = [json.loads(x) for x in (ROOT / f"recipes/{SRC}/data/sft-heldout.jsonl").read_text().splitlines()][:n]
     return write_jsonl(tmp_path / "my-chats.jsonl", rows)
+
+
+def my_chats(tmp_path: Path, n: int = 30, name: str = "my-chats.jsonl") -> Path:
+    return write_jsonl(tmp_path / name, random_chats(n))
 
 
 def test_the_fork_validates_and_is_renamed_everywhere_with_every_comment_kept(recipes_root: Path):
@@ -61,7 +65,7 @@ def test_a_new_base_model_and_dataset_change_what_they_should_and_bounds_become_
     recipes_root: Path, tmp_path: Path
 ):
     src = copy_recipe(SRC, recipes_root)
-    data = my_rows(tmp_path)
+    data = my_chats(tmp_path)
     code = main(["recipe", "new", "qwen-sft", "--from", SRC, "--base-model", "Qwen/Qwen2.5-7B-Instruct",
                  "--dataset", f"sft={data}", "--json"])  # fmt: skip
     assert code == 0
@@ -69,31 +73,33 @@ def test_a_new_base_model_and_dataset_change_what_they_should_and_bounds_become_
     loaded = load_recipe("qwen-sft")
     assert loaded.recipe.base_model == "Qwen/Qwen2.5-7B-Instruct"
 
-    # the engine config: base model, and the first dataset now the copied local file (a local file has one split)
-    assert (fork / "data/my-chats.jsonl").read_bytes() == data.read_bytes()
+    # the engine config: base model, and the first dataset now the user's training rows (a local file: one split)
     assert sorted(changed_lines(src / "sft.axolotl.yaml", fork / "sft.axolotl.yaml")) == sorted([
         "-base_model: meta-llama/Llama-3.1-8B-Instruct", "+base_model: Qwen/Qwen2.5-7B-Instruct",
-        "-  - path: HuggingFaceH4/ultrachat_200k", "+  - path: data/my-chats.jsonl",
+        "-  - path: HuggingFaceH4/ultrachat_200k", "+  - path: data/my-chats.train.jsonl",
         "-    split: train_sft", "+    split: train",
     ])  # fmt: skip
     full = resolve_stage(loaded, "sft", "full").config
-    assert full["base_model"] == "Qwen/Qwen2.5-7B-Instruct" and full["datasets"][0]["path"] == "data/my-chats.jsonl"
-    # the smoke profile still trains SmolLM2 on the sample rows: its measured bounds still apply
+    assert full["base_model"] == "Qwen/Qwen2.5-7B-Instruct"
+    assert full["datasets"][0]["path"] == "data/my-chats.train.jsonl"
+    # the smoke profile still trains SmolLM2, now on a slice of the user's rows: its bounds are estimates
     smoke = resolve_stage(loaded, "sft", "smoke").config
-    assert smoke["base_model"] == "smollm2-135m-instruct" and smoke["datasets"][0]["path"] == "data/sft.jsonl"
+    assert (
+        smoke["base_model"] == "smollm2-135m-instruct" and smoke["datasets"][0]["path"] == "data/my-chats.smoke.jsonl"
+    )
     bounds = loaded.expected.profiles  # type: ignore[union-attr]
-    assert {b.source for b in bounds["smoke"]["sft"].values()} == {"measured"}
+    assert {b.source for b in bounds["smoke"]["sft"].values()} == {"estimate"}
 
     # the full profile's bounds were judged for Llama on ultrachat: estimates, saying what changed
     for metric in ("train_loss_tail", "eval_loss"):
         bound = bounds["full"]["sft"][metric]
         assert bound.source == "estimate" and bound.measured is None
         assert "Qwen/Qwen2.5-7B-Instruct (was meta-llama/Llama-3.1-8B-Instruct)" in (bound.note or "")
-        assert "data/my-chats.jsonl (was HuggingFaceH4/ultrachat_200k)" in (bound.note or "")
+        assert "data/my-chats.train.jsonl (was HuggingFaceH4/ultrachat_200k)" in (bound.note or "")
     assert bounds["full"]["sft"]["train_loss_tail"].max == 1.4  # the judgement's value is kept
     readme = (fork / "README.md").read_text()
     assert "`Qwen/Qwen2.5-7B-Instruct` (was `meta-llama/Llama-3.1-8B-Instruct`)" in readme
-    assert "license" in readme and "export.eval.heldout" in readme  # what to check before a full run
+    assert "license" in readme and "`data/my-chats.heldout.jsonl`: 3 rows" in readme
 
 
 def test_a_changed_smoke_dataset_turns_measured_bounds_into_estimates(recipes_root: Path, tmp_path: Path):
@@ -102,7 +108,7 @@ def test_a_changed_smoke_dataset_turns_measured_bounds_into_estimates(recipes_ro
     edit_yaml(recipes_root / SRC / "recipe.yaml", lambda d: d["profiles"]["smoke"].pop("stages"))
     edit_yaml(recipes_root / SRC / "sft.axolotl.yaml",
               lambda d: d["datasets"][0].update(path="data/sft.jsonl", split="train"))  # fmt: skip
-    result = fork_recipe("my-sft", SRC, datasets={"sft": my_rows(tmp_path)})
+    result = fork_recipe("my-sft", SRC, datasets={"sft": my_chats(tmp_path)})
     assert sorted(result.estimated) == sorted([
         "smoke.sft.train_loss_drop", "smoke.sft.train_loss_tail", "smoke.sft.eval_loss",
         "full.sft.peak_memory_gib", "full.sft.train_loss_tail", "full.sft.eval_loss",

@@ -17,7 +17,7 @@ from typing import Any
 from ftkit.data.dedup import NearIndex, row_id
 from ftkit.data.readers import iter_records
 from ftkit.data.text import exact_key, row_text
-from ftkit.errors import FtkitError
+from ftkit.errors import FtkitError, Problem
 
 
 def _stratum(row: Any, field_path: str | None) -> str:
@@ -129,3 +129,20 @@ def leakage(train: str | Path, other: str | Path, *, threshold: float = 0.8, exa
                      "train_id": hit[1], "similarity": hit[2]}
                 )  # fmt: skip
     return found
+
+
+def leak_problems(train: str | Path, heldout: str | Path, *, field: str, fix: str, shown: int = 10) -> list[Problem]:
+    """One problem per held-out row (the first `shown`) that repeats a training row exactly or nearly (MinHash),
+    then the count and `fix`; [] when none does."""
+    leak = leakage(train, heldout, examples=shown)
+    if not leak["exact"] + leak["near"]:
+        return []
+    problems = []
+    for e in leak["examples"]:
+        kind = "an exact" if e["kind"] == "exact" else f"a near (similarity {e['similarity']})"
+        problems.append(Problem(f"held-out row (id {e['id']}) is {kind} copy of training row {e['train_id']} of "
+                                f"{Path(train).name}", str(heldout), e["line"], field))  # fmt: skip
+    problems.append(Problem(
+        f"{leak['exact']} exact + {leak['near']} near of {leak['rows']} held-out rows are also rows of {train}: "
+        "their scores would flatter the model", str(heldout), None, field, fix))  # fmt: skip
+    return problems

@@ -56,28 +56,34 @@ def preflight_exports(loaded: LoadedRecipe, plan: Export, train_files: list[str]
     return problems
 
 
+HELDOUT_FIELD = "export.eval.heldout"
+
+
 def _heldout_problems(heldout: Path, train_files: list[str]) -> list[Problem]:
-    from ftkit.data.split import leakage
+    from ftkit.data.split import leak_problems
 
     if not heldout.is_file():
-        return [Problem("held-out file not found", str(heldout), None, "export.eval.heldout",
+        return [Problem("held-out file not found", str(heldout), None, HELDOUT_FIELD,
                         "name a JSONL of rows never trained on (ftkit data split makes one)")]  # fmt: skip
     problems = []
     for train in train_files:
         if not Path(train).is_file():
             continue  # a hub dataset: nothing local to compare
-        leak = leakage(train, heldout)
-        if leak["exact"] + leak["near"]:
-            first = leak["examples"][0] if leak["examples"] else {}
-            problems.append(Problem(
-                f"{leak['exact']} exact + {leak['near']} near of {leak['rows']} held-out rows are also in {train}"
-                + (f" (first: line {first.get('line')}, id {first.get('id')})" if first else ""),
-                str(heldout), first.get("line"), "export.eval.heldout",
-                "remove them from the held-out file (ftkit data leakage TRAIN HELDOUT lists them)"))  # fmt: skip
+        problems += leak_problems(train, heldout, field=HELDOUT_FIELD, fix=(
+            f"held-out rows must never be trained on: remove them from {heldout.name} (`ftkit data leakage {train} "
+            f"{heldout}` lists them all); for a fork of your own data, `ftkit recipe new NAME --from SOURCE "
+            "--dataset STAGE=TRAIN --heldout STAGE=HELDOUT` (or no --heldout: it splits held-out rows off TRAIN); "
+            "or make both files with `ftkit data split`"))  # fmt: skip
     return problems
 
 
 def require_exports_possible(problems: list[Problem]) -> None:
+    """Refuse before training: leaking or missing held-out rows are a data problem (exit 3), anything else is
+    what this machine cannot make (exit 5)."""
+    data = [p for p in problems if p.field == HELDOUT_FIELD]
+    if data:
+        raise FtkitError("the held-out rows the evaluation scores are not usable; training did not start", data,
+                         ExitCode.DATA_INVALID)  # fmt: skip
     if problems:
         raise FtkitError("the recipe's exports cannot be made here; training did not start", problems,
                          ExitCode.ENVIRONMENT)  # fmt: skip

@@ -15,26 +15,29 @@ from pathlib import Path
 from typing import Any
 
 from ftkit import envinfo
+from ftkit.data.split import leak_problems
 from ftkit.data.validate import validate_file
 from ftkit.engines import get_engine
 from ftkit.errors import ExitCode, FtkitError, Problem
 from ftkit.recipes.fork_bounds import changed_stages, estimate_changes, stage_inputs
-from ftkit.recipes.fork_readme import fork_readme
+from ftkit.recipes.fork_data import (
+    SPLIT_SEED,
+    StageData,
+    copy_into,
+    count_rows,
+    free_name,
+    rows_in_split,
+    split_heldout,
+    write_slice,
+)
+from ftkit.recipes.fork_readme import fork_data_readme, fork_readme
 from ftkit.recipes.load import EXPECTED_FILE, RECIPE_FILE, LoadedRecipe, load_recipe, recipes_root, sample_counts
 from ftkit.recipes.overrides import get_path, has_path
+from ftkit.recipes.resolve import resolve_stage
 from ftkit.recipes.schema import NAME_PATTERN
-from ftkit.recipes.yamltext import edit_or_rewrite
+from ftkit.recipes.yamltext import Key, edit_or_rewrite
 
 BIG_DATASET_BYTES = 100 * 2**20  # above this a copied dataset should not go into git as a plain file
-
-
-@dataclass
-class DatasetChange:
-    stage: str
-    source_file: str  # the file given on the command line
-    path: str  # its copy, relative to the fork
-    was: list[str]  # what the stage's engine config trained on before
-    rows: int
 
 
 @dataclass
@@ -46,12 +49,13 @@ class ForkResult:
     source_commit: str
     base_model: str | None = None  # the new base model, when it changed
     base_model_was: str | None = None
-    datasets: list[DatasetChange] = field(default_factory=list)
+    datasets: list[StageData] = field(default_factory=list)
     estimated: list[str] = field(default_factory=list)  # expected-metrics paths now `source: estimate`
     edits: list[str] = field(default_factory=list)  # "file: key: old -> new"
     comments_lost: list[str] = field(default_factory=list)  # files rewritten without their comments
     review: list[str] = field(default_factory=list)  # what a person should check before a full run
     samples: dict[str, Any] = field(default_factory=dict)
+    was: dict[str, list[str]] = field(default_factory=dict)  # what each replaced stage trained on before
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -90,29 +94,37 @@ def _destination(name: str, src: LoadedRecipe, root: Path, force: bool) -> Path:
     return dest
 
 
-def parse_dataset_args(items: list[str]) -> dict[str, Path]:
+def parse_stage_files(items: list[str], flag: str = "--dataset") -> dict[str, Path]:
     """`STAGE=PATH` strings -> {stage: path}."""
     out: dict[str, Path] = {}
     for item in items:
         stage, sep, path = item.partition("=")
         if not sep or not stage or not path:
-            raise FtkitError.one(
-                f"--dataset '{item}' is not STAGE=PATH", field="--dataset", fix="write it as --dataset sft=my.jsonl"
-            )
+            raise FtkitError.one(f"{flag} '{item}' is not STAGE=PATH", field=flag,
+                                 fix=f"write it as {flag} sft=my.jsonl")  # fmt: skip
         out[stage.strip()] = Path(path.strip())
     return out
 
 
-def _check_datasets(src: LoadedRecipe, datasets: dict[str, Path]) -> dict[str, int]:
-    """Every --dataset names a stage and a file whose every row obeys that stage's schema; rows per stage."""
+parse_dataset_args = parse_stage_files
+
+
+def _eval_stage(src: LoadedRecipe) -> str | None:
+    """The stage whose format the evaluation's held-out rows have (the last), when the recipe evaluates some."""
+    plan = src.recipe.export.eval
+    return src.recipe.stages[-1].name if plan is not None and plan.heldout else None
+
+
+def _check_files(src: LoadedRecipe, files: dict[str, Path], flag: str) -> dict[str, int]:
+    """Every STAGE=PATH names a stage and a file whose every row obeys that stage's schema; rows per stage."""
     stages = [s.stage.name for s in src.stages]
     rows = {}
-    for stage, path in datasets.items():
+    for stage, path in files.items():
         if stage not in stages:
-            raise FtkitError.one(f"--dataset: '{src.name}' has no stage '{stage}'", field="--dataset",
+            raise FtkitError.one(f"{flag}: '{src.name}' has no stage '{stage}'", field=flag,
                                  fix=f"stages are: {', '.join(stages)}")  # fmt: skip
         if not path.is_file():
-            raise FtkitError.one("dataset file not found", file=path, field=f"--dataset {stage}",
+            raise FtkitError.one("dataset file not found", file=path, field=f"{flag} {stage}",
                                  fix="check the path (relative to the current directory)")  # fmt: skip
         schema = src.stage_files(stage).schema_path
         report = validate_file(path, schema)
@@ -122,22 +134,27 @@ def _check_datasets(src: LoadedRecipe, datasets: dict[str, Path]) -> dict[str, i
                 f"{report.invalid} bad row(s) in all" if report.rows else "no rows", str(path), None, None,
                 f"ftkit data validate {path} --schema {schema} --quarantine bad.jsonl (the bad rows with reasons)",
             )]  # fmt: skip
-            raise FtkitError(f"--dataset {stage}={path}: {what} ({schema.name}); nothing was written",
+            raise FtkitError(f"{flag} {stage}={path}: {what} ({schema.name}); nothing was written",
                              problems, ExitCode.DATA_INVALID)  # fmt: skip
         rows[stage] = report.rows
     return rows
 
 
-def _copy_dataset(path: Path, stage: str, work: Path) -> str:
-    """Copy `path` into the fork's data/ (never over a file the recipe already has); its path in the fork."""
-    data = work / "data"
-    data.mkdir(exist_ok=True)
-    target, n = data / path.name, 1
-    while target.exists():
-        target = data / (f"{stage}-{path.name}" if n == 1 else f"{stage}-{n}-{path.name}")
-        n += 1
-    shutil.copyfile(path, target)
-    return target.relative_to(work).as_posix()
+def _check_heldouts(src: LoadedRecipe, heldouts: dict[str, Path], datasets: dict[str, Path]) -> None:
+    """--heldout names the evaluated stage of a recipe that evaluates held-out rows, together with its --dataset."""
+    evaluated = _eval_stage(src)
+    for stage in heldouts:
+        if evaluated is None:
+            raise FtkitError.one(f"--heldout: {src.name} scores no held-out rows (export.eval.heldout is not set)",
+                                 file=src.source.path, field="--heldout",
+                                 fix="leave out --heldout, or set export.eval.heldout in the fork")  # fmt: skip
+        if stage != evaluated:
+            raise FtkitError.one(f"--heldout: the evaluation scores rows of stage '{evaluated}', not '{stage}'",
+                                 field="--heldout", fix=f"write --heldout {evaluated}=PATH")  # fmt: skip
+        if stage not in datasets:
+            raise FtkitError.one(f"--heldout {stage}=… without --dataset {stage}=…: held-out rows of your data "
+                                 "need your training rows", field="--heldout",
+                                 fix=f"add --dataset {stage}=YOUR_TRAINING_ROWS")  # fmt: skip
 
 
 class _Editor:
@@ -145,12 +162,12 @@ class _Editor:
 
     def __init__(self, work: Path, result: ForkResult) -> None:
         self.work, self.result = work, result
-        self.changes: dict[str, dict[str, Any]] = {}
+        self.changes: dict[str, dict[Key, Any]] = {}
 
-    def set(self, rel: str, dotted: str, value: Any, old: Any = None) -> None:
-        self.changes.setdefault(rel, {})[dotted] = value
-        if not isinstance(value, dict):
-            self.result.edits.append(f"{rel}: {dotted}: {old} -> {value}")
+    def set(self, rel: str, key: Key, value: Any, old: Any = None) -> None:
+        self.changes.setdefault(rel, {})[key] = value
+        if not isinstance(value, dict) and value != old:
+            self.result.edits.append(f"{rel}: {'.'.join(key) if isinstance(key, tuple) else key}: {old} -> {value}")
 
     def write(self) -> None:
         for rel, changes in self.changes.items():
@@ -188,6 +205,118 @@ def _engine_edits(
     return was
 
 
+def _smoke_rows(src: LoadedRecipe, stage: str) -> int:
+    """Rows the source's smoke profile trains stage `stage` on (its local dataset through its split's slice), so
+    the fork's smoke slice keeps the run as short as the source's; the stage's sample when that is not local."""
+    engine = get_engine(src.recipe.engine)
+    cfg = resolve_stage(src, stage, "smoke").config
+    for path in engine.dataset_paths(cfg):
+        local = src.dir / path
+        if local.is_file():
+            key = next(iter(engine.local_dataset_keys(cfg, path)))
+            entry = get_path(cfg, key.rsplit(".", 1)[0])
+            return rows_in_split(entry.get("split"), count_rows(local))
+    return count_rows(src.stage_files(stage).sample_path)
+
+
+def _replaced_files(src: LoadedRecipe, stages: set[str], evaluated: bool) -> set[str]:
+    """The source's data files (relative paths) only the replaced stages read: their samples and smoke datasets,
+    and the held-out rows when the evaluated stage is replaced. Removed from the fork before its own are written."""
+    engine = get_engine(src.recipe.engine)
+
+    def reads(stage: str) -> set[str]:
+        files = {src.recipe.stage(stage).sample}
+        for profile in src.recipe.profiles:
+            cfg = resolve_stage(src, stage, profile).config
+            files |= {p for p in engine.dataset_paths(cfg) if (src.dir / p).is_file()}
+        return files
+
+    gone = set().union(*(reads(s) for s in stages)) if stages else set()
+    keep = set().union(*(reads(s.name) for s in src.recipe.stages if s.name not in stages))
+    plan = src.recipe.export
+    if evaluated and plan.eval and plan.eval.heldout:
+        gone.add(plan.eval.heldout)
+    keep |= {plan.calibration} if plan.calibration else set()
+    return {f for f in gone - keep if (src.dir / f).resolve().is_relative_to(src.dir.resolve())}
+
+
+def _fork_data(
+    src: LoadedRecipe, work: Path, editor: _Editor, datasets: dict[str, Path], heldouts: dict[str, Path],
+    rows: dict[str, int],
+) -> tuple[list[StageData], dict[str, str]]:  # fmt: skip
+    """Write each replaced stage's files into the fork's data/ (training rows, held-out rows, the smoke slice) and
+    point recipe.yaml's smoke profile, sample and held-out file at them; the engine config paths to set."""
+    engine = get_engine(src.recipe.engine)
+    evaluated = _eval_stage(src)
+    for rel in _replaced_files(src, set(datasets), evaluated in datasets):
+        (work / rel).unlink(missing_ok=True)
+    data_dir = work / "data"
+    data_dir.mkdir(exist_ok=True)
+    out, train_paths = [], {}
+    for stage, path in datasets.items():
+        stem = path.name.split(".")[0] or stage
+        d = StageData(stage, str(path), rows[stage], "", 0, "", 0)
+        if stage == evaluated and stage in heldouts:
+            train = copy_into(path, data_dir, path.name)
+            held = copy_into(heldouts[stage], data_dir, heldouts[stage].name)
+            leaks = leak_problems(train, held, field="--heldout", fix=(
+                f"remove those rows from {heldouts[stage]} (`ftkit data leakage {path} {heldouts[stage]}` lists them "
+                "all), leave out --heldout to let recipe new hold rows out of your data, or make both files with "
+                "`ftkit data split`"))  # fmt: skip
+            if leaks:
+                for p in leaks:
+                    p.file = str(heldouts[stage]) if p.file == str(held) else p.file
+                    p.message = p.message.replace(train.name, path.name)
+                raise FtkitError(f"--heldout {stage}={heldouts[stage]}: held-out rows repeat rows of {path}; nothing "
+                                 "was written", leaks, ExitCode.DATA_INVALID)  # fmt: skip
+            d.train_rows, d.heldout_rows = rows[stage], count_rows(held)
+            d.heldout_from = f"--heldout {heldouts[stage]}"
+        elif stage == evaluated:
+            train, held = free_name(data_dir, stem, "train"), free_name(data_dir, stem, "heldout")
+            d.train_rows, d.heldout_rows, d.moved_to_train = split_heldout(path, train, held, rows[stage])
+            d.heldout_from = f"split off {path.name} (seed {SPLIT_SEED})"
+        else:
+            train, held = copy_into(path, data_dir, path.name), None
+            d.train_rows = rows[stage]
+        smoke = free_name(data_dir, stem, "smoke")
+        d.smoke_rows = write_slice(train, smoke, _smoke_rows(src, stage), d.train_rows)
+        d.train, d.smoke = train.relative_to(work).as_posix(), smoke.relative_to(work).as_posix()
+        train_paths[stage] = d.train
+        index = [s.name for s in src.recipe.stages].index(stage)
+        editor.set(RECIPE_FILE, f"stages.{index}.sample", d.smoke, src.recipe.stages[index].sample)
+        smoke_cfg = resolve_stage(src, stage, "smoke").config
+        for key, value in engine.local_dataset_keys(smoke_cfg, d.smoke).items():
+            old = get_path(smoke_cfg, key) if has_path(smoke_cfg, key) else None
+            editor.set(RECIPE_FILE, ("profiles", "smoke", "stages", stage, key), value, old)
+        if held is not None:
+            d.heldout = held.relative_to(work).as_posix()
+            editor.set(RECIPE_FILE, "export.eval.heldout", d.heldout, src.recipe.export.eval.heldout)  # type: ignore[union-attr]
+        out.append(d)
+    return out, train_paths
+
+
+def _pii_notes(src: LoadedRecipe, work: Path, data: list[StageData]) -> list[str]:
+    """What the recipe's PII gate will say of the fork's training rows: refused rows are found now, not at the
+    start of the first run."""
+    from ftkit.pii.fields import parse_patterns
+    from ftkit.pii.gate import thresholds, violations
+    from ftkit.pii.rows import ScanSettings
+    from ftkit.pii.scan import scan_file
+
+    policy = src.recipe.pii
+    patterns = parse_patterns(policy.fields)
+    settings = ScanSettings(tuple(patterns) if patterns else None, ner="off")
+    notes = []
+    for d in data:
+        report = scan_file(work / d.train, settings, max_examples=1)
+        over = violations(report, thresholds(dict(policy.max_rows)))
+        if over:
+            found = ", ".join(f"{v.rows} rows carry {v.entity} (allowed {v.max_rows})" for v in over)
+            notes.append(f"{d.train}: {found}: the PII gate refuses every profile that trains on these rows; clean "
+                         f"them (`ftkit pii clean {d.source_file}`) and fork again, or set pii.max_rows")  # fmt: skip
+    return notes
+
+
 def _review_notes(src: LoadedRecipe, work: Path, result: ForkResult) -> None:
     r = src.recipe
     if result.base_model:
@@ -198,16 +327,15 @@ def _review_notes(src: LoadedRecipe, work: Path, result: ForkResult) -> None:
             f"tokens) were written for {result.base_model_was}: check them against {result.base_model}'s tokenizer",
         ]
         result.review += _vram_notes(work, r.hardware.min_vram_gb)
-    if result.datasets and r.export.eval and r.export.eval.heldout:
-        result.review.append(f"export.eval.heldout still points at the source's held-out rows "
-                             f"({r.export.eval.heldout}): use held-out rows of your data")  # fmt: skip
+    result.review += _pii_notes(src, work, result.datasets)
     for d in result.datasets:
-        if len(d.was) > 1:
-            result.review.append(f"stage {d.stage} trained on {len(d.was)} datasets; only the first ({d.was[0]}) "
-                                 "was replaced: edit its engine config for the others")  # fmt: skip
-        size = (work / d.path).stat().st_size
+        if len(result.was.get(d.stage, [])) > 1:
+            first = result.was[d.stage][0]
+            result.review.append(f"stage {d.stage} trained on {len(result.was[d.stage])} datasets; only the first "
+                                 f"({first}) was replaced: edit its engine config for the others")  # fmt: skip
+        size = (work / d.train).stat().st_size
         if size > BIG_DATASET_BYTES:
-            result.review.append(f"{d.path} is {size / 2**20:.0f} MiB: keep it out of git (Git LFS, or a path "
+            result.review.append(f"{d.train} is {size / 2**20:.0f} MiB: keep it out of git (Git LFS, or a path "
                                  "outside the repository in the engine config)")  # fmt: skip
 
 
@@ -216,7 +344,7 @@ def _vram_notes(work: Path, min_vram_gb: float) -> list[str]:
     from ftkit.estimate.report import estimate_report
 
     try:
-        report = estimate_report(recipe=str(work), profile="full")
+        report = estimate_report(recipe=str(work), profile="full", count_tokens=False)
     except FtkitError as exc:
         return [f"VRAM not estimated ({exc.title}): hardware.min_vram_gb ({min_vram_gb:g}) is the source's"]
     need = {st["stage"]: st["memory"]["device_total_gib"] for st in report["stages"]}
@@ -245,6 +373,7 @@ def fork_recipe(
     *,
     base_model: str | None = None,
     datasets: dict[str, Path] | None = None,
+    heldouts: dict[str, Path] | None = None,
     force: bool = False,
     root: Path | None = None,
 ) -> ForkResult:
@@ -254,8 +383,10 @@ def fork_recipe(
     src = load_recipe(source, root, check_profiles=False)
     base = (root or recipes_root()).resolve()
     dest = _destination(name, src, base, force)
-    datasets = datasets or {}
-    rows = _check_datasets(src, datasets)
+    datasets, heldouts = datasets or {}, heldouts or {}
+    rows = _check_files(src, datasets, "--dataset")
+    _check_heldouts(src, heldouts, datasets)
+    _check_files(src, heldouts, "--heldout")
     if base_model is not None and base_model == src.recipe.base_model:
         base_model = None
     result = ForkResult(name, dest, src.name, src.dir, envinfo.git_commit(src.dir), base_model,
@@ -269,9 +400,8 @@ def fork_recipe(
         editor.set(EXPECTED_FILE, "recipe", name, src.name)
         if base_model:
             editor.set(RECIPE_FILE, "base_model", base_model, src.recipe.base_model)
-        copies = {stage: _copy_dataset(path, stage, work) for stage, path in datasets.items()}
-        was = _engine_edits(src, editor, base_model, copies)
-        result.datasets = [DatasetChange(s, str(datasets[s]), p, was[s], rows[s]) for s, p in copies.items()]
+        result.datasets, copies = _fork_data(src, work, editor, datasets, heldouts, rows)
+        result.was = _engine_edits(src, editor, base_model, copies)
         editor.write()
         forked = _load_staged(work, dest, src.name, check_profiles=False)
         init_from = {s.name: s.init_from for s in src.recipe.stages}
@@ -281,6 +411,8 @@ def fork_recipe(
             result.estimated.append(dotted.removeprefix("profiles."))
         editor.write()
         _review_notes(src, work, result)
+        if result.datasets:
+            (work / "data" / "README.md").write_text(fork_data_readme(result), encoding="utf-8")
         (work / "README.md").write_text(fork_readme(result, src), encoding="utf-8")
         checked = _load_staged(work, dest, src.name, check_profiles=True)
         result.samples = {s: {"rows": c["rows"], "valid": c["valid"]} for s, c in sample_counts(checked).items() if c}

@@ -10,6 +10,7 @@ from ftkit.recipes.load import LoadedRecipe
 
 if TYPE_CHECKING:
     from ftkit.recipes.fork import ForkResult
+    from ftkit.recipes.fork_data import StageData
 
 ENGINE_NAMES = {"axolotl": "Axolotl", "trl": "TRL"}
 
@@ -20,7 +21,24 @@ def fork_command(result: ForkResult) -> str:
         parts += ["--base-model", result.base_model]
     for d in result.datasets:
         parts += ["--dataset", f"{d.stage}={d.source_file}"]
+        if d.heldout_from and d.heldout_from.startswith("--heldout "):
+            parts += ["--heldout", f"{d.stage}={d.heldout_from.removeprefix('--heldout ')}"]
     return shlex.join(parts)
+
+
+def data_lines(d: StageData, was: list[str]) -> list[tuple[str, str]]:
+    """Table rows: which file each profile of a replaced stage trains on, and the held-out rows."""
+    rows = [
+        (f"data, stage {d.stage}", f"`{d.train}`: {d.train_rows:,} rows of `{d.source_file}` (full profile; was "
+         f"`{', '.join(was) or 'nothing'}`)"),
+        (f"smoke data, stage {d.stage}", f"`{d.smoke}`: {d.smoke_rows:,} rows spread evenly over `{d.train}`"),
+    ]  # fmt: skip
+    if d.heldout:
+        moved = f"; {d.moved_to_train} held-out row(s) that repeated a training row went back to training" if (
+            d.moved_to_train) else ""  # fmt: skip
+        rows.append(("held-out rows (evaluation)", f"`{d.heldout}`: {d.heldout_rows:,} rows, {d.heldout_from}{moved}; "
+                     "never trained on (the pre-flight checks it)"))  # fmt: skip
+    return rows
 
 
 def fork_readme(result: ForkResult, src: LoadedRecipe) -> str:
@@ -35,8 +53,7 @@ def fork_readme(result: ForkResult, src: LoadedRecipe) -> str:
     changed = {d.stage: d for d in result.datasets}
     for stage in src.recipe.stages:
         if d := changed.get(stage.name):
-            rows.append((f"data, stage {stage.name}", f"`{d.path}` ({d.rows:,} rows, copied from `{d.source_file}`; "
-                         f"was `{', '.join(d.was)}`)"))  # fmt: skip
+            rows += data_lines(d, result.was.get(stage.name, []))
         else:
             rows.append((f"data, stage {stage.name}", "as in the source"))
     bounds = (f"{len(result.estimated)} bound(s) are now `source: estimate`: the source's figures do not apply "
@@ -76,3 +93,11 @@ def fork_readme(result: ForkResult, src: LoadedRecipe) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def fork_data_readme(result: ForkResult) -> str:
+    """data/README.md of a fork with its own data: each file, where it came from and which profile reads it."""
+    lines = [f"# Data of {result.name}", "", "Written by `" + fork_command(result) + "`:", "", "| | |", "| --- | --- |"]
+    for d in result.datasets:
+        lines += [f"| {k} | {v} |" for k, v in data_lines(d, result.was.get(d.stage, []))]
+    return "\n".join([*lines, "", "Files of stages not listed here are the source recipe's.", ""])

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ftkit.data.validate import ValidationReport, load_schema, validate_file
-from ftkit.errors import FtkitError, Problem
+from ftkit.errors import ExitCode, FtkitError, Problem
 from ftkit.recipes.schema import ExpectedMetrics, Recipe, Stage
 from ftkit.validation import pydantic_problems, unknown_keys
 from ftkit.yamlio import LocatedYaml, load_yaml
@@ -65,6 +65,7 @@ class LoadedRecipe:
     expected: ExpectedMetrics | None
     expected_source: LocatedYaml | None
     warnings: list[Problem] = field(default_factory=list)
+    data_reports: dict[str, ValidationReport] = field(default_factory=dict)  # local training files, by path
 
     @property
     def name(self) -> str:
@@ -199,10 +200,56 @@ def load_recipe(name_or_path: str, root: Path | None = None, *, check_profiles: 
         from ftkit.recipes.resolve import validate_profiles
 
         problems.extend(validate_profiles(loaded))
+    if check_profiles and not problems:
+        bad_rows = _check_training_data(loaded)
+        if bad_rows:
+            raise FtkitError(f"{rdir.name}: {len(bad_rows)} problem(s) in the rows a profile trains on", bad_rows,
+                             ExitCode.DATA_INVALID)  # fmt: skip
     if problems:
         raise FtkitError(f"{rdir.name}: {len(problems)} problem(s)", problems)
     return loaded
 
 
+def _check_training_data(loaded: LoadedRecipe) -> list[Problem]:
+    """Validate every local file a profile trains a stage on against the stage's schema (each file once), so
+    `recipe validate` sees the rows a run will train on and not only the sample; the reports go to
+    `loaded.data_reports`."""
+    from ftkit.engines import get_engine
+    from ftkit.recipes.resolve import resolve_stage
+
+    engine = get_engine(loaded.recipe.engine)
+    problems: list[Problem] = []
+    for profile in loaded.recipe.profiles:
+        for files in loaded.stages:
+            cfg = resolve_stage(loaded, files.stage.name, profile).config
+            for rel in engine.dataset_paths(cfg):
+                path = loaded.dir / rel
+                if not path.is_file() or str(path) in loaded.data_reports:
+                    continue  # a hub dataset (the engine loads it), or checked already
+                if path.resolve() == files.sample_path.resolve() and files.sample_report is not None:
+                    loaded.data_reports[str(path)] = files.sample_report
+                    continue
+                report = validate_file(path, files.schema_path)
+                loaded.data_reports[str(path)] = report
+                if not report.ok:
+                    problems += report.problems[:20]
+                    problems.append(Problem(
+                        f"{report.invalid} of {report.rows} rows break {files.schema_path.name} (profile "
+                        f"'{profile}', stage '{files.stage.name}')", str(path), None, None,
+                        f"ftkit data validate {path} --schema {files.schema_path} --quarantine bad.jsonl keeps the "
+                        "good rows and sets the bad ones aside with their reasons",
+                    ))  # fmt: skip
+    return problems
+
+
 def sample_counts(loaded: LoadedRecipe) -> dict[str, Any]:
     return {s.stage.name: s.sample_report.to_dict() if s.sample_report else None for s in loaded.stages}
+
+
+def data_counts(loaded: LoadedRecipe) -> dict[str, dict[str, int]]:
+    """Rows and valid rows of each local training file `load_recipe` checked, by path relative to the recipe."""
+    out = {}
+    for path, report in loaded.data_reports.items():
+        rel = os.path.relpath(path, loaded.dir)
+        out[rel] = {"rows": report.rows, "valid": report.rows - report.invalid}
+    return out
