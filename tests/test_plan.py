@@ -131,6 +131,20 @@ def test_an_axolotl_sft_candidate_may_fit_by_chunking_its_loss_and_a_trl_one_may
     assert not any("chunked_cross_entropy" in c for c in fit_on(trl, 13, 1).changes)
 
 
+def test_time_and_cost_use_the_counted_tokens_per_sequence_and_a_short_run_is_not_zero():
+    from ftkit.estimate.gpus import lookup_gpu
+    from ftkit.estimate.tokens import SequenceTokens
+
+    counted = SequenceTokens({"sft": 50.0, "dpo": 80.0}, "counted", {"method": "counted"})
+    plan = recommend(CATALOG, goal="preference", data="pairs", rows=300, vram_gb=24, gpu=lookup_gpu("L4"),
+                     count=lambda c: counted)  # fmt: skip
+    assert plan.recipe == "qlora-dpo" and plan.time_cost
+    tc, epochs = plan.time_cost, plan.settings["epochs"]
+    assert tc["tokens"] == pytest.approx(300 * epochs * (50 + 2 * 80))  # a DPO pair is two sequences
+    assert tc["tokens_per_sequence"] == {"sft": 50.0, "dpo": 80.0} and tc["tokens_source"] == "counted"
+    assert 0 < tc["hours"] < 1 and tc["cost_usd"] and all(0 < v < 1 for v in tc["cost_usd"].values())  # minutes, cents
+
+
 # ------------------------------------------------------------------ dataset facts and the CLI
 
 

@@ -9,12 +9,12 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from ftkit.cli_common import consoles, print_json
+from ftkit.cli_common import consoles, print_json, say
 from ftkit.errors import ExitCode, FtkitError
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from ftkit.plan.recommend import gpu_for_vram, inspect_dataset, recipe_candidates, recommend
+    from ftkit.plan.recommend import dataset_counter, gpu_for_vram, inspect_dataset, recipe_candidates, recommend
     from ftkit.plan.rules import DEFAULT_DATA, objectives
     from ftkit.recipes.load import recipes_root
 
@@ -31,10 +31,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
         raise FtkitError.one(f"unknown GPU '{args.gpu}'", field="--gpu",
                              fix="a catalog name such as H100, A100 80GB, L4, A10G (ftkit estimate --help)",
                              code=ExitCode.USAGE)  # fmt: skip
+    # --dataset without --avg-tokens: its tokens are counted with the recommended recipe's tokenizer
+    counting = facts is not None and not args.avg_tokens
+    count = dataset_counter(Path(args.dataset), args.tokenizer, args.token_sample) if counting else None
     with console.status("reading the recipes and estimating each on your GPUs"):
         candidates = recipe_candidates(recipes_root())
         plan = recommend(candidates, goal=args.goal, data=data, rows=rows, vram_gb=args.vram, gpus=args.gpus,
-                         avg_tokens=avg_tokens, gpu=gpu)  # fmt: skip
+                         avg_tokens=avg_tokens, gpu=gpu, count=count)  # fmt: skip
     result = plan.to_dict() | {"dataset": facts.__dict__ if facts else None}
     if args.json:
         print_json(result)
@@ -48,15 +51,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def _print(out: Any, plan: dict[str, Any]) -> None:
     facts = plan["dataset"]
     if facts:
-        out.print(f"dataset {escape(facts['path'])}: {facts['rows']:,} rows, formats {facts['formats']}, "
-                  f"~{facts['avg_tokens']} tokens per row (characters / 4)", highlight=False)  # fmt: skip
+        say(out, f"dataset {facts['path']}: {facts['rows']:,} rows, formats {facts['formats']}, "
+            f"~{facts['avg_tokens']} tokens per row (characters / 4)")  # fmt: skip
     gpus = f"{plan['gpus']} GPU(s) × {plan['vram_gb']:g} GB"
     head = f"goal {plan['goal']}, data: {plan['data']}, {plan['rows']:,} rows, {gpus}"
     if not plan["recipe"]:
-        out.print(f"[red]no recommendation[/red] for {head}", highlight=False)
+        say(out, ("no recommendation", "red"), f" for {head}")
     else:
-        out.print(f"[bold green]{plan['recipe']}[/bold green]: {plan['objective']} with {plan['method']} on "
-                  f"{plan['base_model']} ({head})", highlight=False)  # fmt: skip
+        say(out, (plan["recipe"], "bold green"), f": {plan['objective']} with {plan['method']} on "
+            f"{plan['base_model']} ({head})")  # fmt: skip
         table = Table(title="why", title_justify="left", show_lines=False)
         for col in ("decision", "choice", "reason"):
             table.add_column(col, overflow="fold")
@@ -69,18 +72,23 @@ def _print(out: Any, plan: dict[str, Any]) -> None:
         out.print(table)
         tc = plan["time_cost"]
         if tc:
-            cost = ", ".join(f"{k} ${v:,.0f}" for k, v in tc["cost_usd"].items()) or "no price"
-            out.print(f"time and cost (estimate): ~{tc['hours']:.1f} h on {tc['gpus']} × {tc['gpu']}; {cost}",
-                      highlight=False)  # fmt: skip
-        out.print("next:", highlight=False)
+            from ftkit.estimate.report import duration, usd
+            from ftkit.estimate.tokens import si
+
+            cost = ", ".join(f"{k} {usd(v)}" for k, v in tc["cost_usd"].items()) or "no price"
+            took = duration(tc["hours"])
+            took = took if took.startswith("<") else f"~{took}"
+            say(out, f"time and cost (estimate): {took} on {tc['gpus']} × {tc['gpu']}; {cost}")
+            say(out, f"  for {si(tc['tokens'])} tokens: {tc['tokens_source']}", style="dim")
+        say(out, "next:")
         for c in plan["commands"]:
-            out.print(f"  {escape(c)}", highlight=False)
+            say(out, f"  {c}")
     for w in plan["warnings"]:
-        out.print(f"[yellow]warning[/yellow]: {escape(w)}", highlight=False)
+        say(out, ("warning", "yellow"), f": {w}")
     if plan["alternatives"]:
-        out.print("[dim]considered and passed over:[/dim]")
+        say(out, "considered and passed over:", style="dim")
         for a in plan["alternatives"][:8]:
-            out.print(f"[dim]  {escape(a['option'])}: {escape(a['why_not'])}[/dim]", highlight=False)
+            say(out, f"  {a['option']}: {a['why_not']}", style="dim")
 
 
 def register(sub: Any) -> None:
@@ -107,7 +115,14 @@ def register(sub: Any) -> None:
                    "conversations, pairs (chosen/rejected), unpaired (KTO labels), verifiable (prompts with a "
                    "checkable answer)")  # fmt: skip
     p.add_argument("--dataset", metavar="FILE", help="a JSONL/JSON/Parquet file: counts rows, detects the format")
-    p.add_argument("--avg-tokens", type=int, metavar="N", help="tokens per row for time and cost (default 1000)")
+    p.add_argument("--avg-tokens", type=int, metavar="N",
+                   help="tokens per sequence for time and cost (default: counted in --dataset with the recommended "
+                   "recipe's tokenizer; without --dataset 1000)")  # fmt: skip
+    p.add_argument("--tokenizer", metavar="DIR",
+                   help="count --dataset with this tokenizer (a local dir) instead of the recommended recipe's base "
+                   "model's (default: that one when on this machine, else a labelled stand-in)")  # fmt: skip
+    p.add_argument("--token-sample", type=int, default=2000, metavar="N",
+                   help="rows of --dataset tokenized at most, spread evenly (default 2000; 0: every row)")  # fmt: skip
     p.add_argument("--gpu", metavar="NAME", help="the GPU model for time and cost (default: a catalog GPU of --vram)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_plan)

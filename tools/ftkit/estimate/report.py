@@ -9,22 +9,35 @@ from ftkit.estimate.inputs import Setting
 from ftkit.estimate.memory import GIB, Breakdown, estimate_memory, sequences_per_step
 from ftkit.estimate.resolve import StagePlan, recipe_stage_plans, resolve_architecture
 from ftkit.estimate.timecost import MFU, MFU_SOURCE, gpu_options, mfu, tokens_per_optimizer_step
+from ftkit.estimate.tokens import DEFAULT_SAMPLE, UNKNOWN_FIX, StageTokens, Tokenizers, si, stage_tokens, unknown
 
 
-def _tokens(plan: StagePlan, tokens: float | None, rows: int | None, avg: int | None) -> tuple[float | None, str]:
+def _tokens(plan: StagePlan, tokens: float | None, rows: int | None, avg: int | None,
+            tokenizers: Tokenizers | None) -> StageTokens:  # fmt: skip
+    """The stage's tokens for time and cost: --tokens, else --rows × tokens per row, else its local datasets counted
+    (`ftkit.estimate.tokens`), else max_steps of full sequences (an upper bound), else unknown with the reason."""
     s = plan.setting
     if tokens:
-        return tokens, "--tokens"
+        return StageTokens(tokens, f"{si(tokens)} tokens, as given (--tokens)", {"method": "--tokens"})
     if rows:
         per_row = avg or s.seq_len
         epochs = plan.epochs or 1.0
         # A preference row is two sequences; a GRPO prompt is a group of num_generations completions (its
         # micro-batch already counts completions, so sequences_per_step cannot tell the group size).
         seqs = s.num_generations if s.stage == "grpo" else sequences_per_step(s) // s.micro_batch
-        return rows * seqs * per_row * epochs, f"{rows} rows × {seqs} sequences × {per_row} tokens × {epochs:g} epochs"
+        return StageTokens(rows * seqs * per_row * epochs,
+                           f"{rows} rows × {seqs} sequences × {per_row} tokens × {epochs:g} epochs",
+                           {"method": "--rows"})  # fmt: skip
+    counted = stage_tokens(plan, tokenizers) if plan.data and tokenizers else None
+    if counted and counted.tokens is not None:
+        return counted
     if plan.max_steps:
-        return plan.max_steps * tokens_per_optimizer_step(s), f"max_steps {plan.max_steps} × tokens per step"
-    return None, "unknown: pass --tokens, or --rows (and --avg-tokens)"
+        upper = f"max_steps {plan.max_steps} × tokens per step (every sequence {s.seq_len} tokens: an upper bound)"
+        detail = {"method": "max_steps upper bound"} | ({"data": counted.detail} if counted else {})
+        return StageTokens(plan.max_steps * tokens_per_optimizer_step(s),
+                           upper + (f"; data not counted: {counted.detail['reason']}" if counted else ""),
+                           detail)  # fmt: skip
+    return counted or unknown("no dataset to count" if tokenizers else "datasets not read", UNKNOWN_FIX)
 
 
 def loss_hint(plan: StagePlan, memory: Breakdown) -> str | None:
@@ -63,7 +76,13 @@ def estimate_report(
     avg_tokens: int | None = None,
     gpu: str | None = None,
     loaded: Any = None,
+    tokenizer: str | None = None,
+    token_sample: int = DEFAULT_SAMPLE,
+    count_tokens: bool = True,
 ) -> dict[str, Any]:
+    """Memory, tokens, time and cost of each stage of a recipe (or of one setting of a model). `tokenizer`: count
+    the recipe's local datasets with this tokenizer instead of the base model's; `token_sample`: rows counted per
+    file at most (0: every row); `count_tokens=False`: read no dataset (a caller that wants the memory only)."""
     if recipe:
         plans = recipe_stage_plans(recipe, profile, overrides, loaded)
     else:
@@ -74,10 +93,12 @@ def estimate_report(
             raise FtkitError.one(f"cannot estimate this setting: {exc}", fix="check the options named") from exc
         plans = [StagePlan(setting.stage, model, resolve_architecture(model), setting, None, None, "")]
     gpus = _gpus(gpu)
+    tokenizers = Tokenizers(tokenizer, token_sample) if count_tokens else None
     stages = []
     for plan in plans:
         memory = estimate_memory(plan.arch, plan.setting)
-        n_tokens, source = _tokens(plan, tokens, rows, avg_tokens)
+        counted = _tokens(plan, tokens, rows, avg_tokens, tokenizers)
+        n_tokens, source = counted.tokens, counted.source
         stages.append({
             "stage": plan.stage,
             "base_model": plan.base_model,
@@ -85,8 +106,9 @@ def estimate_report(
             "config": plan.config_file,
             "setting": plan.setting.model_dump(mode="json"),
             "memory": memory.to_dict(),
-            "tokens": n_tokens,
+            "tokens": None if n_tokens is None else round(n_tokens, 1),
             "tokens_source": source,
+            "tokens_detail": counted.detail,
             "hint": loss_hint(plan, memory),
             "mfu": round(mfu(plan.setting), 3),
             "mfu_source": MFU_SOURCE,
@@ -117,8 +139,31 @@ def _setting_line(st: dict[str, Any]) -> str:
     )
 
 
+def duration(hours: float) -> str:
+    """Hours for people: '< 1 min', '12 min', '3.4 h', '1,250 h' (a short run never reads '0.0 h')."""
+    if hours * 60 < 1:
+        return "< 1 min"
+    return f"{hours * 60:.0f} min" if hours < 1 else f"{hours:,.1f} h" if hours < 100 else f"{hours:,.0f} h"
+
+
+def usd(value: float) -> str:
+    """Dollars for people: cents below $10 (a short run never reads '$0'), whole dollars above."""
+    return "< $0.01" if value < 0.005 else f"${value:,.2f}" if value < 10 else f"${value:,.0f}"
+
+
+def tokens_label(stage: dict[str, Any]) -> str:
+    """'1.23 M tokens', '≈1.23 M tokens, sampled', or 'tokens unknown', for a table title."""
+    if stage["tokens"] is None:
+        return "tokens unknown: no time or cost"
+    detail = stage.get("tokens_detail") or {}
+    approx = "≈" if detail.get("approximate") or detail.get("method") == "max_steps upper bound" else ""
+    how = {"sampled": ", sampled", "max_steps upper bound": ", upper bound"}.get(detail.get("method", ""), "")
+    return f"{approx}{si(stage['tokens'])} tokens{how}"
+
+
 def print_report(report: dict[str, Any], console: Any, top: int = 8) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     for st in report["stages"]:
         mem = st["memory"]
@@ -145,18 +190,19 @@ def print_report(report: dict[str, Any], console: Any, top: int = 8) -> None:
         console.print(table)
         if st.get("hint"):
             console.print(f"[yellow]hint:[/yellow] {st['hint']}")
-        gpus = Table(title=f"GPUs for stage {st['stage']} (tokens: {st['tokens_source']})", title_justify="left")
-        for col in ("GPU", "memory GiB", "fits", "hours", "cheapest", "on demand (all providers)", "prices read"):
-            gpus.add_column(col, justify="right" if col in ("memory GiB", "hours") else "left")
+        console.print(Text(f"tokens (stage {st['stage']}): {st['tokens_source']}"), soft_wrap=True)
+        gpus = Table(title=f"GPUs for stage {st['stage']} ({tokens_label(st)})", title_justify="left")
+        for col in ("GPU", "memory GiB", "fits", "time", "cheapest", "on demand (all providers)", "prices read"):
+            gpus.add_column(col, justify="right" if col in ("memory GiB", "time") else "left")
         for o in st["gpus"][:top]:
             costs = o["cost_usd"]
             cheapest = min(costs.items(), key=lambda kv: kv[1]) if costs else None
             gpus.add_row(
                 o["gpu"], f"{o['memory_gib']:.1f}",
                 ("[green]yes[/green]" if o["bf16"] else "yes, no bf16") if o["fits"] else "[red]no[/red]",
-                "–" if o["hours"] is None else f"{o['hours']:.1f}",
-                f"${cheapest[1]:,.0f} {cheapest[0]}" if cheapest else "–",
-                ", ".join(f"{k} ${v:,.0f}" for k, v in sorted(costs.items(), key=lambda kv: kv[1])) or "–",
+                "–" if o["hours"] is None else duration(o["hours"]),
+                f"{usd(cheapest[1])} {cheapest[0]}" if cheapest else "–",
+                ", ".join(f"{k} {usd(v)}" for k, v in sorted(costs.items(), key=lambda kv: kv[1])) or "–",
                 ", ".join(sorted(set(o["prices_read"].values()))) or "–",
             )  # fmt: skip
         console.print(gpus)

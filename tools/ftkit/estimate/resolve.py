@@ -10,6 +10,7 @@ from typing import Any
 from ftkit.errors import FtkitError
 from ftkit.estimate.catalog import Architecture
 from ftkit.estimate.inputs import Setting
+from ftkit.estimate.tokens import StageData, stage_data
 
 FAMILIES = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "gemma2": "gemma2", "phi3": "phi3",
             "qwen": "qwen"}  # fmt: skip
@@ -80,6 +81,7 @@ class StagePlan:
     max_steps: int | None
     epochs: float | None
     config_file: str
+    data: StageData | None = None  # its datasets and how its engine reads them (token counts for time and cost)
 
 
 def recipe_stage_plans(
@@ -111,5 +113,5 @@ def recipe_stage_plans(
         epochs = cfg.get("num_epochs") or trainer.get("num_train_epochs")
         plans.append(StagePlan(stage.name, base, resolve_architecture(base), setting,
                                int(steps) if steps else None, float(epochs) if epochs else None,
-                               str(loaded.dir / stage.config)))  # fmt: skip
+                               str(loaded.dir / stage.config), stage_data(engine, cfg, loaded.dir)))  # fmt: skip
     return plans

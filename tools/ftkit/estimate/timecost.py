@@ -41,6 +41,12 @@ def mfu(s: Setting) -> float:
     return MFU[s.method] * STAGE_MFU_FACTOR.get(s.stage, 1.0)
 
 
+def significant(x: float, digits: int = 4) -> float:
+    """`x` rounded to `digits` significant digits: a 2-minute run keeps its 0.03413 h and $0.0751 (a fixed number
+    of decimals would round both to 0)."""
+    return float(f"{x:.{digits}g}")
+
+
 FIT_HEADROOM = 0.95  # fits when the estimate (reserved + CUDA context) is within 95 % of the GPU's memory
 
 
@@ -87,9 +93,9 @@ class GpuOption:
             "fits": self.fits,
             "bf16": self.gpu.bf16_tflops > 0,
             "need_gib": round(self.need_gib, 2),
-            "hours": None if self.hours is None else round(self.hours, 3),
-            "cost_usd": {k: round(v, 2) for k, v in self.costs.items()},
-            "spot_cost_usd": {k: round(v, 2) for k, v in self.spot_costs.items()},
+            "hours": None if self.hours is None else significant(self.hours),
+            "cost_usd": {k: significant(v) for k, v in self.costs.items()},
+            "spot_cost_usd": {k: significant(v) for k, v in self.spot_costs.items()},
             "prices_read": {p.provider: str(p.read) for p in self.gpu.prices},
         }
 

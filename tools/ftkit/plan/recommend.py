@@ -7,6 +7,7 @@ inputs (candidates come in as data); `recipe_candidates` is the part that reads 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,8 @@ from ftkit.estimate.inputs import Setting
 from ftkit.estimate.memory import GIB, estimate_memory
 from ftkit.estimate.params import param_count
 from ftkit.estimate.preflight import Change, changes_for, suggestions
-from ftkit.estimate.timecost import FIT_HEADROOM, gpu_options
+from ftkit.estimate.timecost import FIT_HEADROOM, gpu_options, significant
+from ftkit.estimate.tokens import SequenceTokens, StageData
 from ftkit.plan.rules import (
     FULL_FT_MIN_ROWS,
     Choice,
@@ -54,6 +56,7 @@ class CandidateStage:
     stage: str
     arch: Architecture
     setting: Setting
+    data: StageData | None = None  # how its engine reads data (sequence length, over-length rule, chat template)
 
 
 @dataclass
@@ -177,23 +180,40 @@ def run_sets(c: Candidate, hyper: Hyper, gpus: int) -> tuple[dict[str, Any], lis
     return settings, sets
 
 
-def _time_cost(c: Candidate, hyper: Hyper, rows: int, avg_tokens: int, gpus: int, gpu: Gpu | None) -> dict | None:
+# Counts a dataset's tokens per sequence as a candidate's stages would see them (`ftkit.estimate.tokens`); the CLI
+# passes one that reads the user's file, so `recommend` stays pure.
+SequenceCounter = Callable[[Candidate], SequenceTokens]
+
+
+def _time_cost(
+    c: Candidate, hyper: Hyper, rows: int, avg_tokens: int, gpus: int, gpu: Gpu | None,
+    counted: SequenceTokens | None = None,
+) -> dict | None:  # fmt: skip
+    """Hours and cost of every stage on `gpus` × `gpu`: rows × tokens per sequence × sequences per row × epochs, the
+    tokens per sequence counted from the data where `counted` has them, else `avg_tokens`."""
     if gpu is None:
         return None
-    total_h, costs = 0.0, {}
+    total_h, total_tokens, costs, per_seq = 0.0, 0.0, {}, {}
     for st in c.stages:
         s = _setting_for(st.setting, gpus)
         pair = 2 if s.stage in ("dpo", "orpo", "reward") else s.num_generations if s.stage == "grpo" else 1
-        tokens = rows * avg_tokens * hyper.epochs * pair
+        per_seq[st.stage] = counted.per_stage.get(st.stage, avg_tokens) if counted else avg_tokens
+        tokens = rows * per_seq[st.stage] * hyper.epochs * pair
+        total_tokens += tokens
         [opt] = gpu_options(st.arch, s, tokens, [gpu])
         if opt.hours is None:
             return None
         total_h += opt.hours
         for provider, usd in opt.costs.items():
             costs[provider] = costs.get(provider, 0.0) + usd
-    return {"gpu": gpu.name, "gpus": gpus, "hours": round(total_h, 2),
-            "cost_usd": {k: round(v, 2) for k, v in sorted(costs.items(), key=lambda kv: kv[1])},
-            "tokens_per_row": avg_tokens, "source": "estimate (ftkit.estimate: FLOPs at an assumed MFU)"}  # fmt: skip
+    source = f"{avg_tokens:,} tokens per sequence, as given or assumed (not counted)"
+    if counted:
+        source = counted.text if counted.per_stage else f"{avg_tokens:,} tokens per sequence; the data {counted.text}"
+    return {"gpu": gpu.name, "gpus": gpus, "hours": significant(total_h),
+            "cost_usd": {k: significant(v) for k, v in sorted(costs.items(), key=lambda kv: kv[1])},
+            "tokens": significant(total_tokens), "tokens_per_sequence": {k: round(v, 2) for k, v in per_seq.items()},
+            "tokens_source": source, "tokens_detail": counted.detail if counted else {"method": "--avg-tokens"},
+            "source": "estimate (ftkit.estimate: FLOPs at an assumed MFU)"}  # fmt: skip
 
 
 def recommend(
@@ -206,8 +226,10 @@ def recommend(
     gpus: int = 1,
     avg_tokens: int = 1000,
     gpu: Gpu | None = None,
+    count: SequenceCounter | None = None,
 ) -> Plan:
-    """The first (objective, method) the rules prefer that a recipe implements and the GPUs fit."""
+    """The first (objective, method) the rules prefer that a recipe implements and the GPUs fit. `count`: tokens per
+    sequence of the user's data for the chosen recipe (else `avg_tokens` for every sequence)."""
     why: list[dict[str, Any]] = []
     alternatives: list[dict[str, str]] = []
     wanted = objectives(goal, data)
@@ -256,7 +278,8 @@ def recommend(
                 )
                 plan.fit = asdict(fit)
                 plan.settings, plan.sets, plan.warnings = settings, sets, hyper.warnings
-                plan.time_cost = _time_cost(c, hyper, rows, avg_tokens, gpus, gpu)
+                counted = count(c) if count and gpu else None
+                plan.time_cost = _time_cost(c, hyper, rows, avg_tokens, gpus, gpu, counted)
                 fork = f"my-{goal}"
                 plan.commands = [
                     f"ftkit recipe new {fork} --from {c.recipe} "
@@ -294,8 +317,22 @@ def recipe_candidates(root: Path) -> list[Candidate]:
             continue
         method = plans[-1].setting.method
         out.append(Candidate(loaded.name, loaded.recipe.engine, loaded.recipe.base_model, objective, method,
-                             [CandidateStage(p.stage, p.arch, p.setting) for p in plans]))  # fmt: skip
+                             [CandidateStage(p.stage, p.arch, p.setting, p.data) for p in plans]))  # fmt: skip
     return out
+
+
+def dataset_counter(path: Path, tokenizer: str | None = None, sample: int | None = None) -> SequenceCounter:
+    """A `recommend(count=...)` that counts `path` with the chosen recipe's base-model tokenizer (or `tokenizer`, or
+    the labelled stand-in) at each of its stages' sequence lengths; the tokenizer and the file are read once."""
+    from ftkit.estimate.tokens import DEFAULT_SAMPLE, Tokenizers, file_sequence_tokens
+
+    tokenizers = Tokenizers(tokenizer, DEFAULT_SAMPLE if sample is None else sample)
+
+    def count(c: Candidate) -> SequenceTokens:
+        stages = [(st.stage, st.data, st.setting) for st in c.stages]
+        return file_sequence_tokens(str(path), c.base_model, stages, tokenizers)
+
+    return count
 
 
 def gpu_for_vram(vram_gb: float, name: str | None = None) -> Gpu | None:
