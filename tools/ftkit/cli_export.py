@@ -1,4 +1,4 @@
-"""`ftkit export …`, `ftkit eval` and `ftkit serve-cmd`: parse, call the library, print (or --json)."""
+"""`ftkit export …`, `ftkit eval`, `ftkit serve-cmd` and `ftkit serve`: parse, call the library, print (or --json)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rich.table import Table
-
-from ftkit.cli_common import consoles, print_json
+from ftkit.cli_common import consoles, print_json, say
 from ftkit.errors import ExitCode, FtkitError
 
 # ------------------------------------------------------------------ export merge
@@ -45,11 +43,10 @@ def cmd_export_merge(args: argparse.Namespace) -> int:
             else f"merged {source.adapter_dir} into {source.base} ({args.dtype}"
             f"{', base loaded unquantized: the adapter was trained on 4-bit' if source.trained_on_4bit else ''})"
         )
-        out.print(f"{what} -> {result.out_dir} ({len(result.shards)} shard(s), {result.parameters:,} parameters, "
-                  f"{result.seconds:.1f} s)")  # fmt: skip
+        say(out, f"{what} -> {result.out_dir} ({len(result.shards)} shard(s), {result.parameters:,} parameters, "
+            f"{result.seconds:.1f} s)")  # fmt: skip
         if result.check:
-            out.print(f"verify: {describe_merge_check(result.check)}", style=None if result.check["passed"] else "red",
-                      markup=False)  # fmt: skip
+            say(out, f"verify: {describe_merge_check(result.check)}", style="" if result.check["passed"] else "red")
     require_merged(result)
     return 0
 
@@ -84,11 +81,11 @@ def cmd_export_gguf(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
     else:
-        out.print(f"{path} ({written.size_bytes / 2**20:.1f} MiB, {written.quant}, {written.backend}, "
-                  f"{written.seconds:.1f} s)")  # fmt: skip
+        say(out, f"{path} ({written.size_bytes / 2**20:.1f} MiB, {written.quant}, {written.backend}, "
+            f"{written.seconds:.1f} s)")  # fmt: skip
         if "check" in result:
-            out.print(f"verify: {describe_gguf_check(result['check'])}", markup=False,
-                      style=None if result["check"]["passed"] else "red")  # fmt: skip
+            passed = result["check"]["passed"]
+            say(out, f"verify: {describe_gguf_check(result['check'])}", style="" if passed else "red")
     return code
 
 
@@ -105,7 +102,7 @@ def cmd_export_quantize(args: argparse.Namespace) -> int:
                                  args.samples, args.max_len)  # fmt: skip
     with console.status(f"{args.method.upper()} {args.scheme} on {plan.rows_available} calibration rows"):
         result = quantize_model(plan)
-    print_json(result) if args.json else out.print(f"{out_dir} ({result['seconds']} s)")
+    print_json(result) if args.json else say(out, f"{out_dir} ({result['seconds']} s)")
     return 0
 
 
@@ -124,7 +121,7 @@ def cmd_export_mergekit(args: argparse.Namespace) -> int:
     if args.json:
         print_json(data)
     else:
-        out.print(", ".join(f"{k}: {v}" for k, v in data.items()))
+        say(out, ", ".join(f"{k}: {v}" for k, v in data.items()))
     return 0
 
 
@@ -168,8 +165,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         print_json(report)
     else:
-        out.print(eval_summary(report), highlight=False)
-        out.print(f"report: {path}")
+        say(out, eval_summary(report))
+        say(out, f"report: {path}")
     return 0 if report.get("passed") else int(ExitCode.METRICS_FAILED)
 
 
@@ -177,7 +174,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from ftkit.export.serve import serve_commands, serve_target
+    from ftkit.export.serve import serve_commands, serve_commands_text, serve_target
 
     _, out = consoles()
     cmds = serve_commands(serve_target(Path(args.target), stage=args.stage), port=args.port)
@@ -185,15 +182,42 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print_json(cmds)
         return 0
     if not cmds:
-        out.print("nothing to serve: no merged model, adapter or GGUF found")
+        say(out, "nothing to serve: no merged model, adapter or GGUF found")
         return int(ExitCode.USAGE)
-    table = Table(show_lines=True)
-    for col in ("server", "what", "command"):
-        table.add_column(col, overflow="fold")
-    for c in cmds:
-        table.add_row(c["server"], c["what"], c["command"])
-    out.print(table)
+    say(out, serve_commands_text(cmds))  # never wrapped: long paths stay whole and copy-pastable
     return 0
+
+
+# ------------------------------------------------------------------ serve
+
+
+def cmd_serve_local(args: argparse.Namespace) -> int:
+    from ftkit.export.serve_local import check_port_free, check_serve_packages, run_server, serve_plan
+
+    console, out = consoles()
+    plan = serve_plan(Path(args.target), host=args.host, port=args.port, stage=args.stage, device=args.device)
+    check_serve_packages()
+    check_port_free(plan.host, plan.port)
+    say(console, f"starting transformers serve for {plan.model_dir} ({plan.source}) on {plan.url} ...")
+
+    def ready(plan: Any, pid: int, seconds: float) -> None:  # stdout: the URL, model name and curl line, whole
+        say(out, f"ready in {seconds:.1f} s (server pid {pid}); Ctrl-C or SIGTERM stops it")
+        say(out, f"url:        {plan.url}  (OpenAI base URL: {plan.url}/v1)")
+        say(out, f"model name: {plan.model_name}")
+        if not plan.loopback_only:
+            say(out, f"warning: listening on {plan.host}, beyond this machine, without authentication", style="red")
+        if not plan.has_chat_template:
+            say(out, "warning: the tokenizer has no chat template: /v1/chat/completions fails; use /v1/completions")
+        say(out, f"try it:\n{plan.curl_example()}")
+
+    outcome = run_server(plan, ready, ready_timeout=args.ready_timeout)
+    if outcome.stopped_by:
+        how = "it shut down cleanly" if outcome.clean else (
+            "killed after it ignored SIGTERM" if outcome.killed else f"exit code {outcome.returncode}")  # fmt: skip
+        say(console, f"stopped on {outcome.stopped_by}: {how}")
+        return 0
+    say(console, f"the server exited on its own with code {outcome.returncode} (its log is above)", style="red")
+    return int(ExitCode.ENGINE_FAILED)
 
 
 # ------------------------------------------------------------------ parser
@@ -288,3 +312,22 @@ def register(sub: Any) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser(
+        "serve",
+        help="serve a run's merged model here: an OpenAI-compatible API (transformers serve), CPU or GPU",
+        description="TARGET is a run dir (the merged model of its last stage, or --stage) or a merged model dir. "
+        "Starts `transformers serve` pinned to that model, waits until it answers, then prints the URL, the model "
+        "name requests send, and a curl example; Ctrl-C or SIGTERM stops it. Endpoints: /v1/chat/completions, "
+        "/v1/completions, /health. Nothing is downloaded (the hub is offline for the server); no authentication: "
+        "it listens on 127.0.0.1 unless --host says otherwise. Needs transformers' serving extra (fastapi, uvicorn, "
+        "openai). For production serving (vLLM, TGI, llama.cpp) see `ftkit serve-cmd`.",
+    )
+    p.add_argument("target", help="RUN_DIR or a merged model dir (config.json + safetensors + tokenizer)")
+    p.add_argument("--stage", help="which stage of a run (default: the last)")
+    p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="listen port (default 8000)")
+    p.add_argument("--device", default="auto", help="auto (default: a GPU if there is one), cpu, cuda:0, …")
+    p.add_argument("--ready-timeout", type=float, default=300.0,
+                   help="seconds to wait for the model to load before giving up (default 300)")  # fmt: skip
+    p.set_defaults(func=cmd_serve_local)

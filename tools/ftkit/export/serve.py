@@ -87,6 +87,12 @@ def serve_commands(t: ServeTarget, port: int = 8000) -> list[dict[str, str]]:
     return cmds
 
 
+def serve_commands_text(cmds: list[dict[str, str]]) -> str:
+    """Copy-pastable text: per command a `# server: what` line (a shell comment), then the command on one line,
+    never wrapped; blocks are separated by a blank line, so each block can be pasted into a shell as is."""
+    return "\n\n".join(f"# {c['server']}: {c['what']}\n{c['command']}" for c in cmds)
+
+
 def _lora_rank(adapter_dir: Path) -> int | None:
     cfg = adapter_dir / "adapter_config.json"
     if not cfg.is_file():
