@@ -13,7 +13,7 @@ from ftkit.cli import main
 from ftkit.doctor.env import PACKAGES, parse_lock, parse_smi_cuda, parse_smi_query, torch_facts
 from ftkit.doctor.env_rules import RULES, check_env
 from ftkit.doctor.patterns import PATTERNS
-from ftkit.doctor.triage import classify_exit, classify_log, classify_tokenizer
+from ftkit.doctor.triage import classify_exit, classify_log, classify_refusal, classify_tokenizer
 from ftkit.doctor.triage_run import read_tail, triage_run
 
 NOISE = (
@@ -146,6 +146,22 @@ def test_an_unknown_failure_shows_the_end_of_the_failed_stages_log(tmp_path: Pat
 
 def test_a_dir_that_is_not_a_run_dir_is_a_usage_error(tmp_path: Path):
     assert main(["doctor", str(tmp_path)]) == 2
+
+
+def test_a_refusal_with_many_problems_is_one_finding_at_the_first_with_each_fix_once():
+    problems = [{"message": f"row {n} breaks the schema", "file": "d.jsonl", "line": n, "fix": "make 'messages' match"}
+                for n in (2, 5, 9)]  # fmt: skip
+    refused = {"check": "data", "stage": "sft", "exit_code": 3, "message": "stage 'sft': 30 of 40 rows break it",
+               "problems": problems, "problems_total": 30}  # fmt: skip
+    found = classify_refusal(refused, {"status": "interrupted"}, "runs/r/1")
+    assert found.id == "refused-data" and found.severity == "error"
+    assert found.title == ("the data check (rows that break the stage's schema) refused a resume on stage 'sft' "
+                           "before training (exit code 3)")  # fmt: skip
+    assert found.where == "d.jsonl:2" and found.excerpt == "row 2 breaks the schema"
+    assert found.detail == ("stage 'sft': 30 of 40 rows break it; also: row 5 breaks the schema; row 9 breaks the "
+                            "schema (+27 more)")  # fmt: skip
+    resume = "then resume again: ftkit recipe run --resume runs/r/1 (the run stays interrupted)"
+    assert found.fix == ["make 'messages' match", resume]
 
 
 # ------------------------------------------------------------------ environment

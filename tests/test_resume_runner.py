@@ -22,19 +22,33 @@ from ftkit.cli import main
 from ftkit.engines.base import ProcessResult, StageContext, run_logged
 from ftkit.engines.trl import TrlEngine
 from ftkit.errors import ExitCode
-from ftkit.recipes.resume import checkpoint_step, last_checkpoint, trim_history
+from ftkit.export.model_card import card_facts_from_run, render_model_card
+from ftkit.recipes.metrics import attempt_work, throughput
+from ftkit.recipes.resume import checkpoint_step, last_checkpoint, trim_history, unique_evals
 
 RECIPE = "tiny-trl-sft-dpo"
 
 
+TOKENS_PER_STEP = 100
+SECONDS_PER_STEP = 0.5
+START_SECONDS = 1.0  # each attempt's trainer time before its first step (the fake's train_runtime includes it)
+
+
 class FakeEngine(TrlEngine):
     """Logs a falling loss (and, for DPO, a rising margin) per step; at `stop_at[stage]` it saves a checkpoint and
-    exits as a SIGTERM'd training process does (code 6); `on_train` runs first (e.g. to send a signal)."""
+    exits as a SIGTERM'd training process does (code 6); `on_train` runs first (e.g. to send a signal).
+
+    Each attempt logs its trainer's `train_runtime` (START_SECONDS + SECONDS_PER_STEP per step it trained). With
+    `token_key` it logs a token counter as the engines do: `num_tokens` (TRL) counts from 0 in each process,
+    `tokens/total` (Axolotl) goes on from the checkpoint's count. With `eval_every` it logs an evaluation every that
+    many steps and, as Axolotl does, one when each process starts."""
 
     def __init__(self) -> None:
         self.stop_at: dict[str, int] = {}
         self.calls: list[tuple[str, int]] = []  # (stage, step it started from)
         self.on_train: Callable[[str], None] | None = None
+        self.token_key: str | None = None
+        self.eval_every = 0
 
     def train(
         self, config_path: Path, ctx: StageContext, on_progress: Any = None, append_log: bool = False
@@ -48,17 +62,28 @@ class FakeEngine(TrlEngine):
         ctx.output_dir.mkdir(parents=True, exist_ok=True)
         with ctx.log_path.open("a" if append_log else "w") as log:
             log.write(f"fake {ctx.stage} from {start}\n")
+
+        def runtime(step: int) -> float:
+            return START_SECONDS + SECONDS_PER_STEP * (step - start)
+
         with ctx.history_path.open("a") as fh:
+            if self.eval_every:
+                fh.write(json.dumps({"step": start, "eval_loss": 2.0, "eval_runtime": 0.1}) + "\n")
             for step in range(start + 1, int(cfg["trainer"]["max_steps"]) + 1):
-                fh.write(json.dumps({"step": step, "loss": 3.0 / step, "rewards/margins": 0.1 * step,
-                                     "rewards/accuracies": 1.0}) + "\n")  # fmt: skip
+                record = {"step": step, "loss": 3.0 / step, "rewards/margins": 0.1 * step, "rewards/accuracies": 1.0}
+                if self.token_key:
+                    counted = step if self.token_key == "tokens/total" else step - start
+                    record[self.token_key] = TOKENS_PER_STEP * counted
+                fh.write(json.dumps(record) + "\n")
+                if self.eval_every and step % self.eval_every == 0:
+                    fh.write(json.dumps({"step": step, "eval_loss": 2.0 / step, "eval_runtime": 0.1}) + "\n")
                 if step == self.stop_at.get(ctx.stage):
                     ckpt = ctx.output_dir / f"checkpoint-{step}"
                     ckpt.mkdir()
                     (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step}))
-                    fh.write(json.dumps({"step": step, "train_runtime": 1.0}) + "\n")
-                    return ProcessResult(int(ExitCode.INTERRUPTED), 2**20, 0.5)
-            fh.write(json.dumps({"step": step, "train_runtime": 2.0}) + "\n")
+                    fh.write(json.dumps({"step": step, "train_runtime": runtime(step)}) + "\n")
+                    return ProcessResult(int(ExitCode.INTERRUPTED), 2**20, 0.5, signal="SIGTERM")
+            fh.write(json.dumps({"step": step, "train_runtime": runtime(step)}) + "\n")
         (ctx.output_dir / "adapter_config.json").write_text("{}")
         return ProcessResult(0, 2**20, 1.0)
 
@@ -177,9 +202,13 @@ def test_a_new_run_refuses_a_checkpoint_dir_that_holds_another_runs_checkpoints(
     old = tmp_path / "ckpt" / "sft" / "checkpoint-4"
     old.mkdir(parents=True)
     (old / "trainer_state.json").write_text('{"global_step": 4}')
+    (tmp_path / "ckpt" / "metrics.json").write_text('{"status": "interrupted"}')  # the other run's state
     assert run(tmp_path / "runs", "--checkpoint-dir", str(tmp_path / "ckpt")) == ExitCode.USAGE
     assert "checkpoint of an earlier run" in capsys.readouterr().err
     assert fake.calls == []
+    refused = metrics(only(tmp_path / "runs"))
+    assert refused["status"] == "refused" and refused["refused"]["check"] == "checkpoints"
+    assert (tmp_path / "ckpt" / "metrics.json").read_text() == '{"status": "interrupted"}', "the other run's state"
 
 
 def test_checkpoint_helpers(tmp_path: Path) -> None:
@@ -211,3 +240,91 @@ def test_run_logged_forwards_sigterm_to_the_child_and_keeps_running(tmp_path: Pa
     assert result.returncode in (7, -signal.SIGTERM) and result.signal == "SIGTERM" and result.wall_seconds < 20
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
     assert subprocess.run([sys.executable, "-c", "print(1)"], capture_output=True).returncode == 0
+
+
+@pytest.mark.parametrize("counter", ["num_tokens", "tokens/total"])
+def test_tokens_per_second_of_a_resumed_stage_counts_the_tokens_and_seconds_of_every_attempt(fake, tmp_path, counter):  # type: ignore[no-untyped-def]
+    """dpo: 12 steps of TOKENS_PER_STEP tokens. Uninterrupted, one attempt: START + 12 steps of training seconds.
+    Stopped at step 5 and resumed: two attempts, each with its start, so 1200 tokens over 2 * START + 12 steps."""
+    fake.token_key = counter
+    assert run(tmp_path / "whole") == 0
+    whole = metrics(only(tmp_path / "whole"))["stages"]["dpo"]
+    assert whole["tokens_per_second"] == pytest.approx(12 * TOKENS_PER_STEP / (START_SECONDS + 12 * SECONDS_PER_STEP))
+
+    fake.stop_at = {"dpo": 5}
+    assert run(tmp_path / "runs") == ExitCode.INTERRUPTED
+    fake.stop_at = {}
+    assert main(["recipe", "run", "--resume", str(only(tmp_path / "runs"))]) == 0
+    dpo = metrics(only(tmp_path / "runs"))["stages"]["dpo"]
+    first, second = dpo["attempts"]
+    assert first["tokens"] == 5 * TOKENS_PER_STEP and second["tokens"] == 7 * TOKENS_PER_STEP, "each step once"
+    assert first["train_seconds"] == START_SECONDS + 5 * SECONDS_PER_STEP
+    assert second["train_seconds"] == START_SECONDS + 7 * SECONDS_PER_STEP
+    seconds = 2 * START_SECONDS + 12 * SECONDS_PER_STEP
+    assert dpo["train_runtime_s"] == pytest.approx(seconds), "the time before the stop counts"
+    assert dpo["tokens_per_second"] == pytest.approx(12 * TOKENS_PER_STEP / seconds)
+
+
+def test_the_work_of_an_attempt_and_the_throughput_over_attempts():
+    kept = [{"step": 1, "loss": 2.0, "num_tokens": 90, "tokens/total": 90}, {"step": 2, "loss": 1.0, "num_tokens": 200}]
+    trl = [{"step": 3, "loss": 0.5, "num_tokens": 120}, {"step": 3, "train_runtime": 4.0}]
+    assert attempt_work(trl, kept) == {"train_seconds": 4.0, "tokens": 120}, "TRL counts from 0 in each process"
+    axolotl = [{"step": 3, "loss": 0.5, "tokens/total": 210}, {"step": 3, "train_runtime": 4.0}]
+    assert attempt_work(axolotl, kept) == {"train_seconds": 4.0, "tokens": 120}, "Axolotl goes on from the checkpoint"
+    crashed = [{"step": 3, "loss": 0.5, "num_tokens": 120}]
+    assert attempt_work(crashed, kept) == {"train_seconds": None, "tokens": 120}
+    attempts = [{"train_seconds": 6.0, "tokens": 300}, {"train_seconds": 4.0, "tokens": 120},
+                {"train_seconds": None, "tokens": 120}]  # fmt: skip
+    assert throughput(attempts) == {"tokens_per_second": 42.0, "train_runtime_s": 10.0}
+    assert throughput([{"train_seconds": 3.0, "tokens": None}]) == {"tokens_per_second": None, "train_runtime_s": 3.0}
+
+
+def test_each_evaluation_is_logged_once_when_a_resumed_process_evaluates_the_checkpoint_again(fake, tmp_path, capsys):  # type: ignore[no-untyped-def]
+    fake.eval_every, fake.stop_at = 3, {"dpo": 6}  # evaluations at 0, 3, 6; the stop's checkpoint is at step 6
+    assert run(tmp_path / "runs") == ExitCode.INTERRUPTED
+    run_dir = only(tmp_path / "runs")
+    fake.stop_at = {}
+    capsys.readouterr()
+    assert main(["recipe", "run", "--resume", str(run_dir)]) == 0
+    printed = capsys.readouterr()
+    assert "1 repeated evaluation(s)" in " ".join((printed.out + printed.err).split())
+    for saved in (run_dir / "dpo" / "history.jsonl", run_dir / "dpo" / "history.json"):
+        text = saved.read_text()
+        rows = json.loads(text) if saved.suffix == ".json" else [json.loads(ln) for ln in text.splitlines()]
+        assert [r["step"] for r in rows if "eval_loss" in r] == [0, 3, 6, 9, 12], saved
+    assert steps(run_dir / "dpo" / "history.jsonl") == list(range(1, 13))
+
+
+def test_unique_evals_keeps_the_first_evaluation_of_a_step_and_eval_set_and_every_training_record():
+    records = [{"step": 6, "loss": 1.0}, {"step": 6, "eval_loss": 0.9, "eval_runtime": 1.0},
+               {"step": 6, "eval_loss": 0.9, "eval_runtime": 2.0}, {"step": 6, "eval_code_loss": 1.2},
+               {"step": 7, "loss": 0.8}, {"step": 7, "eval_accuracy": 0.5}, {"step": 7, "train_runtime": 3.0},
+               {"step": 7, "eval_code_loss": 1.1}, {"step": 7, "eval_code_loss": 1.1}]  # fmt: skip
+    assert unique_evals(records) == [records[0], records[1], *records[3:8]]
+
+
+def test_report_and_card_of_a_stopped_and_resumed_run_say_where_it_stopped_and_what_it_resumed_from(fake, tmp_path):  # type: ignore[no-untyped-def]
+    fake.stop_at = {"dpo": 5}
+    assert run(tmp_path / "runs") == ExitCode.INTERRUPTED
+    run_dir = only(tmp_path / "runs")
+    stopped = (run_dir / "report.md").read_text()
+    assert "dpo stopped by SIGTERM at step 5, checkpoint saved: `dpo/output/checkpoint-5`" in stopped
+    fake.stop_at = {}
+    assert main(["recipe", "run", "--resume", str(run_dir)]) == 0
+    done = metrics(run_dir)
+    report = (run_dir / "report.md").read_text()
+    [stop], [resume] = done["interruptions"], done["resumes"]
+    assert f"| {stop['at']} | dpo stopped by SIGTERM at step 5, checkpoint saved: `dpo/output/checkpoint-5` |" in report
+    assert (f"| {resume['at']} | resumed: dpo continued from `dpo/output/checkpoint-5` at step 5 "
+            "(sft finished before: kept) |") in report  # fmt: skip
+    assert "tokens/s and wall time count every attempt" in report
+    card = render_model_card(card_facts_from_run(done, license_id=None, container=None, datasets=[], methods={}))
+    assert "Training was interrupted and resumed" in card
+    assert f"- {stop['at']}: dpo stopped by SIGTERM at step 5, checkpoint saved: `dpo/output/checkpoint-5`" in card
+    assert f"- {resume['at']}: resumed: dpo continued from `dpo/output/checkpoint-5` at step 5" in card
+    whole = tmp_path / "whole"
+    assert run(whole) == 0
+    assert "## Interruptions" not in (only(whole) / "report.md").read_text()
+    untouched = render_model_card(card_facts_from_run(metrics(only(whole)), license_id=None, container=None,
+                                                      datasets=[], methods={}))  # fmt: skip
+    assert "interrupted" not in untouched

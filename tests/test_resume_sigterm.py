@@ -105,6 +105,13 @@ def test_sigterm_checkpoints_and_resume_matches_an_uninterrupted_run(engine: str
     first, second = done["stages"]["sft"]["attempts"]
     assert first["interrupted"]["step"] == stop["step"] and second["resumed_from"] == str(saved)
     assert done["stages"]["sft"]["steps"] == STEPS
+    # Throughput over both attempts: their tokens add up to the uninterrupted run's (each step trained once, whether
+    # the engine's counter starts again or goes on from the checkpoint) over both attempts' training seconds.
+    [whole] = json.loads((base_dir / "metrics.json").read_text())["stages"]["sft"]["attempts"]
+    assert whole["tokens"] > 0 and first["tokens"] + second["tokens"] == whole["tokens"]
+    seconds = first["train_seconds"] + second["train_seconds"]
+    assert done["stages"]["sft"]["train_runtime_s"] == pytest.approx(seconds, abs=1e-3)
+    assert done["stages"]["sft"]["tokens_per_second"] == pytest.approx(whole["tokens"] / seconds)
     after = train_losses(ckpt / "sft" / "history.jsonl")
     assert [s for s, _ in after] == list(range(1, STEPS + 1)), "every step logged exactly once"
     assert after[-1][1] == pytest.approx(base[-1][1], rel=0.01)

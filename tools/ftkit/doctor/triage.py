@@ -47,6 +47,36 @@ def classify_exit(returncode: int | None, file: str | None = None) -> Finding | 
                    detail=f"exit code {returncode}", file=file)  # fmt: skip
 
 
+def classify_refusal(refused: dict[str, Any], metrics: dict[str, Any], run_dir: str) -> Finding:
+    """A pre-flight that refused the run (or a resume of it), from metrics.json's `refused` record: which check, what
+    it found, where (its first problem's file and line), and the fixes it gave, then how to go on."""
+    from ftkit.recipes.resume import PREFLIGHT_CHECKS, REFUSED
+
+    check = PREFLIGHT_CHECKS.get(str(refused.get("check")), "the pre-flight")
+    fresh = metrics.get("status") == REFUSED
+    stage = f" on stage '{refused['stage']}'" if refused.get("stage") else ""
+    problems = refused.get("problems") or []
+    first = problems[0] if problems else {}
+    fixes = list(dict.fromkeys(str(p["fix"]) for p in problems if p.get("fix")))[:5]
+    if fresh:
+        again = f"ftkit recipe run {metrics.get('recipe', 'NAME')} --profile {metrics.get('profile', 'smoke')}"
+        fixes.append(f"then start a new run: {again} (a refused run trained nothing: there is nothing to resume)")
+    else:
+        fixes.append(f"then resume again: ftkit recipe run --resume {run_dir} (the run stays {metrics.get('status')})")
+    others = [str(p.get("message")) for p in problems[1:3]]
+    more = int(refused.get("problems_total") or len(problems)) - 1 - len(others)
+    also = f"; also: {'; '.join(others)}" if others else ""
+    return Finding(
+        f"refused-{refused.get('check')}", "error",
+        f"{check} refused {'the run' if fresh else 'a resume'}{stage} before training "
+        f"(exit code {refused.get('exit_code')})",
+        fixes, None,
+        detail=f"{refused.get('message')}{also}" + (f" (+{more} more)" if more > 0 else ""),
+        file=first.get("file"), line=first.get("line"), excerpt=first.get("message"),
+        extra={"check": refused.get("check"), "at": refused.get("at")},
+    )  # fmt: skip
+
+
 def _token(value: Any) -> str | None:
     if isinstance(value, dict):
         value = value.get("content")

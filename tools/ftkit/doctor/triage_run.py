@@ -1,5 +1,5 @@
-"""Triage a run dir written by `ftkit recipe run`: metrics.json, each stage's train.log (its tail) and
-the trained tokenizer, through the pure classifiers of `triage`."""
+"""Triage a run dir written by `ftkit recipe run`: metrics.json (a refused pre-flight, each stage's exit code), each
+stage's train.log (its tail) and the trained tokenizer, through the pure classifiers of `triage`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 from ftkit.doctor.findings import Finding
 from ftkit.doctor.patterns import INTERRUPTED
-from ftkit.doctor.triage import classify_exit, classify_log, classify_tokenizer, merge
+from ftkit.doctor.triage import classify_exit, classify_log, classify_refusal, classify_tokenizer, merge
 from ftkit.errors import FtkitError
 
 LOG = "train.log"
@@ -49,6 +49,7 @@ class StageTriage:
 class RunTriage:
     run_dir: Path
     status: str | None
+    refused: dict[str, Any] | None = None  # metrics.json's record of a refused pre-flight (run or resume)
     stages: list[StageTriage] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     tail: str = ""  # the end of the failed (or last) stage's log, when no known pattern matched
@@ -57,6 +58,7 @@ class RunTriage:
         return {
             "run_dir": str(self.run_dir),
             "status": self.status,
+            "refused": self.refused,
             "stages": [s.__dict__ for s in self.stages],
             "findings": [f.to_dict() for f in self.findings],
             "tail": self.tail,
@@ -108,7 +110,9 @@ def triage_run(run_dir: Path) -> RunTriage:
             "not a run dir: no metrics.json and no <stage>/train.log", file=run_dir,
             fix="pass a dir written by `ftkit recipe run` (runs/<recipe>/<time>-<profile>/)",
         )  # fmt: skip
-    result = RunTriage(run_dir, metrics.get("status"))
+    result = RunTriage(run_dir, metrics.get("status"), metrics.get("refused"))
+    if result.refused:
+        result.findings.append(classify_refusal(result.refused, metrics, str(run_dir)))
     tail, from_failed = "", False
     for stage in names:
         summary = metrics.get("stages", {}).get(stage, {})

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from ftkit.models import BUILTIN_MODELS
-from ftkit.recipes.report import cell
+from ftkit.recipes.report import cell, describe_event, describe_override, gate_overrides, run_events
 
 
 @dataclass
@@ -33,6 +33,8 @@ class CardFacts:
     evaluation: dict[str, Any] | None = None
     exports: list[dict[str, Any]] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
+    interruptions: list[str] = field(default_factory=list)  # 'when: what' lines: stops, resumes, refused resumes
+    overrides: list[str] = field(default_factory=list)  # pre-flight gates passed with --allow-pii or --force
 
 
 def hub_id(base: str) -> str:
@@ -89,8 +91,15 @@ def render_model_card(facts: CardFacts) -> str:
              s.get("wall_seconds"), s.get("peak_memory_gib")] for s in facts.stages
         ])  # fmt: skip
         out.append("")
+    if facts.interruptions:
+        out += ["Training was interrupted and resumed (the figures above count every attempt):", ""]
+        out += [f"- {line}" for line in facts.interruptions] + [""]
     if facts.datasets:
         out += ["Data: " + ", ".join(f"`{d}`" for d in facts.datasets), ""]
+    if facts.overrides:
+        out += ["## Pre-flight gates overridden", "", "This model was trained past a gate that would have refused "
+                "the run:", ""]  # fmt: skip
+        out += [f"- {line}" for line in facts.overrides] + [""]
     if facts.checks:
         out += ["## Metrics", "", "Checked against the recipe's `expected-metrics.yaml` after the run:", ""]
         out += _table(["stage", "metric", "value", "min", "max", "bound source", "result"], [
@@ -179,6 +188,7 @@ def card_facts_from_run(
     stages = [{"name": n, "method": methods.get(n), **s} for n, s in (metrics.get("stages") or {}).items()]
     first = stages[0] if stages else {}
     base = hub_id(str(first.get("base_model", "")))
+    run_dir = str(metrics.get("run_dir") or "")
     tags = [metrics.get("recipe"), metrics.get("engine"), *methods.values(), *(metrics.get("stages") or {})]
     return CardFacts(
         name=f"{metrics.get('recipe')}-{Path(str(metrics.get('run_dir', 'run'))).name}",
@@ -203,4 +213,6 @@ def card_facts_from_run(
         evaluation=evaluation,
         exports=exports or [],
         tags=[str(t) for t in tags if t],
+        interruptions=[f"{e.get('at')}: {describe_event(e, run_dir)}" for e in run_events(metrics)],
+        overrides=[describe_override(o) for o in gate_overrides(metrics)],
     )

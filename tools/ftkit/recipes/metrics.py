@@ -28,11 +28,18 @@ KNOWN_METRICS: dict[str, str] = {
     "reward_delta": "GRPO/online RL: reward_tail - reward_first (how much the reward rose)",
     "kl_tail": "KTO/GRPO: mean KL to the reference model over the last quarter of logged steps",
     "steps": "optimizer steps logged",
-    "tokens_per_second": "tokens processed (padding included) per second of training",
-    "train_runtime_s": "the trainer's own training time in seconds",
-    "wall_seconds": "the stage's wall time, process start to exit",
+    "tokens_per_second": "tokens processed (padding included) per second of training, over every attempt of a "
+    "resumed stage (tokens of all attempts / training seconds of all attempts)",
+    "train_runtime_s": "the trainer's own training time in seconds, summed over a resumed stage's attempts",
+    "wall_seconds": "the stage's wall time, process start to exit, summed over its attempts",
     "peak_memory_gib": "peak memory: CUDA max allocated on a GPU, else the process's peak RSS",
 }
+
+
+# Counters of tokens processed that trainers log with their training records, and whether the trainer restores the
+# counter from the checkpoint it resumes from: Axolotl's `tokens/total` does (tokens_state.json), TRL's `num_tokens`
+# starts again at 0 in every training process.
+TOKEN_COUNTERS: dict[str, bool] = {"tokens/total": True, "num_tokens": False}
 
 
 def _tail(values: list[float]) -> float | None:
@@ -80,6 +87,38 @@ def summarize(history: list[dict[str, float]]) -> dict[str, float | None]:
         "cuda_peak_gib": max(cuda_peaks) if cuda_peaks and max(cuda_peaks) > 0 else None,
     }
     return out
+
+
+def attempt_work(records: list[dict[str, float]], before: list[dict[str, float]]) -> dict[str, float | None]:
+    """What one training attempt did: its trainer's training seconds (`train_runtime`) and the tokens it processed.
+    `records` are those it logged; `before` those kept from earlier attempts (up to the checkpoint it resumed from),
+    where a counter the trainer restores on resume continues from. None where the attempt did not log it (a crash
+    before the trainer's summary, a model without a token counter)."""
+    final = next((r for r in reversed(records) if "train_runtime" in r), {})
+    tokens = None
+    for key, restored in TOKEN_COUNTERS.items():
+        seen = [r[key] for r in records if key in r]
+        if seen:
+            start = next((r[key] for r in reversed(before) if key in r), 0.0) if restored else 0.0
+            tokens = max(seen) - start
+            break
+    return {"train_seconds": final.get("train_runtime"), "tokens": tokens}
+
+
+def throughput(attempts: list[dict[str, Any]]) -> dict[str, float | None]:
+    """A stage's `tokens_per_second` and `train_runtime_s` over all its attempts: the tokens every attempt processed
+    over the training seconds of every attempt. A resumed stage thus reads what an uninterrupted one does (the time
+    before the stop counts); steps done again after an older checkpoint count twice in both, as the machine did
+    them twice. Attempts that logged no training seconds count in neither."""
+    timed = [a for a in attempts if a.get("train_seconds")]
+    seconds = sum(float(a["train_seconds"]) for a in timed)
+    counted = [a for a in timed if a.get("tokens") is not None]
+    tokens = sum(float(a["tokens"]) for a in counted)
+    counted_seconds = sum(float(a["train_seconds"]) for a in counted)
+    return {
+        "tokens_per_second": tokens / counted_seconds if counted_seconds and tokens else None,
+        "train_runtime_s": round(seconds, 4) if timed else None,
+    }
 
 
 @dataclass

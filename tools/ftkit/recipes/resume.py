@@ -6,6 +6,11 @@ not). `ftkit recipe run --resume DIR` reads it back: stages with `status: done` 
 their merged model reused or merged again from the kept adapter), the stage that stopped continues from its last
 complete checkpoint (`checkpoint-<step>` with its trainer_state.json), its history cut back to that step so every
 step is logged once, and the later stages run as usual.
+
+A run the pre-flight refuses (bad data, the PII gate, a stage that will not fit the GPU…) also leaves a metrics.json:
+status `refused` and a `refused` record (which check, its message, problems and fixes, the exit code). Nothing
+trained, so there is nothing to resume; a refused *resume* keeps the run's own status (it stays resumable) and adds
+the record.
 """
 
 from __future__ import annotations
@@ -21,7 +26,22 @@ from ftkit.errors import ExitCode, FtkitError, Problem
 METRICS_FILE = "metrics.json"
 DONE = "done"  # a stage's status once it trained (and merged, when a later stage or the export needs it)
 RESUMABLE = ("running", "interrupted", "failed")  # run statuses a resume accepts; the others finished training
+REFUSED = "refused"  # the pre-flight refused the run: nothing trained
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+MAX_PROBLEMS = 20  # problems kept in a refusal record (a file of bad rows can have thousands; the count is kept)
+
+# The pre-flight checks in the order they run, and how a person names each one.
+PREFLIGHT_CHECKS: dict[str, str] = {
+    "hardware": "the hardware check (the profile needs GPUs this machine lacks)",
+    "checkpoints": "the checkpoint-dir check (it holds another run's checkpoints)",
+    "model": "the base model check (the model could not be had)",
+    "config": "the config check (a stage's resolved engine config or weights)",
+    "data": "the data check (rows that break the stage's schema)",
+    "pii": "the PII gate",
+    "vram": "the VRAM pre-flight (a stage will not fit the GPU)",
+    "exports": "the exports check (an export this machine cannot make)",
+    "leakage": "the held-out check (held-out rows missing or also in the training data)",
+}
 
 
 class RunInterrupted(FtkitError):
@@ -78,6 +98,16 @@ def check_resumable(state: dict[str, Any], recipe: str, profile: str, sets: list
                 field=field,
                 fix="resume with the run's own recipe, profile and --set values (leave them out), or start a new run",
             )
+    if state.get("status") == REFUSED:
+        refused = state.get("refused") or {}
+        raise FtkitError.one(
+            f"cannot resume: {PREFLIGHT_CHECKS.get(refused.get('check', ''), 'the pre-flight')} refused this run "
+            f"before training ({refused.get('message', 'no message recorded')}); nothing trained, nothing to resume",
+            file=file,
+            field="status",
+            fix=f"fix what it names (`ftkit doctor {where}` shows it), then start a new run: ftkit recipe run "
+            f"{state.get('recipe', 'NAME')} --profile {state.get('profile', 'smoke')}",
+        )
     if state.get("status") not in RESUMABLE:
         raise FtkitError.one(
             f"cannot resume: the run's status is {state.get('status')!r}; training finished",
@@ -85,6 +115,20 @@ def check_resumable(state: dict[str, Any], recipe: str, profile: str, sets: list
             field="status",
             fix=f"runs with status {', '.join(RESUMABLE)} resume; re-check a finished one with `ftkit metrics check`",
         )
+
+
+def refusal_record(check: str, stage: str | None, exc: FtkitError) -> dict[str, Any]:
+    """What metrics.json keeps of a refused pre-flight: which check (a key of PREFLIGHT_CHECKS) on which stage,
+    the error's message, its first problems (each with file, line, field and fix) and the exit code the user got."""
+    return {
+        "check": check,
+        "stage": stage,
+        "at": now(),
+        "exit_code": int(exc.code),
+        "message": exc.title,
+        "problems": [p.to_dict() for p in exc.problems[:MAX_PROBLEMS]],
+        "problems_total": len(exc.problems),
+    }
 
 
 def stage_done(state: dict[str, Any] | None, stage: str) -> bool:
@@ -103,6 +147,38 @@ def last_checkpoint(output_dir: Path) -> Path | None:
 def checkpoint_step(checkpoint: Path) -> int:
     state = json.loads((checkpoint / "trainer_state.json").read_text())
     return int(state["global_step"])
+
+
+def _is_eval(record: dict[str, Any]) -> bool:
+    return "loss" not in record and "train_runtime" not in record and any(k.startswith("eval_") for k in record)
+
+
+def unique_evals(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records with one evaluation per step and eval set: a later eval record with the same step and the same
+    `eval_*` keys as an earlier one is dropped. Two evaluations at one step scored the same weights (no optimizer step
+    between them): Axolotl evaluates again when a resumed process starts, and an engine's final evaluation repeats an
+    in-training one at the last step. Several eval sets log different keys (`eval_<name>_loss`): each is kept."""
+    seen: set[tuple[Any, ...]] = set()
+    out = []
+    for r in records:
+        if _is_eval(r):
+            key = (r.get("step"), *sorted(k for k in r if k.startswith("eval_")))
+            if key in seen:
+                continue
+            seen.add(key)
+        out.append(r)
+    return out
+
+
+def drop_repeated_evals(path: Path) -> int:
+    """Rewrite a history file with `unique_evals`; returns the records dropped."""
+    if not path.is_file():
+        return 0
+    lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    keep = unique_evals([json.loads(ln) for ln in lines])
+    if len(keep) != len(lines):
+        path.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
+    return len(lines) - len(keep)
 
 
 def trim_history(path: Path, upto_step: int) -> int:

@@ -27,22 +27,26 @@ from ftkit.recipes.export_stage import (
     write_card,
 )
 from ftkit.recipes.load import LoadedRecipe, load_recipe
-from ftkit.recipes.metrics import CheckRow, check_metrics, summarize
+from ftkit.recipes.metrics import CheckRow, attempt_work, check_metrics, summarize, throughput
 from ftkit.recipes.overrides import parse_set
 from ftkit.recipes.report import markdown_summary, plot_curves
 from ftkit.recipes.resolve import ResolvedStage, resolve_stage, route_sets, validate_profiles
 from ftkit.recipes.resume import (
     DONE,
     METRICS_FILE,
+    REFUSED,
     RunInterrupted,
     check_resumable,
     checkpoint_step,
+    drop_repeated_evals,
     interrupted,
     last_checkpoint,
     now,
     read_state,
+    refusal_record,
     stage_done,
     trim_history,
+    unique_evals,
     write_state,
 )
 from ftkit.recipes.schema import Export
@@ -145,7 +149,23 @@ def _preflight_data(
                 ExitCode.DATA_INVALID,
             )
         quarantine.unlink(missing_ok=True)
+        _check_kept_rows(engine, resolved, path, report)
     return reports
+
+
+def _check_kept_rows(engine: Any, resolved: ResolvedStage, path: str, report: ValidationReport) -> None:
+    """Refuse (exit 3) a dataset whose every row is longer than the sequence length when the engine leaves such
+    rows out: it would stop later with an empty dataset (Axolotl: `num_samples=0`)."""
+    lengths = report.lengths or {}
+    over, seqs, max_len = lengths.get("over_max_len", 0), lengths.get("rows", 0), lengths.get("max_len")
+    if seqs and over >= seqs and engine.drops_long_rows(resolved.config):
+        raise FtkitError.one(
+            f"stage '{resolved.name}': every row of {path} is longer than the sequence length ({max_len} tokens; "
+            f"median {lengths.get('p50')}) and {engine.name} leaves such rows out: nothing would be trained",
+            file=path, field="sequence_len",
+            fix="raise sequence_len (e.g. --set sequence_len=N, or the profile's overrides), shorten the rows, or "
+            "set excess_length_strategy: truncate", code=ExitCode.DATA_INVALID,
+        )  # fmt: skip
 
 
 def _pii_gate(
@@ -248,12 +268,11 @@ def _run(name: str, opts: RunOptions, events: RunEvents, stop: StopRequest) -> R
     prev = read_state(opts.resume) if opts.resume else None
     if prev is not None and opts.resume is not None:
         check_resumable(prev, loaded.name, opts.profile, opts.sets, opts.resume)
-    sets = route_sets(parse_set(opts.sets), stage_names)
+    sets = route_sets(parse_set(opts.sets), stage_names, recipe=loaded)
     problems = validate_profiles(loaded, sets)
     if problems:
         raise FtkitError(f"{loaded.name}: the resolved configs are invalid", problems)
     hw = envinfo.hardware()
-    _check_hardware(loaded, opts.profile, hw)
     engine = get_engine(loaded.recipe.engine)
 
     started = dt.datetime.now(dt.UTC)
@@ -274,73 +293,74 @@ def _run(name: str, opts: RunOptions, events: RunEvents, stop: StopRequest) -> R
         return StageContext(loaded.name, stage, d, loaded.dir, hw["device"], len(hw["gpus"]),
                             ckpt_root / stage if ckpt_root else None, processes)  # fmt: skip
 
-    # Pre-flight: resolve, validate and check the data of every stage before any training starts.
+    # Pre-flight: the hardware, then resolve, validate and check the data of every stage before any training
+    # starts. A refusal is recorded in the run dir (metrics.json, report.md) and raised with its own exit code.
     events.stage_start("pre-flight", "configs and data")
+    checking = _Checking()
     model_cache: dict[str, str] = {}
 
     def resolver(ref: str) -> str:
         if ref not in model_cache:
             events.message(f"base model: {ref}")
+            outer, checking.what = checking.what, "model"
             model_cache[ref] = resolve_model(ref)
+            checking.what = outer
         return model_cache[ref]
 
     planned: dict[str, PlannedStage] = {}
     train_files: list[str] = []
     tokenizers: dict[str, Any] = {}
     root_base = ""
-    for stage in loaded.recipe.stages:
-        ctx = ctx_for(stage.name)
-        if prev is None and (found := last_checkpoint(ctx.output_dir)):
-            raise FtkitError.one(
-                f"stage '{stage.name}': {found} is a checkpoint of an earlier run; a new run would mix with it",
-                file=found, field="--checkpoint-dir",
-                fix=f"resume that run (--resume RUN_DIR, or {METRICS_FILE} beside the checkpoints), or use an "
-                "empty checkpoint dir",
-            )  # fmt: skip
-        placeholder = str(ctx.stage_dir.parent / (stage.init_from or "") / "merged") if stage.init_from else None
-        resolved = resolve_stage(
-            loaded, stage.name, opts.profile, sets, model_resolver=resolver, init_model=placeholder, ctx=ctx
-        )
-        if not stage.init_from:
-            _check_local_weights(engine.base_model(resolved.config), stage.name)
-        stage_problems = engine.validate(resolved.config, None, f"{stage.config} (resolved)")
-        if stage_problems:
-            raise FtkitError(f"stage '{stage.name}': the resolved config is invalid", stage_problems)
-        # A stage that starts from an earlier one keeps that stage's tokenizer: the root stage's base model.
-        base = root_base if stage.init_from else engine.base_model(resolved.config)
-        root_base = root_base or base
-        if base not in tokenizers:
-            tokenizers[base] = _load_tokenizer(base)
-            if tokenizers[base] is None:
-                events.message(f"no tokenizer for {base}: token lengths not checked before training")
-        data_reports = _preflight_data(loaded, resolved, ctx, tokenizers[base])
-        pii_reports = _pii_gate(loaded, engine, resolved, ctx, opts.allow_pii, events)
-        vram = _vram_preflight(engine, resolved, base, hw, opts.force, str(loaded.dir / stage.config), events)
-        planned[stage.name] = PlannedStage(ctx, data_reports, pii_reports, vram)
-        train_files += [str(p) for p in engine.dataset_paths(resolved.config)]
-    export_plan = loaded.recipe.export_for(opts.profile)
-    require_exports_possible(preflight_exports(loaded, export_plan, train_files, cuda=bool(hw["gpus"])))
+    try:
+        _check_hardware(loaded, opts.profile, hw)
+        for stage in loaded.recipe.stages:
+            checking.stage, checking.what = stage.name, "checkpoints"
+            ctx = ctx_for(stage.name)
+            if prev is None and (found := last_checkpoint(ctx.output_dir)):
+                raise FtkitError.one(
+                    f"stage '{stage.name}': {found} is a checkpoint of an earlier run; a new run would mix with it",
+                    file=found, field="--checkpoint-dir",
+                    fix=f"resume that run (--resume RUN_DIR, or {METRICS_FILE} beside the checkpoints), or use an "
+                    "empty checkpoint dir",
+                )  # fmt: skip
+            checking.what = "config"
+            placeholder = str(ctx.stage_dir.parent / (stage.init_from or "") / "merged") if stage.init_from else None
+            resolved = resolve_stage(
+                loaded, stage.name, opts.profile, sets, model_resolver=resolver, init_model=placeholder, ctx=ctx
+            )
+            if not stage.init_from:
+                _check_local_weights(engine.base_model(resolved.config), stage.name)
+            stage_problems = engine.validate(resolved.config, None, f"{stage.config} (resolved)")
+            if stage_problems:
+                raise FtkitError(f"stage '{stage.name}': the resolved config is invalid", stage_problems)
+            # A stage that starts from an earlier one keeps that stage's tokenizer: the root stage's base model.
+            base = root_base if stage.init_from else engine.base_model(resolved.config)
+            root_base = root_base or base
+            if base not in tokenizers:
+                tokenizers[base] = _load_tokenizer(base)
+                if tokenizers[base] is None:
+                    events.message(f"no tokenizer for {base}: token lengths not checked before training")
+            checking.what = "data"
+            data_reports = _preflight_data(loaded, resolved, ctx, tokenizers[base])
+            checking.what = "pii"
+            pii_reports = _pii_gate(loaded, engine, resolved, ctx, opts.allow_pii, events)
+            checking.what = "vram"
+            vram = _vram_preflight(engine, resolved, base, hw, opts.force, str(loaded.dir / stage.config), events)
+            planned[stage.name] = PlannedStage(ctx, data_reports, pii_reports, vram)
+            train_files += [str(p) for p in engine.dataset_paths(resolved.config)]
+        checking.stage, checking.what = None, "exports"
+        export_plan = loaded.recipe.export_for(opts.profile)
+        require_exports_possible(preflight_exports(loaded, export_plan, train_files, cuda=bool(hw["gpus"])))
+    except FtkitError as exc:
+        record = prev or _run_record(loaded, opts, run_dir, ckpt_root, started, hw, engine, events)
+        _record_refusal(checking.refusal(exc), record, prev is not None, run_dir, loaded, opts.profile)
+        raise
 
-    metrics: dict[str, Any] = {
-        "recipe": loaded.name,
-        "recipe_dir": str(loaded.dir),
-        "profile": opts.profile,
-        "sets": opts.sets,
-        "run_dir": str(run_dir),
-        "checkpoint_dir": str(ckpt_root) if ckpt_root else None,
-        "started": prev["started"] if prev else started.isoformat(timespec="seconds"),
-        "git_commit": envinfo.git_commit(loaded.dir),
-        "hardware": hw,
-        "hardware_label": envinfo.hardware_label(hw),
-        "versions": envinfo.versions(),
-        "engine": engine.name,
-        "image": _image_record(loaded, events),
-        "status": "running",
-        "stages": {},
-        "interruptions": list(prev.get("interruptions", [])) if prev else [],
-        "resumes": list(prev.get("resumes", [])) if prev else [],
-    }
+    metrics = _run_record(loaded, opts, run_dir, ckpt_root, started, hw, engine, events)
     if prev is not None:
+        metrics["started"] = prev["started"]
+        for key in ("interruptions", "resumes", "refusals"):
+            metrics[key] = list(prev.get(key, []))
         metrics["resumes"].append({"at": now(), "from": str(opts.resume), "skipped_stages": []})
     write_state(metrics, run_dir, ckpt_root)
     histories: dict[str, list[dict[str, float]]] = {}
@@ -409,6 +429,67 @@ def _run(name: str, opts: RunOptions, events: RunEvents, stop: StopRequest) -> R
     return RunResult(run_dir, metrics, rows)
 
 
+HELDOUT_FIELD = "export.eval.heldout"  # the field of the held-out file's problems (missing, leaking rows)
+
+
+@dataclass
+class _Checking:
+    """Which pre-flight check is running (a key of `resume.PREFLIGHT_CHECKS`), and on which stage."""
+
+    what: str = "hardware"
+    stage: str | None = None
+
+    def refusal(self, exc: FtkitError) -> dict[str, Any]:
+        what = self.what
+        if what == "exports" and any(p.field == HELDOUT_FIELD for p in exc.problems):
+            what = "leakage"
+        return refusal_record(what, self.stage, exc)
+
+
+def _run_record(
+    loaded: LoadedRecipe, opts: RunOptions, run_dir: Path, ckpt_root: Path | None, started: dt.datetime,
+    hw: dict[str, Any], engine: Any, events: RunEvents,
+) -> dict[str, Any]:  # fmt: skip
+    """A new run's metrics.json before any stage: what runs where, on what, with which versions."""
+    return {
+        "recipe": loaded.name,
+        "recipe_dir": str(loaded.dir),
+        "profile": opts.profile,
+        "sets": opts.sets,
+        "run_dir": str(run_dir),
+        "checkpoint_dir": str(ckpt_root) if ckpt_root else None,
+        "started": started.isoformat(timespec="seconds"),
+        "git_commit": envinfo.git_commit(loaded.dir),
+        "hardware": hw,
+        "hardware_label": envinfo.hardware_label(hw),
+        "versions": envinfo.versions(),
+        "engine": engine.name,
+        "image": _image_record(loaded, events),
+        "status": "running",
+        "stages": {},
+        "interruptions": [],
+        "resumes": [],
+        "refusals": [],
+    }
+
+
+def _record_refusal(
+    refusal: dict[str, Any], record: dict[str, Any], resuming: bool, run_dir: Path, loaded: LoadedRecipe, profile: str
+) -> None:
+    """metrics.json and report.md of a run the pre-flight refused. A new run gets status 'refused'; a refused resume
+    keeps the run's status and stages (it stays resumable) and adds the refusal. Written in the run dir only, never
+    beside the checkpoints: those may hold another run's state (the checkpoint-dir refusal)."""
+    state = dict(record)
+    if not resuming:
+        state |= {"status": REFUSED, "finished": refusal["at"], "checks": []}
+    state |= {"run_dir": str(run_dir), "refused": refusal, "refusals": [*state.get("refusals", []), refusal]}
+    write_state(state, run_dir, None)
+    stages = state.get("stages") or {}
+    rows = check_metrics(stages, loaded.expected, profile) if loaded.expected and stages else []
+    plot = run_dir / "curves.png"  # a resumed run's curves of what trained before
+    (run_dir / "report.md").write_text(markdown_summary(state, rows, plot if plot.is_file() else None))
+
+
 def _kept_merge(
     engine: Any, resolved: ResolvedStage, ctx: StageContext, plan: Export, summary: dict[str, Any], events: RunEvents
 ) -> Path:
@@ -453,11 +534,16 @@ def _train_stage(
                        "after it dropped: they are logged again)")  # fmt: skip
     else:
         ctx.history_path.unlink(missing_ok=True)
+    before = engine.history(ctx) if ctx.history_path.is_file() else []  # kept from earlier attempts
     config_path = _write_resolved(run_dir, resolved)
     result = engine.train(config_path, ctx, lambda d, t: events.progress(name, d, t), append_log=checkpoint is not None)
     stopped = result.returncode == ExitCode.INTERRUPTED or (stop.requested and result.returncode != 0)
     attempt |= {"wall_seconds": round(result.wall_seconds, 1), "returncode": result.returncode}
-    history = engine.history(ctx)
+    attempt |= attempt_work(engine.history(ctx)[len(before) :], before)
+    if repeated := drop_repeated_evals(ctx.history_path):
+        events.message(f"history: stage '{name}': {repeated} repeated evaluation(s) at a step already evaluated "
+                       "dropped (the same weights scored again)")  # fmt: skip
+    history = unique_evals(engine.history(ctx))
     (ctx.stage_dir / "history.json").write_text(json.dumps(history, indent=1))
     earlier = (prev or {}).get("stages", {}).get(name, {}).get("attempts", [])
     summary = _summary(engine, resolved, ctx, plan, history, result, [*earlier, attempt])
@@ -506,6 +592,8 @@ def _summary(
         "sequence_len": engine.sequence_len(resolved.config),
         "attempts": attempts,
     }
+    if any("train_seconds" in a for a in attempts):  # every attempt's work, not only the last one's
+        summary |= throughput(attempts)
     if hasattr(engine, "loader_ran"):  # engines that load the model more than one way say which way ran
         summary["loader"] = engine.loader_ran(ctx)
     return summary
@@ -558,6 +646,12 @@ def check_run(run_dir: Path) -> RunResult:
     if not path.is_file():
         raise FtkitError.one("no metrics.json here", file=path, fix="pass a run dir written by `ftkit recipe run`")
     metrics = json.loads(path.read_text())
+    if metrics.get("status") == REFUSED:
+        refused = metrics.get("refused") or {}
+        raise FtkitError.one(
+            f"the pre-flight refused this run ({refused.get('message', 'no message recorded')}): nothing trained, "
+            "nothing to check", file=path, field="status", fix=f"`ftkit doctor {run_dir}` explains the refusal",
+        )  # fmt: skip
     loaded = load_recipe(metrics["recipe_dir"], check_profiles=False)
     if loaded.expected is None:
         raise FtkitError.one("the recipe has no expected-metrics.yaml", file=loaded.dir)
