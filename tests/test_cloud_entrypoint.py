@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from conftest import edit_yaml
+from ftkit.cloud.carry import folder_fingerprint
 from ftkit.cloud.entrypoint import PrintEvents, detect, main, run_runpod, run_sagemaker
 from ftkit.errors import ExitCode
 from test_resume_runner import FakeEngine, fake_merges
@@ -121,6 +122,60 @@ def test_runpod_pod_restart_resumes_its_run_on_the_volume(fake, tmp_path: Path) 
     assert run_runpod(env, quiet()) == 0, "a finished run is not resumed: a new one starts"
     assert len(list((tmp_path / "runs" / NAME).iterdir())) == 2
     assert run_runpod({**env, "SET": "nonsense"}, quiet()) == ExitCode.USAGE
+
+
+# ---------------------------------------------------------------- which copy of the recipe runs
+
+
+def test_sagemaker_runs_a_fork_carried_as_the_recipe_channel(fake, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    engine, _, rdir = fake
+    root = sm_tree(tmp_path / "ml", {"recipe": NAME, "profile": "smoke", "recipe_sha256": folder_fingerprint(rdir)})
+    carried = root / "input" / "data" / "recipe" / NAME
+    shutil.copytree(rdir, carried)
+    shutil.rmtree(rdir)  # the image does not hold it
+    said: list[str] = []
+    assert run_sagemaker(root, PrintEvents(said.append)) == 0, said
+    metrics = json.loads((root / "output" / "data" / "run" / "metrics.json").read_text())
+    assert metrics["recipe_dir"] == str(carried) and metrics["status"] == "passed"
+    assert engine.calls == [("sft", 0), ("dpo", 0)]
+    assert any(m.startswith(f"recipe: {carried} (carried into the job, sha256 ") for m in said)
+
+
+def test_a_job_printed_for_another_recipe_version_stops_before_any_work(fake, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    engine, _, rdir = fake
+    monkeypatch.setenv("FTKIT_GIT_COMMIT", "abc1234")
+    older = sm_tree(tmp_path / "a", {"recipe": NAME, "profile": "smoke", "recipe_sha256": "0" * 64})
+    assert run_sagemaker(older, quiet()) == ExitCode.USAGE, "an image built before the recipe's last change"
+    failure = (older / "output" / "failure").read_text()
+    assert "built from commit abc1234" in failure and "--carry-recipe" in failure and engine.calls == []
+
+    stale = sm_tree(tmp_path / "b", {"recipe": NAME, "profile": "smoke", "recipe_sha256": folder_fingerprint(rdir)})
+    shutil.copytree(rdir, stale / "input" / "data" / "recipe" / NAME)
+    (stale / "input" / "data" / "recipe" / NAME / "data" / "left-over.jsonl").write_text("{}\n")
+    assert run_sagemaker(stale, quiet()) == ExitCode.USAGE, "an upload that is not the printed folder"
+    assert "upload the folder again" in (stale / "output" / "failure").read_text()
+
+    flat = sm_tree(tmp_path / "c", {"recipe": NAME, "profile": "smoke"})
+    shutil.copytree(rdir, flat / "input" / "data" / "recipe")  # the folder's files at the channel's root
+    assert run_sagemaker(flat, quiet()) == ExitCode.USAGE
+    assert f"not {NAME}/recipe.yaml" in (flat / "output" / "failure").read_text() and engine.calls == []
+
+
+def test_runpod_runs_a_recipe_carried_on_the_network_volume(fake, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    engine, _, rdir = fake
+    ws = tmp_path / "ws"
+    carried = ws / "recipes" / NAME
+    shutil.copytree(rdir, carried)
+    shutil.rmtree(rdir)  # the image does not hold it
+    env = {"RECIPE": NAME, "PROFILE": "smoke", "FTKIT_WORKSPACE": str(ws), "RECIPE_DIR": str(carried),
+           "RECIPE_SHA256": folder_fingerprint(carried)}  # fmt: skip
+    assert run_runpod(env, quiet()) == 0
+    [run_dir] = (ws / "runs" / NAME).iterdir()
+    assert json.loads((run_dir / "metrics.json").read_text())["recipe_dir"] == str(carried)
+    said: list[str] = []
+    missing = {**env, "RECIPE_DIR": str(ws / "recipes" / "not-copied")}
+    assert run_runpod(missing, PrintEvents(said.append)) == ExitCode.USAGE
+    assert "aws s3 sync" in said[-1] and engine.calls == [("sft", 0), ("dpo", 0)]
 
 
 @pytest.mark.slow

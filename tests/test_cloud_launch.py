@@ -1,29 +1,44 @@
 """`ftkit cloud sagemaker|runpod`: the estimator arguments and the pod template (pure functions), their printed
-forms, and launching without the optional SDKs."""
+forms, and launching without the optional SDKs; a recipe the image does not hold (a fork) carried into the job
+(SageMaker: the `recipe` channel; RunPod: the network volume) or refused with the fix."""
 
 from __future__ import annotations
 
 import json
+import sys
+import types
 from pathlib import Path
 
 import pytest
 from conftest import ROOT, edit_yaml
 from ftkit.cli import main
+from ftkit.cloud.carry import RecipeSource, folder_fingerprint
 from ftkit.cloud.runpod import create, create_kwargs, pod_template, suggest_gpu
 from ftkit.cloud.sagemaker import PLACEHOLDER_ROLE, instance_gpus, launch, render_python, sagemaker_job
 from ftkit.cloud.settings import CloudRun
 from ftkit.errors import ExitCode, FtkitError
 from ftkit.recipes.load import load_recipe
 from ftkit.recipes.schema import Hardware
+from test_cloud_carry import commit_all
 
 DIGEST = "sha256:" + "ab" * 32
 NAME = "tiny-trl-sft-dpo"
 
 
 @pytest.fixture
-def loaded(tiny_recipe):  # type: ignore[no-untyped-def]
+def loaded(tiny_recipe, recipes_root: Path):  # type: ignore[no-untyped-def]
+    """The tiny recipe, committed in a git checkout: the image (built from HEAD) holds it."""
     rdir = tiny_recipe(NAME)
     edit_yaml(rdir / "recipe.yaml", lambda d: d["container"].update(image="ghcr.io/o/trl", tag="1.9.0", digest=DIGEST))
+    commit_all(recipes_root.parent)
+    return load_recipe(NAME, check_profiles=False)
+
+
+@pytest.fixture
+def fork(loaded):  # type: ignore[no-untyped-def]
+    """The same recipe edited for a new domain and not committed: the image does not hold this version."""
+    config = loaded.dir / "sft.trl.yaml"
+    config.write_text(config.read_text() + "# the support-bot domain\n")
     return load_recipe(NAME, check_profiles=False)
 
 
@@ -33,8 +48,10 @@ def test_estimator_kwargs(loaded, monkeypatch: pytest.MonkeyPatch) -> None:  # t
     job = sagemaker_job(loaded, run, role="arn:aws:iam::1:role/r", s3_prefix="s3://b/p/", run_id="r1",
                         data={"dpo": "s3://b/mine/dpo/"})  # fmt: skip
     est = job.estimator
-    assert est["hyperparameters"] == {"recipe": NAME, "profile": "full", "sft.trainer.max_steps": "5",
-                                      "trainer.learning_rate": "1e-4", "report_to": "none"}  # fmt: skip
+    sha = folder_fingerprint(loaded.dir)
+    assert est["hyperparameters"] == {"recipe": NAME, "profile": "full", "recipe_sha256": sha,
+                                      "sft.trainer.max_steps": "5", "trainer.learning_rate": "1e-4",
+                                      "report_to": "none"}  # fmt: skip
     assert all(isinstance(v, str) for v in est["hyperparameters"].values()), "SageMaker passes strings"
     assert est["image_uri"] == f"ghcr.io/o/trl:1.9.0@{DIGEST}"
     assert est["checkpoint_s3_uri"] == "s3://b/p/tiny-trl-sft-dpo/r1/checkpoints"
@@ -48,6 +65,7 @@ def test_estimator_kwargs(loaded, monkeypatch: pytest.MonkeyPatch) -> None:  # t
     assert "HF_TOKEN" not in est["environment"] and job.secrets == ["HF_TOKEN"]
     assert job.inputs == {"sft": "s3://b/p/tiny-trl-sft-dpo/r1/data/sft/", "dpo": "s3://b/mine/dpo/"}
     assert any("ECR" in n for n in job.notes)
+    assert job.uploads == {} and not job.recipe["carried"] and job.notes[0].startswith("recipe: the image's recipes/")
 
     code = render_python(job)
     compile(code, "estimator.py", "exec")
@@ -77,10 +95,11 @@ def test_instance_types_and_hardware_notes(loaded) -> None:  # type: ignore[no-u
     assert instance_gpus("ml.p4de.24xlarge") == ("a100-80gb", 8)
     assert instance_gpus("ml.m5.large") == (None, 0)
     real = load_recipe(str(ROOT / "recipes" / "llama8b-qlora-dpo"), check_profiles=False)
-    assert not any("needs" in n for n in sagemaker_job(real, CloudRun(real.name)).notes)
-    small = sagemaker_job(real, CloudRun(real.name), instance_type="ml.g4dn.xlarge").notes
+    shipped = RecipeSource(real.name, real.dir, folder_fingerprint(real.dir), False, "shipped")  # git may differ
+    assert not any("needs" in n for n in sagemaker_job(real, CloudRun(real.name), source=shipped).notes)
+    small = sagemaker_job(real, CloudRun(real.name), instance_type="ml.g4dn.xlarge", source=shipped).notes
     assert any("not in ftkit's list" in n for n in small)
-    job = sagemaker_job(real, CloudRun(real.name))
+    job = sagemaker_job(real, CloudRun(real.name), source=shipped)
     assert job.inputs == {} and any("Hub dataset" in n for n in job.notes)
     assert "estimator.fit(wait=False)" in render_python(job)
 
@@ -174,3 +193,91 @@ def test_cli_json_and_printed_forms(loaded, capsys: pytest.CaptureFixture[str], 
     assert json.loads(capsys.readouterr().out)["env"]["RECIPE"] == NAME
     assert main(["cloud", "sagemaker", NAME, "--data", "nonsense"]) == ExitCode.USAGE
     assert main(["cloud", "runpod", NAME, "--set", "sft.trainer.max_stesp=1"]) == ExitCode.USAGE
+
+
+# ---------------------------------------------------------------- a recipe the image does not hold
+
+
+def test_a_fork_goes_into_the_sagemaker_job_as_the_recipe_channel(fork) -> None:  # type: ignore[no-untyped-def]
+    job = sagemaker_job(fork, CloudRun(NAME), role="arn:aws:iam::1:role/r", s3_prefix="s3://b/p", run_id="r1")
+    assert job.inputs["recipe"] == "s3://b/p/tiny-trl-sft-dpo/r1/recipe/"
+    assert job.uploads == {str(fork.dir): "s3://b/p/tiny-trl-sft-dpo/r1/recipe/tiny-trl-sft-dpo"}
+    assert job.estimator["hyperparameters"]["recipe_sha256"] == folder_fingerprint(fork.dir)
+    assert job.recipe["carried"] and "sft.trl.yaml" in job.recipe["reason"]
+    assert "carried as the 'recipe' input channel" in job.notes[0] and "/opt/ml/input/data/recipe/" in job.notes[0]
+    code = render_python(job)
+    compile(code, "estimator.py", "exec")
+    upload = f"S3Uploader.upload({str(fork.dir)!r}, 's3://b/p/tiny-trl-sft-dpo/r1/recipe/tiny-trl-sft-dpo')"
+    assert "from sagemaker.s3 import S3Uploader" in code and upload in code
+    assert code.index(upload) < code.index("estimator.fit("), "uploaded before the job starts"
+    kept = sagemaker_job(fork, CloudRun(NAME), source=None)
+    assert "recipe" in kept.inputs, "without a source the decision is made against git, the same way"
+
+
+def test_launch_uploads_the_carried_recipe_then_starts_the_job(fork, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    calls: list[tuple[str, object]] = []
+
+    class Estimator:
+        def __init__(self, **kwargs: object) -> None:
+            calls.append(("Estimator", kwargs["image_uri"]))
+            self.latest_training_job = types.SimpleNamespace(name="job-1")
+
+        def fit(self, inputs: dict[str, str], wait: bool) -> None:
+            calls.append(("fit", inputs))
+
+    uploader = types.SimpleNamespace(upload=lambda local, uri: calls.append(("upload", (local, uri))))
+    monkeypatch.setitem(sys.modules, "sagemaker", types.ModuleType("sagemaker"))
+    monkeypatch.setitem(sys.modules, "sagemaker.estimator", types.SimpleNamespace(Estimator=Estimator))
+    monkeypatch.setitem(sys.modules, "sagemaker.s3", types.SimpleNamespace(S3Uploader=uploader))
+    monkeypatch.setenv("HF_TOKEN", "hf_x")
+    job = sagemaker_job(fork, CloudRun(NAME), role="arn:aws:iam::1:role/r", s3_prefix="s3://b/p", run_id="r1")
+    assert launch(job) == "job-1"
+    assert [c[0] for c in calls] == ["upload", "Estimator", "fit"]
+    assert calls[0][1] == (str(fork.dir), "s3://b/p/tiny-trl-sft-dpo/r1/recipe/tiny-trl-sft-dpo")
+    assert calls[2][1]["recipe"] == "s3://b/p/tiny-trl-sft-dpo/r1/recipe/"  # type: ignore[index]
+
+
+def test_a_fork_on_runpod_needs_a_network_volume_and_runs_from_it(fork, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(FtkitError) as err:
+        pod_template(fork, CloudRun(NAME))
+    [problem] = err.value.problems
+    assert err.value.code == ExitCode.USAGE and problem.field == "--network-volume"
+    assert "--network-volume ID --data-center DC" in (problem.fix or "")
+
+    template, notes = pod_template(fork, CloudRun(NAME), network_volume="vol123", data_center="EU-RO-1")
+    assert template["networkVolumeId"] == "vol123" and template["dataCenterIds"] == ["EU-RO-1"]
+    assert "volumeInGb" not in template and template["volumeMountPath"] == "/workspace"
+    assert template["env"]["RECIPE_DIR"] == "/workspace/recipes/tiny-trl-sft-dpo"
+    assert template["env"]["RECIPE_SHA256"] == folder_fingerprint(fork.dir)
+    sync = (f"aws s3 sync {fork.dir} s3://vol123/recipes/tiny-trl-sft-dpo/ --delete --exclude '.*' --exclude '*/.*' "
+            "--region EU-RO-1 --endpoint-url https://s3api-eu-ro-1.runpod.io/")  # fmt: skip
+    assert sync in notes[0] and "sft.trl.yaml" in notes[0]
+    kwargs = create_kwargs(template)
+    assert kwargs["network_volume_id"] == "vol123" and kwargs["data_center_id"] == "EU-RO-1"
+    assert kwargs["volume_in_gb"] == 0 and kwargs["env"]["RECIPE_DIR"] == template["env"]["RECIPE_DIR"]
+
+    monkeypatch.setenv("RUNPOD_API_KEY", "k")
+    created: list[dict[str, object]] = []
+    monkeypatch.setitem(sys.modules, "runpod", types.SimpleNamespace(create_pod=lambda **kw: created.append(kw) or
+                                                                      {"id": "pod-1"}))  # fmt: skip
+    with pytest.raises(FtkitError, match="cannot tell whether it is there") as err:
+        create(template)
+    assert "--recipe-on-volume" in (err.value.problems[0].fix or "") and not created
+    assert create(template, recipe_on_volume=True) == "pod-1" and created[0]["network_volume_id"] == "vol123"
+    unsure, unsure_notes = pod_template(fork, CloudRun(NAME), network_volume="vol123")
+    assert "dataCenterIds" not in unsure and any("--data-center" in n for n in unsure_notes)
+    assert "--region '<DATA_CENTER>'" in unsure_notes[0]
+
+
+def test_the_cli_carries_a_fork_or_refuses_it_with_no_carry(fork, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    assert main(["cloud", "sagemaker", NAME, "--json", "--run-id", "x"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["recipe"]["carried"] and out["inputs"]["recipe"].endswith("/x/recipe/") and "S3Uploader" in out["python"]
+    assert main(["cloud", "sagemaker", NAME, "--no-carry-recipe"]) == ExitCode.USAGE
+    assert "--no-carry-recipe" in capsys.readouterr().err
+    assert main(["cloud", "runpod", NAME]) == ExitCode.USAGE
+    assert "--network-volume" in capsys.readouterr().err
+    assert main(["cloud", "runpod", NAME, "--network-volume", "v1", "--data-center", "US-KS-2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["upload"].startswith("aws s3 sync ") and "s3api-us-ks-2.runpod.io" in out["upload"]
+    assert out["template"]["networkVolumeId"] == "v1" and out["recipe"]["carried"]

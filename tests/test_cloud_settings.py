@@ -40,6 +40,14 @@ def test_hyperparameters_are_strings_typed_by_the_set_parser() -> None:
     assert parse_hyperparameters({"recipe": "r"}, HP).profile == "full"
 
 
+def test_the_recipe_fingerprint_is_no_set_override() -> None:
+    run = parse_hyperparameters({"recipe": "r", "recipe_sha256": "ab" * 32, "report_to": "none"}, HP)
+    assert run.fingerprint == "ab" * 32 and run.sets == ["report_to=none"]
+    pod = parse_runpod_env({"RECIPE": "r", "RECIPE_SHA256": "cd" * 32, "SET": "report_to=none"})
+    assert pod.fingerprint == "cd" * 32 and pod.sets == ["report_to=none"]
+    assert parse_runpod_env({"RECIPE": "r"}).fingerprint == "", "an older launcher: nothing to check"
+
+
 @pytest.mark.parametrize(
     ("raw", "field", "words"),
     [

@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
-from ftkit.cli_common import print_json
+from ftkit.cli_common import consoles, print_json, say
 from ftkit.errors import FtkitError
 
 
 def _notes(notes: list[str]) -> None:
+    console, _ = consoles()
     for note in notes:
-        print(f"note: {note}", file=sys.stderr)
+        say(console, ("note", "yellow"), f": {note}")
 
 
-def _run(args: argparse.Namespace) -> tuple[Any, Any]:
+def _run(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """The recipe, the run, and which copy of the recipe the job runs (the image's, or the folder carried)."""
+    from ftkit.cloud.carry import recipe_source
     from ftkit.cloud.settings import CloudRun
     from ftkit.recipes.load import load_recipe
 
     loaded = load_recipe(args.recipe, check_profiles=False)
-    return loaded, CloudRun(loaded.name, args.profile, list(args.set or []))
+    source = recipe_source(loaded.dir, loaded.name, args.carry_recipe, args.image_commit)
+    return loaded, CloudRun(loaded.name, args.profile, list(args.set or [])), source
 
 
 def _pairs(items: list[str] | None, flag: str) -> dict[str, str]:
@@ -36,7 +39,7 @@ def _pairs(items: list[str] | None, flag: str) -> dict[str, str]:
 def cmd_cloud_sagemaker(args: argparse.Namespace) -> int:
     from ftkit.cloud.sagemaker import launch, render_python, sagemaker_job
 
-    loaded, run = _run(args)
+    loaded, run, source = _run(args)
     job = sagemaker_job(
         loaded,
         run,
@@ -49,6 +52,7 @@ def cmd_cloud_sagemaker(args: argparse.Namespace) -> int:
         max_run_hours=args.max_run_hours,
         volume_gb=args.volume_gb,
         run_id=args.run_id,
+        source=source,
     )
     name = launch(job) if args.launch else None
     if args.json:
@@ -57,14 +61,14 @@ def cmd_cloud_sagemaker(args: argparse.Namespace) -> int:
         print(render_python(job), end="")
         _notes(job.notes)
         if name:
-            print(f"launched training job {name}", file=sys.stderr)
+            say(consoles()[0], f"launched training job {name}")
     return 0
 
 
 def cmd_cloud_runpod(args: argparse.Namespace) -> int:
-    from ftkit.cloud.runpod import create, pod_template
+    from ftkit.cloud.runpod import create, pod_template, volume_upload_command
 
-    loaded, run = _run(args)
+    loaded, run, source = _run(args)
     template, notes = pod_template(
         loaded,
         run,
@@ -73,15 +77,20 @@ def cmd_cloud_runpod(args: argparse.Namespace) -> int:
         volume_gb=args.volume_gb,
         container_disk_gb=args.container_disk_gb,
         cloud_type=args.cloud_type,
+        source=source,
+        network_volume=args.network_volume,
+        data_center=args.data_center,
     )
-    pod = create(template) if args.create else None
+    pod = create(template, args.recipe_on_volume) if args.create else None
     if args.json:
-        print_json({"template": template, "notes": notes, "created": pod})
+        upload = volume_upload_command(source, args.network_volume, args.data_center) if source.carried else None
+        recipe = source.to_dict()
+        print_json({"template": template, "notes": notes, "recipe": recipe, "upload": upload, "created": pod})
     else:
         print_json(template)
         _notes(notes)
         if pod:
-            print(f"created pod {pod}", file=sys.stderr)
+            say(consoles()[0], f"created pod {pod}")
     return 0
 
 
@@ -100,6 +109,14 @@ def register(sub: Any) -> None:
         p.add_argument("--profile", default="full", help="recipe profile (default full)")
         p.add_argument("--set", action="append", metavar="KEY=VALUE", help="engine-config override, as recipe run")
         p.add_argument("--image", help="image URI (default: the recipe's container, image:tag@digest)")
+        p.add_argument(
+            "--carry-recipe",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="carry the local recipe folder into the job (default: only when the image does not hold it: a fork, "
+            "or changed since --image-commit); --no-carry-recipe refuses such a recipe",
+        )
+        p.add_argument("--image-commit", metavar="REV", help="the commit the image was built from (default HEAD)")
         p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = csub.add_parser("sagemaker", help="the sagemaker Estimator call (managed spot, checkpoints in S3)")
@@ -126,5 +143,8 @@ def register(sub: Any) -> None:
     p.add_argument("--volume-gb", type=int, default=200, help="the volume at /workspace (runs, checkpoints)")
     p.add_argument("--container-disk-gb", type=int, default=50)
     p.add_argument("--cloud-type", default="SECURE", choices=["SECURE", "COMMUNITY"])
+    p.add_argument("--network-volume", metavar="ID", help="network volume id: carries a recipe the image lacks")
+    p.add_argument("--data-center", metavar="DC", help="the network volume's data center (its S3 endpoint)")
     p.add_argument("--create", action="store_true", help="create the pod (needs the runpod SDK and RUNPOD_API_KEY)")
+    p.add_argument("--recipe-on-volume", action="store_true", help="with --create: the carried recipe was copied")
     p.set_defaults(func=cmd_cloud_runpod)

@@ -36,7 +36,7 @@ def channel_sets(loaded: LoadedRecipe, profile: str, sets: list[str], channels: 
     """`STAGE.KEY=VALUE` items pointing every channel's stage at the channel's files."""
     engine = get_engine(loaded.recipe.engine)
     stage_names = [s.name for s in loaded.recipe.stages]
-    routed = route_sets(parse_set(sets), stage_names)
+    routed = route_sets(parse_set(sets), stage_names, recipe=loaded)
     out: list[str] = []
     for channel, directory in channels.items():
         if channel not in stage_names:

@@ -6,6 +6,10 @@ spot job, output/data/run/ holds the run dir, model/ the published model, output
 RunPod is found by `$RUNPOD_POD_ID` (or `$RECIPE` with a /workspace): env RECIPE, PROFILE, SET; runs go to
 /workspace/runs and a restarted pod resumes its newest stopped run of the same settings.
 
+The recipe is the image's `recipes/<name>`, or a carried one (`ftkit.cloud.carry`): SageMaker's `recipe` channel
+(`input/data/recipe/<name>/`), RunPod's RECIPE_DIR on the network volume. Either way the copy must have the
+fingerprint the launcher printed (`recipe_sha256` / RECIPE_SHA256), else the job stops before any work (exit 2).
+
 Before any work: an image whose engine needs a GPU stops without one (one line, exit 5); started as root it hands
 the job's folders to FTKIT_RUN_AS and trains as that user; a folder it cannot write stops it (one line, exit 5).
 Exit codes are `ftkit recipe run`'s (6: stopped by SIGTERM at a checkpoint), 70 for a bug. The platform contract in
@@ -24,12 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ftkit.cloud.carry import RECIPE_CHANNEL, RECIPE_DIR_ENV, check_copy
 from ftkit.cloud.channels import channel_sets, input_channels
 from ftkit.cloud.job_user import drop_root, first_unwritable, unwritable_reason
 from ftkit.cloud.publish import publish_run
 from ftkit.cloud.settings import CloudRun, parse_hyperparameters, parse_runpod_env, validate_run
 from ftkit.errors import ExitCode, FtkitError
-from ftkit.recipes.load import load_recipe
+from ftkit.recipes.load import RECIPE_FILE, LoadedRecipe, load_recipe
 from ftkit.recipes.resume import METRICS_FILE, RunInterrupted, find_resumable
 from ftkit.recipes.run import RunOptions, RunResult, run_recipe
 
@@ -142,6 +147,37 @@ def _gate_failure(result: RunResult) -> str:
     return f"metrics gate failed ({result.metrics.get('status')}): " + "; ".join(failed)
 
 
+def carried_recipe(channels: dict[str, Path], name: str) -> Path | None:
+    """The recipe folder carried as the `recipe` input channel (`input/data/recipe/<name>/`), taken out of
+    `channels` so that the stages' data channels stay; None when the job carries none."""
+    channel = channels.get(RECIPE_CHANNEL)
+    if channel is None:
+        return None
+    if (channel / name / RECIPE_FILE).is_file():
+        del channels[RECIPE_CHANNEL]
+        return channel / name
+    if any(channel.rglob(RECIPE_FILE)):
+        raise FtkitError.one(
+            f"input channel '{RECIPE_CHANNEL}' holds a {RECIPE_FILE}, but not {name}/{RECIPE_FILE}",
+            file=channel,
+            field=RECIPE_CHANNEL,
+            fix=f"upload the folder under {name}/ of the channel's S3 prefix: S3Uploader.upload('recipes/{name}', "
+            f"'<channel URI>/{name}'), as `ftkit cloud sagemaker {name}` prints it",
+        )
+    return None  # a stage's data channel that happens to be named 'recipe'
+
+
+def _checked_copy(
+    loaded: LoadedRecipe, run: CloudRun, carried: bool, fix: str, events: PrintEvents, env: Mapping[str, str]
+) -> None:
+    """Stop (exit 2) unless the recipe about to run is the one the launcher printed the job for; the image names
+    its commit in FTKIT_GIT_COMMIT."""
+    commit = env.get("FTKIT_GIT_COMMIT", "")
+    sha = check_copy(loaded.dir, run.fingerprint, carried=carried, image_commit=commit, fix=fix)
+    whose = "carried into the job" if carried else "the image's copy"
+    events.message(f"recipe: {loaded.dir} ({whose}, sha256 {sha[:12]})")
+
+
 def run_sagemaker(root: Path, events: PrintEvents | None = None) -> int:
     """The SageMaker training job: run (or resume) the recipe, publish the model, write output/failure on failure."""
     paths = SageMakerPaths(root)
@@ -149,9 +185,18 @@ def run_sagemaker(root: Path, events: PrintEvents | None = None) -> int:
     paths.failure.unlink(missing_ok=True)
     try:
         run = parse_hyperparameters(json.loads(paths.hyperparameters.read_text()), paths.hyperparameters)
-        loaded = load_recipe(run.recipe, check_profiles=False)
+        channels = input_channels(paths.data)
+        carried = carried_recipe(channels, run.recipe)
+        loaded = load_recipe(str(carried or run.recipe), check_profiles=False)
+        again = (
+            "upload the folder again (the printed S3Uploader.upload, a new --run-id) and start the job again"
+            if carried
+            else f"print the job again with --carry-recipe (ftkit cloud sagemaker {run.recipe} --carry-recipe): "
+            "your folder then goes into the job as the 'recipe' channel"
+        )
+        _checked_copy(loaded, run, carried is not None, again, events, os.environ)
         validate_run(loaded, run, str(paths.hyperparameters))
-        sets = run.sets + channel_sets(loaded, run.profile, run.sets, input_channels(paths.data))
+        sets = run.sets + channel_sets(loaded, run.profile, run.sets, channels)
         resume = paths.checkpoints if (paths.checkpoints / METRICS_FILE).is_file() else None
         if resume is not None:  # a managed spot restart: the checkpoints came back from S3 (run_recipe checks them)
             events.message(f"resuming the run whose checkpoints are in {resume}")
@@ -181,7 +226,15 @@ def run_runpod(env: Mapping[str, str], events: PrintEvents | None = None) -> int
     events = events or PrintEvents()
     try:
         run: CloudRun = parse_runpod_env(env)
-        loaded = load_recipe(run.recipe, check_profiles=False)
+        carried = Path(env[RECIPE_DIR_ENV]) if env.get(RECIPE_DIR_ENV) else None
+        loaded = load_recipe(str(_volume_recipe(carried, run.recipe) if carried else run.recipe), check_profiles=False)
+        again = (
+            "copy the folder to the volume again (the printed `aws s3 sync … --delete`) and restart the pod"
+            if carried
+            else f"print the pod again with --carry-recipe (ftkit cloud runpod {run.recipe} --carry-recipe "
+            "--network-volume ID): your folder then goes onto the network volume"
+        )
+        _checked_copy(loaded, run, carried is not None, again, events, env)
         validate_run(loaded, run)
         runs = Path(env.get(WORKSPACE_ENV, "/workspace")) / "runs"
         resume = find_resumable(runs, loaded.name, run.profile, run.sets)
@@ -197,6 +250,19 @@ def run_runpod(env: Mapping[str, str], events: PrintEvents | None = None) -> int
     except Exception:
         events.message(traceback.format_exc())
         return UNEXPECTED
+
+
+def _volume_recipe(folder: Path, name: str) -> Path:
+    """RECIPE_DIR: the carried recipe's folder on the network volume, which must hold recipe `name`."""
+    fix = (
+        f"copy the recipe onto the network volume before the pod starts: the `aws s3 sync` that "
+        f"`ftkit cloud runpod {name} --network-volume ID` printed"
+    )
+    if not (folder / RECIPE_FILE).is_file():
+        raise FtkitError.one(f"no {RECIPE_FILE} in {folder} (RECIPE_DIR)", file=folder, field=RECIPE_DIR_ENV, fix=fix)
+    if folder.name != name:
+        raise FtkitError.one(f"RECIPE_DIR {folder} is not recipe '{name}' (RECIPE)", field=RECIPE_DIR_ENV, fix=fix)
+    return folder
 
 
 def _write_failure(path: Path, text: str) -> None:

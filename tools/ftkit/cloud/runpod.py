@@ -3,6 +3,11 @@ fields), built as data (`pod_template`) or created (`create`, the only place the
 
 The GPU type is suggested from the recipe's hardware block: the first of `hardware.recommended` that RunPod offers,
 else the cheapest GPU of ftkit's catalog with a RunPod price and at least `min_vram_gb`.
+
+A recipe the image does not hold (a fork, or changed since the image's commit: `ftkit.cloud.carry`) is carried on a
+network volume (`networkVolumeId`, mounted at /workspace): `aws s3 sync` through RunPod's S3-compatible API copies
+the folder to `recipes/<name>/` on it (https://docs.runpod.io/storage/s3-api), and the pod runs it from
+`/workspace/recipes/<name>` (env RECIPE_DIR). A pod volume cannot carry it: it exists only once the pod runs.
 """
 
 from __future__ import annotations
@@ -10,15 +15,17 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
+from ftkit.cloud.carry import FINGERPRINT_ENV, RECIPE_DIR_ENV, RecipeSource, image_copy_note, recipe_source
 from ftkit.cloud.images import ENTRYPOINT, image_ref
 from ftkit.cloud.sdk import import_sdk, provider_call, require_env
 from ftkit.cloud.settings import CloudRun, validate_run
-from ftkit.errors import FtkitError
+from ftkit.errors import ExitCode, FtkitError
 from ftkit.estimate.gpus import GPUS, gpu_key
 from ftkit.recipes.load import LoadedRecipe
 from ftkit.recipes.schema import Hardware
 
 MOUNT = "/workspace"
+VOLUME_RECIPES = "recipes"  # carried recipes on the network volume: /workspace/recipes/<name>
 # ftkit catalog key -> RunPod GPU type id (https://docs.runpod.io/references/gpu-types)
 RUNPOD_GPU_IDS = {
     "rtx-3090": "NVIDIA GeForce RTX 3090",
@@ -70,12 +77,34 @@ def pod_template(
     volume_gb: int = 200,
     container_disk_gb: int = 50,
     cloud_type: str = "SECURE",
+    source: RecipeSource | None = None,
+    network_volume: str | None = None,
+    data_center: str | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """The pod (the recipe's image, RECIPE/PROFILE/SET in its environment, a volume at /workspace, no ports) and
-    notes for the person launching it."""
+    notes for the person launching it. A carried recipe (`source`, default: decided against git HEAD) needs a
+    network volume: the pod mounts it instead of a pod volume and runs the recipe from it."""
     validate_run(loaded, run, "--set")
+    source = source or recipe_source(loaded.dir, loaded.name)
+    if source.carried and not network_volume:
+        raise FtkitError.one(
+            f"the image does not hold {loaded.name} as it is here ({source.reason}), and a pod volume cannot carry it "
+            "(it exists only once the pod runs)",
+            file=source.local_dir,
+            field="--network-volume",
+            fix="create a network volume in a data center with RunPod's S3-compatible API (console: Storage) and "
+            "pass --network-volume ID --data-center DC: the printed `aws s3 sync` copies the recipe onto it",
+        )
     suggested, why = suggest_gpu(loaded.recipe.hardware)
     notes = [f"GPU type: {gpu_type} (--gpu-type)" if gpu_type else f"GPU type {suggested}: {why}"]
+    if source.carried:
+        upload = volume_upload_command(source, network_volume or "", data_center)
+        where = f"{source.local_dir} is carried on network volume {network_volume} ({source.reason})"
+        notes.insert(0, f"recipe: {where}; before the pod starts, copy it there: {upload}")
+        if not data_center:
+            notes.append("--data-center: the network volume's data center (e.g. EU-RO-1) names the S3 endpoint")
+    else:
+        notes.insert(0, image_copy_note(source, "the pod"))
     notes.append("HF_TOKEN refers to a RunPod secret named HF_TOKEN (console: Secrets); create it for gated models")
     notes.append(f"runs, checkpoints and metrics go to {MOUNT}/runs on the volume; a restarted pod resumes its run")
     notes.append("the pod keeps running (and billing) after the run ends: stop it when the run's metrics are in")
@@ -95,13 +124,42 @@ def pod_template(
             "PROFILE": run.profile,
             "SET": " ".join(shlex.quote(item) for item in run.sets),
             "HF_TOKEN": "{{ RUNPOD_SECRET_HF_TOKEN }}",  # a RunPod secret reference, not a value
+            FINGERPRINT_ENV: source.fingerprint,
         },
     }
+    if source.carried:
+        del template["volumeInGb"]
+        template["networkVolumeId"] = network_volume
+        if data_center:
+            template["dataCenterIds"] = [data_center]
+        template["env"][RECIPE_DIR_ENV] = volume_recipe_dir(source.name)
     return template, notes
 
 
+def volume_recipe_dir(name: str) -> str:
+    """Where a carried recipe is in the pod: on the network volume, mounted at /workspace."""
+    return f"{MOUNT}/{VOLUME_RECIPES}/{name}"
+
+
+def volume_upload_command(source: RecipeSource, network_volume: str, data_center: str | None) -> str:
+    """`aws s3 sync` of the recipe folder to `recipes/<name>/` on the network volume through RunPod's S3-compatible
+    API (bucket: the volume id; endpoint per data center; credentials: a RunPod S3 API key). `--delete` drops files
+    an earlier upload left there, so the copy has the folder's fingerprint."""
+    region = data_center or "<DATA_CENTER>"
+    return shlex.join([
+        "aws", "s3", "sync", str(source.local_dir), f"s3://{network_volume}/{VOLUME_RECIPES}/{source.name}/",
+        "--delete", "--exclude", ".*", "--exclude", "*/.*", "--region", region,
+        "--endpoint-url", f"https://s3api-{region.lower()}.runpod.io/",
+    ])  # fmt: skip
+
+
 def create_kwargs(template: dict[str, Any]) -> dict[str, Any]:
-    """The template as keyword arguments of `runpod.create_pod`."""
+    """The template as keyword arguments of `runpod.create_pod` (a network volume: its id and data center, no pod
+    volume)."""
+    volume: dict[str, Any] = {"volume_in_gb": template.get("volumeInGb", 0)}
+    if template.get("networkVolumeId"):
+        volume |= {"network_volume_id": template["networkVolumeId"],
+                   "data_center_id": (template.get("dataCenterIds") or [None])[0]}  # fmt: skip
     return {
         "name": template["name"],
         "image_name": template["imageName"],
@@ -109,7 +167,7 @@ def create_kwargs(template: dict[str, Any]) -> dict[str, Any]:
         "gpu_count": template["gpuCount"],
         "cloud_type": template["cloudType"],
         "container_disk_in_gb": template["containerDiskInGb"],
-        "volume_in_gb": template["volumeInGb"],
+        **volume,
         "volume_mount_path": template["volumeMountPath"],
         "ports": ",".join(template["ports"]) or None,
         "docker_args": shlex.join(template["dockerStartCmd"]),
@@ -117,8 +175,17 @@ def create_kwargs(template: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def create(template: dict[str, Any]) -> str:
-    """Create the pod with the `runpod` SDK and $RUNPOD_API_KEY; returns the pod id."""
+def create(template: dict[str, Any], recipe_on_volume: bool = False) -> str:
+    """Create the pod with the `runpod` SDK and $RUNPOD_API_KEY; returns the pod id. A pod that runs a carried
+    recipe is created only once the recipe is on the volume (`recipe_on_volume`): ftkit cannot upload it."""
+    if RECIPE_DIR_ENV in template["env"] and not recipe_on_volume:
+        raise FtkitError.one(
+            f"the pod runs {template['env'][RECIPE_DIR_ENV]} from network volume {template.get('networkVolumeId')}, "
+            "and ftkit cannot tell whether it is there yet",
+            field="--create",
+            code=ExitCode.USAGE,
+            fix="run the printed `aws s3 sync …` first, then --create --recipe-on-volume",
+        )
     key = require_env(["RUNPOD_API_KEY"], "export {name}=… (RunPod console, Settings, API keys)")["RUNPOD_API_KEY"]
     runpod = import_sdk("runpod", "--create", "runpod", "or create the pod from the printed JSON")
     runpod.api_key = key

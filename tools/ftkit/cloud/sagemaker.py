@@ -4,6 +4,10 @@ SageMaker training job with `ftkit.cloud.entrypoint`, built as data (`sagemaker_
 
 Managed spot training is on by default: `checkpoint_s3_uri` is unique per run (`<prefix>/<recipe>/<run id>/`), so
 a restarted job resumes its own checkpoints and never another run's.
+
+A recipe the image does not hold (a fork, or changed since the image's commit: `ftkit.cloud.carry`) is carried as
+the `recipe` input channel: `S3Uploader.upload` copies the folder to `<run>/recipe/<name>/` and the entrypoint runs
+it from `/opt/ml/input/data/recipe/<name>/`.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ftkit.cloud.carry import FINGERPRINT_KEY, RECIPE_CHANNEL, RecipeSource, image_copy_note, recipe_source
 from ftkit.cloud.images import ENTRYPOINT, image_ref
 from ftkit.cloud.sdk import import_sdk, provider_call, require_env
 from ftkit.cloud.settings import CloudRun, validate_run
@@ -48,6 +53,8 @@ class SageMakerJob:
     inputs: dict[str, str]  # channel (= stage) -> S3 URI, for fit()
     secrets: list[str] = field(default_factory=list)  # env vars copied into `environment` at launch
     notes: list[str] = field(default_factory=list)
+    uploads: dict[str, str] = field(default_factory=dict)  # local folder -> S3 URI, uploaded before fit()
+    recipe: dict[str, Any] = field(default_factory=dict)  # RecipeSource.to_dict(): which copy the job runs
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,10 +113,21 @@ def sagemaker_job(
     max_run_hours: float = 24,
     volume_gb: int = 200,
     run_id: str | None = None,
+    source: RecipeSource | None = None,
 ) -> SageMakerJob:
-    """The Estimator keyword arguments and fit() inputs that run `run` on SageMaker (validated like `--set`)."""
+    """The Estimator keyword arguments and fit() inputs that run `run` on SageMaker (validated like `--set`).
+    `source` says whether the image's copy of the recipe runs or the local folder is carried (default: decided
+    against git HEAD, `ftkit.cloud.carry.recipe_source`)."""
     validate_run(loaded, run, "--set")
+    source = source or recipe_source(loaded.dir, loaded.name)
     stages = [s.name for s in loaded.recipe.stages]
+    if source.carried and RECIPE_CHANNEL in stages:
+        raise FtkitError.one(
+            f"stage '{RECIPE_CHANNEL}' of {loaded.name} has the name of the channel that carries the recipe",
+            file=loaded.dir / "recipe.yaml",
+            field="stages",
+            fix=f"rename the stage (any name but '{RECIPE_CHANNEL}')",
+        )
     unknown = sorted(set(data or {}) - set(stages))
     if unknown:
         raise FtkitError.one(
@@ -120,7 +138,7 @@ def sagemaker_job(
     prefix = (s3_prefix or PLACEHOLDER_PREFIX).rstrip("/")
     run_id = run_id or f"{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}"
     base = f"{prefix}/{loaded.name}/{run_id}"
-    hyperparameters = {"recipe": loaded.name, "profile": run.profile}
+    hyperparameters = {"recipe": loaded.name, "profile": run.profile, FINGERPRINT_KEY: source.fingerprint}
     hyperparameters |= dict(item.split("=", 1) for item in run.sets)  # strings, as SageMaker passes them
     max_run = int(max_run_hours * 3600)
     estimator: dict[str, Any] = {
@@ -140,13 +158,17 @@ def sagemaker_job(
         "hyperparameters": hyperparameters,
         "environment": {"PYTHONUNBUFFERED": "1", "HF_HUB_DISABLE_TELEMETRY": "1"},
     }
-    notes = _hardware_notes(loaded, instance_type)
+    notes = [_recipe_note(source), *_hardware_notes(loaded, instance_type)]
     if ".amazonaws.com/" not in estimator["image_uri"]:
         notes.append(
             f"SageMaker pulls training images from Amazon ECR: push {estimator['image_uri']} to ECR and "
             "pass --image <account>.dkr.ecr.<region>.amazonaws.com/…"
         )
     inputs: dict[str, str] = {}
+    uploads: dict[str, str] = {}
+    if source.carried:
+        inputs[RECIPE_CHANNEL] = f"{base}/{RECIPE_CHANNEL}/"
+        uploads[str(source.local_dir)] = f"{base}/{RECIPE_CHANNEL}/{loaded.name}"
     for stage in stages:
         if data and stage in data:
             inputs[stage] = data[stage]
@@ -160,12 +182,24 @@ def sagemaker_job(
     if s3_prefix is None:
         notes.append("S3: pass --s3-prefix s3://your-bucket/prefix (checkpoints, outputs and data go under it)")
     notes.append("HF_TOKEN is read from your environment at launch (gated base models); it is never printed")
-    return SageMakerJob(estimator, inputs, list(SECRETS), notes)
+    return SageMakerJob(estimator, inputs, list(SECRETS), notes, uploads, source.to_dict())
+
+
+def _recipe_note(source: RecipeSource) -> str:
+    if source.carried:
+        return (
+            f"recipe: {source.local_dir} is carried as the '{RECIPE_CHANNEL}' input channel ({source.reason}); "
+            f"the printed S3Uploader.upload copies it, and the job runs it from "
+            f"/opt/ml/input/data/{RECIPE_CHANNEL}/{source.name}/"
+        )
+    return image_copy_note(source, "the job")
 
 
 def render_python(job: SageMakerJob) -> str:
     """Python that creates the estimator and starts the job; secrets come from the environment at run time."""
-    lines = ["import os", "", "from sagemaker.estimator import Estimator", "", "estimator = Estimator("]
+    lines = ["import os", "", "from sagemaker.estimator import Estimator"]
+    lines += ["from sagemaker.s3 import S3Uploader"] if job.uploads else []
+    lines += ["", "estimator = Estimator("]
     for key, value in job.estimator.items():
         text = pprint.pformat(value, width=100, sort_dicts=False)
         if key == "environment" and job.secrets:
@@ -173,6 +207,8 @@ def render_python(job: SageMakerJob) -> str:
             text = text[:-1] + (", " if value else "") + extra + "}"
         lines.append(f"    {key}=" + text.replace("\n", "\n    ") + ",")
     lines.append(")")
+    for local, uri in job.uploads.items():  # the recipe folder the image does not hold, before the job starts
+        lines.append(f"S3Uploader.upload({local!r}, {uri!r})")
     inputs = pprint.pformat(job.inputs, width=100, sort_dicts=False) if job.inputs else ""
     lines.append(f"estimator.fit({inputs}{', ' if inputs else ''}wait=False)")
     lines.append("print(estimator.latest_training_job.name)")
@@ -180,7 +216,8 @@ def render_python(job: SageMakerJob) -> str:
 
 
 def launch(job: SageMakerJob) -> str:
-    """Start the job with the `sagemaker` SDK and the caller's AWS credentials; returns the job name."""
+    """Upload a carried recipe, then start the job with the `sagemaker` SDK and the caller's AWS credentials;
+    returns the job name."""
     if job.estimator["role"] == PLACEHOLDER_ROLE or PLACEHOLDER_PREFIX in job.estimator["checkpoint_s3_uri"]:
         raise FtkitError.one(
             "--launch needs a real role and S3 prefix",
@@ -188,11 +225,15 @@ def launch(job: SageMakerJob) -> str:
             fix="pass --role arn:aws:iam::…:role/… and --s3-prefix s3://bucket/prefix",
         )
     secrets = require_env(job.secrets, "export {name}=… (a Hugging Face token)")
-    sdk = import_sdk("sagemaker.estimator", "--launch", "sagemaker", "or run the printed code where it is")
+    otherwise = "or run the printed code where it is"
+    sdk = import_sdk("sagemaker.estimator", "--launch", "sagemaker", otherwise)
+    s3 = import_sdk("sagemaker.s3", "--launch", "sagemaker", otherwise) if job.uploads else None
     kwargs = dict(job.estimator)
     kwargs["environment"] = {**kwargs["environment"], **secrets}
     with provider_call("SageMaker", "--launch", "check AWS credentials (aws sts get-caller-identity), the role "
                        "and the region"):  # fmt: skip
+        for local, uri in job.uploads.items():
+            s3.S3Uploader.upload(local, uri)
         estimator = sdk.Estimator(**kwargs)
         estimator.fit(job.inputs or None, wait=False)
     return str(estimator.latest_training_job.name)

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ftkit.cloud.carry import FINGERPRINT_ENV, FINGERPRINT_KEY
 from ftkit.errors import FtkitError, Problem
 from ftkit.recipes.load import LoadedRecipe
 from ftkit.recipes.overrides import parse_set
 from ftkit.recipes.resolve import route_sets, validate_profiles
 
-RESERVED = ("recipe", "profile")  # hyperparameters that are not `--set` overrides
+RESERVED = ("recipe", "profile", FINGERPRINT_KEY)  # hyperparameters that are not `--set` overrides
 IGNORED_PREFIXES = ("sagemaker_", "_")  # keys SageMaker itself may add (framework estimators, tuning jobs)
 DEFAULT_PROFILE = "full"
 
@@ -30,6 +31,7 @@ class CloudRun:
     profile: str = DEFAULT_PROFILE
     sets: list[str] = field(default_factory=list)  # KEY=VALUE, as `--set` takes them
     source: str = ""  # what set them, for error messages: "hyperparameter", "SET item" ("": `--set`)
+    fingerprint: str = ""  # sha256 of the recipe the job was printed for (ftkit.cloud.carry); "": not checked
 
 
 def _text(value: Any) -> str:
@@ -59,7 +61,8 @@ def _checked(item: str, field_name: str, file: str | None, what: str) -> str:
 
 
 def parse_hyperparameters(raw: Any, source: Path) -> CloudRun:
-    """hyperparameters.json -> the run: `recipe` (required), `profile` (default full), every other key a `--set`."""
+    """hyperparameters.json -> the run: `recipe` (required), `profile` (default full), `recipe_sha256` (the recipe's
+    fingerprint, checked by the entrypoint), every other key a `--set`."""
     if not isinstance(raw, Mapping):
         raise FtkitError.one(
             "hyperparameters.json is not a JSON object",
@@ -81,11 +84,12 @@ def parse_hyperparameters(raw: Any, source: Path) -> CloudRun:
         if key not in RESERVED
     ]
     profile = values.get("profile", DEFAULT_PROFILE).strip() or DEFAULT_PROFILE
-    return CloudRun(recipe, profile, sets, "hyperparameter")
+    return CloudRun(recipe, profile, sets, "hyperparameter", values.get(FINGERPRINT_KEY, "").strip())
 
 
 def parse_runpod_env(env: Mapping[str, str]) -> CloudRun:
-    """RECIPE (required), PROFILE (default full), SET: space-separated KEY=VALUE items (shell quoting allowed)."""
+    """RECIPE (required), PROFILE (default full), SET: space-separated KEY=VALUE items (shell quoting allowed),
+    RECIPE_SHA256 (the recipe's fingerprint, checked by the entrypoint)."""
     recipe = env.get("RECIPE", "").strip()
     if not recipe:
         raise FtkitError.one(
@@ -103,7 +107,7 @@ def parse_runpod_env(env: Mapping[str, str]) -> CloudRun:
         ) from exc
     sets = [_checked(item, item.partition("=")[0] or item, None, "environment variable SET, item") for item in items]
     profile = env.get("PROFILE", "").strip() or DEFAULT_PROFILE
-    return CloudRun(recipe, profile, sets, "SET item")
+    return CloudRun(recipe, profile, sets, "SET item", env.get(FINGERPRINT_ENV, "").strip())
 
 
 def validate_run(loaded: LoadedRecipe, run: CloudRun, file: str | None = None) -> None:
@@ -116,7 +120,7 @@ def validate_run(loaded: LoadedRecipe, run: CloudRun, file: str | None = None) -
             field="profile",
             fix=f"use one of {', '.join(loaded.recipe.profiles)}",
         )
-    sets = route_sets(parse_set(run.sets), [s.name for s in loaded.recipe.stages])
+    sets = route_sets(parse_set(run.sets), [s.name for s in loaded.recipe.stages], recipe=loaded)
     problems = validate_profiles(loaded, sets)
     for p in problems:
         if run.source and p.file and p.file.startswith("--set "):
