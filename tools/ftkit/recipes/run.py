@@ -20,6 +20,7 @@ from ftkit.engines.signals import StopRequest
 from ftkit.errors import ExitCode, FtkitError, Problem
 from ftkit.models import resolve_model
 from ftkit.recipes.export_stage import (
+    HELDOUT_FIELD,
     export_passed,
     preflight_exports,
     require_exports_possible,
@@ -427,9 +428,6 @@ def _run(name: str, opts: RunOptions, events: RunEvents, stop: StopRequest) -> R
         plot = plot_curves(histories, run_dir / "curves.png") if histories else None
         (run_dir / "report.md").write_text(markdown_summary(metrics, rows, plot))
     return RunResult(run_dir, metrics, rows)
-
-
-HELDOUT_FIELD = "export.eval.heldout"  # the field of the held-out file's problems (missing, leaking rows)
 
 
 @dataclass
