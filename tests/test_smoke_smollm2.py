@@ -16,7 +16,9 @@ from conftest import ROOT
 from ftkit.cli import main
 from ftkit.models import materialize
 
-pytestmark = pytest.mark.slow
+# The whole shipped SFT smoke run (train, merge, GGUF, evaluation: about 3 minutes on 2 cores): `make smoke-fork`
+# and `nox -s smoke` run it, `make test` does not (its engine paths are trained on tiny models there).
+pytestmark = [pytest.mark.slow, pytest.mark.recipe_smoke]
 
 
 @pytest.fixture(scope="module")
