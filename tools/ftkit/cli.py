@@ -89,7 +89,7 @@ def cmd_recipe_list(args: argparse.Namespace) -> int:
 
 
 def cmd_recipe_validate(args: argparse.Namespace) -> int:
-    from ftkit.recipes.load import list_recipe_dirs, load_recipe, sample_counts
+    from ftkit.recipes.load import data_counts, list_recipe_dirs, load_recipe, sample_counts
 
     names = [args.name] if args.name else [d.name for d in list_recipe_dirs()]
     results: list[dict[str, Any]] = []
@@ -97,13 +97,15 @@ def cmd_recipe_validate(args: argparse.Namespace) -> int:
     for name in names:
         try:
             loaded = load_recipe(name)
-            results.append({"recipe": name, "valid": True, "samples": sample_counts(loaded)})
+            data = data_counts(loaded)
+            results.append({"recipe": name, "valid": True, "samples": sample_counts(loaded), "data": data})
             if not args.json:
                 counts = ", ".join(
                     f"{s}: {c['valid']}/{c['rows']} rows valid" for s, c in sample_counts(loaded).items() if c
                 )
+                trained = ", ".join(f"{path}: {c['valid']}/{c['rows']}" for path, c in data.items()) or "none local"
                 say(out, OK, f" {name}: recipe, engine configs (all profiles), schemas, samples ({counts}), "
-                    "expected metrics")  # fmt: skip
+                    f"training data ({trained} rows valid), expected metrics")  # fmt: skip
         except FtkitError as exc:
             worst = max(worst, exc.code)
             results.append({"recipe": name, "valid": False, **exc.to_dict()})
