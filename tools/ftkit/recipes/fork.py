@@ -1,5 +1,6 @@
 """`ftkit recipe new NAME --from RECIPE`: copy a recipe, rename it, optionally swap its base model or a
-stage's dataset, and leave it valid (checked like `ftkit recipe validate` before it is put in place).
+stage's data (every profile's: `fork_data`), and leave it valid (checked like `ftkit recipe validate` before it
+is put in place).
 
 The fork is built in a hidden staging folder beside its destination and moved there only once it
 validates, so a failed fork leaves nothing behind (and `--force` replaces an old fork only then).
