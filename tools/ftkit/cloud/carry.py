@@ -1,19 +1,9 @@
 """Which copy of a recipe a cloud job runs: the one baked into the image, or the local folder carried into the job.
 
-An engine image copies `recipes/` when it is built (containers/engine/Dockerfile), so it holds a recipe only as it
-was at the commit the image was built from. A fork (not tracked in git) or a recipe changed since that commit is
-not in it, and a job that ran the image's copy would train another recipe than the one printed.
-
-The rule: the image holds the recipe when the local folder has the same fingerprint as `recipes/<name>` at the
-image's commit (`--image-commit`, default HEAD). Otherwise the job carries the folder: SageMaker as the `recipe`
-input channel, RunPod on the network volume. The fingerprint is a sha256 over every file of the folder (relative
-path and bytes; hidden files such as editor and OS litter, `__pycache__`, `*.pyc` and `runs/` left out), with
-recipe.yaml's `container:` `tag:`/`digest:` lines dropped: pinning the published image rewrites those after the
-build.
-
-The job gets the fingerprint as well (hyperparameter `recipe_sha256`, env `RECIPE_SHA256`), and the entrypoint
-checks the copy it is about to run against it (`check_copy`): an image built before the recipe's last change, or a
-stale upload, stops the job at once (exit 2) with the fix, instead of training something else.
+The image holds a recipe only as it was at the image's commit. When the local folder's fingerprint (sha256 over its
+files; litter and the pinned `tag:`/`digest:` lines left out) differs from `recipes/<name>` at that commit, the job
+carries the folder (SageMaker: the `recipe` channel; RunPod: the network volume), and the entrypoint checks the copy
+it runs against the fingerprint (`check_copy`). The rule and its reasons: docs/cloud.md.
 """
 
 from __future__ import annotations

@@ -6,9 +6,7 @@ spot job, output/data/run/ holds the run dir, model/ the published model, output
 RunPod is found by `$RUNPOD_POD_ID` (or `$RECIPE` with a /workspace): env RECIPE, PROFILE, SET; runs go to
 /workspace/runs and a restarted pod resumes its newest stopped run of the same settings.
 
-The recipe is the image's `recipes/<name>`, or a carried one (`ftkit.cloud.carry`): SageMaker's `recipe` channel
-(`input/data/recipe/<name>/`), RunPod's RECIPE_DIR on the network volume. Either way the copy must have the
-fingerprint the launcher printed (`recipe_sha256` / RECIPE_SHA256), else the job stops before any work (exit 2).
+The recipe is the image's, or one carried into the job with the fingerprint it must have (`ftkit.cloud.carry`).
 
 Before any work: an image whose engine needs a GPU stops without one (one line, exit 5); started as root it hands
 the job's folders to FTKIT_RUN_AS and trains as that user; a folder it cannot write stops it (one line, exit 5).

@@ -35,6 +35,17 @@ def thresholds(overrides: dict[str, int | None] | None = None) -> dict[str, int 
     return {**DEFAULT_MAX_ROWS, **(overrides or {})}
 
 
+def policy_settings(
+    fields: list[str] | None, ner: str, max_rows: dict[str, int | None]
+) -> tuple[ScanSettings, dict[str, int | None]]:
+    """A recipe's `pii:` section (fields to scan, NER model, rows allowed per entity) as the scan settings and the
+    gate's limits (the defaults under the recipe's own)."""
+    from ftkit.pii.fields import parse_patterns
+
+    patterns = parse_patterns(fields)
+    return ScanSettings(tuple(patterns) if patterns else None, ner=ner), thresholds(max_rows)
+
+
 def parse_max_rows(specs: list[str] | None) -> dict[str, int | None]:
     """`SECRET=0`, `EMAIL=10`, `SECRET=none` -> {entity: rows or None}."""
     out: dict[str, int | None] = {}

@@ -17,6 +17,7 @@ from typing import Any
 
 from ftkit import envinfo
 from ftkit.data.split import leak_problems
+from ftkit.data.tokens import count_rows
 from ftkit.data.validate import validate_file
 from ftkit.engines import get_engine
 from ftkit.errors import ExitCode, FtkitError, Problem
@@ -25,7 +26,6 @@ from ftkit.recipes.fork_data import (
     SPLIT_SEED,
     StageData,
     copy_into,
-    count_rows,
     free_name,
     rows_in_split,
     split_heldout,
@@ -299,18 +299,15 @@ def _fork_data(
 def _pii_notes(src: LoadedRecipe, work: Path, data: list[StageData]) -> list[str]:
     """What the recipe's PII gate will say of the fork's training rows: refused rows are found now, not at the
     start of the first run."""
-    from ftkit.pii.fields import parse_patterns
-    from ftkit.pii.gate import thresholds, violations
-    from ftkit.pii.rows import ScanSettings
+    from ftkit.pii.gate import policy_settings, violations
     from ftkit.pii.scan import scan_file
 
     policy = src.recipe.pii
-    patterns = parse_patterns(policy.fields)
-    settings = ScanSettings(tuple(patterns) if patterns else None, ner="off")
+    settings, limits = policy_settings(policy.fields, "off", dict(policy.max_rows))  # the rule-based entities
     notes = []
     for d in data:
         report = scan_file(work / d.train, settings, max_examples=1)
-        over = violations(report, thresholds(dict(policy.max_rows)))
+        over = violations(report, limits)
         if over:
             found = ", ".join(f"{v.rows} rows carry {v.entity} (allowed {v.max_rows})" for v in over)
             notes.append(f"{d.train}: {found}: the PII gate refuses every profile that trains on these rows; clean "

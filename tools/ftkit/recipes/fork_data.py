@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,13 +18,13 @@ from typing import Any
 
 from ftkit.data.readers import iter_records
 from ftkit.data.split import leakage
+from ftkit.data.tokens import split_rows
 from ftkit.errors import ExitCode, FtkitError
 
 HELDOUT_FRACTION = 0.1  # of the user's rows, when recipe new splits them
 HELDOUT_MAX = 200  # the evaluation scores at most export.eval.max_rows (default 200) rows
 MIN_ROWS_TO_SPLIT = 10  # fewer rows than this: ask for --heldout instead of holding rows out
 SPLIT_SEED = 42
-_SLICE = re.compile(r"\[\s*(-?\d*)\s*(%?)\s*:\s*(-?\d*)\s*(%?)\s*\]")
 
 
 @dataclass
@@ -51,17 +50,8 @@ class StageData:
 def rows_in_split(split: str | None, rows: int) -> int:
     """Rows a `datasets` split such as `train[:16]`, `train[10:20]` or `train[:25%]` keeps of `rows` (all rows
     when it names no slice)."""
-    m = _SLICE.search(split or "")
-    if not m:
-        return rows
-
-    def bound(value: str, pct: str) -> int | None:
-        if value in ("", "-"):
-            return None
-        n = int(value)
-        return round(rows * n / 100) if pct else n
-
-    return len(range(rows)[bound(m.group(1), m.group(2)) : bound(m.group(3), m.group(4))])
+    start, stop = split_rows(split, rows)
+    return stop - start
 
 
 def spread(n: int, k: int) -> list[int]:
@@ -153,7 +143,3 @@ def free_name(data_dir: Path, stem: str, kind: str) -> Path:
     while target.exists():
         target, n = data_dir / f"{stem}-{n}.{kind}.jsonl", n + 1
     return target
-
-
-def count_rows(path: Path) -> int:
-    return sum(1 for rec in iter_records(path) if rec.error is None)

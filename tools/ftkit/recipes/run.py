@@ -173,14 +173,10 @@ def _pii_gate(
     loaded: LoadedRecipe, engine: Any, resolved: ResolvedStage, ctx: StageContext, allow: bool, events: RunEvents
 ) -> list[dict[str, Any]]:
     """Scan every local dataset of the stage for PII and refuse (exit 3) above `pii.max_rows`, unless allowed."""
-    from ftkit.pii.fields import parse_patterns
-    from ftkit.pii.gate import gate_dataset, thresholds
-    from ftkit.pii.rows import ScanSettings
+    from ftkit.pii.gate import gate_dataset, policy_settings
 
     policy = loaded.recipe.pii
-    patterns = parse_patterns(policy.fields)
-    settings = ScanSettings(tuple(patterns) if patterns else None, ner=policy.ner)
-    limits = thresholds(dict(policy.max_rows))
+    settings, limits = policy_settings(policy.fields, policy.ner, dict(policy.max_rows))
     reports = []
     for path in engine.dataset_paths(resolved.config):
         if not Path(path).is_file():
