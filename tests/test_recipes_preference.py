@@ -11,8 +11,9 @@ from ftkit.export.merge import MergeResult, adapter_task_type, merge_adapter
 from ftkit.export.verify_merge import verify_merge
 
 
-def _reward_adapter(base: Path, out: Path, seed: int = 3) -> Path:
-    """A SEQ_CLS LoRA adapter on the tiny Llama with a trained-looking score head (saved whole by PEFT)."""
+def _reward_adapter(base: Path, out: Path, seed: int = 3, lora_b_std: float = 0.3) -> Path:
+    """A SEQ_CLS LoRA adapter on the tiny Llama with a trained-looking score head (saved whole by PEFT); a small
+    `lora_b_std` gives the small deltas of a short reward-model run (most below half a bf16 step of the weight)."""
     import torch
     from peft import LoraConfig, TaskType, get_peft_model
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -27,7 +28,7 @@ def _reward_adapter(base: Path, out: Path, seed: int = 3) -> Path:
     with torch.no_grad():
         for name, param in peft_model.named_parameters():
             if "lora_B" in name or "modules_to_save" in name:
-                param.normal_(0, 0.3)
+                param.normal_(0, lora_b_std if "lora_B" in name else 0.3)
     peft_model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
@@ -102,6 +103,25 @@ def test_verification_fails_a_reward_model_merge_that_lost_the_lora_weights(
     tok.save_pretrained(tmp_path / "lost")
     check = verify_merge(str(tiny_llama), reward_adapter, tmp_path / "lost", "float32")
     assert not check["passed"] and not check["holds_adapter"]
+
+
+def test_a_bf16_merge_rounds_away_a_reward_adapters_small_deltas_and_the_default_float32_keeps_them(
+    tiny_llama: Path, tmp_path: Path
+):
+    """The cause of the reward recipe's failing merge check: deltas below half a bf16 step of W vanish when W + delta
+    is rounded to bf16, so the check fails a bf16 merge; `export merge` without --dtype merges a SEQ_CLS adapter in
+    float32, which holds them."""
+    from ftkit.cli import main
+
+    adapter = _reward_adapter(tiny_llama, tmp_path / "small", lora_b_std=3e-5)
+    merge_adapter(str(tiny_llama), adapter, tmp_path / "bf16", "bfloat16")
+    lossy = verify_merge(str(tiny_llama), adapter, tmp_path / "bf16", "bfloat16")
+    assert not lossy["holds_adapter"] and not lossy["passed"]
+    assert main(["export", "merge", str(adapter), "--out", str(tmp_path / "default"), "--json"]) == 0
+    import json
+
+    provenance = json.loads((tmp_path / "default" / "ftkit-merge.json").read_text())
+    assert provenance["dtype"] == "float32" and provenance["check"]["holds_adapter"]
 
 
 def test_a_causal_lm_merge_still_records_its_task_type(tiny_llama: Path, tmp_path: Path):

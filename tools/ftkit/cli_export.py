@@ -14,11 +14,20 @@ from ftkit.errors import ExitCode, FtkitError
 
 
 def cmd_export_merge(args: argparse.Namespace) -> int:
-    from ftkit.export.merge import merge_source, require_merged, resolve_merge_source, write_provenance
+    from ftkit.export.merge import (
+        adapter_task_type,
+        default_merge_dtype,
+        merge_source,
+        require_merged,
+        resolve_merge_source,
+        write_provenance,
+    )
     from ftkit.export.verify_merge import describe_merge_check, verify_merge, verify_resaved
 
     console, out = consoles()
     source = resolve_merge_source(Path(args.source), base=args.base, stage=args.stage)
+    if args.dtype is None:
+        args.dtype = "bfloat16" if source.full else default_merge_dtype(adapter_task_type(source.adapter_dir))
     doing = f"re-saving the fully trained {source.adapter_dir}" if source.full else (
         f"merging {source.adapter_dir} into {source.base}")  # fmt: skip
     with console.status(f"{doing} ({args.dtype})", spinner="dots"):
@@ -238,7 +247,9 @@ def register(sub: Any) -> None:
     p.add_argument("--out", required=True, help="the merged model's dir")
     p.add_argument("--base", help="the base model (default: the run's or adapter_config.json's)")
     p.add_argument("--stage", help="which stage of a run (default: the last)")
-    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"],
+                   help="the merged weights' dtype (default: bfloat16; float32 for a reward model's adapter, whose "
+                   "small deltas bf16 rounds away)")  # fmt: skip
     p.add_argument("--max-shard-size", default="5GB", help="safetensors shard size (default 5GB)")
     p.add_argument("--tolerance", type=float, help="max |logit diff| allowed (default: per dtype)")
     p.add_argument("--no-verify", action="store_true", help="skip the logits comparison")

@@ -1,7 +1,8 @@
 """Axolotl plugins the runner adds to the resolved config (imported only inside the Axolotl training process).
 
 * `RunControlPlugin` (every run): the history log and the clean stop on SIGTERM of `ftkit.engines.run_control`,
-  the same callbacks the TRL engine uses, and a seeded LoRA init (reproducible runs).
+  the same callbacks the TRL engine uses, and seeded initialisation (reproducible runs): a new head created at load
+  (a reward model's `score`) and the LoRA weights.
   `plugins: [ftkit.engines.axolotl_plugin.RunControlPlugin]`.
 * `Cpu4bitTrainingPlugin` (CPU runs of 4-bit configs, see `ftkit.engines.bnb_cpu`).
 """
@@ -42,9 +43,18 @@ class RunControlPlugin(BasePlugin):
         if os.environ.get(HISTORY_ENV):
             self.flag.install("saving a checkpoint at the end of this step, then stopping")
 
+    def pre_model_load(self, cfg: Any) -> None:
+        # Axolotl builds the model before the HF Trainer seeds the RNGs: a head the checkpoint lacks (a reward
+        # model's `score`, reported MISSING) is initialised here, from an unseeded RNG unless seeded first.
+        self._seed(cfg)
+
     def pre_lora_load(self, cfg: Any, model: Any) -> None:
-        # Axolotl attaches the adapter before the HF Trainer seeds the RNGs: seed here, or every run starts from
-        # another random LoRA init (the TRL engine seeds at the same point).
+        # Seeded again before the adapter is attached, so the LoRA init does not depend on what loading drew
+        # (the TRL engine seeds at the same point).
+        self._seed(cfg)
+
+    @staticmethod
+    def _seed(cfg: Any) -> None:
         if os.environ.get(HISTORY_ENV):
             from transformers import set_seed
 

@@ -7,7 +7,9 @@ same reason: name the unquantized model with `--base`.
 
 A sequence-classification adapter (PEFT `task_type: SEQ_CLS`, e.g. a Bradley-Terry reward model: LoRA on
 the decoder plus the trained `score` head saved whole) is merged into the base loaded with
-`AutoModelForSequenceClassification` (num_labels from the saved head) instead of a causal LM.
+`AutoModelForSequenceClassification` (num_labels from the saved head) instead of a causal LM, and in float32
+by default: most of a reward adapter's deltas are below half a bf16 step of the weight they are added to, so a
+bf16 merge rounds them away (docs/merge-and-export.md, "Reward models merge in float32").
 """
 
 from __future__ import annotations
@@ -151,6 +153,11 @@ def check_adapter(source: MergeSource) -> None:
             field="quantization_config",
             fix="pass --base with the unquantized (bf16) model the 4-bit base was made from",
         )
+
+
+def default_merge_dtype(task_type: str) -> str:
+    """float32 for a sequence classifier (a reward model: bf16 rounds away most of its LoRA deltas), else bf16."""
+    return "float32" if task_type == SEQ_CLS else "bfloat16"
 
 
 def adapter_task_type(adapter_dir: Path) -> str:

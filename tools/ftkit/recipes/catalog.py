@@ -51,6 +51,7 @@ class CatalogEntry:
     gpus: int
     min_vram_gb: float
     bounds: dict[str, dict[str, int]]  # profile -> {"measured": n, "estimate": n}
+    last_smoke: dict[str, str] | None = None  # the last passing smoke run: {"date", "commit"} (recipes/smoke-runs.yaml)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,8 +114,22 @@ def recipe_entry(recipe_dir: Path, size: DatasetSize) -> CatalogEntry:
             fig.why_not = exc.title
     r = loaded.recipe
     return CatalogEntry(
-        r.name, r.engine, r.base_model, figures, r.hardware.gpus, r.hardware.min_vram_gb, _bounds(loaded)
+        r.name,
+        r.engine,
+        r.base_model,
+        figures,
+        r.hardware.gpus,
+        r.hardware.min_vram_gb,
+        _bounds(loaded),
+        _last_smoke(recipe_dir),
     )
+
+
+def _last_smoke(recipe_dir: Path) -> dict[str, str] | None:
+    from ftkit.recipes.smoke_runs import load_smoke_runs
+
+    run = load_smoke_runs(recipe_dir.parent).get(recipe_dir.name)
+    return {"date": run.date, "commit": run.commit} if run else None
 
 
 def catalog_entries(root: Path, size: DatasetSize | None = None) -> list[CatalogEntry]:
@@ -153,7 +168,7 @@ def _bounds_cell(bounds: dict[str, dict[str, int]]) -> str:
 def render_table(entries: list[CatalogEntry], size: DatasetSize) -> str:
     size_label = f"{size.rows:,} rows × {size.avg_tokens:,} tokens per stage"
     header = ["recipe", "method", "engine", "base model", "stages", "GPUs", "VRAM per GPU, full profile (est.)",
-              f"time, cost: {size_label} (est.)", "metric bounds"]  # fmt: skip
+              f"time, cost: {size_label} (est.)", "metric bounds", "last passing smoke run"]  # fmt: skip
     rows = []
     for e in entries:
         rows.append([
@@ -166,6 +181,7 @@ def render_table(entries: list[CatalogEntry], size: DatasetSize) -> str:
             "<br>".join(_vram(f) for f in e.stages),
             "<br>".join(_time_cost(f) for f in e.stages),
             _bounds_cell(e.bounds),
+            f"{e.last_smoke['date']} `{e.last_smoke['commit'][:7]}`" if e.last_smoke else "not recorded",
         ])  # fmt: skip
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
@@ -186,6 +202,9 @@ def render_block(entries: list[CatalogEntry], size: DatasetSize) -> str:
         "on one H200 and applied to every GPU: estimates elsewhere.",
         "- **Metric bounds**: from each recipe's `expected-metrics.yaml`: `measured` bounds name the hardware, "
         "versions, commit and date of the run; `estimate` bounds are judgements nobody has measured yet.",
+        "- **Last passing smoke run**: the date and commit of the recipe's last `ftkit recipe run NAME --profile "
+        "smoke` that passed its metrics gate on a clean checkout (`smoke-runs.yaml`, written by "
+        "`scripts/smoke_all.py --record`; wall time, thread settings and the gated values are there).",
     ]
     return "\n".join([render_table(entries, size), "", *notes])
 
