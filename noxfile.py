@@ -52,10 +52,10 @@ def recipes(session: nox.Session) -> None:
 
 @nox.session(python=False)
 def smoke(session: nox.Session) -> None:
-    """Every recipe's smoke profile (CPU); each must pass its metrics gate."""
+    """Every recipe's smoke profile (CPU); each must pass its metrics gate. One table at the end (exit code, wall
+    time, gated metrics): scripts/smoke_all.py, which also takes --repeat N (`nox -s smoke -- --repeat 2`)."""
     _setup(session)
-    for name in session.posargs or _recipes():
-        session.run(str(BIN / "ftkit"), "recipe", "run", name, "--profile", "smoke", external=True)
+    session.run(str(BIN / "python"), "scripts/smoke_all.py", *session.posargs, external=True)
     if not session.posargs:  # and a fork of a shipped recipe runs its smoke profile unchanged
         session.run(str(BIN / "python"), "-m", "pytest", "-q", "-m", "recipe_smoke", external=True)
 

@@ -41,9 +41,18 @@ def threads_setting() -> str:
     return " ".join(set_) or "default"
 
 
-def commit_count() -> int:
-    out = subprocess.run(["git", "rev-list", "--count", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
-    return int(out.stdout.strip())
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def rotation_index() -> tuple[int, str]:
+    """The number of commits up to HEAD, so consecutive commits take consecutive slots; in a shallow clone (which
+    cannot count them) HEAD's hash, which spreads slots at random."""
+    if _git("rev-parse", "--is-shallow-repository") == "true":
+        head = _git("rev-parse", "HEAD")
+        return int(head[:8], 16), f"HEAD {head[:7]} (a shallow clone: no commit count)"
+    count = int(_git("rev-list", "--count", "HEAD"))
+    return count, f"{count} commits up to HEAD"
 
 
 def run_once(name: str, runs_dir: Path, log: Path) -> dict:
@@ -107,15 +116,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs-dir", type=Path, help="where the runs go (default runs/smoke-all/<UTC time>)")
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--record", action="store_true", help="write passing runs to recipes/smoke-runs.yaml")
+    p.add_argument("--plan", action="store_true", help="print which recipes would run, run nothing")
     args = p.parse_args(argv)
 
     names = args.names or [d.name for d in list_recipe_dirs(ROOT / "recipes")]
     names = [n for n in names if n not in args.skip]
     if args.rotate:
-        index = commit_count() if args.index is None else args.index
+        index, why = rotation_index() if args.index is None else (args.index, "--index")
         slot, slots, names = rotation(names, index, args.rotate)
-        print(f"rotation: slot {slot + 1} of {slots} (index {index}): {', '.join(names)}; "
-              f"any {slots} consecutive commits run every recipe", flush=True)  # fmt: skip
+        print(f"rotation: slot {slot + 1} of {slots} ({why}): {', '.join(names)}; any {slots} consecutive "
+              "commits run every recipe", flush=True)  # fmt: skip
+    if args.plan:
+        print("\n".join(names))
+        return 0
     runs_dir = args.runs_dir or ROOT / "runs" / "smoke-all" / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     runs_dir.mkdir(parents=True, exist_ok=True)
     print(f"threads: {threads_setting()}; runs: {runs_dir}", flush=True)
