@@ -31,6 +31,7 @@ METRICS = {
 def test_every_recipe_runs_once_in_any_run_of_consecutive_rotation_indexes():
     names = [f"r{i:02d}" for i in range(11)]
     slot, slots, chosen = rotation(names, 0, 3)
+    assert slot == 0
     assert slots == 4 and len(chosen) <= 3
     for start in (0, 5, 311):
         seen = [n for i in range(start, start + slots) for n in rotation(names, i, 3)[2]]
