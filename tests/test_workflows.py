@@ -50,3 +50,36 @@ def test_the_workflows_do_what_the_readme_says():
     assert 'make containers PUSH=1 OS_BASE="$OS_BASE"' in steps(release) and "debian@${digest}" in steps(release)
     assert "make test-containers" in steps(release) and "trivy image" in steps(release)
     assert "make pin-images" in steps(containers["jobs"]["pin"])
+
+
+def test_ci_run_covers_every_recipe_within_its_rotation_and_the_history_is_checked_out():
+    """.ci/run's recipes over as many consecutive commits as the rotation has slots: the default recipe every
+    time, and together the slots are every other recipe (a new recipe folder joins without editing .ci/run)."""
+    import re
+    import shlex
+    import subprocess
+    import sys
+
+    from ftkit.recipes.load import list_recipe_dirs
+
+    script = (ROOT / ".ci" / "run").read_text()
+    default = re.search(r"make recipe NAME=(\S+) PROFILE=smoke", script).group(1)
+    line = next(ln for ln in script.splitlines() if ln.startswith(".venv/bin/python scripts/smoke_all.py"))
+    args = shlex.split(line)[2:]  # after the interpreter and the script
+    assert "--rotate" in args and default in args[args.index("--skip") + 1 :]
+
+    def planned(index: int) -> list[str]:
+        out = subprocess.run([sys.executable, str(ROOT / "scripts" / "smoke_all.py"), *args, "--plan",
+                              "--index", str(index)], capture_output=True, text=True, check=True, cwd=ROOT)  # fmt: skip
+        return out.stdout.split("\n", 1)[1].split()
+
+    slots = int(re.search(r"of (\d+)", subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "smoke_all.py"), *args, "--plan", "--index", "0"],
+        capture_output=True, text=True, check=True, cwd=ROOT).stdout).group(1))  # fmt: skip
+    seen = [name for i in range(100, 100 + slots) for name in planned(i)]
+    everything = sorted(d.name for d in list_recipe_dirs(ROOT / "recipes"))
+    assert sorted([*seen, default]) == everything
+    assert all(len(planned(i)) >= 2 for i in range(slots))  # the default and at least two more, every commit
+    ci = _load(ROOT / ".github" / "workflows" / "ci.yml")
+    checkout = next(s for s in ci["jobs"]["test"]["steps"] if str(s.get("uses", "")).startswith("actions/checkout"))
+    assert checkout["with"]["fetch-depth"] == 0
