@@ -1,16 +1,9 @@
 """The container images: their tags, their locks' agreement, digests pinned into recipes, the running image.
 
-Pure functions over text (locks, Dockerfiles, recipe.yaml, `docker buildx` output) plus a small CLI:
-
-    python -m ftkit.images tags                     the tag of each image, from the Dockerfiles' ARGs and locks
-    python -m ftkit.images check                    image locks vs the root lock and the Dockerfiles (exit 1)
-    python -m ftkit.images build [--push] [--dry-run]   docker buildx build of base, axolotl, unsloth
-    python -m ftkit.images pin REF... | --metadata F... | --inspect F...   tag + digest into every recipe.yaml
-    python -m ftkit.images constraints LOCK --drop torch ...   a lock's pins without hashes (uv -c input)
-
-An image cannot carry its own digest (the digest is a hash of its content), so the launcher sets
-`FTKIT_IMAGE_DIGEST` at run time (`docker run -e FTKIT_IMAGE_DIGEST=sha256:…`, the RunPod/SageMaker
-launchers); the image itself bakes in `FTKIT_IMAGE` (repository:tag) and the OCI labels.
+Pure functions over text (locks, Dockerfiles, recipe.yaml, `docker buildx` output) plus a small CLI,
+`python -m ftkit.images tags|check|build|pin|constraints`. An image cannot carry its own digest, so the launcher
+sets `FTKIT_IMAGE_DIGEST` at run time; the image bakes in `FTKIT_IMAGE` and the OCI labels. The commands and the
+digest rule: docs/cloud.md, "`images.py`: the image tool and digests".
 """
 
 from __future__ import annotations

@@ -1,17 +1,10 @@
 """One container entrypoint for SageMaker training jobs and RunPod pods: `python -m ftkit.cloud.entrypoint [train]`.
 
-SageMaker is found by `$FTKIT_SM_ROOT/input/config/hyperparameters.json` (root /opt/ml): every hyperparameter is a
-`--set` (strings, checked like `--set`), a channel per stage replaces its dataset, checkpoints/ resumes a restarted
-spot job, output/data/run/ holds the run dir, model/ the published model, output/failure the reason of a failure.
-RunPod is found by `$RUNPOD_POD_ID` (or `$RECIPE` with a /workspace): env RECIPE, PROFILE, SET; runs go to
-/workspace/runs and a restarted pod resumes its newest stopped run of the same settings.
-
-The recipe is the image's, or one carried into the job with the fingerprint it must have (`ftkit.cloud.carry`).
-
-Before any work: an image whose engine needs a GPU stops without one (one line, exit 5); started as root it hands
-the job's folders to FTKIT_RUN_AS and trains as that user; a folder it cannot write stops it (one line, exit 5).
-Exit codes are `ftkit recipe run`'s (6: stopped by SIGTERM at a checkpoint), 70 for a bug. The platform contract in
-full: containers/README.md, "Run".
+SageMaker is found by `$FTKIT_SM_ROOT/input/config/hyperparameters.json` (hyperparameters become `--set`s, a channel
+per stage replaces its dataset); RunPod by `$RUNPOD_POD_ID` (env RECIPE, PROFILE, SET). A restarted spot job or pod
+resumes. The recipe is the image's or a carried one (`ftkit.cloud.carry`). Exit codes are `ftkit recipe run`'s, 70
+for a bug. The platform contract: docs/cloud.md, "`cloud/entrypoint.py`: the platform contract", and
+containers/README.md, "Run".
 """
 
 from __future__ import annotations

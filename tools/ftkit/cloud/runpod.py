@@ -1,13 +1,8 @@
 """`ftkit cloud runpod`: the pod that runs a recipe with `ftkit.cloud.entrypoint` (RunPod REST `POST /v1/pods`
 fields), built as data (`pod_template`) or created (`create`, the only place the optional `runpod` SDK is imported).
 
-The GPU type is suggested from the recipe's hardware block: the first of `hardware.recommended` that RunPod offers,
-else the cheapest GPU of ftkit's catalog with a RunPod price and at least `min_vram_gb`.
-
-A recipe the image does not hold (a fork, or changed since the image's commit: `ftkit.cloud.carry`) is carried on a
-network volume (`networkVolumeId`, mounted at /workspace): `aws s3 sync` through RunPod's S3-compatible API copies
-the folder to `recipes/<name>/` on it (https://docs.runpod.io/storage/s3-api), and the pod runs it from
-`/workspace/recipes/<name>` (env RECIPE_DIR). A pod volume cannot carry it: it exists only once the pod runs.
+The GPU type is suggested from the recipe's hardware block. A recipe the image does not hold is carried on a
+network volume. Both rules: docs/cloud.md, "`cloud/runpod.py`: the pod and a carried recipe".
 """
 
 from __future__ import annotations

@@ -1,17 +1,9 @@
 """Axolotl plugin for several training processes on a machine without GPUs (the smoke profiles of multi-GPU recipes).
 
 torchrun starts the ranks (Axolotl's own `--launcher torchrun`); this plugin, imported only inside them, makes the
-places that assume a GPU work on the CPU with the gloo backend, and changes nothing else:
-
-1. accelerate's process state: Axolotl and the trainer create it without `cpu=True`, and on a machine without an
-   accelerator that state is "not distributed" (every rank would train alone on all the data, as rank 0). Here it
-   is `MULTI_CPU` on gloo; with DeepSpeed, DeepSpeed's communication (its CPU accelerator) joins the same gloo
-   group before the model loads, as ZeRO-3 partitions the weights while they load.
-2. Axolotl builds the FSDP device mesh on "cuda" (`axolotl.utils.distributed.build_parallelism_config`): on a
-   machine without CUDA the mesh is built on "cpu".
-3. accelerate turns FSDP on only for GPU-like process states (`AcceleratorState`): a `MULTI_CPU` state with an FSDP
-   plugin becomes an FSDP state. FSDP2 itself (`fully_shard`) runs on CPU tensors over gloo.
-4. Axolotl loads a QLoRA + FSDP model onto the rank's GPU (`device_map={"": LOCAL_RANK}`): here onto the CPU.
+places that assume a GPU work on the CPU with the gloo backend, and changes nothing else: accelerate's process
+state (and with it FSDP and DeepSpeed), Axolotl's FSDP device mesh and its QLoRA + FSDP device map. Each patch and
+why: docs/running-recipes.md, "`engines/axolotl_cpu_dist.py`: what is patched".
 
 `plugins: [ftkit.engines.axolotl_cpu_dist.CpuDistributedPlugin]` (added by the runner, `AxolotlEngine`).
 """

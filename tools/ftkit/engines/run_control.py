@@ -1,14 +1,9 @@
 """Inside a training process: every trainer log record to a history file, and a clean stop on SIGTERM.
 
-Both engines add the same two callbacks: the TRL engine's process (`ftkit.engines.trl_train`) passes them to its
-trainer, Axolotl gets them from `ftkit.engines.axolotl_plugin.RunControlPlugin`.
-
-On SIGTERM the handler only sets a flag. At the end of the current optimizer step `GracefulStop` asks the trainer to
-log, to save a full checkpoint (`checkpoint-<step>`: weights or adapter, optimizer, scheduler, RNG states, trainer
-state) whatever `save_strategy` says, and to stop; the process then exits with `ExitCode.INTERRUPTED` (6) instead of
-finishing the stage (no evaluation, no final save). Resuming from that checkpoint replays the same data order, so
-the resumed run matches an uninterrupted one. With several processes (DDP/FSDP) the ranks agree on the step through
-an all-reduce of the flag, so no rank waits on a collective the others have left.
+Both engines add the same two callbacks (`ftkit.engines.trl_train`, `ftkit.engines.axolotl_plugin`). On SIGTERM the
+handler only sets a flag; at the end of the current optimizer step `GracefulStop` saves a full checkpoint and stops,
+and the process exits with `ExitCode.INTERRUPTED` (6). The stop in full: docs/resume-and-doctor.md,
+"`engines/run_control.py`: a clean stop".
 
 Imported only in training processes (it imports transformers).
 """

@@ -1,13 +1,9 @@
 """SIGTERM in the runner's process: remember that a stop was asked for, and pass it on to the training process.
 
-A cloud machine that is about to go away (a SageMaker spot reclaim or StopTrainingJob, a RunPod pod stop, `docker
-stop`) sends SIGTERM to the container's main process, then SIGKILL after a grace period. The runner must not die at
-once: it forwards the signal to the engine's training process, which saves a checkpoint at the end of its current
-step and exits with `ExitCode.INTERRUPTED` (see `ftkit.engines.run_control`), then the runner records the
-interruption in metrics.json and exits with the same code. A second SIGTERM changes nothing (the stop is under way).
-
-Handlers can only be installed from the main thread; elsewhere (a library caller's worker thread) both classes do
-nothing and SIGTERM keeps its previous meaning.
+A cloud machine about to go away sends SIGTERM, then SIGKILL. The runner forwards it to the training process (which
+checkpoints and exits with `ExitCode.INTERRUPTED`, see `ftkit.engines.run_control`), records the interruption in
+metrics.json and exits with the same code. Handlers install only from the main thread; elsewhere both classes do
+nothing. In full: docs/resume-and-doctor.md, "`engines/signals.py`: SIGTERM in the runner".
 """
 
 from __future__ import annotations

@@ -1,14 +1,9 @@
 """Entry point of the TRL engine's training process: `python -m ftkit.engines.trl_train CONFIG HISTORY`.
 
-Loads the model (4-bit through bitsandbytes when asked), attaches a LoRA adapter through PEFT's
-LoraConfig, and trains with TRL's SFTTrainer or DPOTrainer. Every trainer log record is appended
-to HISTORY as one JSON line (with peak CUDA memory when on a GPU); the runner empties it before a fresh start.
-SIGTERM saves a checkpoint and exits with code 6 (`ftkit.engines.run_control`); `trainer.resume_from_checkpoint`
-in the config continues from one.
-
-How the model is loaded is a hook (`Loader`): this engine always uses `load_transformers`; the unsloth engine
-(`ftkit.engines.unsloth_train`) picks Unsloth's FastLanguageModel on CUDA and falls back to this one. Which loader ran
-is written beside HISTORY (`LOADER_FILE`) for the runner's metrics.json.
+Loads the model (4-bit through bitsandbytes when asked), attaches a LoRA adapter through PEFT, trains with TRL's
+SFTTrainer or DPOTrainer, and appends every log record to HISTORY as a JSON line. SIGTERM saves a checkpoint and
+exits with code 6 (`ftkit.engines.run_control`). The model loader is a hook (`Loader`) that the unsloth engine
+replaces. In full: docs/running-recipes.md, "`engines/trl_train.py`: the TRL training process".
 """
 
 from __future__ import annotations

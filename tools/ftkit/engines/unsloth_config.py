@@ -1,22 +1,14 @@
 """The unsloth engine's config file: the TRL engine's YAML plus an `unsloth:` section for the loader.
 
-    base_model: unsloth/mistral-7b-instruct-v0.3
-    stage: sft
-    model: {load_in_4bit: true, dtype: auto, pad_token: "[control_768]"}
-    lora: {r: 16, lora_alpha: 16, lora_dropout: 0.0, bias: none, target_modules: [q_proj, ...]}
     unsloth:
       loader: auto                        # auto | unsloth | transformers+peft
       max_seq_length: 2048                # FastLanguageModel.from_pretrained(max_seq_length=...)
       use_gradient_checkpointing: unsloth # "unsloth" | true | false
       random_state: 3407                  # get_peft_model(random_state=...); default: trainer.seed
-    dataset: {path: data/sft.jsonl, split: train}
-    trainer: {learning_rate: 2.0e-4, optim: adamw_8bit, ...}   # SFTConfig / DPOConfig fields
 
-`lora` keys are PEFT LoraConfig fields: the same ones feed `FastLanguageModel.get_peft_model` (r, target_modules,
-lora_alpha, lora_dropout, bias, use_rslora, loftq_config, ...) on the Unsloth path and `LoraConfig` on the
-transformers + PEFT path. Gradient checkpointing and the sequence length are set once, here, for both loaders:
-`trainer.gradient_checkpointing` follows `unsloth.use_gradient_checkpointing`, and `trainer.max_length` defaults
-to `unsloth.max_seq_length`.
+`lora` keys are PEFT LoraConfig fields, for either loader. `trainer.gradient_checkpointing` follows
+`unsloth.use_gradient_checkpointing`, and `trainer.max_length` defaults to `unsloth.max_seq_length`. A whole
+config: docs/running-recipes.md, "`engines/unsloth_config.py`: the config file".
 """
 
 from __future__ import annotations

@@ -1,19 +1,9 @@
 """GPU catalog for offline estimates: memory as the driver reports it, dense bf16 throughput, bandwidth, prices.
 
-* ``memory_gib`` is ``torch.cuda.get_device_properties(i).total_memory / 2**30`` (the "total capacity" in a torch
-  OOM message), quoted from public logs; it moves by a few hundred MiB with driver, ECC and MIG settings, and the
-  CUDA context takes a further ~0.6-1.0 GiB at run time (measured on an H200). Where each figure came from is in
-  ``GPU_NOTES``.
-* ``bf16_tflops`` is the dense (no 2:4 sparsity) bf16 tensor-core peak from the vendor's datasheet. NVIDIA quotes
-  the sparse figure on most pages; the dense one is half of it. GeForce cards run bf16 with fp32 accumulation at
-  half the fp16-accumulate rate: the fp32-accumulate figure is recorded, since that is what training uses.
-  T4 and V100 have no bf16: their ``bf16_tflops`` is 0.0 and the fp16 figure is in ``GPU_NOTES``.
-* Prices are USD per GPU-hour, on demand, with the date the price page was read. Provider keys: ``runpod-secure``
-  and ``runpod-community`` (RunPod Pods, Secure / Community Cloud), ``runpod`` (Pods, tier not stated by the
-  copy), ``runpod-serverless`` (RunPod Serverless flex workers, per-second rate x 3600: dearer than Pods, given
-  only where no Pod price could be sourced), ``aws`` (us-east-1 Linux on-demand instance price / GPUs in the
-  instance) and ``lambda`` (Lambda on-demand per-GPU price). No spot prices are recorded: none was found with a
-  published number and date. Prices change often; treat them as a dated snapshot, not a quote.
+`memory_gib` is torch's total device memory; `bf16_tflops` the dense bf16 tensor-core peak from the datasheet (0.0
+where there is no bf16); prices are USD per GPU-hour on demand, per provider, each with the date it was read: a
+dated snapshot, not a quote. Where each figure came from is in `GPU_NOTES`; the conventions behind the fields and
+the provider keys: docs/estimate.md, "`estimate/gpus.py`: the GPU catalog".
 """
 
 from __future__ import annotations

@@ -1,46 +1,12 @@
 """GPU memory of one training stage, term by term, from the architecture's shapes.
 
-Every term is a pure function of (architecture, setting) returning bytes per GPU. The model:
+Every term is a pure function of (architecture, setting) returning bytes per GPU: weights (NF4 or bf16), trainable
+parameters, gradients, optimizer states (with fp32 masters under DeepSpeed ZeRO or FSDP1), activations saved for
+backward, logits, a reference model, and what the optimizer step, GRPO sampling, loading and preparation allocate.
+The peak is the largest phase (end of forward, end of backward, optimizer step, sampling, or before training), plus
+allocator fragmentation and the CUDA context; ZeRO/FSDP sharding and CPU offload divide terms across GPUs and host.
 
-- weights: NF4 for the decoder's linear layers under QLoRA (0.5 byte + the block absmax: fp32 per 64
-  values, or with double quantization int8 per 64 plus fp32 per 256 blocks), bf16 for the rest
-  (embeddings, norms, lm_head) and for every parameter otherwise.
-- trainable parameters: all (full) or the LoRA A/B matrices of the target modules (+ DoRA's magnitude
-  vectors). Adapters train in fp32 (PEFT up-casts them); full fine-tuning trains bf16 parameters with
-  no fp32 master copy (what the HF Trainer does with a bf16 model).
-- gradients: one per trainable parameter in its dtype. optimizer: AdamW keeps two states in the
-  parameter's dtype; 8-bit AdamW one byte each; Adafactor a row and a column vector per matrix. With
-  `master_weights` (DeepSpeed ZeRO under bf16, FSDP1) the optimizer keeps an fp32 copy of the trainable
-  parameters and its AdamW states in fp32.
-- activations saved for backward, per token and layer, in bf16: the layer input and the normed input
-  of both blocks, q (after rotary), k, v, the attention output and its copy into o_proj (7h + 2 kv),
-  the gated MLP's gate, activation, up and product (4 I); eager attention adds the softmax
-  probabilities (fp32 and bf16) of every head over the sequence (the N² term that SDPA/flash do not
-  keep); LoRA dropout keeps a dropped-out copy and a mask of each target's input. With gradient
-  checkpointing only each layer's input is kept, and one layer is recomputed at a time.
-- logits: tokens × vocab at the end of the forward: bf16 logits, their fp32 copy and the fp32
-  log-softmax the loss keeps (10 bytes an element at the peak; large for 128k-256k vocabularies). A chunked
-  SFT loss keeps the bf16 logits and their gradient (4 bytes); a fused linear cross-entropy no logits at all; GRPO
-  (TRL) the completion tokens' only, 8 bytes each (`logit_bytes`).
-- reference model (DPO, KTO): none with an adapter (the base with the adapter disabled), a second
-  copy of the weights for full fine-tuning.
-- the peak is at the end of the forward pass (weights + optimizer + activations + logits, + the
-  gradients of earlier micro-batches when accumulating), at the end of the backward pass (weights +
-  optimizer + gradients) or in the optimizer step (weights + optimizer + gradients + what the step allocates:
-  DeepSpeed's fp32 gradient copy, a foreach AdamW's temporaries; `optimizer_step_temporaries`) or, for GRPO, while
-  completions are sampled (weights + optimizer + the KV cache and prefill of the generation batch;
-  `generation_bytes`), whichever is largest; or before training: while loading, when sharded QLoRA
-  quantizes the whole base on every GPU before sharding it (`loading_peak`), or while preparing a 4-bit
-  model on one GPU, when the parameters that are not 4-bit are upcast to fp32 (`preparation_peak`).
-- allocator: PyTorch's caching allocator reserves more than it hands out (`FRAGMENTATION`), and the
-  CUDA context takes memory no tensor accounts for (`CUDA_CONTEXT_GIB`, measured on an H200).
-- bf16 autocast (the HF Trainer with bf16=True): fp32 adapters run their matmuls in bf16, so each keeps a bf16
-  copy of its input (not an fp32 one), and autocast caches a bf16 copy of every adapter weight.
-
-Sharding: ZeRO-1 splits optimizer states across GPUs, ZeRO-2 also gradients, ZeRO-3/FSDP also
-weights (plus the gathered weights of one layer and the next, as stored: QLoRA's packed 4-bit data; the NF4
-block scales are not parameters and stay whole on every GPU); CPU offload moves optimizer states (and with
-ZeRO-3/FSDP the weights) to the host.
+The model term by term: docs/estimate.md, "`estimate/memory.py`: the memory model".
 """
 
 from __future__ import annotations
@@ -331,14 +297,9 @@ def tokens_with_grad(s: Setting) -> int:
 def layer_activation_bytes_per_token(arch: Architecture, s: Setting) -> float:
     """Bytes one decoder layer keeps for backward per token, without checkpointing.
 
-    Measured with saved-tensor hooks on transformers' Llama layer and PEFT's LoRA layers (CPU, bf16;
-    `tests/test_estimate_memory.py` re-measures it): both RMSNorms keep their fp32 input (and, when
-    their weight trains, the bf16 output); attention keeps q, k, v, its output and the fp32 log-sum-exp
-    per head (GQA-native kernels: k and v at their own width); the gated MLP keeps the gate output, its
-    activation and the up output (and the product for down_proj when weights train). Frozen layers keep
-    nothing for their weights; each LoRA target keeps an fp32 copy of its input (PEFT casts it to the
-    adapter's dtype), the A output, and with dropout the dropped-out input; DoRA also keeps each target's
-    output twice (bf16 and fp32) for its magnitude rescaling.
+    What autograd keeps in transformers' Llama layer and PEFT's LoRA/DoRA layers, measured with saved-tensor hooks
+    (`tests/test_estimate_memory.py` re-measures it). Tensor by tensor: docs/estimate.md, "`estimate/memory.py`:
+    activations, logits and the optimizer step".
     """
     h, inter, heads = arch.hidden_size, arch.intermediate_size, arch.num_attention_heads
     q = heads * arch.head_dim
@@ -462,14 +423,11 @@ def logit_tokens(s: Setting) -> int:
 
 
 def logit_bytes(s: Setting) -> float:
-    """Bytes per logit at the peak (not for a fused loss, which has no logits tensor). A chunked SFT loss keeps the
-    bf16 logits and their gradient. ORPO adds an NLL cross-entropy over the chosen half of the concatenated batch,
-    with its own fp32 copy and log-softmax (TRL's ORPOTrainer): 8 more bytes over half the logits. GRPO (TRL's
-    selective_log_softmax, one sequence at a time, log_softmax in fp32 under CUDA autocast) keeps the fp32 log-probs
-    (4 bytes), and at the start of the backward pass the bf16 gradient of the logits is being summed from one
-    full-size select gradient per sequence (2 + 2): 8 bytes a logit; with one sequence, its fp32 log-probs and the
-    fp32 gradients of gather and log_softmax (12). Measured on the CPU through TRL's own
-    `_get_per_token_logps_and_entropies` with CUDA autocast's fp32 log_softmax (tests/test_grpo_memory.py)."""
+    """Bytes per logit at the peak (not for a fused loss, which has no logits tensor).
+
+    A chunked SFT loss keeps the bf16 logits and their gradient; ORPO adds 8 bytes over half the logits for its NLL
+    term; GRPO keeps 8 (12 with one sequence) over the completion tokens. Why, and how it was measured:
+    docs/estimate.md, "`estimate/memory.py`: activations, logits and the optimizer step"."""
     if s.stage == "grpo":
         return max(2 * BF16 + FP32, FP32 + 2 * FP32 / s.micro_batch)
     if loss_kernel(s) == "chunked":
@@ -520,14 +478,11 @@ def _deepspeed_masters(s: Setting) -> bool:
 
 def optimizer_step_temporaries(arch: Architecture, s: Setting) -> float:
     """What the optimizer step allocates beyond the weights, gradients and states (the activations are gone by then).
-    DeepSpeed ZeRO under bf16 flattens the bf16 gradients of one parameter group's partition (ZeRO-3: of one sub-group
-    of about `sub_group_size` elements) and copies them to fp32 for its fp32 masters: for a moment the flat bf16 copy
-    and the fp32 gradients are both alive, 6 bytes per element; a foreach AdamW then adds its sqrt(exp_avg_sq) beside
-    the fp32 gradients, 8. Without DeepSpeed, a foreach AdamW allocates sqrt(exp_avg_sq) for every trainable parameter
-    in the states' dtype; the fused kernel (and 8-bit, Adafactor, SGD steps, a parameter at a time) nothing of the
-    model's size. Measured on the CPU with the pinned DeepSpeed through torch.profiler's memory timeline: 6.0 (fused)
-    and 8.0 (foreach) bytes per parameter at ZeRO-1, 2 and 3 (tests/test_deepspeed_masters.py); 2.0 for a bf16 foreach
-    step and 0 for the fused one (tests/test_optimizer_step_memory.py)."""
+
+    DeepSpeed ZeRO under bf16 copies one gradient partition (or sub-group) to fp32 for its masters: 6 bytes per
+    element, 8 with a foreach AdamW. Without DeepSpeed a foreach AdamW allocates sqrt(exp_avg_sq) for every trainable
+    parameter; the fused kernel and the other optimizers nothing of the model's size. Measurements:
+    docs/estimate.md, "`estimate/memory.py`: activations, logits and the optimizer step"."""
     if s.optimizer != "adamw" or s.cpu_offload:  # offloaded: DeepSpeed and FSDP step on the CPU
         return 0.0
     split = _shard(s)["optimizer"]

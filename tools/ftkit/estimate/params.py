@@ -1,21 +1,9 @@
 """Parameter counts from an `Architecture`, without building the model.
 
-These are pure functions of the config fields; `tests/test_estimate_catalog.py` checks them against the real
-transformers models built on the meta device, and the LoRA count against PEFT's own count.
-
-Module layout per decoder layer (transformers names):
-
-* llama, mistral, qwen2, gemma2: ``q_proj, k_proj, v_proj, o_proj`` (self_attn) and ``gate_proj, up_proj,
-  down_proj`` (mlp). Qwen2 adds biases to q/k/v (``attention_bias``), never to o_proj.
-* phi3: the same weights fused into ``qkv_proj`` (out = (heads + 2 * kv_heads) * head_dim) and ``gate_up_proj``
-  (out = 2 * intermediate). ``linear_shapes`` returns the real module names; ``lora_param_count`` accepts the usual
-  names and maps q/k/v -> qkv_proj and gate/up -> gate_up_proj, since LoRA wraps the fused module as one linear.
-* qwen (Qwen v1, remote code): ``c_attn`` (fused q/k/v with a bias, out = 3 * hidden) and ``c_proj`` (attention
-  output), ``w1``/``w2`` (the gated MLP's two input projections) and ``c_proj`` again (its output). The two
-  ``c_proj`` are keyed ``attn.c_proj`` and ``mlp.c_proj`` here; a LoRA target ``c_proj`` wraps both, as PEFT's
-  suffix match does. config.json's ``intermediate_size`` is twice the width of w1/w2 (``resolve`` halves it).
-* RMSNorm weights: 2 per layer (input, post-attention); gemma2 has 4 (input, post-attention, pre-feedforward,
-  post-feedforward). One final norm. lm_head is absent when embeddings are tied.
+Pure functions of the config fields; `tests/test_estimate_catalog.py` checks them against the real transformers
+models built on the meta device, and the LoRA count against PEFT's own count. `linear_shapes` returns each family's
+real module names (phi3 and Qwen v1 fuse some projections); `lora_param_count` maps the usual LoRA target names onto
+them. Module layout per family: docs/estimate.md, "`estimate/params.py`: module layout per decoder layer".
 """
 
 from __future__ import annotations

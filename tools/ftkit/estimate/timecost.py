@@ -1,16 +1,9 @@
 """Training time and cost: FLOPs per token ÷ (a GPU's bf16 peak × an MFU per method), priced per GPU-hour.
 
-FLOPs per token: a forward pass costs 2 N (N = parameters that do matrix products: all but the input
-embedding, unless it is tied to the lm_head) plus causal attention, 2 L s d per token (QKᵀ and AV,
-half of them masked). Full fine-tuning adds a backward pass of twice the forward (gradients for
-inputs and weights): 3 forwards. LoRA/QLoRA/DoRA backpropagate only to the inputs of the frozen
-layers: 2 forwards. Gradient checkpointing recomputes one more forward. DPO, KTO and GRPO add the
-reference model's forward. GRPO's generation is not modelled (it is memory-bound and depends on
-the inference engine): its time is a lower bound.
-
-MFU (model FLOPs utilisation) per method was measured once, on one H200 (benchmarks/gpu_recipe_bench.py: the
-recipes' own shapes, SDPA, gradient checkpointing; tokens/s × these FLOPs per token ÷ the H200's bf16 peak), and is
-applied to every GPU of the catalog: on any other GPU the time is an estimate, and the output says so.
+FLOPs per token: 2 N per forward pass plus causal attention; 3 forwards for full fine-tuning, 2 for adapters, one
+more with gradient checkpointing or a reference model. GRPO's generation is not modelled: its time is a lower bound.
+The MFU per method was measured on one GPU and is applied to every GPU of the catalog, so the time is an estimate.
+The FLOPs model and the measurement: docs/estimate.md, "`estimate/timecost.py`: FLOPs per token and MFU".
 """
 
 from __future__ import annotations

@@ -1,14 +1,9 @@
 """The tokens a recipe stage trains on, for time and cost: its local datasets counted with the base model's tokenizer.
 
-Each local dataset file the resolved stage config names is read as the engine reads it: the split's slice, the rows
-held out for evaluation left out, each row rendered with the chat template the engine uses, tokenized, and cut at
-the sequence length (TRL) or left out when longer (Axolotl's default `excess_length_strategy: drop`). A large file
-is counted on an even sample of its rows and scaled by its exact row count (`ftkit.data.tokens`). The total is the
-tokens per epoch × epochs, or, with max_steps, the rows of max_steps optimizer steps.
-
-The tokenizer: `--tokenizer`, else the base model's when it is on this machine (a local dir, a built-in model, or a
-Hub id already in the local cache: nothing is downloaded), else a stand-in, labelled as an approximation: the
-built-in SmolLM2 tokenizer with a plain ChatML template. A Hub dataset is not counted (nothing is downloaded).
+Each local dataset file of the resolved stage config is read as the engine reads it (split, held-out rows, chat
+template, sequence length) and counted, on an even sample of rows for a large file (`ftkit.data.tokens`). The
+tokenizer is `--tokenizer`, else the base model's when it is on this machine, else a labelled stand-in; nothing is
+downloaded. The rules: docs/estimate.md, "`estimate/tokens.py`: what is counted".
 """
 
 from __future__ import annotations

@@ -1,53 +1,11 @@
 """GGUF export (llama.cpp or pure Python) and its verification against the source model.
 
-Backends
-- ``llama.cpp``: llama.cpp's ``convert_hf_to_gguf.py`` (found through ``LLAMA_CPP_DIR``, else
-  ``/opt/llama.cpp``) writes f32/f16/bf16/q8_0 directly; every other type (K-quants, q4_0, ...) is
-  converted to f16 (bf16 for a bf16 model) first, then ``llama-quantize IN OUT TYPE`` (on PATH or in
-  ``LLAMA_CPP_DIR/build/bin``). A tokenizer whose pre-tokenizer is plain GPT-2 byte-level (a tokenizer
-  trained locally) is unknown to the converter's table: it is then run through a small shim that
-  names it ``gpt-2`` when, and only when, the converter gives up on it. A byte-level tokenizer saved
-  by transformers' GGUF loader (byte_fallback on, SentencePiece-style decoder: our SmolLM2 copy) is
-  taken by the converter for a SentencePiece vocab; it gets a staged copy with byte fallback off
-  (:func:`llama_cpp_tokenizer_json`), which changes no token id.
-- ``python``: :mod:`ftkit.export.gguf_writer`, Llama models with a GPT-2 byte-level BPE tokenizer,
-  f32/f16/bf16/q8_0. K-quants raise a clear error: they need llama.cpp.
-- ``auto``: llama.cpp when found, else python.
-
-Verification loads the source model (fp32) and the GGUF through transformers (``gguf_file=``; it
-dequantises to fp32), feeds both the same token ids and compares logits at every position. The
-default tolerance is relative to the size of the source logits, ``REL_TOLERANCE[quant] * max|logit|``,
-so one setting fits a random tiny model (max|logit| 1.3) and a trained one (38). Known transformers
-quirk (5.16.1): a tokenizer loaded from a Llama GGUF reports the BOS token as its EOS too; the ids in
-the file are right and verification compares token ids only.
-
-Measured here (CPU, transformers 5.16.1, gguf 0.19.0, llama.cpp from the llama-cpp-python 0.3.36
-sdist; the 4 default prompts: 121 positions on the tiny Llama, 153 on SmolLM2). "rel" is
-max|diff| / max|source logit|; max|source logit| was 1.34 (tiny, random init) and 37.6 (SmolLM2).
-
-    model         backend    quant   max|diff|  rel      top-1
-    tiny Llama    python     f32     0          0        1.00
-    tiny Llama    python     f16     2.6e-4     2.0e-4   1.00
-    tiny Llama    python     bf16    2.1e-3     1.6e-3   1.00
-    tiny Llama    python     q8_0    7.5e-3     5.6e-3   1.00
-    tiny Llama    llama.cpp  q6_k    7.2e-3     5.3e-3   1.00
-    tiny Llama    llama.cpp  q4_k_m  3.9e-2     2.9e-2   1.00
-    tiny Llama    llama.cpp  q4_0    7.5e-2     5.6e-2   1.00
-    SmolLM2-135M  python     f32     0          0        1.00
-    SmolLM2-135M  python     f16     4.1e-2     1.1e-3   1.00
-    SmolLM2-135M  python     bf16    0.28       7.3e-3   1.00
-    SmolLM2-135M  python     q8_0    1.32       3.5e-2   0.96
-    SmolLM2-135M  llama.cpp  q6_k    2.55       6.8e-2   0.92
-    SmolLM2-135M  llama.cpp  q5_k_m  11.3       0.30     0.84
-    SmolLM2-135M  llama.cpp  q4_k_m  7.38       0.20     0.88
-    SmolLM2-135M  llama.cpp  q4_0    24.6       0.65     0.61
-    broken exports of SmolLM2 (q8_0): two layers' ffn_up swapped 54.4 (1.44, top-1 0.06);
-    q/k written without the rotary permutation 31.3 (0.83, top-1 0.56).
-
-The python and llama.cpp backends wrote byte-identical tensors for SmolLM2 (f16) and the tiny Llama
-(f32, f16, bf16, q8_0). The defaults below leave a margin of 2-9x over those measurements. For 4-bit
-and smaller types the quantisation error itself comes near a broken export's, so there the check
-mainly guards the tokenizer and gross layout errors; read top1_agreement as well.
+Backends: ``llama.cpp`` (its converter and ``llama-quantize``, via ``LLAMA_CPP_DIR`` or ``/opt/llama.cpp``; any
+quant), ``python`` (:mod:`ftkit.export.gguf_writer`; Llama with a byte-level BPE tokenizer, f32/f16/bf16/q8_0) and
+``auto`` (llama.cpp when found). Verification feeds the source model and the GGUF, both through transformers, the
+same token ids and compares logits within ``REL_TOLERANCE[quant] * max|logit|``, so one setting fits a tiny random
+model and a trained one. Backends, tokenizer shims and the measured tolerances: docs/export-and-eval.md,
+"`export/gguf.py`: backends and measured tolerances".
 """
 
 from __future__ import annotations

@@ -1,24 +1,10 @@
 """Pure-Python GGUF writer for Llama-architecture models (no llama.cpp needed).
 
-It writes what llama.cpp's Llama loader and transformers' GGUF loader both read:
-
-- architecture metadata under ``llama.*`` (context length, embedding length, block count,
-  feed-forward length, head counts, rope base and dimensions, RMS epsilon, vocab size) and
-  ``general.file_type``;
-- the tokenizer as a GPT-2-style byte-level BPE (``tokenizer.ggml.model = "gpt2"``): tokens, token
-  types, merges, special token ids, ``add_bos_token`` and the chat template. The pre-tokenizer is
-  named from what tokenizer.json really does; a plain byte-level pre-tokenizer (GPT-2 regex), as in
-  a tokenizer trained locally, is written as ``gpt-2``;
-- tensors renamed with gguf's tensor name map. ``attn_q``/``attn_k`` rows are permuted into
-  llama.cpp's rotary layout (pairs of rotated dimensions interleaved); transformers undoes that
-  permutation on load, so a round trip gives back the source weights.
-
-Quant types here are those the ``gguf`` package encodes in Python and transformers decodes: f32,
-f16, bf16 and q8_0. 1-D tensors (norms) stay f32 as llama.cpp keeps them; a 2-D tensor whose rows
-cannot be split into q8_0 blocks of 32 is stored as f16 and reported. K-quants need llama.cpp.
-
-Streaming: tensor infos are written first from the safetensors headers, then each tensor is read,
-converted and written one at a time, so memory stays near one tensor at a time.
+It writes what llama.cpp's Llama loader and transformers' GGUF loader both read: ``llama.*`` metadata, the tokenizer
+as a GPT-2-style byte-level BPE, and the tensors under gguf's names (``attn_q``/``attn_k`` permuted into llama.cpp's
+rotary layout). Quant types: f32, f16, bf16 and q8_0; K-quants need llama.cpp. Tensors are converted and written
+one at a time, so memory stays near one tensor. Field by field: docs/export-and-eval.md, "`export/gguf_writer.py`:
+what is written".
 """
 
 from __future__ import annotations

@@ -1,15 +1,9 @@
 """Merge a LoRA/DoRA adapter into its base model with PEFT, in bf16 (or the dtype asked for).
 
-An adapter trained on a 4-bit base is merged into the base loaded *unquantized*: merging into a
-bitsandbytes 4-bit layer keeps the result 4-bit and lossy (peft #2321, #2501). A base whose
-`config.json` carries a `quantization_config` (a pre-quantized checkpoint) is refused for the
-same reason: name the unquantized model with `--base`.
-
-A sequence-classification adapter (PEFT `task_type: SEQ_CLS`, e.g. a Bradley-Terry reward model: LoRA on
-the decoder plus the trained `score` head saved whole) is merged into the base loaded with
-`AutoModelForSequenceClassification` (num_labels from the saved head) instead of a causal LM, and in float32
-by default: most of a reward adapter's deltas are below half a bf16 step of the weight they are added to, so a
-bf16 merge rounds them away (docs/merge-and-export.md, "Reward models merge in float32").
+An adapter trained on a 4-bit base is merged into the base loaded *unquantized* (a 4-bit merge is lossy: peft #2321,
+#2501), and a pre-quantized base is refused. A sequence-classification adapter (a reward model) is merged into
+`AutoModelForSequenceClassification`, in float32 by default, since bf16 would round most of its deltas away.
+Why: docs/export-and-eval.md, "`export/merge.py`: 4-bit bases and reward models".
 """
 
 from __future__ import annotations

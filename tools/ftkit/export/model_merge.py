@@ -1,14 +1,9 @@
 """Merge several fine-tuned models into one with mergekit (linear, SLERP, TIES, DARE and the rest).
 
-The mergekit YAML is checked before anything is loaded, and every problem names the file, the line,
-the field and a fix: unknown keys (mergekit ignores them silently), the merge method, each method's
-parameters (names, types, the required ones), the input contract (a base model, the number of inputs).
-Model paths are relative to the config file's folder and must be local folders holding safetensors:
-nothing is downloaded from the hub, and no model code is run (`trust_remote_code` is refused).
-
-The output folder gets the merged weights, the tokenizer (copied by mergekit from the base model, or
-from an input without one: the inputs must share one vocabulary, or the config says how to align them),
-mergekit's own model card and config, and `ftkit-mergekit.json` (provenance).
+The mergekit YAML is checked before anything is loaded, and every problem names the file, the line, the field and
+a fix. Model paths are local folders relative to the config: nothing is downloaded, `trust_remote_code` is refused.
+The output folder gets the merged model, the tokenizer, mergekit's card and config, and `ftkit-mergekit.json`
+(provenance). In full: docs/export-and-eval.md, "`export/model_merge.py`: what is checked and written".
 """
 
 from __future__ import annotations

@@ -1,26 +1,10 @@
 """Proof that a merged model is the model trained: its logits against base + adapter, both in fp32.
 
-The reference is the base loaded unquantized at the merge dtype with the adapter applied by PEFT (not
-merged); the candidate is the merged checkpoint as written. Both run in float32 on a few chat prompts,
-so the only legitimate difference is the rounding of (W + delta) to the merge dtype. Two conditions:
-
-1. max |logit difference| <= the merge dtype's tolerance;
-2. the merged model holds the adapter's change: its mean |difference| from base + adapter is at most
-   half the adapter's own effect (mean |base + adapter - base|), so a merge that lost the adapter fails.
-
-Measured on CPU with the SmolLM2-135M smoke adapters (SFT; DPO on the merged SFT model), max / mean
-|diff| and top-1 agreement over 159 positions:
-  float32 merge    7.7e-5 / 1.0e-5, 100 %       1.0e-4 / 1.2e-5, 100 %
-  bfloat16 merge   2.36 / 0.30, 89 %            0.76 / 0.073, 97 %
-  merged into NF4  27.2 / 4.5, 55 %             29.3 / 3.5, 58 %      (the trap: peft #2321)
-  adapter effect   9.9 / 1.5                    1.8 / 0.20
-SmolLM2-135M's logits are large and bf16 keeps 8 bits of mantissa, hence bf16's tolerance.
-
-A sequence-classification adapter (a reward model) is checked on its scores instead of next-token logits:
-each prompt with a helpful and a curt answer is scored by base + adapter and by the merged classifier; the
-same two conditions apply to the scores, `top1_agreement` is then the share of score pairs both models order
-the same way, and the adapter's effect is that of its LoRA layers alone (the trained `score` head is kept on
-both sides: the base has no trained head to compare with).
+The reference is the unquantized base at the merge dtype with the adapter applied by PEFT (not merged); the
+candidate is the merged checkpoint as written. It passes when max |logit difference| is within the merge dtype's
+tolerance and its mean |difference| from base + adapter is at most half the adapter's own effect, so a merge that
+lost the adapter fails. A reward model is compared on its scores. The measurements behind the tolerances:
+docs/export-and-eval.md, "`export/verify_merge.py`: measured differences".
 """
 
 from __future__ import annotations

@@ -1,28 +1,11 @@
 """Optional NER backend for PERSON and ADDRESS: presidio's spaCy recognizer over a spaCy pipeline.
 
-The regex detectors find structured PII (emails, phones, cards, keys...); names and places need a
-statistical model. This module wraps presidio's `AnalyzerEngine` with a registry that holds only
-presidio's `SpacyRecognizer` (none of presidio's pattern recognizers: ftkit has its own), over a
-spaCy pipeline we load ourselves.
-
-Entities:
-  PERSON   spaCy's PERSON (or PER) entities, as presidio maps them to PERSON.
-  ADDRESS  presidio's LOCATION: spaCy's GPE (countries, cities, states) and LOC (other places:
-           mountains, rivers, regions) -- presidio's own mapping -- plus FAC (buildings, airports,
-           streets, bridges), which presidio's default mapping leaves out and we add. A spaCy model
-           tags a whole street address only as far as its parts are GPE/LOC/FAC spans, so ADDRESS
-           means "named place", not "postal address".
-  `Finding.kind` is "ner:<presidio entity>" (ner:PERSON, ner:LOCATION); `score` is presidio's score
-  (0.85 for every spaCy entity: spaCy's NER gives no per-entity confidence).
-
-The model is optional. `load_ner()` never raises because no model is installed (or because the one
-it found does not load): it returns a backend whose `.status.available` is False, whose
-`.status.reason` says what was tried and how to fix it, and whose `.detect` returns []. It raises
-`FtkitError` only when a model was asked for explicitly (argument or FTKIT_PII_NER_MODEL) and does
-not load.
-
-presidio and spaCy are imported lazily (presidio's import alone takes seconds), and a loaded backend
-is cached per model for the life of the process.
+The regex detectors find structured PII; names and places need a statistical model. This wraps presidio's
+`AnalyzerEngine` with only its `SpacyRecognizer`, over a spaCy pipeline loaded here. ADDRESS means a named place
+(spaCy's GPE, LOC and FAC), not a postal address. `load_ner()` does not raise when no model is installed: it returns
+a backend that is not available and says why, unless a model was asked for explicitly. presidio and spaCy are
+imported lazily, and a loaded backend is cached per model. Entities and scores: docs/pii.md, "`pii/ner.py`:
+entities and the optional model".
 """
 
 from __future__ import annotations

@@ -1,16 +1,9 @@
 """Keep presidio offline: point tldextract at its bundled public-suffix snapshot.
 
-presidio's `EmailRecognizer.validate_result` calls the module-level `tldextract.extract(...)`, which
-delegates to the module global `tldextract.tldextract.TLD_EXTRACTOR`. That default extractor, on its
-first call, reads a cache under ~/.cache/python-tldextract and, on a miss, fetches the public-suffix
-list from publicsuffix.org (with no network: a stall until the timeout, then a logged traceback) and
-writes the cache. (presidio 2.2.366's `UrlRecognizer` is a plain regex with its own TLD list and does
-not call tldextract.)
-
-`use_bundled_public_suffix_list()` swaps that global for an extractor with no URLs to fetch and no
-cache directory, so the first call parses the snapshot shipped inside the tldextract wheel: no
-socket, no file written. The snapshot is as old as the installed tldextract release; for telling an
-email's domain from a non-domain that is plenty.
+presidio's email recognizer calls tldextract, whose default extractor fetches the public-suffix list on a cache miss
+(with no network: a stall until the timeout) and writes a cache. `use_bundled_public_suffix_list()` swaps in an
+extractor that parses the snapshot shipped in the tldextract wheel: no socket, no file written. The call chain:
+docs/pii.md, "`pii/offline.py`: tldextract without the network".
 """
 
 from __future__ import annotations

@@ -1,16 +1,10 @@
 """Resuming a run that stopped: what earlier attempts left (metrics.json, checkpoints, history) and how to continue.
 
-A run dir's metrics.json is written after the pre-flight and after every stage, and mirrored into the checkpoint
-dir when the run has one (SageMaker: `/opt/ml/checkpoints`, which survives a spot restart while the run dir does
-not). `ftkit recipe run --resume DIR` reads it back: stages with `status: done` are skipped (their metrics kept,
-their merged model reused or merged again from the kept adapter), the stage that stopped continues from its last
-complete checkpoint (`checkpoint-<step>` with its trainer_state.json), its history cut back to that step so every
-step is logged once, and the later stages run as usual.
-
-A run the pre-flight refuses (bad data, the PII gate, a stage that will not fit the GPU…) also leaves a metrics.json:
-status `refused` and a `refused` record (which check, its message, problems and fixes, the exit code). Nothing
-trained, so there is nothing to resume; a refused *resume* keeps the run's own status (it stays resumable) and adds
-the record.
+metrics.json is written after the pre-flight and every stage, and mirrored into the checkpoint dir when there is
+one. `ftkit recipe run --resume DIR` skips the stages done, continues the stopped one from its last complete
+checkpoint (its history cut back to that step) and runs the rest. A run the pre-flight refuses leaves status
+`refused` and a `refused` record. In full: docs/resume-and-doctor.md, "`recipes/resume.py`: what a run leaves and
+how it resumes".
 """
 
 from __future__ import annotations
