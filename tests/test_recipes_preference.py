@@ -124,6 +124,22 @@ def test_a_bf16_merge_rounds_away_a_reward_adapters_small_deltas_and_the_default
     assert provenance["dtype"] == "float32" and provenance["check"]["holds_adapter"]
 
 
+def test_a_recipe_that_names_no_export_dtype_merges_a_reward_adapter_in_float32_and_a_causal_lm_in_bf16(
+    tiny_llama: Path, reward_adapter: Path, tmp_path: Path
+):
+    """The recipe runner and `export merge` share one default (`final_dtype`); an explicit dtype always wins."""
+    from ftkit.export.merge import final_dtype
+    from ftkit.recipes.schema import Export
+    from test_export_merge import _make_adapter
+
+    unset = Export().dtype
+    assert unset is None
+    assert final_dtype(unset, reward_adapter) == "float32"
+    assert final_dtype(unset, _make_adapter(tiny_llama, tmp_path / "lm")) == "bfloat16"
+    assert final_dtype(unset, reward_adapter, full=True) == "bfloat16"
+    assert final_dtype("bfloat16", reward_adapter) == "bfloat16"
+
+
 def test_a_causal_lm_merge_still_records_its_task_type(tiny_llama: Path, tmp_path: Path):
     from test_export_merge import _make_adapter
 

@@ -15,8 +15,7 @@ from ftkit.errors import ExitCode, FtkitError
 
 def cmd_export_merge(args: argparse.Namespace) -> int:
     from ftkit.export.merge import (
-        adapter_task_type,
-        default_merge_dtype,
+        final_dtype,
         merge_source,
         require_merged,
         resolve_merge_source,
@@ -26,8 +25,7 @@ def cmd_export_merge(args: argparse.Namespace) -> int:
 
     console, out = consoles()
     source = resolve_merge_source(Path(args.source), base=args.base, stage=args.stage)
-    if args.dtype is None:
-        args.dtype = "bfloat16" if source.full else default_merge_dtype(adapter_task_type(source.adapter_dir))
+    args.dtype = final_dtype(args.dtype, source.adapter_dir, source.full)
     doing = f"re-saving the fully trained {source.adapter_dir}" if source.full else (
         f"merging {source.adapter_dir} into {source.base}")  # fmt: skip
     with console.status(f"{doing} ({args.dtype})", spinner="dots"):

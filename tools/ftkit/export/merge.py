@@ -149,9 +149,12 @@ def check_adapter(source: MergeSource) -> None:
         )
 
 
-def default_merge_dtype(task_type: str) -> str:
-    """float32 for a sequence classifier (a reward model: bf16 rounds away most of its LoRA deltas), else bf16."""
-    return "float32" if task_type == SEQ_CLS else "bfloat16"
+def final_dtype(dtype: str | None, adapter_dir: Path, full: bool = False) -> str:
+    """The final model's dtype: the one asked for; else bf16, or float32 for a sequence classifier's adapter (a
+    reward model: bf16 rounds away most of its LoRA deltas). A full fine-tune has no deltas to lose: bf16."""
+    if dtype is not None:
+        return dtype
+    return "float32" if not full and adapter_task_type(adapter_dir) == SEQ_CLS else "bfloat16"
 
 
 def adapter_task_type(adapter_dir: Path) -> str:

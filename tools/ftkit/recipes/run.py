@@ -611,21 +611,23 @@ def _merge_stage(
 ) -> Path:  # fmt: skip
     """The stage's final model in `merged/`: its adapter merged into the base (unquantized) and verified against
     base + adapter; a full fine-tune's trained checkpoint re-saved in the export dtype and verified against it."""
-    from ftkit.export.merge import merge_adapter, require_merged, save_trained_model
+    from ftkit.export.merge import final_dtype, merge_adapter, require_merged, save_trained_model
     from ftkit.export.verify_merge import describe_merge_check, verify_merge, verify_resaved
 
     base, out = engine.base_model(resolved.config), ctx.stage_dir / "merged"
-    if summary.get("method") == "full":  # no adapter: the trained weights are the model
-        events.stage_start(f"{name}-save", f"the fully trained model, {plan.dtype}, without the trainer's state")
-        result = save_trained_model(engine.adapter_dir(ctx), out, plan.dtype, max_shard_size=plan.max_shard_size)
+    full = summary.get("method") == "full"  # no adapter: the trained weights are the model
+    dtype = final_dtype(plan.dtype, engine.adapter_dir(ctx), full)
+    if full:
+        events.stage_start(f"{name}-save", f"the fully trained model, {dtype}, without the trainer's state")
+        result = save_trained_model(engine.adapter_dir(ctx), out, dtype, max_shard_size=plan.max_shard_size)
         if plan.verify:
-            result.check = verify_resaved(engine.adapter_dir(ctx), result.out_dir, plan.dtype)
+            result.check = verify_resaved(engine.adapter_dir(ctx), result.out_dir, dtype)
     else:
-        events.stage_start(f"{name}-merge", f"adapter into the base, {plan.dtype}")
-        result = merge_adapter(base, engine.adapter_dir(ctx), out, plan.dtype, max_shard_size=plan.max_shard_size,
+        events.stage_start(f"{name}-merge", f"adapter into the base, {dtype}")
+        result = merge_adapter(base, engine.adapter_dir(ctx), out, dtype, max_shard_size=plan.max_shard_size,
                                trained_on_4bit=summary.get("method") == "qlora")  # fmt: skip
         if plan.verify:
-            result.check = verify_merge(base, engine.adapter_dir(ctx), result.out_dir, plan.dtype)
+            result.check = verify_merge(base, engine.adapter_dir(ctx), result.out_dir, dtype)
     if result.check:
         events.message(f"merge: {name}: {describe_merge_check(result.check)}")
     summary["merged_dir"] = str(result.out_dir)

@@ -64,7 +64,11 @@ class Export(Strict):
         description="write the final model: the adapter merged into its base; a full "
         "fine-tune's trained weights re-saved in `dtype` without the trainer's state",
     )
-    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    dtype: Literal["bfloat16", "float16", "float32"] | None = Field(
+        default=None,
+        description="the final model's dtype (default: bfloat16; float32 for a reward model's adapter, whose small "
+        "deltas bf16 rounds away)",
+    )
     verify: bool = Field(
         default=True,
         description="compare the final model's logits with base + adapter (a full "
