@@ -35,7 +35,7 @@ def load_entries(include_all: bool = False) -> list[dict[str, Any]]:
 def entry_architecture(e: dict[str, Any]) -> Any:
     from dataclasses import replace
 
-    from ftkit.estimate.resolve import architecture_from_config, resolve_architecture
+    from ftkit.estimate.from_recipe import architecture_from_config, resolve_architecture
 
     if e.get("architecture"):
         cfg = {**e["architecture"], "model_type": e["architecture"].get("family", "llama")}

@@ -103,7 +103,7 @@ if [ -n "$IMAGE" ] || { [ -z "$LOCAL" ] && [ "$PROFILE" != "smoke" ] && docker i
       finish 2 "$front RESUME=$RUNS_DIR/<recipe>/<run dir> IMAGE=1"; }
     args+=(--resume "runs/$rel")
   fi
-  image=$(PYTHONPATH=tools "$PYTHON" -m ftkit.images ref "$RECIPES/$NAME/recipe.yaml") || finish 2 "$(again)"
+  image=$(PYTHONPATH=tools "$PYTHON" -m ftkit.image_refs "$RECIPES/$NAME/recipe.yaml") || finish 2 "$(again)"
   hf=${HF_HOME:-$HOME/.cache/huggingface}; mkdir -p "$hf"
   gpus=$(nvidia-smi -L >/dev/null 2>&1 && echo "--gpus all"); tty=$([ -t 1 ] && echo "-t")
   echo "running $NAME ($PROFILE) in $image (LOCAL=1 runs it in .venv instead)"

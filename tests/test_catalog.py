@@ -8,7 +8,8 @@ import pytest
 from conftest import ROOT, copy_recipe, edit_yaml
 from ftkit.cli import main
 from ftkit.errors import FtkitError
-from ftkit.recipes.catalog import (
+from ftkit.fork.create import fork_recipe
+from ftkit.recipe_table import (
     BEGIN,
     END,
     CatalogEntry,
@@ -19,7 +20,6 @@ from ftkit.recipes.catalog import (
     render_table,
     splice,
 )
-from ftkit.recipes.fork import fork_recipe
 
 STALE_README = f"# Recipes\n\nintro\n\n{BEGIN}\n| old | table |\n{END}\n\nafter\n"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from ftkit.cloud.carry import check_copy, folder_fingerprint, normalize, recipe_source
 from ftkit.errors import ExitCode, FtkitError
-from ftkit.images import parse_ref, pin_container
+from ftkit.image_refs import parse_ref, pin_container
 
 NAME = "tiny-trl-sft-dpo"
 DIGEST = "sha256:" + "ab" * 32

@@ -36,7 +36,7 @@ def sm_tree(root: Path, hyperparameters: dict[str, Any], channels: dict[str, Pat
 def fake(tiny_recipe, monkeypatch: pytest.MonkeyPatch) -> tuple[FakeEngine, list[str], Path]:  # type: ignore[no-untyped-def]
     rdir = tiny_recipe(NAME)
     engine = FakeEngine()
-    monkeypatch.setattr("ftkit.recipes.run.get_engine", lambda name: engine)
+    monkeypatch.setattr("ftkit.pipeline.run.get_engine", lambda name: engine)
     return engine, fake_merges(monkeypatch), rdir
 
 

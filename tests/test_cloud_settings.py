@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from ftkit.cloud.channels import channel_sets, input_channels
 from ftkit.cloud.settings import CloudRun, parse_hyperparameters, parse_runpod_env, validate_run
+from ftkit.dotted_keys import parse_set
 from ftkit.errors import FtkitError
 from ftkit.recipes.load import load_recipe
-from ftkit.recipes.overrides import parse_set
 from ftkit.recipes.resolve import resolve_stage, route_sets
 
 HP = Path("/opt/ml/input/config/hyperparameters.json")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, copy_recipe
 from ftkit.cli import main
-from ftkit.cli_common import FAILED, OK, say
+from ftkit.cli.console import FAILED, OK, say
 from ftkit.errors import ExitCode
 from rich.console import Console
 

@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ROOT
-from ftkit import images
-from ftkit.images import ImageRef, Pin, parse_lock, parse_ref
+from ftkit import image_refs
+from ftkit.image_refs import ImageRef, parse_ref
 from ftkit.recipes.schema import ContainerRef, Recipe
+from ftkit_release import images, locks
+from ftkit_release.locks import Pin, parse_lock
 
 CONTAINERS = ROOT / "containers"
 DOCKERFILES = sorted(CONTAINERS.glob("*/Dockerfile"))
@@ -85,15 +87,15 @@ def test_every_ignored_hadolint_rule_is_justified_just_above(dockerfile: Path):
 
 @pytest.mark.parametrize("image", ENGINE_IMAGES)
 def test_an_image_lock_pins_the_root_locks_engine_versions(image: str):
-    assert images.pin_mismatches(root_lock(), lock(image)) == []
-    for name in images.SHARED_PINS:
+    assert locks.pin_mismatches(root_lock(), lock(image)) == []
+    for name in locks.SHARED_PINS:
         assert lock(image)[name].version == root_lock()[name].version
 
 
 def test_pin_mismatches_reports_a_drift_and_a_missing_pin():
     root = parse_lock("trl==1.9.0 \\\n    --hash=sha256:" + "1" * 64 + "\npeft==0.20.0\naccelerate==1.13.0\n")
     image = parse_lock("trl==1.10.0 \\\n    --hash=sha256:" + "2" * 64 + "\naccelerate==1.13.0\n")
-    problems = images.pin_mismatches(root, image, ["trl", "peft", "accelerate"], label="containers/x/lock")
+    problems = locks.pin_mismatches(root, image, ["trl", "peft", "accelerate"], label="containers/x/lock")
     assert problems == [
         "trl: the root lock pins 1.9.0, containers/x/lock pins 1.10.0",
         "peft: the root lock pins 0.20.0, containers/x/lock does not pin it",
@@ -104,7 +106,7 @@ def test_pin_mismatches_reports_a_drift_and_a_missing_pin():
 def test_every_pin_of_an_image_lock_has_a_hash(image: str):
     pins = lock(image)
     assert len(pins) > (20 if image == "base" else 200)
-    assert images.unhashed(pins) == []
+    assert locks.unhashed(pins) == []
 
 
 def test_parse_lock_takes_inline_hashes_and_skips_url_requirements():
@@ -129,12 +131,12 @@ def test_unhashed_and_parse_lock_on_a_synthetic_lock():
     pins = parse_lock(text)
     assert pins["foo-bar"].hashes == ("c" * 64, "d" * 64)
     assert pins["baz"].marker == "sys_platform == 'linux'"
-    assert images.unhashed(pins) == ["baz==2.0 (line 6)"]
+    assert locks.unhashed(pins) == ["baz==2.0 (line 6)"]
 
 
 @pytest.mark.parametrize("image", ENGINE_IMAGES)
 def test_the_base_lock_is_part_of_each_image_lock(image: str):
-    assert images.subset_mismatches(lock("base"), lock(image), label=image) == []
+    assert locks.subset_mismatches(lock("base"), lock(image), label=image) == []
 
 
 @pytest.mark.parametrize("image", images.IMAGES)
@@ -145,9 +147,9 @@ def test_an_image_lock_is_for_linux_x86_64_python_311_with_the_cuda_torch(image:
         assert flag in header, f"containers/{image}/requirements.lock was not made with {flag}"
     pins = parse_lock(text)
     torch = pins["torch"]
-    assert torch.version == images.base_version(root_lock()["torch"].version)  # the same torch, no +cpu
+    assert torch.version == locks.base_version(root_lock()["torch"].version)  # the same torch, no +cpu
     assert TORCH_CP311_LINUX_X86_64 in torch.hashes
-    assert images.cuda_of_lock(pins) == "13.0"
+    assert locks.cuda_of_lock(pins) == "13.0"
     assert {p.marker for p in pins.values()} == {None}  # resolved for one platform: no markers left
 
 
@@ -178,7 +180,7 @@ def test_the_spacy_model_is_pinned_by_url_and_hash_for_the_locked_spacy():
 
 def test_constraints_are_the_pins_without_hashes():
     text = "a==1 \\\n    --hash=sha256:" + "e" * 64 + "\ntorch==2.13.0+cpu \\\n    --hash=sha256:" + "f" * 64 + "\n"
-    assert images.constraints(text, drop=["torch"]) == "a==1\n"
+    assert locks.constraints(text, drop=["torch"]) == "a==1\n"
 
 
 # ---------------------------------------------------------------- Dockerfiles vs locks
@@ -192,7 +194,7 @@ def test_the_base_dockerfile_args_agree_with_its_lock():
     args = images.dockerfile_args((CONTAINERS / "base" / "Dockerfile").read_text())
     assert args["TORCH_VERSION"] == lock("base")["torch"].version
     assert args["PYTHON_VERSION"].startswith("3.11.")
-    assert images.cuda_version(args).rsplit(".", 1)[0] == images.cuda_of_lock(lock("base"))
+    assert images.cuda_version(args).rsplit(".", 1)[0] == locks.cuda_of_lock(lock("base"))
     # CUDA comes from the lock's wheels (the toolchain too), not from a CUDA base image.
     assert lock("base")["cuda-toolkit"].version.startswith(images.cuda_version(args))
     for wheel in ("nvidia-cuda-nvcc", "nvidia-cuda-cccl", "nvidia-cuda-crt", "nvidia-nvvm"):
@@ -339,9 +341,11 @@ def test_without_buildx_the_build_goes_through_buildkit_in_an_old_docker_client(
 def test_the_makefile_reads_a_recipes_image_without_yaml():
     for path in sorted((ROOT / "recipes").glob("*/recipe.yaml")):
         container = yaml.safe_load(path.read_text())["container"]
-        assert images.recipe_image(path.read_text()) == f"{container['image']}:{container['tag']}"
-    pinned = images.pin_container((ROOT / "recipes" / "llama8b-qlora-dpo" / "recipe.yaml").read_text(), axolotl_ref())
-    assert images.recipe_image(pinned) == f"{axolotl_ref().image}:{axolotl_ref().tag}@{DIGEST_A}"
+        assert image_refs.recipe_image(path.read_text()) == f"{container['image']}:{container['tag']}"
+    pinned = image_refs.pin_container(
+        (ROOT / "recipes" / "llama8b-qlora-dpo" / "recipe.yaml").read_text(), axolotl_ref()
+    )
+    assert image_refs.recipe_image(pinned) == f"{axolotl_ref().image}:{axolotl_ref().tag}@{DIGEST_A}"
 
 
 def test_the_spacy_model_arg_is_taken_as_given_unless_auto():
@@ -362,7 +366,7 @@ def test_pinning_a_recipe_changes_only_tag_and_digest_and_keeps_every_comment(re
     text = (ROOT / "recipes" / recipe / "recipe.yaml").read_text()
     image = yaml.safe_load(text)["container"]["image"]
     release = ImageRef(image, "9.9.9-cu130-torch2.13.0", DIGEST_A)  # a release tag the recipe does not name yet
-    pinned = images.pin_container(text, release)
+    pinned = image_refs.pin_container(text, release)
     before, after = text.splitlines(), pinned.splitlines()
     assert len(before) == len(after)
     changed = [(a, b) for a, b in zip(before, after, strict=True) if a != b]
@@ -373,16 +377,16 @@ def test_pinning_a_recipe_changes_only_tag_and_digest_and_keeps_every_comment(re
     data = yaml.safe_load(pinned)
     assert data["container"] == {**yaml.safe_load(text)["container"], "tag": release.tag, "digest": DIGEST_A}
     Recipe.model_validate(data)  # still a valid recipe (the digest pattern included)
-    assert images.pin_container(pinned, release) == pinned  # idempotent
-    repinned = images.pin_container(pinned, ImageRef(image, release.tag, DIGEST_B))
+    assert image_refs.pin_container(pinned, release) == pinned  # idempotent
+    repinned = image_refs.pin_container(pinned, ImageRef(image, release.tag, DIGEST_B))
     assert yaml.safe_load(repinned)["container"]["digest"] == DIGEST_B
 
 
 def test_pinning_leaves_a_recipe_for_another_image_alone_and_adds_a_missing_digest_line():
     text = "name: x\ncontainer:\n  image: 'ghcr.io/finetune-recipes/axolotl'   # quoted\n  tag: \"old\"\nengine: trl\n"
     other = ImageRef("ghcr.io/finetune-recipes/unsloth", "t", DIGEST_A)
-    assert images.pin_container(text, other) == text
-    pinned = images.pin_container(text, axolotl_ref())
+    assert image_refs.pin_container(text, other) == text
+    pinned = image_refs.pin_container(text, axolotl_ref())
     assert pinned.splitlines()[2:5] == [
         "  image: 'ghcr.io/finetune-recipes/axolotl'   # quoted",
         '  tag: "0.19.0-cu130-torch2.13.0"',
@@ -390,9 +394,9 @@ def test_pinning_leaves_a_recipe_for_another_image_alone_and_adds_a_missing_dige
     ]
     assert pinned.endswith("engine: trl\n")
     with pytest.raises(ValueError, match="container"):
-        images.pin_container("name: x\n", axolotl_ref())
+        image_refs.pin_container("name: x\n", axolotl_ref())
     with pytest.raises(ValueError, match="tag and a digest"):
-        images.pin_container(text, ImageRef("ghcr.io/finetune-recipes/axolotl", "t"))
+        image_refs.pin_container(text, ImageRef("ghcr.io/finetune-recipes/axolotl", "t"))
 
 
 def test_the_pin_cli_writes_every_recipe_of_the_image(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
@@ -436,22 +440,22 @@ def test_refs_from_the_command_line_buildx_metadata_and_imagetools_inspect():
 
 
 def test_running_image_digest_comes_from_the_environment():
-    assert images.running_image_digest({}) is None
-    assert images.running_image_digest({"FTKIT_IMAGE_DIGEST": DIGEST_A}) == DIGEST_A
-    assert images.running_image_digest({"FTKIT_IMAGE_DIGEST": f" ghcr.io/o/a@{DIGEST_A.upper()} "}) == DIGEST_A
-    assert images.running_image_digest({"FTKIT_IMAGE_DIGEST": "latest"}) is None
+    assert image_refs.running_image_digest({}) is None
+    assert image_refs.running_image_digest({"FTKIT_IMAGE_DIGEST": DIGEST_A}) == DIGEST_A
+    assert image_refs.running_image_digest({"FTKIT_IMAGE_DIGEST": f" ghcr.io/o/a@{DIGEST_A.upper()} "}) == DIGEST_A
+    assert image_refs.running_image_digest({"FTKIT_IMAGE_DIGEST": "latest"}) is None
 
 
 def test_digest_warning_cases():
     pinned = ContainerRef(image="ghcr.io/finetune-recipes/axolotl", tag="0.19.0-cu130-torch2.13.0", digest=DIGEST_A)
     unpinned = {"image": "ghcr.io/finetune-recipes/axolotl", "tag": "0.19.0-cu128", "digest": None}
-    assert images.digest_warning(unpinned, None) is None
-    assert images.digest_warning(unpinned, DIGEST_B) is None
-    assert images.digest_warning(pinned, DIGEST_A) is None
-    assert images.digest_warning(pinned, f"ghcr.io/finetune-recipes/axolotl@{DIGEST_A}") is None
-    other = images.digest_warning(pinned, DIGEST_B)
+    assert image_refs.digest_warning(unpinned, None) is None
+    assert image_refs.digest_warning(unpinned, DIGEST_B) is None
+    assert image_refs.digest_warning(pinned, DIGEST_A) is None
+    assert image_refs.digest_warning(pinned, f"ghcr.io/finetune-recipes/axolotl@{DIGEST_A}") is None
+    other = image_refs.digest_warning(pinned, DIGEST_B)
     assert other and DIGEST_A in other and DIGEST_B in other and "make pin-images" in other
-    outside = images.digest_warning(pinned, None)
+    outside = image_refs.digest_warning(pinned, None)
     assert outside and "FTKIT_IMAGE_DIGEST" in outside and f"ghcr.io/finetune-recipes/axolotl@{DIGEST_A}" in outside
 
 
@@ -462,8 +466,8 @@ def test_the_readme_names_the_tags_the_locks_build():
 
 
 def test_a_run_records_its_image_digest_and_warns_when_it_is_not_the_pinned_one(monkeypatch: pytest.MonkeyPatch):
+    from ftkit.pipeline.run import _image_record
     from ftkit.recipes.load import load_recipe
-    from ftkit.recipes.run import _image_record
 
     said: list[str] = []
     events = type("E", (), {"message": lambda self, text: said.append(text)})()

@@ -22,7 +22,7 @@ from ftkit.engines import get_engine
 from ftkit.engines.unsloth import UnslothEngine
 from ftkit.engines.unsloth_config import UnslothStageConfig
 from ftkit.engines.unsloth_train import LoaderUnavailable, choose_loader
-from ftkit.yamlio import load_yaml
+from ftkit.yaml_load import load_yaml
 
 RECIPE = ROOT / "recipes" / "mistral7b-qlora-sft-unsloth"
 SEVEN = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -171,7 +171,7 @@ def test_on_cpu_the_same_lora_arguments_go_to_peft(tiny_llama: Path, monkeypatch
 
 @pytest.mark.slow
 def test_the_unsloth_path_trains_and_writes_its_loader_record(fake_unsloth_on_cuda, tiny_llama: Path, tmp_path: Path):
-    from ftkit.engines.signals import StopRequest
+    from ftkit.engines.forward_sigterm import StopRequest
     from ftkit.engines.trl_train import train
     from ftkit.engines.unsloth_train import pick_loader
 
@@ -272,7 +272,7 @@ def test_estimate_setting_and_sequence_len_read_the_unsloth_section():
 
 
 def test_the_recipe_names_the_unsloth_image_the_locks_build():
-    from ftkit.images import plan
+    from ftkit_release.images import plan
 
     container = yaml.safe_load((RECIPE / "recipe.yaml").read_text())["container"]
     unsloth = next(b.ref for b in plan(ROOT) if b.name == "unsloth")

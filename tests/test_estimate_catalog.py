@@ -8,7 +8,6 @@ import datetime as dt
 import pytest
 import torch
 from ftkit.estimate.architectures import ALIASES, ARCHITECTURES, PUBLISHED_PARAMS, lookup
-from ftkit.estimate.catalog import Architecture
 from ftkit.estimate.gpus import GPU_NOTES, GPUS, gpu_key, lookup_gpu
 from ftkit.estimate.params import (
     USUAL_LINEAR_NAMES,
@@ -17,6 +16,7 @@ from ftkit.estimate.params import (
     param_count,
     resolve_lora_targets,
 )
+from ftkit.estimate.specs import Architecture
 from peft import LoraConfig, get_peft_model
 from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -176,7 +176,7 @@ def test_phi3_usual_names_map_to_its_fused_modules() -> None:
 def test_qwen_v1_from_its_config_json_counts_the_published_parameters_and_both_c_proj() -> None:
     """Qwen v1 (remote code, not in transformers): 7,721,324,544 parameters for Qwen-7B, as calflops counted the loaded
     model (github.com/MrYxJ/calculate-flops.pytorch README). Its config.json's intermediate_size (22016) is w1 + w2."""
-    from ftkit.estimate.resolve import architecture_from_config
+    from ftkit.estimate.from_recipe import architecture_from_config
 
     cfg = {"model_type": "qwen", "hidden_size": 4096, "intermediate_size": 22016, "num_hidden_layers": 32,
            "num_attention_heads": 32, "kv_channels": 128, "vocab_size": 151936}  # fmt: skip

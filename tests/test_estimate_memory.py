@@ -10,6 +10,7 @@ import pytest
 import torch
 from ftkit.cli import main
 from ftkit.estimate.architectures import lookup
+from ftkit.estimate.from_recipe import architecture_from_config
 from ftkit.estimate.inputs import ALL_LINEAR, Setting
 from ftkit.estimate.memory import (
     estimate_memory,
@@ -19,7 +20,6 @@ from ftkit.estimate.memory import (
     nf4_bytes_per_param,
 )
 from ftkit.estimate.preflight import ENGINE_CHANGES, fits, suggestions
-from ftkit.estimate.resolve import architecture_from_config
 
 LLAMA8B = lookup("llama-3.1-8b")
 
@@ -415,7 +415,7 @@ def test_estimate_prints_both_stages_of_the_dpo_recipe_with_time_and_cost(capsys
 
 
 def test_an_sft_stage_whose_largest_term_is_the_logits_gets_the_chunked_loss_hint():
-    from ftkit.estimate.report import estimate_report
+    from ftkit.estimate.summary import estimate_report
 
     sft, dpo = estimate_report(recipe="llama8b-qlora-dpo")["stages"]
     largest = max(sft["memory"]["terms"], key=lambda t: t["gib"])
@@ -472,7 +472,7 @@ def test_preflight_offers_axolotls_chunked_loss_first_for_an_sft_stage_and_not_f
 
 
 def test_preference_rows_count_two_sequences_for_time_and_cost():
-    from ftkit.estimate.report import estimate_report
+    from ftkit.estimate.summary import estimate_report
 
     sft = estimate_report(model="qwen2.5-0.5b", overrides={"stage": "sft"}, rows=10, avg_tokens=100)
     dpo = estimate_report(model="qwen2.5-0.5b", overrides={"stage": "dpo"}, rows=10, avg_tokens=100)
@@ -480,7 +480,7 @@ def test_preference_rows_count_two_sequences_for_time_and_cost():
 
 
 def test_a_grpo_row_is_a_prompt_whose_group_of_completions_counts_for_time():
-    from ftkit.estimate.report import estimate_report
+    from ftkit.estimate.summary import estimate_report
 
     grpo = estimate_report(model="qwen2.5-0.5b", overrides={"stage": "grpo", "num_generations": 8}, rows=10,
                            avg_tokens=100)  # fmt: skip

@@ -85,9 +85,9 @@ def test_measured_recipe_peaks_are_within_tolerance_without_known_misses():
 
 def test_the_mfu_per_method_is_what_the_h200_runs_measured():
     """timecost.MFU comes from the raw GPU results: tokens/s x the estimator's FLOPs per token / the H200's peak."""
+    from ftkit.estimate.from_recipe import resolve_architecture
     from ftkit.estimate.gpus import GPUS
     from ftkit.estimate.inputs import Setting
-    from ftkit.estimate.resolve import resolve_architecture
     from ftkit.estimate.timecost import mfu, train_flops_per_token
 
     runs = sorted(gpu_runs(), key=lambda run: run[1]["env"]["date_utc"])  # a later run of a case replaces it

@@ -26,8 +26,8 @@ from ftkit.evaluate import (
     load_model,
     load_prompts,
     perplexity,
-    report,
     run_lm_eval,
+    suite,
     write_eval,
 )
 from ftkit.evaluate.generation import check_answer, repeated_ngram_fraction, template_check, template_markers
@@ -504,7 +504,7 @@ def test_evaluate_model_writes_one_json_report(
         seen.update(model_dir=str(model_dir), tasks=list(tasks), limit=limit)
         return {"tasks": list(tasks), "results": {"t": {"acc,none": 0.5}}}
 
-    monkeypatch.setattr(report, "run_lm_eval", fake_lm_eval)
+    monkeypatch.setattr(suite, "run_lm_eval", fake_lm_eval)
     out = evaluate_model(
         trained.dir,
         heldout_rows=[{"messages": WHO}, {"foo": 1}],
@@ -531,7 +531,7 @@ def test_evaluate_model_writes_one_json_report(
     def failing(*args: Any, **kwargs: Any) -> dict[str, Any]:
         raise FtkitError.one("task 't' could not load its dataset", code=ExitCode.ENVIRONMENT)
 
-    monkeypatch.setattr(report, "run_lm_eval", failing)
+    monkeypatch.setattr(suite, "run_lm_eval", failing)
     out = evaluate_model(trained.dir, generation_prompts=["Who are you?"], lm_eval_tasks=["t"], max_new_tokens=24)
     assert set(out) >= {"generation", "lm_eval"} and "perplexity" not in out and "forgetting" not in out
     assert out["generation"]["passed"] and not out["lm_eval"]["passed"]

@@ -116,7 +116,7 @@ def test_a_profile_export_with_an_unknown_key_is_refused_at_load(tiny_recipe, ca
 
 
 def test_a_failed_export_check_fails_the_run_even_when_every_bound_passes(tmp_path: Path):
-    from ftkit.recipes.run import RunResult
+    from ftkit.pipeline.run import RunResult
 
     assert RunResult(tmp_path, {"status": "passed"}, []).passed
     assert not RunResult(tmp_path, {"status": "failed-export"}, []).passed

@@ -14,12 +14,12 @@ from ftkit.cli import main
 from ftkit.data.readers import iter_records
 from ftkit.data.text import row_text
 from ftkit.errors import ExitCode, FtkitError, Problem
-from ftkit.recipes.export_stage import HELDOUT_FIELD, require_exports_possible
-from ftkit.recipes.fork import fork_recipe
-from ftkit.recipes.fork_data import heldout_size, rows_in_split, split_heldout, spread
+from ftkit.fork.create import fork_recipe
+from ftkit.fork.data import heldout_size, rows_in_split, split_heldout, spread
+from ftkit.pipeline.export_stage import HELDOUT_FIELD, require_exports_possible
 from ftkit.recipes.load import data_counts, load_recipe
 from ftkit.recipes.resolve import resolve_stage
-from ftkit.recipes.yamltext import edit_or_rewrite, edit_text
+from ftkit.yaml_edit import edit_or_rewrite, edit_text
 
 SRC = "llama8b-qlora-sft"
 SECRET = "AKIAIOSFODNN7EXAMPLE"  # AWS's documented example access key id

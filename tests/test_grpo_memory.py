@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 from deepspeed_probe import step_allocation
 from ftkit.estimate.architectures import lookup
+from ftkit.estimate.from_recipe import architecture_from_config
 from ftkit.estimate.inputs import Setting
 from ftkit.estimate.memory import estimate_memory, generation_bytes, logit_bytes, logit_tokens
 from ftkit.estimate.preflight import suggestions
-from ftkit.estimate.resolve import architecture_from_config
 
 pytest.importorskip("trl")
 

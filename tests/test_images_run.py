@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 from conftest import ROOT
-from ftkit import images
+from ftkit_release import images
 
 pytestmark = pytest.mark.containers
 

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from conftest import copy_recipe
 from ftkit.cli import main
-from ftkit.recipes.metrics import check_metrics, summarize
+from ftkit.pipeline.metrics_gate import check_metrics, summarize
 from ftkit.recipes.schema import Bound, ExpectedMetrics
 
 HISTORY = [

@@ -213,7 +213,7 @@ def test_the_qlora_fsdp_recipe_keeps_its_4bit_base_in_bf16_storage_also_in_the_s
 
 
 def test_only_rank_zero_appends_to_the_history(tmp_path: Path):
-    from ftkit.engines.run_control import HistoryLog
+    from ftkit.engines.trainer_callbacks import HistoryLog
 
     path = tmp_path / "history.jsonl"
     log = HistoryLog(path)

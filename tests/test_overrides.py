@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, copy_recipe
+from ftkit.dotted_keys import apply_overrides, parse_set
 from ftkit.errors import ExitCode, FtkitError
 from ftkit.recipes.load import LoadedRecipe, load_recipe
-from ftkit.recipes.overrides import apply_overrides, parse_set
 from ftkit.recipes.resolve import config_heads, route_sets
 
 

@@ -17,8 +17,8 @@ from conftest import edit_yaml, write_jsonl
 from ftkit.cli import main
 from ftkit.errors import ExitCode
 from ftkit.export.model_card import card_facts_from_run, render_model_card
-from ftkit.recipes.report import describe_override, gate_overrides
-from ftkit.recipes.resume import find_resumable
+from ftkit.pipeline.resume import find_resumable
+from ftkit.run_record import describe_override, gate_overrides
 from test_pii_gate import KEY, plant_key
 from test_resume_runner import RECIPE, FakeEngine, fake_merges, metrics, only, run
 
@@ -27,7 +27,7 @@ from test_resume_runner import RECIPE, FakeEngine, fake_merges, metrics, only, r
 def fake(tiny_recipe, monkeypatch: pytest.MonkeyPatch) -> tuple[FakeEngine, Path]:  # type: ignore[no-untyped-def]
     rdir = tiny_recipe(RECIPE)
     engine = FakeEngine()
-    monkeypatch.setattr("ftkit.recipes.run.get_engine", lambda name: engine)
+    monkeypatch.setattr("ftkit.pipeline.run.get_engine", lambda name: engine)
     fake_merges(monkeypatch)
     return engine, rdir
 

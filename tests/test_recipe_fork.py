@@ -13,8 +13,8 @@ import yaml
 from conftest import ROOT, copy_recipe, edit_yaml, random_chats, write_jsonl
 from ftkit.cli import main
 from ftkit.errors import ExitCode, FtkitError
-from ftkit.recipes.fork import fork_recipe, suggest_name
-from ftkit.recipes.fork_bounds import as_estimate, changed_stages
+from ftkit.fork.bounds import as_estimate, changed_stages
+from ftkit.fork.create import fork_recipe, suggest_name
 from ftkit.recipes.load import load_recipe
 from ftkit.recipes.resolve import resolve_stage
 from ftkit.recipes.schema import NAME_PATTERN, Bound
@@ -198,7 +198,7 @@ def test_a_fork_that_would_not_validate_leaves_nothing_and_keeps_an_old_fork(
         with (work / "data" / "sft.jsonl").open("a") as fh:
             fh.write("not json\n")
 
-    monkeypatch.setattr("ftkit.recipes.fork._review_notes", break_the_staged_copy)
+    monkeypatch.setattr("ftkit.fork.create._review_notes", break_the_staged_copy)
     with pytest.raises(FtkitError) as exc:
         fork_recipe("mine", SRC, force=True)
     assert "does not validate; nothing was written" in exc.value.title
@@ -231,7 +231,7 @@ def test_the_fork_runs_its_smoke_profile_unchanged(recipes_root: Path, tmp_path:
 
 
 def test_yaml_text_edits_keep_comments_and_fall_back_to_a_rewrite_only_when_they_must():
-    from ftkit.recipes.yamltext import TextEditError, edit_or_rewrite, edit_text
+    from ftkit.yaml_edit import TextEditError, edit_or_rewrite, edit_text
 
     text = "# head\na: 1  # one\nb: {path: x, split: s}  # flow\nc:\n  - &anc {v: 1}\n  - *anc\n"
     out = edit_text(text, {"a": 2, "b.path": "data/my file, 2.jsonl"})

@@ -23,8 +23,8 @@ from ftkit.engines.base import ProcessResult, StageContext, run_logged
 from ftkit.engines.trl import TrlEngine
 from ftkit.errors import ExitCode
 from ftkit.export.model_card import card_facts_from_run, render_model_card
-from ftkit.recipes.metrics import attempt_work, throughput
-from ftkit.recipes.resume import checkpoint_step, last_checkpoint, trim_history, unique_evals
+from ftkit.pipeline.metrics_gate import attempt_work, throughput
+from ftkit.pipeline.resume import checkpoint_step, last_checkpoint, trim_history, unique_evals
 
 RECIPE = "tiny-trl-sft-dpo"
 
@@ -92,7 +92,7 @@ class FakeEngine(TrlEngine):
 def fake(tiny_recipe, monkeypatch: pytest.MonkeyPatch) -> FakeEngine:  # type: ignore[no-untyped-def]
     tiny_recipe(RECIPE)
     engine = FakeEngine()
-    monkeypatch.setattr("ftkit.recipes.run.get_engine", lambda name: engine)
+    monkeypatch.setattr("ftkit.pipeline.run.get_engine", lambda name: engine)
     fake_merges(monkeypatch)
     return engine
 
@@ -110,8 +110,8 @@ def fake_merges(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         merged.append(name)
         return out
 
-    monkeypatch.setattr("ftkit.recipes.run._merge_stage", merge)
-    monkeypatch.setattr("ftkit.recipes.run.write_card", lambda loaded, metrics, *a, **k: Path("README.md"))
+    monkeypatch.setattr("ftkit.pipeline.run._merge_stage", merge)
+    monkeypatch.setattr("ftkit.pipeline.run.write_card", lambda loaded, metrics, *a, **k: Path("README.md"))
     return merged
 
 

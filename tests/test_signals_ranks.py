@@ -10,7 +10,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from ftkit.engines.signals import ForwardSignals, rank_processes
+from ftkit.engines.forward_sigterm import ForwardSignals, rank_processes
 
 # A "launcher" (no LOCAL_RANK) starting two "ranks" (LOCAL_RANK set), each with a child of its own (inherits it).
 # A rank that gets SIGTERM writes `<rank>.stopped` and exits 6; the launcher exits when its ranks have.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from ftkit.errors import FtkitError
-from ftkit.recipes.catalog import CatalogEntry, DatasetSize, render_table
+from ftkit.recipe_table import CatalogEntry, DatasetSize, render_table
 from ftkit.recipes.smoke_runs import (
     disagreements,
     gated_metrics,

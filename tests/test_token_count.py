@@ -13,7 +13,7 @@ import pytest
 from conftest import ROOT, edit_yaml, write_jsonl
 from ftkit.cli import main
 from ftkit.data.tokens import FileLengths, row_lengths, sample_positions, split_rows
-from ftkit.estimate.report import estimate_report
+from ftkit.estimate.summary import estimate_report
 
 WORDS = ("the", "model", "reads", "a", "row", "of", "text", "and", "learns", "to", "answer", "each", "question", "with",
          "care", "before", "it", "stops")  # fmt: skip

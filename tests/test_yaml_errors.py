@@ -10,10 +10,10 @@ import pytest
 import yaml
 from conftest import copy_recipe
 from ftkit.cli import main
+from ftkit.dotted_keys import parse_set
 from ftkit.errors import ExitCode, FtkitError, Problem
 from ftkit.recipes.load import load_recipe
-from ftkit.recipes.overrides import parse_set
-from ftkit.yamlio import describe_yaml_error, load_yaml
+from ftkit.yaml_load import describe_yaml_error, load_yaml
 
 RECIPE = "llama8b-qlora-sft"
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ftkit.dotted_keys import parse_set
 from ftkit.engines import get_engine
 from ftkit.errors import FtkitError
 from ftkit.recipes.load import LoadedRecipe
-from ftkit.recipes.overrides import parse_set
 from ftkit.recipes.resolve import resolve_stage, route_sets
 
 

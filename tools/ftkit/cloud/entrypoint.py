@@ -25,9 +25,9 @@ from ftkit.cloud.job_user import drop_root, first_unwritable, unwritable_reason
 from ftkit.cloud.publish import publish_run
 from ftkit.cloud.settings import CloudRun, parse_hyperparameters, parse_runpod_env, validate_run
 from ftkit.errors import ExitCode, FtkitError
+from ftkit.pipeline.resume import METRICS_FILE, RunInterrupted, find_resumable
+from ftkit.pipeline.run import RunOptions, RunResult, run_recipe
 from ftkit.recipes.load import RECIPE_FILE, LoadedRecipe, load_recipe
-from ftkit.recipes.resume import METRICS_FILE, RunInterrupted, find_resumable
-from ftkit.recipes.run import RunOptions, RunResult, run_recipe
 
 SM_ROOT_ENV = "FTKIT_SM_ROOT"
 ENGINE_ENV = "FTKIT_ENGINE"  # set by the engine images (containers/engine/Dockerfile)

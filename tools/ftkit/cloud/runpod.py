@@ -11,11 +11,11 @@ import shlex
 from typing import Any
 
 from ftkit.cloud.carry import FINGERPRINT_ENV, RECIPE_DIR_ENV, RecipeSource, image_copy_note, recipe_source
-from ftkit.cloud.images import ENTRYPOINT, image_ref
 from ftkit.cloud.sdk import import_sdk, provider_call, require_env
 from ftkit.cloud.settings import CloudRun, validate_run
 from ftkit.errors import ExitCode, FtkitError
 from ftkit.estimate.gpus import GPUS, gpu_key
+from ftkit.image_refs import ENTRYPOINT, image_ref
 from ftkit.recipes.load import LoadedRecipe
 from ftkit.recipes.schema import Hardware
 

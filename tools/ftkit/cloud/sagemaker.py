@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from ftkit.cloud.carry import FINGERPRINT_KEY, RECIPE_CHANNEL, RecipeSource, image_copy_note, recipe_source
-from ftkit.cloud.images import ENTRYPOINT, image_ref
 from ftkit.cloud.sdk import import_sdk, provider_call, require_env
 from ftkit.cloud.settings import CloudRun, validate_run
 from ftkit.engines import get_engine
 from ftkit.errors import FtkitError
 from ftkit.estimate.gpus import GPUS
+from ftkit.image_refs import ENTRYPOINT, image_ref
 from ftkit.recipes.load import LoadedRecipe
 from ftkit.recipes.resolve import resolve_stage
 

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from ftkit.cloud.carry import FINGERPRINT_ENV, FINGERPRINT_KEY
+from ftkit.dotted_keys import parse_set
 from ftkit.errors import FtkitError, Problem
 from ftkit.recipes.load import LoadedRecipe
-from ftkit.recipes.overrides import parse_set
 from ftkit.recipes.resolve import route_sets, validate_profiles
 
 RESERVED = ("recipe", "profile", FINGERPRINT_KEY)  # hyperparameters that are not `--set` overrides

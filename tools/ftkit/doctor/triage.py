@@ -50,7 +50,7 @@ def classify_exit(returncode: int | None, file: str | None = None) -> Finding | 
 def classify_refusal(refused: dict[str, Any], metrics: dict[str, Any], run_dir: str) -> Finding:
     """A pre-flight that refused the run (or a resume of it), from metrics.json's `refused` record: which check, what
     it found, where (its first problem's file and line), and the fixes it gave, then how to go on."""
-    from ftkit.recipes.resume import PREFLIGHT_CHECKS, REFUSED
+    from ftkit.pipeline.resume import PREFLIGHT_CHECKS, REFUSED
 
     check = PREFLIGHT_CHECKS.get(str(refused.get("check")), "the pre-flight")
     fresh = metrics.get("status") == REFUSED

@@ -19,8 +19,8 @@ from typing import Any
 
 from ftkit.engines.base import Engine, StageContext, absolutize, optimizer_setting
 from ftkit.errors import Problem
-from ftkit.validation import unknown_keys
-from ftkit.yamlio import LocatedYaml
+from ftkit.schema_errors import unknown_keys
+from ftkit.yaml_load import LocatedYaml
 
 _LOG_DICT = re.compile(r"\{'[^{}]*\}")
 CPU_4BIT_PLUGIN = "ftkit.engines.axolotl_plugin.Cpu4bitTrainingPlugin"

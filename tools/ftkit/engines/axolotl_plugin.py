@@ -1,6 +1,6 @@
 """Axolotl plugins the runner adds to the resolved config (imported only inside the Axolotl training process).
 
-* `RunControlPlugin` (every run): the history log and the clean stop on SIGTERM of `ftkit.engines.run_control`,
+* `RunControlPlugin` (every run): the history log and the clean stop on SIGTERM of `ftkit.engines.trainer_callbacks`,
   the same callbacks the TRL engine uses, and seeded initialisation (reproducible runs): a new head created at load
   (a reward model's `score`) and the LoRA weights.
   `plugins: [ftkit.engines.axolotl_plugin.RunControlPlugin]`.
@@ -18,7 +18,7 @@ from axolotl.integrations.base import BasePlugin
 
 from ftkit.engines.base import HISTORY_ENV
 from ftkit.engines.bnb_cpu import keep_4bit_layers_trainable
-from ftkit.engines.signals import StopRequest
+from ftkit.engines.forward_sigterm import StopRequest
 
 LOG = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class RunControlPlugin(BasePlugin):
         history = os.environ.get(HISTORY_ENV)
         if not history:
             return []
-        from ftkit.engines.run_control import callbacks
+        from ftkit.engines.trainer_callbacks import callbacks
 
         history_log, self.stop = callbacks(Path(history), self.flag)
         return [history_log, self.stop]
@@ -72,6 +72,6 @@ class RunControlPlugin(BasePlugin):
     def post_train(self, cfg: Any, model: Any) -> None:
         # Axolotl calls this right after trainer.train() returns (and again at the very end).
         if self.stop is not None:
-            from ftkit.engines.run_control import exit_if_stopped
+            from ftkit.engines.trainer_callbacks import exit_if_stopped
 
             exit_if_stopped(self.stop)

@@ -1,7 +1,7 @@
 """The engine interface and what all engines share: running the trainer as a logged subprocess.
 
 An engine turns a resolved stage config into a training process and reads back what it logged.
-The runner (ftkit.recipes.run) owns everything else: profiles, overrides, data checks, metrics.
+The runner (ftkit.pipeline.run) owns everything else: profiles, overrides, data checks, metrics.
 """
 
 from __future__ import annotations
@@ -18,16 +18,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ftkit.engines.signals import ForwardSignals
+from ftkit.dotted_keys import get_path, has_path
+from ftkit.engines.forward_sigterm import ForwardSignals
 from ftkit.errors import Problem
-from ftkit.recipes.overrides import get_path, has_path
-from ftkit.yamlio import LocatedYaml
+from ftkit.yaml_load import LocatedYaml
 
 _SPLIT_SLICE = re.compile(r"(\[[^\]]*\])\s*$")  # the `[:16]` of `train[:16]`
 
 REPORT_BACKENDS = ("none", "tensorboard", "wandb", "mlflow")
 HISTORY_FILE = "history.jsonl"
-HISTORY_ENV = "FTKIT_HISTORY_FILE"  # where the training process appends its log records (ftkit.engines.run_control)
+HISTORY_ENV = (
+    "FTKIT_HISTORY_FILE"  # where the training process appends its log records (ftkit.engines.trainer_callbacks)
+)
 _PROGRESS = re.compile(rb"(\d+)/(\d+) \[")
 
 
@@ -93,8 +95,8 @@ def run_logged(
     launcher: bool = False,
 ) -> ProcessResult:
     """Run `cmd`, tee its output into `log_path` (appended to with `append`), report tqdm progress, return exit
-    code and peak RSS. SIGTERM to this process while the child runs is forwarded to it (`ftkit.engines.signals`),
-    or, when the child is a `launcher` of several ranks, to the ranks."""
+    code and peak RSS. SIGTERM to this process while the child runs is forwarded to it
+    (`ftkit.engines.forward_sigterm`), or, when the child is a `launcher` of several ranks, to the ranks."""
     start = time.monotonic()
     full_env = {**os.environ, **(env or {})}
     with log_path.open("ab" if append else "wb") as log, ForwardSignals(to_ranks=launcher) as forward:
@@ -185,7 +187,7 @@ class Engine(ABC):
 
     def history(self, ctx: StageContext) -> list[dict[str, float]]:
         """Logged records (train steps, evals, the final summary) as floats, in order, each with its `step`:
-        what `ftkit.engines.run_control.HistoryLog` appended to `ctx.history_path` in the training process."""
+        what `ftkit.engines.trainer_callbacks.HistoryLog` appended to `ctx.history_path` in the training process."""
         return read_history(ctx.history_path)
 
     @abstractmethod

@@ -11,8 +11,8 @@ from pydantic import ValidationError
 from ftkit.engines.base import Engine, StageContext, absolutize, optimizer_setting, python_module
 from ftkit.engines.trl_config import TrlStageConfig, dataclass_field_names, trainer_config_class
 from ftkit.errors import Problem
-from ftkit.validation import pydantic_problems, unknown_keys
-from ftkit.yamlio import LocatedYaml
+from ftkit.schema_errors import pydantic_problems, unknown_keys
+from ftkit.yaml_load import LocatedYaml
 
 
 class TrlEngine(Engine):

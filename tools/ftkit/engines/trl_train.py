@@ -2,7 +2,7 @@
 
 Loads the model (4-bit through bitsandbytes when asked), attaches a LoRA adapter through PEFT, trains with TRL's
 SFTTrainer or DPOTrainer, and appends every log record to HISTORY as a JSON line. SIGTERM saves a checkpoint and
-exits with code 6 (`ftkit.engines.run_control`). The model loader is a hook (`Loader`) that the unsloth engine
+exits with code 6 (`ftkit.engines.trainer_callbacks`). The model loader is a hook (`Loader`) that the unsloth engine
 replaces. In full: docs/running-recipes.md, "`engines/trl_train.py`: the TRL training process".
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from ftkit.engines.signals import StopRequest
+from ftkit.engines.forward_sigterm import StopRequest
 from ftkit.engines.trl_config import TrlStageConfig, trainer_config_class
 
 LOADER_FILE = "loader.json"  # beside the history file: {"loader": name, "reason": ..., "trainer_args": {...}}
@@ -152,7 +152,7 @@ def train(cfg: TrlStageConfig, history: Path, flag: StopRequest, loader: Loader 
         from trl import SFTTrainer as Trainer
     from transformers import set_seed
 
-    from ftkit.engines.run_control import callbacks, exit_if_stopped
+    from ftkit.engines.trainer_callbacks import callbacks, exit_if_stopped
 
     # TRL attaches the LoRA adapter before the Trainer seeds the RNGs: seed first, or every run starts elsewhere.
     set_seed(args.seed if loaded.adapter_seed is None else loaded.adapter_seed)

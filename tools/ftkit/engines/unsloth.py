@@ -14,7 +14,7 @@ from ftkit.engines.trl import TrlEngine
 from ftkit.engines.trl_config import TrlStageConfig
 from ftkit.engines.unsloth_config import UnslothStageConfig, effective_config
 from ftkit.errors import Problem
-from ftkit.yamlio import LocatedYaml
+from ftkit.yaml_load import LocatedYaml
 
 
 class UnslothEngine(TrlEngine):

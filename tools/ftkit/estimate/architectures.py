@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from ftkit.estimate.catalog import Architecture
+from ftkit.estimate.specs import Architecture
 
 _READ = "read 2026-11-25"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from ftkit.estimate.catalog import Gpu, Price
+from ftkit.estimate.specs import Gpu, Price
 
 # ---- where prices were read -------------------------------------------------------------------------------------
 _RUNPOD_NOV = dt.date(2026, 11, 9)

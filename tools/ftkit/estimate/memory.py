@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ftkit.estimate.catalog import Architecture
 from ftkit.estimate.inputs import Setting
 from ftkit.estimate.params import linear_shapes, param_count, resolve_lora_targets
+from ftkit.estimate.specs import Architecture
 
 GIB = 2**30
 BF16 = 2

@@ -6,9 +6,9 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ftkit.estimate.catalog import Architecture
 from ftkit.estimate.inputs import Setting
 from ftkit.estimate.memory import GIB, estimate_memory, generation_batch
+from ftkit.estimate.specs import Architecture
 from ftkit.estimate.timecost import FIT_HEADROOM
 
 Change = tuple[str, Callable[[Setting], Setting | None]]

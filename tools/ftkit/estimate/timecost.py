@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ftkit.estimate.catalog import Architecture, Gpu
 from ftkit.estimate.inputs import Setting
 from ftkit.estimate.memory import GIB, estimate_memory, sequences_per_step
 from ftkit.estimate.params import param_count
+from ftkit.estimate.specs import Architecture, Gpu
 
 # MFU measured on one NVIDIA H200 (2026-12-04, torch 2.11 / CUDA 13, transformers 5.16.1, peft 0.20.0,
 # bitsandbytes 0.50.2; benchmarks/results/gpu_recipe_bench-h200-2026-12-04*.json): full fine-tuning of Llama-3.1-8B

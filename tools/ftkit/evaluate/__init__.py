@@ -7,7 +7,7 @@ from ftkit.evaluate.harness import lm_eval_arguments, run_lm_eval
 from ftkit.evaluate.loading import load_model
 from ftkit.evaluate.perplexity import PerplexityResult, SkippedRow, perplexity
 from ftkit.evaluate.prompts import DEFAULT_CHAT_PROMPTS, Prompt, load_prompts
-from ftkit.evaluate.report import evaluate_model, write_eval
+from ftkit.evaluate.suite import evaluate_model, write_eval
 
 __all__ = [
     "DEFAULT_CHAT_PROMPTS",

@@ -69,7 +69,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 def _stage_loads_4bit(run_dir: Path, stage: str, engine_name: str | None) -> bool | None:
     """Whether the stage trained on a 4-bit base, read by its engine from the resolved config."""
     from ftkit.engines import get_engine
-    from ftkit.yamlio import load_yaml
+    from ftkit.yaml_load import load_yaml
 
     resolved = run_dir / "resolved" / f"{stage}.yaml"
     if not resolved.is_file() or not engine_name:

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ValidationError
 
 from ftkit.errors import FtkitError, Problem
-from ftkit.validation import did_you_mean, unknown_keys
-from ftkit.yamlio import LocatedYaml, load_yaml
+from ftkit.schema_errors import did_you_mean, unknown_keys
+from ftkit.yaml_load import LocatedYaml, load_yaml
 
 if TYPE_CHECKING:
     from mergekit.config import MergeConfiguration

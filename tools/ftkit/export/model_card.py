@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from ftkit.models import BUILTIN_MODELS
-from ftkit.recipes.report import cell, describe_event, describe_override, gate_overrides, run_events
+from ftkit.run_record import cell, describe_event, describe_override, gate_overrides, run_events
 
 
 @dataclass

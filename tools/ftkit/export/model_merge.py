@@ -28,7 +28,7 @@ from pydantic import BaseModel
 from ftkit.envinfo import versions
 from ftkit.errors import ExitCode, FtkitError, Problem
 from ftkit.export.mergekit_config import method_names, parse_merge_config, read_merge_config
-from ftkit.yamlio import LocatedYaml, load_yaml
+from ftkit.yaml_load import LocatedYaml, load_yaml
 
 if TYPE_CHECKING:
     from mergekit.common import ModelReference

@@ -12,11 +12,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftkit.estimate.catalog import Architecture, Gpu
 from ftkit.estimate.inputs import Setting
 from ftkit.estimate.memory import GIB, estimate_memory
 from ftkit.estimate.params import param_count
 from ftkit.estimate.preflight import Change, changes_for, suggestions
+from ftkit.estimate.specs import Architecture, Gpu
 from ftkit.estimate.timecost import FIT_HEADROOM, gpu_options, significant
 from ftkit.estimate.tokens import SequenceTokens, StageData
 from ftkit.plan.rules import (
@@ -301,7 +301,7 @@ def recommend(
 def recipe_candidates(root: Path) -> list[Candidate]:
     """Every recipe's full profile as a Candidate (recipes the estimator cannot read are left out)."""
     from ftkit.errors import FtkitError
-    from ftkit.estimate.resolve import recipe_stage_plans
+    from ftkit.estimate.from_recipe import recipe_stage_plans
     from ftkit.recipes.load import list_recipe_dirs, load_recipe
 
     out = []

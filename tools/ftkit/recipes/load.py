@@ -12,8 +12,8 @@ from pydantic import ValidationError
 from ftkit.data.validate import ValidationReport, load_schema, validate_file
 from ftkit.errors import ExitCode, FtkitError, Problem
 from ftkit.recipes.schema import ExpectedMetrics, Recipe, Stage
-from ftkit.validation import pydantic_problems, unknown_keys
-from ftkit.yamlio import LocatedYaml, load_yaml
+from ftkit.schema_errors import pydantic_problems, unknown_keys
+from ftkit.yaml_load import LocatedYaml, load_yaml
 
 RECIPE_FILE = "recipe.yaml"
 EXPECTED_FILE = "expected-metrics.yaml"
@@ -37,7 +37,7 @@ def find_recipe(name_or_path: str, root: Path | None = None) -> Path:
     if (candidate / RECIPE_FILE).is_file():
         return candidate
     known = [p.name for p in list_recipe_dirs(base)]
-    from ftkit.validation import did_you_mean
+    from ftkit.schema_errors import did_you_mean
 
     guess = did_you_mean(name_or_path, known)
     raise FtkitError.one(
@@ -127,7 +127,7 @@ def _expected(rdir: Path, recipe: Recipe, problems: list[Problem]) -> tuple[Expe
     except ValidationError as exc:
         problems.extend(pydantic_problems(exc, source, ExpectedMetrics))
         return None, None
-    from ftkit.recipes.metrics import KNOWN_METRICS
+    from ftkit.recipes.schema import KNOWN_METRICS
 
     stage_names = [s.name for s in recipe.stages]
     if expected.recipe != recipe.name:

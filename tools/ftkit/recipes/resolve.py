@@ -13,11 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ftkit.dotted_keys import get_path, has_path, set_path
 from ftkit.engines import get_engine
 from ftkit.engines.base import REPORT_BACKENDS, StageContext
 from ftkit.errors import FtkitError, Problem
 from ftkit.recipes.load import LoadedRecipe
-from ftkit.recipes.overrides import get_path, has_path, set_path
 
 
 @dataclass

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from ftkit.errors import Problem
-from ftkit.yamlio import LocatedYaml
+from ftkit.yaml_load import LocatedYaml
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str | None:

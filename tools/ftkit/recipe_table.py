@@ -94,7 +94,7 @@ def _apply_estimate(fig: StageFigures, st: dict[str, Any]) -> None:
 
 def recipe_entry(recipe_dir: Path, size: DatasetSize) -> CatalogEntry:
     from ftkit.engines import get_engine
-    from ftkit.estimate.report import estimate_report
+    from ftkit.estimate.summary import estimate_report
     from ftkit.recipes.load import load_recipe
     from ftkit.recipes.resolve import resolve_stage
 

@@ -14,12 +14,13 @@ from typing import Any, Protocol
 
 from ftkit import envinfo
 from ftkit.data.validate import ValidationReport, validate_file
+from ftkit.dotted_keys import parse_set
 from ftkit.engines import get_engine
 from ftkit.engines.base import ProcessResult, StageContext
-from ftkit.engines.signals import StopRequest
+from ftkit.engines.forward_sigterm import StopRequest
 from ftkit.errors import ExitCode, FtkitError, Problem
 from ftkit.models import resolve_model
-from ftkit.recipes.export_stage import (
+from ftkit.pipeline.export_stage import (
     HELDOUT_FIELD,
     export_passed,
     preflight_exports,
@@ -27,12 +28,8 @@ from ftkit.recipes.export_stage import (
     run_exports,
     write_card,
 )
-from ftkit.recipes.load import LoadedRecipe, load_recipe
-from ftkit.recipes.metrics import CheckRow, attempt_work, check_metrics, summarize, throughput
-from ftkit.recipes.overrides import parse_set
-from ftkit.recipes.report import markdown_summary, plot_curves
-from ftkit.recipes.resolve import ResolvedStage, resolve_stage, route_sets, validate_profiles
-from ftkit.recipes.resume import (
+from ftkit.pipeline.metrics_gate import CheckRow, attempt_work, check_metrics, summarize, throughput
+from ftkit.pipeline.resume import (
     DONE,
     METRICS_FILE,
     REFUSED,
@@ -50,8 +47,11 @@ from ftkit.recipes.resume import (
     unique_evals,
     write_state,
 )
+from ftkit.pipeline.run_report import markdown_summary, plot_curves
+from ftkit.recipes.load import LoadedRecipe, load_recipe
+from ftkit.recipes.resolve import ResolvedStage, resolve_stage, route_sets, validate_profiles
 from ftkit.recipes.schema import Export
-from ftkit.yamlio import dump_yaml
+from ftkit.yaml_load import dump_yaml
 
 
 class RunEvents(Protocol):
@@ -204,9 +204,9 @@ def _vram_preflight(
     """On a GPU machine: estimate the stage's peak memory and refuse (exit 5) what will not fit, unless forced."""
     if not hw["gpus"]:
         return None
+    from ftkit.estimate.from_recipe import resolve_architecture
     from ftkit.estimate.inputs import Setting
     from ftkit.estimate.preflight import check_stage
-    from ftkit.estimate.resolve import resolve_architecture
 
     try:
         arch = resolve_architecture(base)
@@ -596,7 +596,7 @@ def _summary(
 def _image_record(loaded: LoadedRecipe, events: RunEvents) -> dict[str, Any]:
     """The image this run is in (its digest, from FTKIT_IMAGE_DIGEST) and the one the recipe pins; a
     mismatch is said once, and every metric of the run then names the digest it really ran on."""
-    from ftkit.images import digest_warning, running_image_digest
+    from ftkit.image_refs import digest_warning, running_image_digest
 
     running = running_image_digest()
     warning = digest_warning(loaded.recipe.container, running)

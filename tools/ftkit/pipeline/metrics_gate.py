@@ -9,33 +9,6 @@ from typing import Any
 
 from ftkit.recipes.schema import Bound, ExpectedMetrics
 
-# Metrics a stage can report, with what they mean (the gate accepts only these names).
-KNOWN_METRICS: dict[str, str] = {
-    "train_loss_first": "first logged training loss",
-    "train_loss_last": "last logged training loss",
-    "train_loss_min": "lowest logged training loss",
-    "train_loss_tail": "mean training loss over the last quarter of logged steps",
-    "train_loss_drop": "train_loss_first - train_loss_tail (how much the loss fell)",
-    "eval_loss": "last evaluation loss on the held-out split",
-    "rewards_accuracy_tail": "DPO: mean reward accuracy over the last quarter of logged steps",
-    "rewards_margin_first": "DPO: first logged reward margin (chosen - rejected)",
-    "rewards_margin_tail": "DPO: mean reward margin over the last quarter of logged steps",
-    "rewards_margin_delta": "DPO: rewards_margin_tail - rewards_margin_first (how much the margin rose)",
-    "accuracy_tail": "reward model: mean pairwise accuracy (chosen scored above rejected) over the last quarter",
-    "eval_accuracy": "reward model: last pairwise accuracy on the held-out split",
-    "reward_first": "GRPO/online RL: first logged mean reward of the sampled completions",
-    "reward_tail": "GRPO/online RL: mean reward over the last quarter of logged steps",
-    "reward_delta": "GRPO/online RL: reward_tail - reward_first (how much the reward rose)",
-    "kl_tail": "KTO/GRPO: mean KL to the reference model over the last quarter of logged steps",
-    "steps": "optimizer steps logged",
-    "tokens_per_second": "tokens processed (padding included) per second of training, over every attempt of a "
-    "resumed stage (tokens of all attempts / training seconds of all attempts)",
-    "train_runtime_s": "the trainer's own training time in seconds, summed over a resumed stage's attempts",
-    "wall_seconds": "the stage's wall time, process start to exit, summed over its attempts",
-    "peak_memory_gib": "peak memory: CUDA max allocated on a GPU, else the process's peak RSS",
-}
-
-
 # Counters of tokens processed that trainers log with their training records, and whether the trainer restores the
 # counter from the checkpoint it resumes from: Axolotl's `tokens/total` does (tokens_state.json), TRL's `num_tokens`
 # starts again at 0 in every training process.

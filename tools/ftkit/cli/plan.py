@@ -9,7 +9,7 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from ftkit.cli_common import consoles, print_json, say
+from ftkit.cli.console import consoles, print_json, say
 from ftkit.errors import ExitCode, FtkitError
 
 
@@ -72,7 +72,7 @@ def _print(out: Any, plan: dict[str, Any]) -> None:
         out.print(table)
         tc = plan["time_cost"]
         if tc:
-            from ftkit.estimate.report import duration, usd
+            from ftkit.estimate.summary import duration, usd
             from ftkit.estimate.tokens import si
 
             cost = ", ".join(f"{k} {usd(v)}" for k, v in tc["cost_usd"].items()) or "no price"

@@ -1,9 +1,9 @@
 """SIGTERM in the runner's process: remember that a stop was asked for, and pass it on to the training process.
 
 A cloud machine about to go away sends SIGTERM, then SIGKILL. The runner forwards it to the training process (which
-checkpoints and exits with `ExitCode.INTERRUPTED`, see `ftkit.engines.run_control`), records the interruption in
+checkpoints and exits with `ExitCode.INTERRUPTED`, see `ftkit.engines.trainer_callbacks`), records the interruption in
 metrics.json and exits with the same code. Handlers install only from the main thread; elsewhere both classes do
-nothing. In full: docs/resume-and-doctor.md, "`engines/signals.py`: SIGTERM in the runner".
+nothing. In full: docs/resume-and-doctor.md, "`engines/forward_sigterm.py`: SIGTERM in the runner".
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class StopRequest(_SignalScope):
                 print(f"ftkit: {self.signal}: {self.announce}", flush=True)
 
     def install(self, announce: str = "") -> StopRequest:
-        """Install for the rest of the process (a training process: `ftkit.engines.run_control`)."""
+        """Install for the rest of the process (a training process: `ftkit.engines.trainer_callbacks`)."""
         self.announce = announce
         return self.__enter__()
 

@@ -3,7 +3,7 @@
 Both engines add the same two callbacks (`ftkit.engines.trl_train`, `ftkit.engines.axolotl_plugin`). On SIGTERM the
 handler only sets a flag; at the end of the current optimizer step `GracefulStop` saves a full checkpoint and stops,
 and the process exits with `ExitCode.INTERRUPTED` (6). The stop in full: docs/resume-and-doctor.md,
-"`engines/run_control.py`: a clean stop".
+"`engines/trainer_callbacks.py`: a clean stop".
 
 Imported only in training processes (it imports transformers).
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from ftkit.engines.signals import StopRequest
+from ftkit.engines.forward_sigterm import StopRequest
 from ftkit.errors import ExitCode
 
 INTERRUPTED_EXIT = int(ExitCode.INTERRUPTED)
@@ -44,7 +44,7 @@ class HistoryLog(TrainerCallback):
 
 class GracefulStop(TrainerCallback):
     """Save a checkpoint and stop at the end of the step during which SIGTERM came. `stopped_at` is that step.
-    The flag is a `ftkit.engines.signals.StopRequest` installed when the training process starts."""
+    The flag is a `ftkit.engines.forward_sigterm.StopRequest` installed when the training process starts."""
 
     def __init__(self, flag: StopRequest) -> None:
         self.flag = flag

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ftkit.cli_common import consoles, print_json, say
+from ftkit.cli.console import consoles, print_json, say
 from ftkit.errors import FtkitError
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from ftkit.errors import FtkitError
+from ftkit.estimate.from_recipe import StagePlan, recipe_stage_plans, resolve_architecture
 from ftkit.estimate.inputs import Setting
 from ftkit.estimate.memory import GIB, Breakdown, estimate_memory, sequences_per_step
-from ftkit.estimate.resolve import StagePlan, recipe_stage_plans, resolve_architecture
 from ftkit.estimate.timecost import MFU, MFU_SOURCE, gpu_options, mfu, tokens_per_optimizer_step
 from ftkit.estimate.tokens import DEFAULT_SAMPLE, UNKNOWN_FIX, StageTokens, Tokenizers, si, stage_tokens, unknown
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from ftkit.recipes.overrides import set_path
+from ftkit.dotted_keys import set_path
 
 Key = str | tuple[str, ...]
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ftkit.recipes.metrics import CheckRow
-from ftkit.recipes.resume import PREFLIGHT_CHECKS, REFUSED
+from ftkit.pipeline.metrics_gate import CheckRow
+from ftkit.pipeline.resume import PREFLIGHT_CHECKS, REFUSED
+from ftkit.run_record import cell, describe_event, describe_override, gate_overrides, run_events, short_model
 
 
 def plot_curves(histories: dict[str, list[dict[str, float]]], out: Path) -> Path | None:
@@ -52,91 +53,6 @@ def plot_curves(histories: dict[str, list[dict[str, float]]], out: Path) -> Path
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
-
-
-def cell(value: Any) -> str:
-    """A table cell: '–' for None, 4 significant digits for floats."""
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def _short_model(base_model: str, run_dir: str) -> str:
-    """A run's own merged model as 'sft/merged'; a cache dir by its name; a hub id as it is."""
-    path = Path(base_model)
-    if path.is_relative_to(run_dir):
-        return str(path.relative_to(run_dir))
-    return path.name if path.is_absolute() else base_model
-
-
-def run_events(metrics: dict[str, Any]) -> list[dict[str, Any]]:
-    """The run's stops, resumes and refused pre-flights in time order. Each: at, what ('stopped': the checkpoint
-    saved; 'resumed': the checkpoint continued from; 'refused': the check), stage, step, signal, checkpoint."""
-    found = [{"what": "stopped", **{k: i.get(k) for k in ("at", "stage", "step", "signal", "checkpoint")}}
-             for i in metrics.get("interruptions") or []]  # fmt: skip
-    found += [{"what": "resumed", "at": r.get("at"), "stage": r.get("stage"), "step": r.get("step"), "signal": None,
-               "checkpoint": r.get("checkpoint"), "skipped_stages": r.get("skipped_stages") or []}
-              for r in metrics.get("resumes") or []]  # fmt: skip
-    found += [{"what": "refused", "at": r.get("at"), "stage": r.get("stage"), "step": None, "signal": None,
-               "checkpoint": None, "check": r.get("check")} for r in metrics.get("refusals") or []]  # fmt: skip
-    order = {"stopped": 0, "resumed": 1, "refused": 2}
-    return sorted(found, key=lambda e: (str(e.get("at") or ""), order[e["what"]]))
-
-
-def describe_event(event: dict[str, Any], run_dir: str = "") -> str:
-    """One line: 'sft stopped by SIGTERM at step 6, checkpoint saved: sft/output/checkpoint-6'."""
-    stage = event.get("stage") or "the run"
-    ckpt = _short_model(str(event["checkpoint"]), run_dir) if event.get("checkpoint") else None
-    step = f" at step {event['step']}" if event.get("step") is not None else ""
-    if event["what"] == "stopped":
-        saved = f", checkpoint saved: `{ckpt}`" if ckpt else f", no checkpoint: {stage} starts from its beginning"
-        return f"{stage} stopped by {event.get('signal') or 'a signal'}{step}{saved}"
-    if event["what"] == "resumed":
-        skipped = event.get("skipped_stages") or []
-        kept = f" ({', '.join(skipped)} finished before: kept)" if skipped else ""
-        if ckpt:
-            return f"resumed: {stage} continued from `{ckpt}`{step}{kept}"
-        return f"resumed: no checkpoint to continue from, the next stage started from its beginning{kept}"
-    return f"resume refused by {PREFLIGHT_CHECKS.get(str(event.get('check')), 'the pre-flight')}" + (
-        f" (stage {event['stage']})" if event.get("stage") else ""
-    )
-
-
-def gate_overrides(metrics: dict[str, Any]) -> list[dict[str, Any]]:
-    """The pre-flight gates this run went past: the PII gate with --allow-pii (per stage and file: the entities over
-    their limits, in how many rows and at which lines) and the VRAM pre-flight with --force (need and budget)."""
-    out: list[dict[str, Any]] = []
-    for stage, st in (metrics.get("stages") or {}).items():
-        for scan in st.get("pii") or []:
-            gate = scan.get("gate") or {}
-            if gate.get("verdict") != "overridden":
-                continue
-            found = [{**v, "lines": [e.get("line") for e in (scan.get("examples") or {}).get(v.get("entity"), [])]}
-                     for v in gate.get("violations") or []]  # fmt: skip
-            out.append({"gate": "pii", "flag": "--allow-pii", "stage": stage, "file": scan.get("path"),
-                        "rows": scan.get("rows"), "found": found})  # fmt: skip
-        vram = st.get("vram_estimate") or {}
-        if vram.get("verdict") == "forced":
-            out.append({"gate": "vram", "flag": "--force", "stage": stage, "need_gib": vram.get("need_gib"),
-                        "budget_gib": vram.get("budget_gib")})  # fmt: skip
-    return out
-
-
-def describe_override(o: dict[str, Any]) -> str:
-    """One line saying what a gate found and that the run went past it, and with which flag."""
-    if o["gate"] == "pii":
-        found = "; ".join(
-            f"{v.get('entity')} in {v.get('rows')} of {o.get('rows')} rows (allowed: {v.get('max_rows')}"
-            + (f"; first at line {', '.join(str(n) for n in v['lines'])})" if v.get("lines") else ")")
-            for v in o["found"]
-        )
-        return f"{o['stage']}: the PII gate found {found} in `{o.get('file')}` and let it through ({o['flag']})"
-    return (
-        f"{o['stage']}: the VRAM pre-flight estimated {cell(o.get('need_gib'))} GiB per GPU on a "
-        f"{cell(o.get('budget_gib'))} GiB GPU (it refuses what will not fit) and was overridden ({o['flag']})"
-    )
 
 
 def _refused_lines(metrics: dict[str, Any]) -> list[str]:
@@ -186,7 +102,7 @@ def markdown_summary(metrics: dict[str, Any], rows: list[CheckRow], plot: Path |
     ]
     for name, st in metrics["stages"].items():
         lines.append(
-            f"| {name} | `{_short_model(str(st.get('base_model', '')), metrics['run_dir'])}` | {cell(st.get('steps'))} "
+            f"| {name} | `{short_model(str(st.get('base_model', '')), metrics['run_dir'])}` | {cell(st.get('steps'))} "
             f"| {cell(st.get('train_loss_first'))} → {cell(st.get('train_loss_tail'))} | {cell(st.get('eval_loss'))} "
             f"| {cell(st.get('rewards_accuracy_tail'))} "
             f"| {cell(st.get('rewards_margin_first'))} → {cell(st.get('rewards_margin_tail'))} "

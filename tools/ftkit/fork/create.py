@@ -19,10 +19,11 @@ from ftkit import envinfo
 from ftkit.data.split import leak_problems
 from ftkit.data.tokens import count_rows
 from ftkit.data.validate import validate_file
+from ftkit.dotted_keys import get_path, has_path
 from ftkit.engines import get_engine
 from ftkit.errors import ExitCode, FtkitError, Problem
-from ftkit.recipes.fork_bounds import changed_stages, estimate_changes, stage_inputs
-from ftkit.recipes.fork_data import (
+from ftkit.fork.bounds import changed_stages, estimate_changes, stage_inputs
+from ftkit.fork.data import (
     SPLIT_SEED,
     StageData,
     copy_into,
@@ -31,12 +32,11 @@ from ftkit.recipes.fork_data import (
     split_heldout,
     write_slice,
 )
-from ftkit.recipes.fork_readme import fork_data_readme, fork_readme
+from ftkit.fork.readme import fork_data_readme, fork_readme
 from ftkit.recipes.load import EXPECTED_FILE, RECIPE_FILE, LoadedRecipe, load_recipe, recipes_root, sample_counts
-from ftkit.recipes.overrides import get_path, has_path
 from ftkit.recipes.resolve import resolve_stage
 from ftkit.recipes.schema import NAME_PATTERN
-from ftkit.recipes.yamltext import Key, edit_or_rewrite
+from ftkit.yaml_edit import Key, edit_or_rewrite
 
 BIG_DATASET_BYTES = 100 * 2**20  # above this a copied dataset should not go into git as a plain file
 
@@ -339,7 +339,7 @@ def _review_notes(src: LoadedRecipe, work: Path, result: ForkResult) -> None:
 
 def _vram_notes(work: Path, min_vram_gb: float) -> list[str]:
     """What the estimator says the full profile needs with the new base model (or that it cannot say)."""
-    from ftkit.estimate.report import estimate_report
+    from ftkit.estimate.summary import estimate_report
 
     try:
         report = estimate_report(recipe=str(work), profile="full", count_tokens=False)

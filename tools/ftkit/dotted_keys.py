@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from ftkit.errors import FtkitError
-from ftkit.yamlio import describe_yaml_error
+from ftkit.yaml_load import describe_yaml_error
 
 
 def parse_set(items: list[str]) -> list[tuple[str, Any]]:

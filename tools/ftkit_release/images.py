@@ -1,9 +1,10 @@
-"""The container images: their tags, their locks' agreement, digests pinned into recipes, the running image.
+"""The container images, for maintainers: their tags, their locks' agreement, builds, digests pinned into recipes.
 
-Pure functions over text (locks, Dockerfiles, recipe.yaml, `docker buildx` output) plus a small CLI,
-`python -m ftkit.images tags|check|build|pin|constraints`. An image cannot carry its own digest, so the launcher
-sets `FTKIT_IMAGE_DIGEST` at run time; the image bakes in `FTKIT_IMAGE` and the OCI labels. The commands and the
-digest rule: docs/cloud.md, "`images.py`: the image tool and digests".
+Pure functions over text (locks, Dockerfiles, `docker buildx` output) plus a small CLI,
+`PYTHONPATH=tools python -m ftkit_release.images tags|check|build|pin|constraints` (`ref` is kept as an alias of
+`python -m ftkit.image_refs`). Release tooling, not part of the ftkit runtime: image references and the running
+image's digest are `ftkit.image_refs`. The commands and the digest rule: docs/cloud.md, "`images.py`: the image tool
+and digests".
 """
 
 from __future__ import annotations
@@ -16,118 +17,53 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ftkit.envinfo import git_commit
+from ftkit.image_refs import ImageRef, parse_ref, pin_container, recipe_image
+
+from ftkit_release.locks import (
+    Pin,
+    base_version,
+    constraints,
+    cuda_of_lock,
+    parse_lock,
+    pin_mismatches,
+    subset_mismatches,
+    unhashed,
+)
 
 REGISTRY = "ghcr.io/finetune-recipes"
 IMAGES = ("base", "axolotl", "unsloth")
-# Versions every image lock must share with the root requirements.lock (only the torch build differs).
-SHARED_PINS = ("axolotl", "trl", "peft", "transformers", "datasets", "accelerate", "tokenizers", "bitsandbytes")
-DIGEST_ENV = "FTKIT_IMAGE_DIGEST"
-IMAGE_ENV = "FTKIT_IMAGE"
-DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;\\]+)(?:\s*;\s*(.+?))?\s*(?:--hash=|\\|$)")
-_HASH = re.compile(r"--hash=sha256:([0-9a-f]{64})")
 _ARG = re.compile(r"^\s*ARG\s+([A-Za-z_][A-Za-z0-9_]*)(?:=(\S*))?\s*$", re.MULTILINE)
 
 
-# ---------------------------------------------------------------- locks
+def parse_imagetools_inspect(text: str) -> ImageRef:
+    """The top-level Name and Digest of `docker buildx imagetools inspect IMAGE:TAG` (the index, not a platform)."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        if m := re.match(r"^(Name|Digest):\s+(\S+)\s*$", line):  # unindented: the top level
+            fields.setdefault(m.group(1), m.group(2))
+    if "Name" not in fields or "Digest" not in fields:
+        raise ValueError("not `docker buildx imagetools inspect` output: no top-level Name and Digest lines")
+    ref = parse_ref(fields["Name"])
+    return ImageRef(ref.image, ref.tag, parse_ref(f"x@{fields['Digest']}").digest)
 
 
-@dataclass(frozen=True)
-class Pin:
-    name: str
-    version: str
-    hashes: tuple[str, ...] = ()
-    marker: str | None = None
-    line: int = 0
-
-
-def normalize(name: str) -> str:
-    """PEP 503 name: lower case, runs of -_. as one '-'."""
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def parse_lock(text: str) -> dict[str, Pin]:
-    """`name==version [; marker] [--hash=…] \\` lines of a uv/pip-compile lock, with the --hash lines under each.
-
-    Other requirement forms (`name @ url`, `-e …`) are not pins: hashes under them are not counted for a pin.
-    """
-    pins: dict[str, Pin] = {}
-    current: Pin | None = None
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if m := _PIN.match(line):
-            current = Pin(normalize(m.group(1)), m.group(2), (), m.group(3), number)
-        elif not line.startswith("--hash="):
-            current = None
-            continue
-        if current is not None:
-            current = replace(current, hashes=current.hashes + tuple(_HASH.findall(line)))
-            pins[current.name] = current
-    return pins
-
-
-def unhashed(lock: Mapping[str, Pin]) -> list[str]:
-    """Pins without a single --hash (pip --require-hashes refuses them)."""
-    return sorted(f"{p.name}=={p.version} (line {p.line})" for p in lock.values() if not p.hashes)
-
-
-def base_version(version: str) -> str:
-    """'2.13.0+cpu' -> '2.13.0' (the local build label is where the torch builds differ)."""
-    return version.split("+", 1)[0]
-
-
-def pin_mismatches(
-    root: Mapping[str, Pin], image: Mapping[str, Pin], names: Iterable[str] = SHARED_PINS, *, label: str = "image lock"
-) -> list[str]:
-    """Each name whose version in the image lock is missing or differs from the root lock's."""
-    problems = []
-    for name in (normalize(n) for n in names):
-        want, got = root.get(name), image.get(name)
-        if want is None:
-            problems.append(f"{name}: not in the root requirements.lock")
-        elif got is None:
-            problems.append(f"{name}: the root lock pins {want.version}, {label} does not pin it")
-        elif got.version != want.version:
-            problems.append(f"{name}: the root lock pins {want.version}, {label} pins {got.version}")
-    return problems
-
-
-def subset_mismatches(inner: Mapping[str, Pin], outer: Mapping[str, Pin], *, label: str) -> list[str]:
-    """Every pin of `inner` (the base image's lock) must be in `outer` with the same version and hashes."""
-    problems = []
-    for name, pin in sorted(inner.items()):
-        other = outer.get(name)
-        if other is None:
-            problems.append(f"{name}=={pin.version}: in the base lock, missing from {label}")
-        elif (other.version, set(other.hashes)) != (pin.version, set(pin.hashes)):
-            problems.append(f"{name}: base lock {pin.version}, {label} {other.version} (or other hashes)")
-    return problems
-
-
-def constraints(text: str, drop: Iterable[str] = ()) -> str:
-    """The pins of a lock as a constraints file (name==version, no hashes), without the names in `drop`."""
-    skip = {normalize(d) for d in drop}
-    lines = [f"{p.name}=={p.version}" for p in parse_lock(text).values() if p.name not in skip]
-    return "\n".join(sorted(lines)) + "\n"
-
-
-def cuda_of_lock(lock: Mapping[str, Pin]) -> str | None:
-    """The CUDA major.minor of torch's runtime wheel (nvidia-cuda-runtime[-cuXX]) in a lock, else None."""
-    for name in ("nvidia-cuda-runtime", "nvidia-cuda-runtime-cu13", "nvidia-cuda-runtime-cu12"):
-        if name in lock:
-            return ".".join(lock[name].version.split(".")[:2])
-    return None
-
-
-# ---------------------------------------------------------------- Dockerfiles and tags
+def parse_buildx_metadata(data: Mapping[str, Any]) -> list[ImageRef]:
+    """Refs from a `docker buildx build --metadata-file` JSON (image.name may list several, comma-separated)."""
+    digest = data.get("containerimage.digest")
+    names = str(data.get("image.name") or "")
+    if not digest or not names:
+        raise ValueError("buildx metadata without 'image.name' and 'containerimage.digest' (was the image pushed?)")
+    out = []
+    for name in filter(None, (n.strip() for n in names.split(","))):
+        ref = parse_ref(name)
+        out.append(ImageRef(ref.image, ref.tag, digest))
+    return out
 
 
 def dockerfile_args(text: str) -> dict[str, str]:
@@ -156,173 +92,6 @@ def cuda_tag(cuda_version: str) -> str:
 def image_tag(version: str, cuda_version: str, torch_version: str) -> str:
     """<version>-cu<cuda>-torch<torch>, e.g. 0.19.0-cu130-torch2.13.0."""
     return f"{version}-{cuda_tag(cuda_version)}-torch{base_version(torch_version)}"
-
-
-@dataclass(frozen=True)
-class ImageRef:
-    image: str
-    tag: str | None = None
-    digest: str | None = None
-
-    def __str__(self) -> str:
-        return self.image + (f":{self.tag}" if self.tag else "") + (f"@{self.digest}" if self.digest else "")
-
-
-def parse_ref(ref: str) -> ImageRef:
-    """'ghcr.io/o/axolotl:TAG@sha256:…' -> ImageRef (a registry port is not taken for a tag)."""
-    ref = ref.strip()
-    rest, _, digest = ref.partition("@")
-    slash = rest.rfind("/")
-    colon = rest.rfind(":")
-    image, tag = (rest[:colon], rest[colon + 1 :]) if colon > slash else (rest, "")
-    if digest and not DIGEST.match(digest):
-        raise ValueError(f"'{ref}': the digest must be sha256:<64 hex digits>")
-    if not image:
-        raise ValueError(f"'{ref}': no image name")
-    return ImageRef(image, tag or None, digest or None)
-
-
-def parse_imagetools_inspect(text: str) -> ImageRef:
-    """The top-level Name and Digest of `docker buildx imagetools inspect IMAGE:TAG` (the index, not a platform)."""
-    fields: dict[str, str] = {}
-    for line in text.splitlines():
-        if m := re.match(r"^(Name|Digest):\s+(\S+)\s*$", line):  # unindented: the top level
-            fields.setdefault(m.group(1), m.group(2))
-    if "Name" not in fields or "Digest" not in fields:
-        raise ValueError("not `docker buildx imagetools inspect` output: no top-level Name and Digest lines")
-    ref = parse_ref(fields["Name"])
-    return ImageRef(ref.image, ref.tag, parse_ref(f"x@{fields['Digest']}").digest)
-
-
-def parse_buildx_metadata(data: Mapping[str, Any]) -> list[ImageRef]:
-    """Refs from a `docker buildx build --metadata-file` JSON (image.name may list several, comma-separated)."""
-    digest = data.get("containerimage.digest")
-    names = str(data.get("image.name") or "")
-    if not digest or not names:
-        raise ValueError("buildx metadata without 'image.name' and 'containerimage.digest' (was the image pushed?)")
-    out = []
-    for name in filter(None, (n.strip() for n in names.split(","))):
-        ref = parse_ref(name)
-        out.append(ImageRef(ref.image, ref.tag, digest))
-    return out
-
-
-# ---------------------------------------------------------------- recipe.yaml
-
-
-_CONTAINER_KEY = re.compile(r"^container:\s*(#.*)?$")
-_FIELD = re.compile(r"^(?P<indent>[ \t]+)(?P<key>image|tag|digest):[ \t]*(?P<value>[^#\s][^#]*?|)(?P<tail>[ \t]*#.*)?$")
-
-
-def _set_value(match: re.Match[str], value: str) -> str:
-    """One `key: value  # comment` line with a new value; the comment keeps its column where the value fits."""
-    old = match.group("value")
-    if old[:1] in ("'", '"'):
-        value = f"{old[0]}{value}{old[0]}"
-    head = f"{match.group('indent')}{match.group('key')}: {value}"
-    tail = match.group("tail")
-    if not tail:
-        return head
-    column = match.start("tail") + len(tail) - len(tail.lstrip())
-    return (head.ljust(column) if len(head) < column else head + " ") + tail.lstrip()
-
-
-def _container_block(lines: list[str]) -> tuple[int, int]:
-    """[start, end) of the top-level `container:` mapping: its key line and the indented lines under it."""
-    start = next((i for i, line in enumerate(lines) if _CONTAINER_KEY.match(line.rstrip("\r\n"))), None)
-    if start is None:
-        raise ValueError("no block-style 'container:' mapping at the top level of recipe.yaml")
-    end = start + 1
-    while end < len(lines) and (not lines[end].strip() or lines[end][0] in " \t"):
-        end += 1
-    return start, end
-
-
-def _container_fields(text: str) -> tuple[list[str], dict[str, tuple[int, re.Match[str]]]]:
-    """The lines of a recipe.yaml and its `container:` block's image/tag/digest lines (index, match)."""
-    lines = text.splitlines(keepends=True)
-    start, end = _container_block(lines)
-    fields: dict[str, tuple[int, re.Match[str]]] = {}
-    for i in range(start + 1, end):
-        if (m := _FIELD.match(lines[i].rstrip("\r\n"))) and m.group("key") not in fields:
-            fields[m.group("key")] = (i, m)
-    if "image" not in fields or "tag" not in fields:
-        raise ValueError("the 'container:' block needs 'image:' and 'tag:' lines")
-    return lines, fields
-
-
-def recipe_image(text: str) -> str:
-    """IMAGE:TAG[@DIGEST] of a recipe.yaml's `container:` block (what `make recipe` runs in). Reads the block's lines
-    as `pin_container` writes them, so the Makefile needs no YAML library."""
-    _, fields = _container_fields(text)
-    value = {k: m.group("value").strip("'\"") for k, (_, m) in fields.items()}
-    digest = value.get("digest", "")
-    return f"{value['image']}:{value['tag']}" + (f"@{digest}" if digest not in ("", "null", "~") else "")
-
-
-def pin_container(text: str, ref: ImageRef) -> str:
-    """recipe.yaml text with `container.tag`/`container.digest` set to ref's, when `container.image` is ref's image.
-
-    Only those two values change: comments, spacing and every other line stay as they were. A recipe
-    for another image comes back unchanged. Raises ValueError when there is no block-style `container:`
-    with `image:` and `tag:` lines.
-    """
-    if ref.tag is None or ref.digest is None:
-        raise ValueError(f"'{ref}': pinning needs both a tag and a digest (IMAGE:TAG@sha256:…)")
-    lines, fields = _container_fields(text)
-    if fields["image"][1].group("value").strip("'\"") != ref.image:
-        return text
-    for key, value in (("tag", ref.tag), ("digest", ref.digest)):
-        if key in fields:
-            i, m = fields[key]
-            lines[i] = _set_value(m, value) + lines[i][len(lines[i].rstrip("\r\n")) :]
-        else:  # no digest line yet: one under tag:, with the same indent
-            i, m = fields["tag"]
-            eol = lines[i][len(lines[i].rstrip("\r\n")) :] or "\n"
-            lines.insert(i + 1, f"{m.group('indent')}digest: {value}{eol}")
-    return "".join(lines)
-
-
-# ---------------------------------------------------------------- the running image
-
-
-def running_image_digest(env: Mapping[str, str] | None = None) -> str | None:
-    """The digest of the image this process runs in: `FTKIT_IMAGE_DIGEST` (set by the launcher), else None.
-
-    Accepts `sha256:…` or `IMAGE@sha256:…`; anything else counts as unknown (None).
-    """
-    value = (os.environ if env is None else env).get(DIGEST_ENV, "").strip().lower()
-    value = value.rpartition("@")[2]
-    return value if DIGEST.match(value) else None
-
-
-def _field(container: Any, key: str) -> Any:
-    return container.get(key) if isinstance(container, Mapping) else getattr(container, key, None)
-
-
-def digest_warning(recipe_container: Any, running_digest: str | None) -> str | None:
-    """A warning when the recipe pins an image digest and this run is not in that image, else None.
-
-    `recipe_container` is the recipe's ContainerRef (or a mapping with image/tag/digest). A recipe
-    without a digest (images not published yet) has nothing to compare with: None.
-    """
-    image, tag, digest = (_field(recipe_container, k) for k in ("image", "tag", "digest"))
-    if not digest:
-        return None
-    pinned = f"{image}:{tag}@{digest}"
-    if running_digest is None:
-        return (
-            f"the recipe pins {pinned} but this run is not in a known image ({DIGEST_ENV} is not set): "
-            f"its metrics will not name the image they ran on. Run it in the pinned image "
-            f"(docker run -e {DIGEST_ENV}={digest} … {image}@{digest}) or set {DIGEST_ENV}."
-        )
-    if running_digest.strip().lower().rpartition("@")[2] == digest.lower():
-        return None
-    return (
-        f"this run is in image {running_digest}, not the one the recipe pins ({pinned}): the CUDA/torch/engine "
-        f"stack may differ from the one its expected metrics were measured on. Run it in {image}@{digest}, "
-        f"or pin the new image into the recipe (make pin-images)."
-    )
 
 
 # ---------------------------------------------------------------- repository layout: tags, checks, builds
@@ -583,7 +352,7 @@ def pin_recipes(recipes: Path, refs: Sequence[ImageRef]) -> list[tuple[Path, Ima
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ftkit.images", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m ftkit_release.images", description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path.cwd(), help="the repository root (default: .)")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("tags", help="the tag each image gets")

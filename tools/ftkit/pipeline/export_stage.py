@@ -191,7 +191,7 @@ def card_for_run_dir(run_dir: Path, out_dir: Path, merge: dict[str, Any] | None)
     """The model card of a finished run, for a model merged from it later (`ftkit export merge RUN_DIR`)."""
     from ftkit.engines import get_engine
     from ftkit.recipes.load import load_recipe
-    from ftkit.yamlio import load_yaml
+    from ftkit.yaml_load import load_yaml
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     loaded = load_recipe(metrics["recipe_dir"], check_profiles=False)

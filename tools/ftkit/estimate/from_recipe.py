@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from ftkit.errors import FtkitError
-from ftkit.estimate.catalog import Architecture
 from ftkit.estimate.inputs import Setting
+from ftkit.estimate.specs import Architecture
 from ftkit.estimate.tokens import StageData, stage_data
 
 FAMILIES = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "gemma2": "gemma2", "phi3": "phi3",

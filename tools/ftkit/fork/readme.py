@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 from ftkit.recipes.load import LoadedRecipe
 
 if TYPE_CHECKING:
-    from ftkit.recipes.fork import ForkResult
-    from ftkit.recipes.fork_data import StageData
+    from ftkit.fork.create import ForkResult
+    from ftkit.fork.data import StageData
 
 ENGINE_NAMES = {"axolotl": "Axolotl", "trl": "TRL"}
 

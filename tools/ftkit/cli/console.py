@@ -1,9 +1,10 @@
 """What every CLI module shares: the consoles (stderr for progress and errors, stdout for results), status lines
-and JSON output."""
+and JSON output. It imports nothing from the other CLI modules."""
 
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 from rich.console import Console
@@ -16,11 +17,14 @@ OK: Part = ("✓", "green")
 FAILED: Part = ("✗", "red")
 
 
-def consoles() -> tuple[Console, Console]:
-    """(stderr console, stdout console) as `ftkit.cli` configured them."""
-    from ftkit.cli import console, out
+# Logs (CI, `| tee`) get wide tables instead of 80 columns of wrapped text.
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
+out_console = Console(width=None if sys.stdout.isatty() else 140)
 
-    return console, out
+
+def consoles() -> tuple[Console, Console]:
+    """(stderr console for progress and errors, stdout console for results)."""
+    return err_console, out_console
 
 
 def status_text(*parts: Part, style: str = "") -> Text:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ftkit.cli_common import consoles, print_json, say
+from ftkit.cli.console import consoles, print_json, say
 from ftkit.errors import ExitCode, FtkitError
 
 # ------------------------------------------------------------------ export merge
@@ -60,7 +60,7 @@ def cmd_export_merge(args: argparse.Namespace) -> int:
 
 def _card_for_merge(source: Any, result: Any) -> None:
     """A merge from a run dir gets the model card of that run."""
-    from ftkit.recipes.export_stage import card_for_run_dir
+    from ftkit.pipeline.export_stage import card_for_run_dir
 
     card_for_run_dir(source.run_dir, result.out_dir, result.to_dict())
 
@@ -138,7 +138,7 @@ def cmd_export_mergekit(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from ftkit.data.readers import iter_records
     from ftkit.evaluate import evaluate_model, write_eval
-    from ftkit.recipes.export_stage import BUILTIN_PROMPTS, eval_summary
+    from ftkit.pipeline.export_stage import BUILTIN_PROMPTS, eval_summary
 
     console, out = consoles()
     target = Path(args.target)

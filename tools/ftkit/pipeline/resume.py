@@ -3,7 +3,7 @@
 metrics.json is written after the pre-flight and every stage, and mirrored into the checkpoint dir when there is
 one. `ftkit recipe run --resume DIR` skips the stages done, continues the stopped one from its last complete
 checkpoint (its history cut back to that step) and runs the rest. A run the pre-flight refuses leaves status
-`refused` and a `refused` record. In full: docs/resume-and-doctor.md, "`recipes/resume.py`: what a run leaves and
+`refused` and a `refused` record. In full: docs/resume-and-doctor.md, "`pipeline/resume.py`: what a run leaves and
 how it resumes".
 """
 
@@ -16,26 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from ftkit.errors import ExitCode, FtkitError, Problem
+from ftkit.run_record import PREFLIGHT_CHECKS, REFUSED
 
 METRICS_FILE = "metrics.json"
 DONE = "done"  # a stage's status once it trained (and merged, when a later stage or the export needs it)
 RESUMABLE = ("running", "interrupted", "failed")  # run statuses a resume accepts; the others finished training
-REFUSED = "refused"  # the pre-flight refused the run: nothing trained
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 MAX_PROBLEMS = 20  # problems kept in a refusal record (a file of bad rows can have thousands; the count is kept)
-
-# The pre-flight checks in the order they run, and how a person names each one.
-PREFLIGHT_CHECKS: dict[str, str] = {
-    "hardware": "the hardware check (the profile needs GPUs this machine lacks)",
-    "checkpoints": "the checkpoint-dir check (it holds another run's checkpoints)",
-    "model": "the base model check (the model could not be had)",
-    "config": "the config check (a stage's resolved engine config or weights)",
-    "data": "the data check (rows that break the stage's schema)",
-    "pii": "the PII gate",
-    "vram": "the VRAM pre-flight (a stage will not fit the GPU)",
-    "exports": "the exports check (an export this machine cannot make)",
-    "leakage": "the held-out check (held-out rows missing or also in the training data)",
-}
 
 
 class RunInterrupted(FtkitError):

@@ -1,0 +1,5 @@
+import sys
+
+from ftkit.cli.app import main
+
+sys.exit(main())

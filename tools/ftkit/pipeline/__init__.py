@@ -1,0 +1,1 @@
+"""The recipe pipeline: plan, execute the stages, export, gate the metrics, report."""
