@@ -13,11 +13,11 @@ import json
 import os
 import re
 import sys
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 from ftkit.engines.base import Engine, StageContext, absolutize, optimizer_setting
+from ftkit.engines.known_keys import known_keys
 from ftkit.errors import Problem
 from ftkit.schema_errors import unknown_keys
 from ftkit.yaml_load import LocatedYaml
@@ -28,16 +28,9 @@ RUN_CONTROL_PLUGIN = "ftkit.engines.axolotl_plugin.RunControlPlugin"  # history 
 CPU_DISTRIBUTED_PLUGIN = "ftkit.engines.axolotl_cpu_dist.CpuDistributedPlugin"  # several ranks without a GPU
 
 
-@cache
 def _axolotl_keys() -> frozenset[str]:
-    from axolotl.utils.schemas.config import AxolotlInputConfig
-
-    names = set()
-    for name, field in AxolotlInputConfig.model_fields.items():
-        names.add(name)
-        if field.alias:
-            names.add(field.alias)
-    return frozenset(names)
+    """AxolotlInputConfig's field names and aliases, from the stored list (importing the schema takes seconds)."""
+    return known_keys("axolotl.AxolotlInputConfig")
 
 
 def _to_float(value: Any) -> float | None:
@@ -68,20 +61,22 @@ class AxolotlEngine(Engine):
     trust_remote_code_key = "trust_remote_code"
     resume_key = "resume_from_checkpoint"
 
-    def validate(self, cfg: dict[str, Any], source: LocatedYaml | None, label: str) -> list[Problem]:
-        from pydantic import ValidationError
-
-        file = str(source.path) if source else label
-        line_of = source.line_of if source else (lambda _key: None)
-        problems = unknown_keys(
+    def quick_check(self, cfg: dict[str, Any], source: LocatedYaml | None, label: str) -> list[Problem]:
+        return unknown_keys(
             cfg,
             _axolotl_keys(),
             what="Axolotl key",
             note=" (Axolotl would silently ignore it)",
-            file=file,
-            line_of=line_of,
+            file=str(source.path) if source else label,
+            line_of=source.line_of if source else (lambda _key: None),
             otherwise="remove it, or check Axolotl's config reference",
         )
+
+    def validate(self, cfg: dict[str, Any], source: LocatedYaml | None, label: str) -> list[Problem]:
+        from pydantic import ValidationError
+
+        file = str(source.path) if source else label
+        problems = self.quick_check(cfg, source, label)
         from axolotl.utils.config import validate_config
         from axolotl.utils.dict import DictDefault
 

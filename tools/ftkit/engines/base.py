@@ -168,6 +168,11 @@ class Engine(ABC):
     def validate(self, cfg: dict[str, Any], source: LocatedYaml | None, label: str) -> list[Problem]:
         """Schema problems of an engine config (unknown keys, wrong types), located in `source`."""
 
+    def quick_check(self, cfg: dict[str, Any], source: LocatedYaml | None, label: str) -> list[Problem]:
+        """The problems of `validate` found without importing the engine (unknown keys, from the stored key lists
+        of `ftkit.engines.known_keys`): checked first, so a typo is answered in a second. None by default."""
+        return []
+
     @abstractmethod
     def runtime_overrides(self, cfg: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
         """Keys the runner sets for this run: output dir, absolute data paths, caches."""

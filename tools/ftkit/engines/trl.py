@@ -9,7 +9,8 @@ from typing import Any, ClassVar
 from pydantic import ValidationError
 
 from ftkit.engines.base import Engine, StageContext, absolutize, optimizer_setting, python_module
-from ftkit.engines.trl_config import TrlStageConfig, dataclass_field_names, trainer_config_class
+from ftkit.engines.known_keys import known_keys
+from ftkit.engines.trl_config import TrlStageConfig
 from ftkit.errors import Problem
 from ftkit.schema_errors import pydantic_problems, unknown_keys
 from ftkit.yaml_load import LocatedYaml
@@ -30,11 +31,10 @@ class TrlEngine(Engine):
         except ValidationError as exc:
             return pydantic_problems(exc, src, self.config_model)
         problems = self.config_problems(parsed, src)
-        from peft import LoraConfig
-
-        checks = [("trainer", parsed.trainer, dataclass_field_names(trainer_config_class(parsed.stage)))]
+        trainer = "trl.DPOConfig" if parsed.stage == "dpo" else "trl.SFTConfig"  # trl_config.trainer_config_class
+        checks = [("trainer", parsed.trainer, known_keys(trainer))]
         if parsed.lora is not None:
-            checks.append(("lora", parsed.lora, dataclass_field_names(LoraConfig)))
+            checks.append(("lora", parsed.lora, known_keys("peft.LoraConfig")))
         for section, values, known in checks:
             problems += unknown_keys(
                 values,
@@ -46,6 +46,10 @@ class TrlEngine(Engine):
                 otherwise="remove it; see the TRL/PEFT docs",
             )
         return problems
+
+    def quick_check(self, cfg: dict[str, Any], source: LocatedYaml | None, label: str) -> list[Problem]:
+        """All of `validate`: its pydantic model is ours, TRL's and PEFT's keys come from the stored lists."""
+        return self.validate(cfg, source, label)
 
     def config_problems(self, parsed: TrlStageConfig, src: LocatedYaml) -> list[Problem]:
         """Problems between fields of a config that parsed (none here; subclasses add their rules)."""

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -54,7 +53,3 @@ def trainer_config_class(stage: str) -> type:
     from trl import SFTConfig
 
     return SFTConfig
-
-
-def dataclass_field_names(cls: type) -> set[str]:
-    return {f.name for f in dataclasses.fields(cls)}

@@ -48,8 +48,8 @@ from ftkit.pipeline.resume import (
     write_state,
 )
 from ftkit.pipeline.run_report import markdown_summary, plot_curves
-from ftkit.recipes.load import LoadedRecipe, load_recipe
-from ftkit.recipes.resolve import ResolvedStage, resolve_stage, route_sets, validate_profiles
+from ftkit.recipes.load import LoadedRecipe, check_engine_configs, load_recipe
+from ftkit.recipes.resolve import ResolvedStage, check_profile, resolve_stage, route_sets, validate_profiles
 from ftkit.recipes.schema import Export
 from ftkit.yaml_load import dump_yaml
 
@@ -260,13 +260,17 @@ def run_recipe(name: str, opts: RunOptions, events: RunEvents | None = None) -> 
 
 
 def _run(name: str, opts: RunOptions, events: RunEvents, stop: StopRequest) -> RunResult:
-    loaded = load_recipe(name, check_profiles=False)
+    loaded = load_recipe(name, check_profiles=False, quick=True)  # no engine imported: typos are answered at once
     stage_names = [s.name for s in loaded.recipe.stages]
     prev = read_state(opts.resume) if opts.resume else None
     if prev is not None and opts.resume is not None:
         check_resumable(prev, loaded.name, opts.profile, opts.sets, opts.resume)
+    check_profile(loaded, opts.profile)  # a mistyped profile is a usage error, not "needs a GPU"
     sets = route_sets(parse_set(opts.sets), stage_names, recipe=loaded)
-    problems = validate_profiles(loaded, sets)
+    problems = validate_profiles(loaded, sets, quick=True)  # a mistyped --set key before the engine's import
+    if not problems:
+        check_engine_configs(loaded)  # then the engine's full schema, as load_recipe does
+        problems = validate_profiles(loaded, sets)
     if problems:
         raise FtkitError(f"{loaded.name}: the resolved configs are invalid", problems)
     hw = envinfo.hardware()

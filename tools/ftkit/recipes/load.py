@@ -105,7 +105,7 @@ def _stage_files(recipe: Recipe, rdir: Path, source: LocatedYaml, problems: list
         if not isinstance(config.data, dict):
             problems.append(Problem("an engine config must be a YAML mapping", str(config.path), 1, None, None))
             continue
-        problems.extend(engine.validate(config.data, config, stage.config))
+        problems.extend(engine.quick_check(config.data, config, stage.config))  # the full schema: check_engine_configs
         files = StageFiles(stage, config, rdir / stage.schema_file, rdir / stage.sample)
         files.sample_report = validate_file(files.sample_path, files.schema_path)
         problems.extend(files.sample_report.problems)
@@ -168,11 +168,16 @@ def _expected(rdir: Path, recipe: Recipe, problems: list[Problem]) -> tuple[Expe
     return expected, source
 
 
-def load_recipe(name_or_path: str, root: Path | None = None, *, check_profiles: bool = True) -> LoadedRecipe:
+def load_recipe(
+    name_or_path: str, root: Path | None = None, *, check_profiles: bool = True, quick: bool = False
+) -> LoadedRecipe:
     """Load and validate a recipe: recipe.yaml, engine configs, schemas, samples, expected metrics.
 
     With check_profiles, every profile's resolved engine config is validated too, so an override
-    with a typo fails here and not an hour into a GPU run.
+    with a typo fails here and not an hour into a GPU run. The checks that import no engine come first (YAML
+    syntax, the recipe schema, files, samples, bounds, unknown engine keys): a typo is answered in a second, and the
+    engine's own schema (seconds to import) is asked only when they pass. With `quick`, only those run: the caller
+    runs `check_engine_configs` and `validate_profiles` later, as `recipe run` does once its `--set` is checked.
     """
     rdir = find_recipe(name_or_path, root)
     source = load_yaml(rdir / RECIPE_FILE)
@@ -196,18 +201,36 @@ def load_recipe(name_or_path: str, root: Path | None = None, *, check_profiles: 
     if not (rdir / "README.md").is_file():
         problems.append(Problem("README.md is missing", str(rdir / "README.md"), None, None, "describe the recipe"))
     loaded = LoadedRecipe(rdir, recipe, source, stages, expected, expected_source)
-    if check_profiles and not problems:
-        from ftkit.recipes.resolve import validate_profiles
+    from ftkit.recipes.resolve import validate_profiles
 
-        problems.extend(validate_profiles(loaded))
     if check_profiles and not problems:
+        problems.extend(validate_profiles(loaded, quick=True))
+    _raise_problems(loaded, problems)
+    if quick:
+        return loaded
+    check_engine_configs(loaded)
+    if check_profiles:
+        _raise_problems(loaded, validate_profiles(loaded))
         bad_rows = _check_training_data(loaded)
         if bad_rows:
             raise FtkitError(f"{rdir.name}: {len(bad_rows)} problem(s) in the rows a profile trains on", bad_rows,
                              ExitCode.DATA_INVALID)  # fmt: skip
-    if problems:
-        raise FtkitError(f"{rdir.name}: {len(problems)} problem(s)", problems)
     return loaded
+
+
+def _raise_problems(loaded: LoadedRecipe, problems: list[Problem]) -> None:
+    if problems:
+        raise FtkitError(f"{loaded.dir.name}: {len(problems)} problem(s)", problems)
+
+
+def check_engine_configs(loaded: LoadedRecipe) -> None:
+    """Each stage's engine YAML against the engine's full schema (this imports the engine: seconds for Axolotl);
+    raises with every problem found."""
+    from ftkit.engines import get_engine
+
+    engine = get_engine(loaded.recipe.engine)
+    problems = [p for f in loaded.stages for p in engine.validate(f.config.data, f.config, f.stage.config)]
+    _raise_problems(loaded, problems)
 
 
 def _check_training_data(loaded: LoadedRecipe) -> list[Problem]:

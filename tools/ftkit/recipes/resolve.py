@@ -108,6 +108,17 @@ def route_sets(
     return routed
 
 
+def check_profile(loaded: LoadedRecipe, profile_name: str) -> None:
+    """Raise the usage error (exit code 2) for a profile the recipe does not have."""
+    if profile_name not in loaded.recipe.profiles:
+        raise FtkitError.one(
+            f"recipe '{loaded.name}' has no profile '{profile_name}'",
+            file=loaded.source.path,
+            field="profiles",
+            fix=f"use one of {', '.join(loaded.recipe.profiles)}",
+        )
+
+
 def resolve_stage(
     loaded: LoadedRecipe,
     stage_name: str,
@@ -119,13 +130,7 @@ def resolve_stage(
     ctx: StageContext | None = None,
 ) -> ResolvedStage:
     recipe = loaded.recipe
-    if profile_name not in recipe.profiles:
-        raise FtkitError.one(
-            f"recipe '{recipe.name}' has no profile '{profile_name}'",
-            file=loaded.source.path,
-            field="profiles",
-            fix=f"use one of {', '.join(recipe.profiles)}",
-        )
+    check_profile(loaded, profile_name)
     profile = recipe.profiles[profile_name]
     engine = get_engine(recipe.engine)
     files = loaded.stage_files(stage_name)
@@ -159,16 +164,18 @@ def _origin(resolved: ResolvedStage, key: str | None) -> str | None:
     return next((c.origin for c in reversed(resolved.changes) if key and key.startswith(c.key)), None)
 
 
-def validate_profiles(loaded: LoadedRecipe, sets: SetOverrides | None = None) -> list[Problem]:
+def validate_profiles(loaded: LoadedRecipe, sets: SetOverrides | None = None, *, quick: bool = False) -> list[Problem]:
     """Validate each profile's resolved config (with `--set` values, built-in models not built): the
-    engine's schema, and trust_remote_code stays off unless recipe.yaml says why."""
+    engine's schema, and trust_remote_code stays off unless recipe.yaml says why. With `quick`, only the
+    engine's checks that import no engine (`Engine.quick_check`: unknown keys)."""
     engine = get_engine(loaded.recipe.engine)
+    check = engine.quick_check if quick else engine.validate
     problems: list[Problem] = []
     for profile_name in loaded.recipe.profiles:
         for files in loaded.stages:
             resolved = resolve_stage(loaded, files.stage.name, profile_name, sets)
             label = f"{files.stage.config} as resolved for profile '{profile_name}'"
-            found = engine.validate(resolved.config, None, label)
+            found = check(resolved.config, None, label)
             if engine.trusts_remote_code(resolved.config) and not loaded.recipe.trust_remote_code_reason:
                 key = engine.trust_remote_code_key
                 found.append(
