@@ -73,7 +73,7 @@ def test_grpo_logits_bytes_per_logit_match_trls_own_log_prob_path(sequences: int
 def test_grpo_counts_the_logits_of_completion_tokens_only():
     s = Setting(method="lora", stage="grpo", seq_len=1024, micro_batch=8, max_completion_len=512)
     assert logit_tokens(s) == 8 * 513
-    assert logit_tokens(s.model_copy(update={"max_completion_len": None})) == 8 * 513  # default: half the sequence
+    assert logit_tokens(s.with_changes(max_completion_len=None)) == 8 * 513  # default: half the sequence
     qwen = lookup("qwen2.5-1.5b")
     terms = {t.name: t.bytes for t in estimate_memory(qwen, s).terms}
     assert terms["logits"] == 8 * 513 * qwen.vocab_size * 8
@@ -141,10 +141,10 @@ def test_a_large_generation_batch_makes_sampling_the_peak_and_vllm_takes_it_else
     s = Setting(method="lora", stage="grpo", seq_len=4096, micro_batch=4, grad_accum=32, max_completion_len=2048)
     sampled = estimate_memory(qwen, s)
     assert sampled.peak_phase == "sampling of completions"
-    vllm = estimate_memory(qwen, s.model_copy(update={"generation": "vllm"}))
+    vllm = estimate_memory(qwen, s.with_changes(generation="vllm"))
     assert vllm.peak_phase != "sampling of completions" and vllm.peak_allocated < sampled.peak_allocated
-    zero3 = s.model_copy(update={"gpus": 4, "parallelism": "zero3", "grad_accum": 1})
-    gathered = generation_bytes(qwen, zero3) - generation_bytes(qwen, zero3.model_copy(update={"parallelism": "ddp"}))
+    zero3 = s.with_changes(gpus=4, parallelism="zero3", grad_accum=1)
+    gathered = generation_bytes(qwen, zero3) - generation_bytes(qwen, zero3.with_changes(parallelism="ddp"))
     assert gathered == pytest.approx(qwen_weights_bytes(qwen) * 3 / 4)
 
 
@@ -161,5 +161,5 @@ def test_preflight_offers_a_smaller_generation_batch_when_sampling_does_not_fit(
     s = Setting(method="lora", stage="grpo", seq_len=4096, micro_batch=4, grad_accum=32, max_completion_len=2048)
     found = suggestions(qwen, s, 48.0, changes=CHANGES)
     assert found[0].changes[0].startswith("sample fewer completions at once") and found[0].need_gib <= 48 * 0.95
-    smaller = s.model_copy(update={"generation_batch_size": 8})  # lcm(micro-batch 4, 8 generations)
+    smaller = s.with_changes(generation_batch_size=8)  # lcm(micro-batch 4, 8 generations)
     assert generation_bytes(qwen, smaller) < generation_bytes(qwen, s) / 10
