@@ -81,13 +81,16 @@ def test_grpo_counts_the_logits_of_completion_tokens_only():
 
 def test_an_axolotl_grpo_config_gives_the_completion_length_with_trls_default():
     from ftkit.engines.axolotl import AxolotlEngine
+    from ftkit.estimate.from_engine import setting_from_facts
 
-    engine = AxolotlEngine()
-    assert engine.estimate_setting({"rl": "grpo", "trl": {"max_completion_length": 512}})["max_completion_len"] == 512
-    assert engine.estimate_setting({"rl": "grpo"})["max_completion_len"] == 256  # GRPOConfig's default
-    assert "max_completion_len" not in engine.estimate_setting({"rl": "dpo"})
-    sampled = engine.estimate_setting({"rl": "grpo", "trl": {"use_vllm": True, "generation_batch_size": 16}})
-    assert sampled["generation"] == "vllm" and sampled["generation_batch_size"] == 16
+    def estimated(cfg: dict) -> Setting:
+        return setting_from_facts(AxolotlEngine().engine_facts(cfg))
+
+    assert estimated({"rl": "grpo", "trl": {"max_completion_length": 512}}).grpo.max_completion_len == 512
+    assert estimated({"rl": "grpo"}).grpo.max_completion_len == 256  # GRPOConfig's default
+    assert estimated({"rl": "dpo", "trl": {"max_completion_length": 512}}).grpo.max_completion_len is None
+    sampled = estimated({"rl": "grpo", "trl": {"use_vllm": True, "generation_batch_size": 16}})
+    assert sampled.grpo.generation == "vllm" and sampled.grpo.generation_batch_size == 16
 
 
 def _tiny_llama_generation_peak(sequences: int, prompt: int, completion: int) -> tuple[float, float]:
