@@ -120,3 +120,19 @@ def test_the_old_command_line_and_the_package_give_the_same_help():
                          text=True, check=True)  # fmt: skip
     # The same options and description; only the program name in the usage differs.
     assert "--dry-run" in old.stdout and old.stdout.split("\n\n", 1)[1] == new.stdout.split("\n\n", 1)[1]
+
+
+def test_each_recipe_case_measures_the_setting_ftkit_estimates_for_that_stage(tmp_path: Path):
+    from ftkit.engines import get_engine
+    from ftkit.estimate.from_engine import setting_from_facts
+
+    out = tmp_path / "plan.json"
+    assert cli.main(["--dry-run", "--out", str(out), "--cases", *bench.ALL_CASES]) == 0
+    for case in json.loads(out.read_text())["cases_planned"]:
+        if not case["name"].endswith("-recipe"):
+            continue
+        cfg, _ = recipes.stage_config(ROOT / case["source"])
+        s = setting_from_facts(get_engine("axolotl").engine_facts(cfg), gpus=8)
+        assert (case["method"], case["seq_len"], case["micro_batch"]) == (
+            s.method, s.batch.seq_len, s.batch.micro_batch), case["name"]  # fmt: skip
+        assert case["method"] == "full" or case["lora_r"] == s.lora.rank, case["name"]

@@ -211,9 +211,10 @@ def build_cases(yamls: dict[str, dict[str, Any]], tiny: bool, dpo_impl: str) -> 
             on = bool((stage.get("fsdp_config") or {}).get("activation_checkpointing"))
             stage = {**stage, "lora_r": 0, "lora_alpha": 0, "lora_dropout": 0.0, "load_in_4bit": False,
                      "gradient_checkpointing_kwargs": {"use_reentrant": False} if on else None}  # fmt: skip
-        method = (
-            "full" if full else "qlora" if stage["load_in_4bit"] else "dora" if stage.get("peft_use_dora") else "lora"
-        )
+        from ftkit.engines import get_engine
+        from ftkit.estimate.from_engine import method_of
+
+        method = method_of(get_engine("axolotl").engine_facts(stage))  # ftkit's one reading: full/lora/qlora/dora
         return Case(
             arch=arch,
             method=method,
