@@ -251,24 +251,35 @@ def test_the_engine_is_registered_and_trains_through_its_own_entry_point(tmp_pat
     assert engine.command(tmp_path / "c.yaml", ctx)[1:3] == ["-m", "ftkit.engines.unsloth_train"]
 
 
-def test_estimate_setting_and_sequence_len_read_the_unsloth_section():
+def test_engine_facts_and_sequence_len_read_the_unsloth_section():
+    from ftkit.estimate.from_engine import setting_from_facts
+
     engine = get_engine("unsloth")
     cfg = recipe_config()
     assert engine.sequence_len(cfg) == 2048
-    setting = engine.estimate_setting(cfg)
-    assert setting == {
+    facts = engine.engine_facts(cfg)
+    assert (facts.engine, facts.adapter, facts.load_in_4bit, facts.upcasts_embeddings) == (
+        "unsloth",
+        "lora",
+        True,
+        True,
+    )
+    setting = setting_from_facts(facts).flat()
+    expected = {
         "method": "qlora", "stage": "sft", "seq_len": 2048, "micro_batch": 2, "grad_accum": 4,
         "gradient_checkpointing": True, "attention": "sdpa", "optimizer": "adamw_8bit", "adamw_kernel": "fused",
         "sample_packing": False, "double_quant": True, "loss": "standard", "lora_rank": 16, "lora_dropout": 0.0,
-        "lora_targets": tuple(SEVEN),
+        "lora_targets": tuple(SEVEN), "embedding_upcast": True,
     }  # fmt: skip
+    assert {key: setting[key] for key in expected} == expected
     cfg["unsloth"] |= {"use_gradient_checkpointing": False, "max_seq_length": 4096}
     cfg["trainer"]["max_length"] = 1024
-    setting = engine.estimate_setting(cfg)
-    assert (setting["gradient_checkpointing"], setting["seq_len"], engine.sequence_len(cfg)) == (False, 1024, 1024)
-    from ftkit.estimate.inputs import Setting
-
-    Setting(**engine.estimate_setting(recipe_config()))  # the estimator accepts it
+    changed = setting_from_facts(engine.engine_facts(cfg))
+    assert (changed.compute.gradient_checkpointing, changed.batch.seq_len, engine.sequence_len(cfg)) == (
+        False,
+        1024,
+        1024,
+    )
 
 
 def test_the_recipe_names_the_unsloth_image_the_locks_build():

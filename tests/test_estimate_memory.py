@@ -68,14 +68,14 @@ def test_a_whole_model_load_under_fsdp_peaks_at_every_4bit_weight_plus_one_bf16_
     llama70 = lookup("llama-3.1-70b")
     sharded = Setting(method="qlora", gpus=4, parallelism="fsdp", seq_len=1024)
     whole = estimate_memory(llama70, sharded)  # the default: transformers quantizes while loading onto each GPU
-    assert estimate_memory(llama70, sharded.model_copy(update={"parallelism": "zero3"})).load_peak == whole.load_peak
+    assert estimate_memory(llama70, sharded.with_changes(parallelism="zero3")).load_peak == whole.load_peak
     single = {t.name: t.bytes for t in estimate_memory(llama70, Setting(method="qlora")).terms}
     largest = 8192 * 28672 * 2  # the MLP matrices, in bf16 while bitsandbytes quantizes them
     assert whole.load_peak == pytest.approx(single["weights (nf4)"] + single["weights (bf16)"] + largest)
     assert whole.peak_allocated == whole.load_peak and whole.peak_phase.startswith("model load")
     assert whole.reserved == whole.load_peak  # loading does not fragment the pool; training does
     assert whole.train_peak * 1.1 < whole.load_peak
-    trained = estimate_memory(llama70, sharded.model_copy(update={"load_whole_model": False}))
+    trained = estimate_memory(llama70, sharded.with_changes(load_whole_model=False))
     assert trained.load_peak == 0 and trained.peak_allocated < whole.load_peak / 2  # sharding pays off after loading
     # Nothing to add where training keeps the whole model anyway, or for bf16 LoRA (FSDP moves it unit by unit).
     from ftkit.estimate.memory import loading_peak
@@ -136,7 +136,7 @@ def test_preflight_offers_embeddings_skip_upcast_when_preparing_the_4bit_model_i
     s = Setting(method="qlora", seq_len=256)
     memory = estimate_memory(LLAMA8B, s)
     assert memory.peak_phase.startswith("model preparation")
-    skipped = estimate_memory(LLAMA8B, s.model_copy(update={"embedding_upcast": False}))
+    skipped = estimate_memory(LLAMA8B, s.with_changes(embedding_upcast=False))
     budget = (memory.device_total + skipped.device_total) / 2 / GIB / 0.95
     with pytest.raises(FtkitError) as exc:
         check_stage(LLAMA8B, s, [{"name": "small", "memory_gib": budget}], stage="sft", config_file="x",
@@ -159,9 +159,7 @@ def test_estimate_cli_takes_the_embedding_dtype_flags(capsys: pytest.CaptureFixt
 
 def test_master_weights_add_an_fp32_copy_and_fp32_adamw_states_sharded_like_the_optimizer():
     plain = Setting(method="full", gpus=8, parallelism="zero3")
-    masters = {
-        t.name: t.bytes for t in estimate_memory(LLAMA8B, plain.model_copy(update={"master_weights": True})).terms
-    }
+    masters = {t.name: t.bytes for t in estimate_memory(LLAMA8B, plain.with_changes(master_weights=True)).terms}
     bf16 = {t.name: t.bytes for t in estimate_memory(LLAMA8B, plain).terms}
     n = 8_030_261_248
     assert masters["fp32 master weights"] == n * 4 / 8 and "fp32 master weights" not in bf16
@@ -176,7 +174,7 @@ def test_deepspeed_steps_with_an_fp32_copy_of_the_gradient_partition_and_its_fla
     for stage in ("zero1", "zero2", "zero3"):
         s = Setting(method="full", gpus=8, parallelism=stage, master_weights=True, seq_len=256)
         fused = estimate_memory(LLAMA8B, s)
-        foreach = estimate_memory(LLAMA8B, s.model_copy(update={"adamw_kernel": "foreach"}))
+        foreach = estimate_memory(LLAMA8B, s.with_changes(adamw_kernel="foreach"))
         assert _by_name(fused)["optimizer step (transient)"] == pytest.approx(n / 8 * 6)
         assert _by_name(foreach)["optimizer step (transient)"] == pytest.approx(n / 8 * 8)
         assert fused.peak_phase == "optimizer step"
@@ -188,15 +186,15 @@ def test_deepspeed_steps_with_an_fp32_copy_of_the_gradient_partition_and_its_fla
     embedding = LLAMA8B.vocab_size * LLAMA8B.hidden_size
     capped = _by_name(estimate_memory(LLAMA8B, two))["optimizer step (transient)"]
     assert capped == pytest.approx((1e9 + embedding / 2) * 6)  # a sub-group closes past sub_group_size
-    small = two.model_copy(update={"sub_group_size": 100_000_000})
+    small = two.with_changes(sub_group_size=100_000_000)
     assert _by_name(estimate_memory(LLAMA8B, small))["optimizer step (transient)"] == (1e8 + embedding / 2) * 6
-    offloaded = two.model_copy(update={"cpu_offload": True})  # DeepSpeed then steps on the CPU
+    offloaded = two.with_changes(cpu_offload=True)  # DeepSpeed then steps on the CPU
     assert "optimizer step (transient)" not in _by_name(estimate_memory(LLAMA8B, offloaded))
 
 
 def test_a_foreach_adamw_step_allocates_one_state_sized_temporary_and_the_fused_kernel_none():
     full = Setting(method="full", seq_len=1024)
-    foreach = estimate_memory(LLAMA8B, full.model_copy(update={"adamw_kernel": "foreach"}))
+    foreach = estimate_memory(LLAMA8B, full.with_changes(adamw_kernel="foreach"))
     assert _by_name(foreach)["optimizer step (transient)"] == 8_030_261_248 * 2  # sqrt(exp_avg_sq) in bf16
     assert foreach.peak_phase == "optimizer step"
     fused = estimate_memory(LLAMA8B, full)
@@ -204,7 +202,7 @@ def test_a_foreach_adamw_step_allocates_one_state_sized_temporary_and_the_fused_
     assert foreach.peak_allocated - fused.peak_allocated > 14 * 2**30
     lora = Setting(method="lora", adamw_kernel="foreach")  # fp32 adapter states: 4 bytes a trainable parameter
     assert _by_name(estimate_memory(LLAMA8B, lora))["optimizer step (transient)"] == lora_params(LLAMA8B, lora) * 4
-    eight_bit = full.model_copy(update={"adamw_kernel": "foreach", "optimizer": "adamw_8bit"})
+    eight_bit = full.with_changes(adamw_kernel="foreach", optimizer="adamw_8bit")
     assert "optimizer step (transient)" not in _by_name(estimate_memory(LLAMA8B, eight_bit))
 
 
@@ -331,11 +329,11 @@ def test_preflight_offers_axolotl_flash_attention_for_a_full_fine_tune_holding_f
     llama3b = lookup("llama-3.2-3b")
     s = Setting(method="full", seq_len=1024, optimizer="adamw", fp32_embeddings=True)
     need = estimate_memory(llama3b, s).device_total / GIB
-    flat = estimate_memory(llama3b, s.model_copy(update={"fp32_embeddings": False})).device_total / GIB
+    flat = estimate_memory(llama3b, s.with_changes(fp32_embeddings=False)).device_total / GIB
     budget = (need + flat) / 2 / 0.95  # fits only without the fp32 embeddings
     found = suggestions(llama3b, s, budget, changes=ENGINE_CHANGES["axolotl"])
     assert found and "flash_attention" in found[0].changes[0]
-    assert not suggestions(llama3b, s.model_copy(update={"fp32_embeddings": False}), 1.0,
+    assert not suggestions(llama3b, s.with_changes(fp32_embeddings=False), 1.0,
                            changes=ENGINE_CHANGES["axolotl"])  # fmt: skip
 
 
@@ -387,7 +385,7 @@ def test_fp32_adapters_under_bf16_autocast_keep_bf16_input_copies_as_estimated(m
     cpu_dropout = (FP32 - DROPOUT_MASK) * sum(shapes[t][0] for t in targets) if dropout else 0
     expected = layer_activation_bytes_per_token(arch, s) + cache + cpu_dropout
     assert expected == pytest.approx(per_layer_token, rel=0.02)
-    without = layer_activation_bytes_per_token(arch, s.model_copy(update={"autocast": False}))
+    without = layer_activation_bytes_per_token(arch, s.with_changes(autocast=False))
     assert without > expected, "without autocast the adapters keep fp32 copies: more memory"
 
 

@@ -73,7 +73,7 @@ def test_grpo_logits_bytes_per_logit_match_trls_own_log_prob_path(sequences: int
 def test_grpo_counts_the_logits_of_completion_tokens_only():
     s = Setting(method="lora", stage="grpo", seq_len=1024, micro_batch=8, max_completion_len=512)
     assert logit_tokens(s) == 8 * 513
-    assert logit_tokens(s.model_copy(update={"max_completion_len": None})) == 8 * 513  # default: half the sequence
+    assert logit_tokens(s.with_changes(max_completion_len=None)) == 8 * 513  # default: half the sequence
     qwen = lookup("qwen2.5-1.5b")
     terms = {t.name: t.bytes for t in estimate_memory(qwen, s).terms}
     assert terms["logits"] == 8 * 513 * qwen.vocab_size * 8
@@ -81,13 +81,16 @@ def test_grpo_counts_the_logits_of_completion_tokens_only():
 
 def test_an_axolotl_grpo_config_gives_the_completion_length_with_trls_default():
     from ftkit.engines.axolotl import AxolotlEngine
+    from ftkit.estimate.from_engine import setting_from_facts
 
-    engine = AxolotlEngine()
-    assert engine.estimate_setting({"rl": "grpo", "trl": {"max_completion_length": 512}})["max_completion_len"] == 512
-    assert engine.estimate_setting({"rl": "grpo"})["max_completion_len"] == 256  # GRPOConfig's default
-    assert "max_completion_len" not in engine.estimate_setting({"rl": "dpo"})
-    sampled = engine.estimate_setting({"rl": "grpo", "trl": {"use_vllm": True, "generation_batch_size": 16}})
-    assert sampled["generation"] == "vllm" and sampled["generation_batch_size"] == 16
+    def estimated(cfg: dict) -> Setting:
+        return setting_from_facts(AxolotlEngine().engine_facts(cfg))
+
+    assert estimated({"rl": "grpo", "trl": {"max_completion_length": 512}}).grpo.max_completion_len == 512
+    assert estimated({"rl": "grpo"}).grpo.max_completion_len == 256  # GRPOConfig's default
+    assert estimated({"rl": "dpo", "trl": {"max_completion_length": 512}}).grpo.max_completion_len is None
+    sampled = estimated({"rl": "grpo", "trl": {"use_vllm": True, "generation_batch_size": 16}})
+    assert sampled.grpo.generation == "vllm" and sampled.grpo.generation_batch_size == 16
 
 
 def _tiny_llama_generation_peak(sequences: int, prompt: int, completion: int) -> tuple[float, float]:
@@ -141,10 +144,10 @@ def test_a_large_generation_batch_makes_sampling_the_peak_and_vllm_takes_it_else
     s = Setting(method="lora", stage="grpo", seq_len=4096, micro_batch=4, grad_accum=32, max_completion_len=2048)
     sampled = estimate_memory(qwen, s)
     assert sampled.peak_phase == "sampling of completions"
-    vllm = estimate_memory(qwen, s.model_copy(update={"generation": "vllm"}))
+    vllm = estimate_memory(qwen, s.with_changes(generation="vllm"))
     assert vllm.peak_phase != "sampling of completions" and vllm.peak_allocated < sampled.peak_allocated
-    zero3 = s.model_copy(update={"gpus": 4, "parallelism": "zero3", "grad_accum": 1})
-    gathered = generation_bytes(qwen, zero3) - generation_bytes(qwen, zero3.model_copy(update={"parallelism": "ddp"}))
+    zero3 = s.with_changes(gpus=4, parallelism="zero3", grad_accum=1)
+    gathered = generation_bytes(qwen, zero3) - generation_bytes(qwen, zero3.with_changes(parallelism="ddp"))
     assert gathered == pytest.approx(qwen_weights_bytes(qwen) * 3 / 4)
 
 
@@ -161,5 +164,5 @@ def test_preflight_offers_a_smaller_generation_batch_when_sampling_does_not_fit(
     s = Setting(method="lora", stage="grpo", seq_len=4096, micro_batch=4, grad_accum=32, max_completion_len=2048)
     found = suggestions(qwen, s, 48.0, changes=CHANGES)
     assert found[0].changes[0].startswith("sample fewer completions at once") and found[0].need_gib <= 48 * 0.95
-    smaller = s.model_copy(update={"generation_batch_size": 8})  # lcm(micro-batch 4, 8 generations)
+    smaller = s.with_changes(generation_batch_size=8)  # lcm(micro-batch 4, 8 generations)
     assert generation_bytes(qwen, smaller) < generation_bytes(qwen, s) / 10

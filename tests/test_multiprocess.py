@@ -20,15 +20,24 @@ from ftkit.engines.axolotl import (
     AxolotlEngine,
     cpu_offload_of,
     deepspeed_stage,
-    parallelism_of,
 )
 from ftkit.engines.base import StageContext
+from ftkit.estimate.from_engine import parallelism_of, setting_from_facts
 
 MULTI_GPU_RECIPES = {
     "llama8b-full-fsdp": "fsdp",
     "llama8b-full-deepspeed-zero3": "zero3",
     "llama70b-qlora-fsdp": "fsdp",
 }
+
+
+def estimated(cfg: dict, engine=None):  # type: ignore[no-untyped-def]
+    """The estimator's setting of an engine config, on 8 GPUs (a sharded config needs several)."""
+    return setting_from_facts((engine or AxolotlEngine()).engine_facts(cfg), gpus=8)
+
+
+def sharding(cfg: dict) -> str | None:
+    return parallelism_of(AxolotlEngine().engine_facts(cfg))
 
 
 def ctx(tmp_path: Path, device: str = "cpu", gpus: int = 0, processes: int | None = None) -> StageContext:
@@ -117,67 +126,65 @@ def test_a_deepspeed_json_beside_the_recipe_is_passed_to_axolotl_as_an_absolute_
 def test_the_estimator_reads_the_zero_stage_from_the_deepspeed_json(tmp_path: Path, zero: dict, expected: str):
     (tmp_path / "any-name.json").write_text(json.dumps({"zero_optimization": zero}))
     cfg = {"deepspeed": str(tmp_path / "any-name.json")}
-    assert parallelism_of(cfg) == expected
-    assert AxolotlEngine().estimate_setting(cfg)["parallelism"] == expected
-    assert parallelism_of({"deepspeed": {"zero_optimization": zero}}) == expected  # inline
+    assert sharding(cfg) == expected
+    assert estimated(cfg).parallel.strategy == expected
+    assert sharding({"deepspeed": {"zero_optimization": zero}}) == expected  # inline
 
 
 def test_a_deepspeed_file_not_readable_here_gives_its_stage_by_name_and_an_unknown_one_none():
     assert deepspeed_stage({"deepspeed": "deepspeed_configs/zero2.json"}) == 2  # Axolotl's own file names
     assert deepspeed_stage({"deepspeed": "elsewhere/my-config.json"}) is None
-    assert "parallelism" not in AxolotlEngine().estimate_setting({"deepspeed": "elsewhere/my-config.json"})
-    assert parallelism_of({}) is None
+    assert estimated({"deepspeed": "elsewhere/my-config.json"}).parallel.strategy == "none"
+    assert sharding({}) is None
 
 
 def test_axolotls_embeddings_skip_upcast_turns_off_the_kbit_preparation_peak():
-    assert (
-        AxolotlEngine().estimate_setting({"adapter": "qlora", "embeddings_skip_upcast": True})["embedding_upcast"]
-        is False
-    )
-    assert "embedding_upcast" not in AxolotlEngine().estimate_setting({"adapter": "qlora"})
+    assert estimated({"adapter": "qlora", "embeddings_skip_upcast": True}).precision.embedding_upcast is False
+    assert estimated({"adapter": "qlora"}).precision.embedding_upcast is True
 
 
 def test_a_single_process_full_fine_tune_without_flash_attention_keeps_fp32_embeddings():
     engine = AxolotlEngine()
-    assert engine.estimate_setting({"attn_implementation": "sdpa"})["fp32_embeddings"]
+    assert estimated({"attn_implementation": "sdpa"}, engine).precision.fp32_embeddings
     fsdp = {"fsdp_version": 2, "fsdp_config": {"reshard_after_forward": True}}
     zero2 = {"deepspeed": {"zero_optimization": {"stage": 2}}}
     for cfg in ({"flash_attention": True}, fsdp, {"adapter": "lora"}, zero2):
-        assert "fp32_embeddings" not in engine.estimate_setting(cfg), cfg
+        assert not estimated(cfg, engine).precision.fp32_embeddings, cfg
 
 
 def test_deepspeed_and_fsdp1_configs_estimate_fp32_master_weights_and_fsdp2_does_not():
     engine = AxolotlEngine()
-    assert engine.estimate_setting({"deepspeed": {"zero_optimization": {"stage": 3}}})["master_weights"]
-    assert engine.estimate_setting({"fsdp_config": {"reshard_after_forward": True}})["master_weights"]  # FSDP1
+    assert estimated({"deepspeed": {"zero_optimization": {"stage": 3}}}, engine).precision.master_weights
+    assert estimated({"fsdp_config": {"reshard_after_forward": True}}, engine).precision.master_weights  # FSDP1
     fsdp2 = {"fsdp_version": 2, "fsdp_config": {"reshard_after_forward": True}}
-    assert "master_weights" not in engine.estimate_setting(fsdp2)
-    assert "master_weights" not in engine.estimate_setting({})
+    assert not estimated(fsdp2, engine).precision.master_weights
+    assert not estimated({}, engine).precision.master_weights
 
 
 def test_the_optimizer_name_sets_the_adamw_kernel_and_unset_means_the_fused_default():
     engine = AxolotlEngine()
-    assert engine.estimate_setting({})["adamw_kernel"] == "fused"  # Axolotl's default: adamw_torch_fused
-    assert engine.estimate_setting({"optimizer": "adamw_torch"})["adamw_kernel"] == "foreach"
-    assert engine.estimate_setting({"optimizer": "adamw_torch_fused"})["adamw_kernel"] == "fused"
+    assert estimated({}, engine).optim.adamw_kernel == "fused"  # Axolotl's default: adamw_torch_fused
+    assert estimated({"optimizer": "adamw_torch"}, engine).optim.adamw_kernel == "foreach"
+    assert estimated({"optimizer": "adamw_torch_fused"}, engine).optim.adamw_kernel == "fused"
     from ftkit.engines.trl import TrlEngine
 
-    assert TrlEngine().estimate_setting({"trainer": {"optim": "adamw_torch"}})["adamw_kernel"] == "foreach"
-    assert TrlEngine().estimate_setting({"trainer": {}})["adamw_kernel"] == "fused"
+    assert estimated({"trainer": {"optim": "adamw_torch"}}, TrlEngine()).optim.adamw_kernel == "foreach"
+    assert estimated({"trainer": {}}, TrlEngine()).optim.adamw_kernel == "fused"
 
 
 def test_a_zero3_config_passes_its_sub_group_size_to_the_estimator():
     zero3 = {"deepspeed": {"zero_optimization": {"stage": 3, "sub_group_size": 50_000_000}}}
-    assert AxolotlEngine().estimate_setting(zero3)["sub_group_size"] == 50_000_000
-    assert "sub_group_size" not in AxolotlEngine().estimate_setting({"deepspeed": {"zero_optimization": {"stage": 3}}})
+    assert estimated(zero3).optim.sub_group_size == 50_000_000
+    assert estimated({"deepspeed": {"zero_optimization": {"stage": 3}}}).optim.sub_group_size == 1_000_000_000
 
 
 def test_fsdp_configs_estimate_as_fsdp_with_fsdps_own_activation_checkpointing_and_offload():
     cfg = {"fsdp_version": 2, "fsdp_config": {"activation_checkpointing": True, "offload_params": True}}
-    setting = AxolotlEngine().estimate_setting(cfg)
-    assert setting["parallelism"] == "fsdp" and setting["gradient_checkpointing"] and setting["cpu_offload"]
-    plain = AxolotlEngine().estimate_setting({"fsdp_config": {"activation_checkpointing": False}})
-    assert not plain["gradient_checkpointing"] and "cpu_offload" not in plain
+    setting = estimated(cfg)
+    assert setting.parallel.strategy == "fsdp" and setting.compute.gradient_checkpointing
+    assert setting.parallel.cpu_offload
+    plain = estimated({"fsdp_config": {"activation_checkpointing": False}})
+    assert not plain.compute.gradient_checkpointing and not plain.parallel.cpu_offload
     assert cpu_offload_of({"deepspeed": {"zero_optimization": {"offload_optimizer": {"device": "cpu"}}}})
 
 
@@ -190,12 +197,13 @@ def test_the_multi_gpu_recipes_shard_as_named_and_smoke_in_two_processes(name: s
     loaded = load_recipe(name)
     cfg = resolve_stage(loaded, "sft", "full").config
     base = loaded.dir
-    assert parallelism_of(cfg, base) == parallelism
+    assert sharding(cfg) == parallelism
+    assert parallelism != "zero3" or deepspeed_stage(cfg, base) == 3  # its JSON read, relative to the recipe
     assert loaded.recipe.profiles["smoke"].processes == 2
     assert loaded.recipe.hardware.gpus >= 2
     smoke = resolve_stage(loaded, "sft", "smoke").config
-    assert parallelism_of(smoke, base) == parallelism  # the smoke run exercises the same sharding
-    assert AxolotlEngine().estimate_setting(cfg)["gradient_checkpointing"]  # FSDP's own or transformers'
+    assert sharding(smoke) == parallelism  # the smoke run exercises the same sharding
+    assert estimated(cfg).compute.gradient_checkpointing  # FSDP's own or transformers'
     if parallelism == "fsdp":
         assert cfg["fsdp_config"]["transformer_layer_cls_to_wrap"] == "LlamaDecoderLayer" and cfg["fsdp_version"] == 2
 
@@ -293,22 +301,20 @@ def test_the_recipe_folder_is_first_on_the_training_process_path_for_its_reward_
      ({"liger_fused_linear_cross_entropy": True}, "fused")],
 )  # fmt: skip
 def test_the_axolotl_loss_keys_choose_the_estimators_loss_kernel(keys, loss):
-    assert AxolotlEngine().estimate_setting(keys)["loss"] == loss
+    assert estimated(keys).compute.loss == loss
 
 
 def test_a_trl_config_with_liger_kernels_is_estimated_with_the_fused_loss():
     from ftkit.engines import get_engine
 
     trl = get_engine("trl")
-    assert trl.estimate_setting({"trainer": {"use_liger_kernel": True}})["loss"] == "fused"
-    assert trl.estimate_setting({"trainer": {}})["loss"] == "standard"
+    assert estimated({"trainer": {"use_liger_kernel": True}}, trl).compute.loss == "fused"
+    assert estimated({"trainer": {}}, trl).compute.loss == "standard"
 
 
 def test_trl_prepares_no_fp32_embedding_upcast_and_unsloth_keeps_the_estimators_upper_bound():
     from ftkit.engines import get_engine
-    from ftkit.estimate.inputs import Setting
 
     qlora = {"model": {"load_in_4bit": True}, "lora": {"r": 8}, "trainer": {}}
-    assert get_engine("trl").estimate_setting(qlora)["embedding_upcast"] is False
-    assert Setting(**get_engine("trl").estimate_setting(qlora)).embedding_upcast is False
-    assert "embedding_upcast" not in get_engine("unsloth").estimate_setting({**qlora, "unsloth": {}})
+    assert estimated(qlora, get_engine("trl")).precision.embedding_upcast is False
+    assert estimated({**qlora, "unsloth": {}}, get_engine("unsloth")).precision.embedding_upcast is True

@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ftkit.engines.base import Engine, StageContext, absolutize, optimizer_setting
+from ftkit.engines.base import Engine, StageContext, absolutize
+from ftkit.engines.facts import EngineFacts
 from ftkit.engines.known_keys import known_keys
 from ftkit.errors import Problem
 from ftkit.schema_errors import unknown_keys
@@ -179,71 +180,56 @@ class AxolotlEngine(Engine):
     def dataset_paths(self, cfg: dict[str, Any]) -> list[str]:
         return [str(d["path"]) for d in cfg.get("datasets") or [] if isinstance(d, dict) and "path" in d]
 
-    def estimate_setting(self, cfg: dict[str, Any]) -> dict[str, Any]:
-        adapter = cfg.get("adapter")
-        method = "full" if not adapter else "qlora" if cfg.get("load_in_4bit") or adapter == "qlora" else "lora"
-        if adapter and cfg.get("peft_use_dora"):
-            method = "dora"
-        stage = {"dpo": "dpo", "ipo": "dpo", "kto": "kto", "orpo": "orpo", "grpo": "grpo"}.get(
-            str(cfg.get("rl") or ""), "reward" if cfg.get("reward_model") else "sft"
-        )
-        attn = str(cfg.get("attn_implementation") or "")
-        attention = "flash" if cfg.get("flash_attention") or "flash" in attn else "eager" if attn == "eager" else "sdpa"
-        bnb = cfg.get("bnb_config_kwargs") or {}
-        out: dict[str, Any] = {
-            "method": method,
-            "stage": stage,
-            "seq_len": int(cfg.get("sequence_len") or 2048),
-            "micro_batch": int(cfg.get("micro_batch_size") or 1),
-            "grad_accum": int(cfg.get("gradient_accumulation_steps") or 1),
-            "gradient_checkpointing": bool(cfg.get("gradient_checkpointing")) or fsdp_checkpointing(cfg),
-            "attention": attention,
-            **optimizer_setting(cfg.get("optimizer")),
-            "sample_packing": bool(cfg.get("sample_packing")),
-            "double_quant": bool(bnb.get("bnb_4bit_use_double_quant", True)),
-            "loss": loss_kernel_of(cfg),
-        }
-        if adapter:
-            targets = cfg.get("lora_target_modules")
-            out |= {"lora_rank": int(cfg.get("lora_r") or 8), "lora_dropout": float(cfg.get("lora_dropout") or 0.0)}
-            if targets and not cfg.get("lora_target_linear"):
-                out["lora_targets"] = tuple(targets)
-        if stage == "grpo":  # completions sampled per prompt (TRL's default 8) and their length (TRL's default 256)
-            trl = cfg.get("trl") or {}
-            out["num_generations"] = int(trl.get("num_generations") or 8)
-            out["max_completion_len"] = int(trl.get("max_completion_length") or 256)
-            if trl.get("use_vllm"):
-                out["generation"] = "vllm"
-            if trl.get("generation_batch_size"):
-                out["generation_batch_size"] = int(trl["generation_batch_size"])
-        if parallelism := parallelism_of(cfg):
-            out["parallelism"] = parallelism
-        if cpu_offload_of(cfg):
-            out["cpu_offload"] = True
-        if cfg.get("embeddings_skip_upcast") and method == "qlora":
-            out["embedding_upcast"] = False
-        # Axolotl upcasts embeddings, lm_head and norms on load and casts them back only for adapters, FSDP or flash
-        # attention (ModelLoader._configure_embedding_dtypes); DeepSpeed's bf16 engine casts the whole model back.
-        if method == "full" and parallelism in (None, "ddp") and attention != "flash":
-            out["fp32_embeddings"] = True
-        # DeepSpeed's ZeRO optimizers keep fp32 masters of a bf16 model; accelerate upcasts FSDP1's flat parameters.
-        if str(parallelism).startswith("zero") or (parallelism == "fsdp" and str(cfg.get("fsdp_version")) != "2"):
-            out["master_weights"] = True
+    def engine_facts(self, cfg: dict[str, Any]) -> EngineFacts:
+        adapter = cfg.get("adapter") or None
+        bnb, trl = cfg.get("bnb_config_kwargs") or {}, cfg.get("trl") or {}
+        targets = cfg.get("lora_target_modules")
         sub_group = ((deepspeed_config(cfg) or {}).get("zero_optimization") or {}).get("sub_group_size")
-        if parallelism == "zero3" and isinstance(sub_group, int | float) and sub_group >= 1:
-            out["sub_group_size"] = int(sub_group)
-        return out
+        version = cfg.get("fsdp_version")
+        return EngineFacts(
+            engine=self.name,
+            adapter=str(adapter) if adapter else None,
+            load_in_4bit=bool(cfg.get("load_in_4bit")),
+            bnb_4bit_use_double_quant=bool(bnb.get("bnb_4bit_use_double_quant", True)),
+            use_dora=bool(adapter and cfg.get("peft_use_dora")),
+            rl=str(cfg.get("rl") or "") or None,
+            reward_model=bool(cfg.get("reward_model")),
+            sequence_len=int(cfg.get("sequence_len") or 2048),
+            micro_batch_size=int(cfg.get("micro_batch_size") or 1),
+            gradient_accumulation_steps=int(cfg.get("gradient_accumulation_steps") or 1),
+            sample_packing=bool(cfg.get("sample_packing")),
+            gradient_checkpointing=bool(cfg.get("gradient_checkpointing")),
+            fsdp_activation_checkpointing=fsdp_checkpointing(cfg),
+            attn_implementation=str(cfg.get("attn_implementation") or "") or None,
+            flash_attention=bool(cfg.get("flash_attention")),
+            optimizer=str(cfg["optimizer"]) if cfg.get("optimizer") else None,
+            chunked_cross_entropy=bool(cfg.get("chunked_cross_entropy")),
+            fused_linear_cross_entropy=bool(
+                cfg.get("cut_cross_entropy") or cfg.get("liger_fused_linear_cross_entropy")
+            ),
+            # LoRA's defaults are PEFT's (r=8); lora_target_linear: every linear layer.
+            lora_r=int(cfg.get("lora_r") or 8) if adapter else None,
+            lora_dropout=float(cfg.get("lora_dropout") or 0.0) if adapter else None,
+            lora_target_modules=tuple(targets) if adapter and targets and not cfg.get("lora_target_linear") else None,
+            # GRPOConfig's defaults: 8 completions per prompt of at most 256 tokens.
+            num_generations=int(trl.get("num_generations") or 8),
+            max_completion_length=int(trl.get("max_completion_length") or 256),
+            use_vllm=bool(trl.get("use_vllm")),
+            generation_batch_size=int(trl["generation_batch_size"]) if trl.get("generation_batch_size") else None,
+            fsdp=bool(cfg.get("fsdp") or cfg.get("fsdp_config")),
+            fsdp_version=None if version is None else str(version),
+            deepspeed_zero_stage=deepspeed_stage(cfg),
+            cpu_offload=cpu_offload_of(cfg),
+            zero3_sub_group_size=int(sub_group) if isinstance(sub_group, int | float) and sub_group >= 1 else None,
+            # Axolotl upcasts embeddings, lm_head and norms on load and casts them back only for adapters, FSDP or
+            # flash attention (ModelLoader._configure_embedding_dtypes).
+            upcasts_embeddings=True,
+            embeddings_skip_upcast=bool(cfg.get("embeddings_skip_upcast")),
+            full_keeps_fp32_embeddings=True,
+        )
 
 
 _ZERO_IN_NAME = re.compile(r"zero([123])")
-
-
-def loss_kernel_of(cfg: dict[str, Any]) -> str:
-    """The SFT loss kernel an Axolotl config selects: Cut Cross-Entropy or Liger's fused linear cross-entropy (their
-    plugins' keys) never build the logits; `chunked_cross_entropy` upcasts them a chunk at a time."""
-    if cfg.get("cut_cross_entropy") or cfg.get("liger_fused_linear_cross_entropy"):
-        return "fused"
-    return "chunked" if cfg.get("chunked_cross_entropy") else "standard"
 
 
 def deepspeed_config(cfg: dict[str, Any], base: Path | None = None) -> dict[str, Any] | None:
@@ -276,17 +262,6 @@ def deepspeed_stage(cfg: dict[str, Any], base: Path | None = None) -> int | None
         return int(stage) if stage is not None else 0
     found = _ZERO_IN_NAME.search(Path(str(cfg["deepspeed"])).name)
     return int(found.group(1)) if found else None
-
-
-def parallelism_of(cfg: dict[str, Any], base: Path | None = None) -> str | None:
-    """The estimator's parallelism: "fsdp" (FSDP1/FSDP2), "zero1/2/3" (DeepSpeed ZeRO; stage 0 is plain data
-    parallel: "ddp"), else None (one process per GPU without sharding is the estimator's default)."""
-    if cfg.get("fsdp") or cfg.get("fsdp_config"):
-        return "fsdp"
-    stage = deepspeed_stage(cfg, base)
-    if stage is None:
-        return None
-    return f"zero{stage}" if stage in (1, 2, 3) else "ddp"
 
 
 def fsdp_option(cfg: dict[str, Any], name: str) -> bool:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ftkit.dotted_keys import get_path, has_path
+from ftkit.engines.facts import EngineFacts
 from ftkit.engines.forward_sigterm import ForwardSignals
 from ftkit.errors import Problem
 from ftkit.yaml_load import LocatedYaml
@@ -128,34 +129,6 @@ def absolutize(path: str, base: Path) -> str:
     return str(candidate.resolve()) if not Path(path).is_absolute() and candidate.exists() else path
 
 
-def optimizer_kind(name: str) -> str:
-    """An HF/Axolotl optimizer name -> the estimator's kind (adamw, adamw_8bit, paged_adamw_8bit, adafactor, sgd)."""
-    name = name.lower()
-    if "paged" in name and "8bit" in name:
-        return "paged_adamw_8bit"
-    if "8bit" in name:
-        return "adamw_8bit"
-    if "adafactor" in name:
-        return "adafactor"
-    if name.startswith("sgd"):
-        return "sgd"
-    return "adamw"
-
-
-def adamw_kernel(name: str) -> str:
-    """Which AdamW step an HF optimizer name runs: "foreach" for adamw_torch (torch.optim.AdamW with its CUDA
-    default), "fused" for adamw_torch_fused and everything else (their steps allocate nothing the size of the
-    model)."""
-    return "foreach" if name.lower() == "adamw_torch" else "fused"
-
-
-def optimizer_setting(name: object) -> dict[str, str]:
-    """The estimator's optimizer fields for an HF/Axolotl optimizer name; unset means adamw_torch_fused, the default
-    of both transformers (with torch >= 2.8) and Axolotl."""
-    text = str(name or "adamw_torch_fused")
-    return {"optimizer": optimizer_kind(text), "adamw_kernel": adamw_kernel(text)}
-
-
 class Engine(ABC):
     """One training engine. Subclasses are small: config keys, command line, log format."""
 
@@ -208,8 +181,9 @@ class Engine(ABC):
         return False
 
     @abstractmethod
-    def estimate_setting(self, cfg: dict[str, Any]) -> dict[str, Any]:
-        """The memory/time estimator's view of the config (`ftkit.estimate.inputs.Setting` fields)."""
+    def engine_facts(self, cfg: dict[str, Any]) -> EngineFacts:
+        """What the config says about the stage, in engine-neutral names and with this engine's defaults; the
+        estimator maps it to its setting (`ftkit.estimate.from_engine`)."""
 
     def env(self, ctx: StageContext) -> dict[str, str]:
         return {"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", HISTORY_ENV: str(ctx.history_path),

@@ -8,7 +8,8 @@ from typing import Any, ClassVar
 
 from pydantic import ValidationError
 
-from ftkit.engines.base import Engine, StageContext, absolutize, optimizer_setting, python_module
+from ftkit.engines.base import Engine, StageContext, absolutize, python_module
+from ftkit.engines.facts import EngineFacts
 from ftkit.engines.known_keys import known_keys
 from ftkit.engines.trl_config import TrlStageConfig
 from ftkit.errors import Problem
@@ -90,32 +91,32 @@ class TrlEngine(Engine):
         path = cfg.get("dataset", {}).get("path")
         return [str(path)] if path else []
 
-    def estimate_setting(self, cfg: dict[str, Any]) -> dict[str, Any]:
+    def engine_facts(self, cfg: dict[str, Any]) -> EngineFacts:
         model, trainer, lora = cfg.get("model") or {}, cfg.get("trainer") or {}, cfg.get("lora")
-        method = "full" if lora is None else "qlora" if model.get("load_in_4bit") else "lora"
-        if lora and lora.get("use_dora"):
-            method = "dora"
-        attn = str(model.get("attn_implementation") or "sdpa")
-        out: dict[str, Any] = {
-            "method": method,
-            "stage": cfg.get("stage", "sft"),
-            "seq_len": int(trainer.get("max_length") or 1024),
-            "micro_batch": int(trainer.get("per_device_train_batch_size") or 8),
-            "grad_accum": int(trainer.get("gradient_accumulation_steps") or 1),
-            "gradient_checkpointing": bool(trainer.get("gradient_checkpointing", True)),
-            "attention": "flash" if "flash" in attn else attn,
-            **optimizer_setting(trainer.get("optim")),
-            "sample_packing": bool(trainer.get("packing")),
-            "double_quant": bool(model.get("bnb_4bit_use_double_quant", True)),
+        stage = str(cfg.get("stage", "sft"))
+        targets = lora.get("target_modules") if lora else None
+        return EngineFacts(
+            engine=self.name,
+            adapter=None if lora is None else "lora",
+            load_in_4bit=bool(model.get("load_in_4bit")),
+            bnb_4bit_use_double_quant=bool(model.get("bnb_4bit_use_double_quant", True)),
+            use_dora=bool(lora and lora.get("use_dora")),
+            rl=None if stage in ("sft", "reward") else stage,
+            reward_model=stage == "reward",
+            # SFTConfig's and DPOConfig's defaults: 1024 tokens, 8 rows per device, gradient checkpointing on.
+            sequence_len=int(trainer.get("max_length") or 1024),
+            micro_batch_size=int(trainer.get("per_device_train_batch_size") or 8),
+            gradient_accumulation_steps=int(trainer.get("gradient_accumulation_steps") or 1),
+            sample_packing=bool(trainer.get("packing")),
+            gradient_checkpointing=bool(trainer.get("gradient_checkpointing", True)),
+            attn_implementation=str(model.get("attn_implementation") or "sdpa"),
+            optimizer=str(trainer["optim"]) if trainer.get("optim") else None,
             # transformers' Liger integration swaps the causal-LM loss for its fused linear cross-entropy
-            "loss": "fused" if trainer.get("use_liger_kernel") else "standard",
+            fused_linear_cross_entropy=bool(trainer.get("use_liger_kernel")),
+            lora_r=int(lora.get("r") or 8) if lora else None,
+            lora_dropout=float(lora.get("lora_dropout") or 0.0) if lora else None,
+            lora_target_modules=tuple(targets) if isinstance(targets, list) else None,
             # TRL 1.9's trainers (and this engine) never call prepare_model_for_kbit_training: the embeddings keep
             # their dtype while the model is prepared, so there is no fp32 upcast before training.
-            "embedding_upcast": False,
-        }
-        if lora:
-            targets = lora.get("target_modules")
-            out |= {"lora_rank": int(lora.get("r") or 8), "lora_dropout": float(lora.get("lora_dropout") or 0.0)}
-            if isinstance(targets, list):
-                out["lora_targets"] = tuple(targets)
-        return out
+            upcasts_embeddings=False,
+        )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ftkit.engines.facts import EngineFacts
 from ftkit.engines.trl import TrlEngine
 from ftkit.engines.trl_config import TrlStageConfig
 from ftkit.engines.unsloth_config import UnslothStageConfig, effective_config
@@ -52,10 +53,9 @@ class UnslothEngine(TrlEngine):
     def sequence_len(self, cfg: dict[str, Any]) -> int | None:
         return super().sequence_len(effective_config(cfg))
 
-    def estimate_setting(self, cfg: dict[str, Any]) -> dict[str, Any]:
+    def engine_facts(self, cfg: dict[str, Any]) -> EngineFacts:
         # "unsloth" checkpointing also offloads the saved layer inputs to CPU RAM and Unsloth picks its own attention
         # kernels, which the estimator does not model: on the Unsloth path its activation term is an upper bound.
-        out = super().estimate_setting(effective_config(cfg))
+        facts = super().engine_facts(effective_config(cfg))
         # Unsloth prepares 4-bit models its own way (not read here): keep the estimator's upcast, an upper bound.
-        out.pop("embedding_upcast", None)
-        return out
+        return facts.model_copy(update={"engine": self.name, "upcasts_embeddings": True})

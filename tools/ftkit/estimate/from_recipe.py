@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ftkit.errors import FtkitError
+from ftkit.estimate.from_engine import setting_from_facts
 from ftkit.estimate.inputs import Setting
 from ftkit.estimate.specs import Architecture
 from ftkit.estimate.tokens import StageData, stage_data
@@ -100,9 +101,9 @@ def recipe_stage_plans(
         cfg = resolve_stage(loaded, stage.name, profile).config
         base = root_base if stage.init_from and root_base else engine.base_model(cfg)
         root_base = root_base or base
-        fields = {"gpus": loaded.recipe.hardware.gpus, **engine.estimate_setting(cfg), **(overrides or {})}
         try:
-            setting = Setting(**fields)
+            setting = setting_from_facts(engine.engine_facts(cfg), **{"gpus": loaded.recipe.hardware.gpus,
+                                                                      **(overrides or {})})  # fmt: skip
         except ValueError as exc:
             raise FtkitError.one(
                 f"stage '{stage.name}': cannot estimate this setting: {exc}",

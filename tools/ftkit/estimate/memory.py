@@ -117,21 +117,21 @@ def nf4_bytes_per_param(double_quant: bool) -> float:
 def lora_targets(arch: Architecture, s: Setting) -> list[str]:
     """The decoder-layer linear modules LoRA wraps (Phi-3's fused qkv_proj / gate_up_proj stand for their
     parts; "all-linear" is every one of them; lm_head is counted separately, see `lora_on_head`)."""
-    names = [t for t in s.lora_targets if t != "lm_head"]
+    names = [t for t in s.lora.targets if t != "lm_head"]
     if any(t.replace("_", "-").lower() == "all-linear" for t in names):
         return resolve_lora_targets(arch, "all-linear")
     return resolve_lora_targets(arch, names) if names else []
 
 
 def lora_on_head(s: Setting) -> bool:
-    return "lm_head" in s.lora_targets
+    return "lm_head" in s.lora.targets
 
 
 def lora_params(arch: Architecture, s: Setting) -> int:
     shapes = linear_shapes(arch)
     targets = lora_targets(arch, s)
-    per_layer = sum(s.lora_rank * (shapes[t][0] + shapes[t][1]) for t in targets)
-    head = s.lora_rank * (arch.hidden_size + arch.vocab_size) if lora_on_head(s) else 0
+    per_layer = sum(s.lora.rank * (shapes[t][0] + shapes[t][1]) for t in targets)
+    head = s.lora.rank * (arch.hidden_size + arch.vocab_size) if lora_on_head(s) else 0
     if s.method == "dora":
         per_layer += sum(shapes[t][1] for t in targets)  # one magnitude per output feature
         head += arch.vocab_size if lora_on_head(s) else 0
@@ -153,7 +153,7 @@ def trainable_params(arch: Architecture, s: Setting) -> int:
 
 def quantized_head(arch: Architecture, s: Setting) -> bool:
     """QLoRA with lm_head in NF4 as well (a tied head is the embedding, which stays bf16)."""
-    return s.method == "qlora" and s.quantize_lm_head and not arch.tie_word_embeddings
+    return s.method == "qlora" and s.precision.quantize_lm_head and not arch.tie_word_embeddings
 
 
 def quantized_params(arch: Architecture, s: Setting) -> int:
@@ -168,7 +168,7 @@ def nf4_scale_bytes(arch: Architecture, s: Setting) -> float:
     """The block absmax (and, with double quantization, its second-level scales) of every 4-bit weight. bitsandbytes
     keeps them in each weight's quant_state, an attribute and not a parameter, so FSDP and ZeRO-3 shard only the packed
     4-bit data: every GPU holds all the scales."""
-    return quantized_params(arch, s) * (nf4_bytes_per_param(s.double_quant) - 0.5)
+    return quantized_params(arch, s) * (nf4_bytes_per_param(s.precision.double_quant) - 0.5)
 
 
 def weights(arch: Architecture, s: Setting) -> list[Term]:
@@ -176,14 +176,14 @@ def weights(arch: Architecture, s: Setting) -> list[Term]:
     if s.method == "qlora":
         linear = quantized_params(arch, s)
         where = "the decoder's linear layers" + (" and lm_head" if quantized_head(arch, s) else "")
-        per = nf4_bytes_per_param(s.double_quant)
+        per = nf4_bytes_per_param(s.precision.double_quant)
         rest = "embeddings, norms" if quantized_head(arch, s) or s.stage == "reward" else "embeddings, norms, lm_head"
         return [
             Term("weights (nf4)", linear * per, f"{linear / 1e9:.2f}B params in {where}, "
-                 f"{per:.3f} bytes each{' (double quant)' if s.double_quant else ''}"),
+                 f"{per:.3f} bytes each{' (double quant)' if s.precision.double_quant else ''}"),
             Term("weights (bf16)", (total - linear) * BF16, f"{(total - linear) / 1e9:.2f}B: {rest}"),
         ]  # fmt: skip
-    if s.method == "full" and s.fp32_embeddings:
+    if s.method == "full" and s.precision.fp32_embeddings:
         rest = non_linear_params(arch, s)
         return [
             Term("weights (bf16)", (total - rest) * BF16, f"{(total - rest) / 1e9:.2f}B params in the linear layers"),
@@ -212,26 +212,26 @@ def dequantized_weight(arch: Architecture, s: Setting) -> list[Term]:
     name = "a decoder linear layer"
     if quantized_head(arch, s) and arch.vocab_size * arch.hidden_size > largest:
         largest, name = arch.vocab_size * arch.hidden_size, "lm_head"
-    copies = 2 if s.legacy_bitsandbytes else 1
+    copies = 2 if s.precision.legacy_bitsandbytes else 1
     note = f"the largest 4-bit matrix ({name}, {largest / 1e6:.0f}M) in bf16" + (" and fp16" if copies == 2 else "")
     return [Term("dequantized weight (transient)", largest * BF16 * copies, note)]
 
 
 def _trainable_dtype_bytes(s: Setting) -> int:
-    return BF16 if s.method == "full" or s.adapter_dtype == "bf16" else FP32
+    return BF16 if s.method == "full" or s.lora.dtype == "bf16" else FP32
 
 
 def mixed_precision_adapters(s: Setting) -> bool:
     """fp32 adapters under bf16 autocast: their matmuls run in bf16 on cast copies."""
-    return s.method != "full" and s.adapter_dtype == "fp32" and s.autocast
+    return s.method != "full" and s.lora.dtype == "fp32" and s.precision.autocast
 
 
 def adapter_weights(arch: Architecture, s: Setting) -> list[Term]:
     if s.method == "full":
         return []
     n = lora_params(arch, s)
-    note = f"{n / 1e6:.1f}M LoRA params, r={s.lora_rank}, {len(s.lora_targets)} targets"
-    out = [Term(f"adapter ({s.adapter_dtype})", n * _trainable_dtype_bytes(s), note)]
+    note = f"{n / 1e6:.1f}M LoRA params, r={s.lora.rank}, {len(s.lora.targets)} targets"
+    out = [Term(f"adapter ({s.lora.dtype})", n * _trainable_dtype_bytes(s), note)]
     if mixed_precision_adapters(s):
         out.append(Term("adapter bf16 copies (autocast cache)", n * BF16, "autocast caches the bf16 cast of each "
                         "fp32 weight that requires grad for the whole forward"))  # fmt: skip
@@ -242,7 +242,7 @@ def trainable_bytes(arch: Architecture, s: Setting) -> float:
     """The trainable parameters at their dtype: bf16 (full) or the adapter's dtype; with `fp32_embeddings` the
     embeddings, lm_head and norms of a full fine-tune count 4 bytes."""
     n = trainable_params(arch, s)
-    if s.method == "full" and s.fp32_embeddings:
+    if s.method == "full" and s.precision.fp32_embeddings:
         return n * BF16 + non_linear_params(arch, s) * (FP32 - BF16)
     return n * _trainable_dtype_bytes(s)
 
@@ -253,11 +253,11 @@ def gradients(arch: Architecture, s: Setting) -> float:
 
 def optimizer_states(arch: Architecture, s: Setting) -> float:
     n = trainable_params(arch, s)
-    if s.optimizer == "adamw":
-        return 2 * n * FP32 if s.master_weights else 2 * trainable_bytes(arch, s)
-    if s.optimizer in ("adamw_8bit", "paged_adamw_8bit"):
+    if s.optim.name == "adamw":
+        return 2 * n * FP32 if s.precision.master_weights else 2 * trainable_bytes(arch, s)
+    if s.optim.name in ("adamw_8bit", "paged_adamw_8bit"):
         return 2 * n * 1
-    if s.optimizer == "sgd":
+    if s.optim.name == "sgd":
         return 0.0
     # Adafactor: a row and a column second-moment vector (fp32) per matrix, a full vector per vector param.
     shapes = linear_shapes(arch)
@@ -265,7 +265,7 @@ def optimizer_states(arch: Architecture, s: Setting) -> float:
         per_layer = sum(i + o for i, o in shapes.values())
         embed = arch.vocab_size + arch.hidden_size
         return FP32 * (per_layer * arch.num_hidden_layers + embed * (1 if arch.tie_word_embeddings else 2))
-    per_layer = sum((shapes[t][0] + s.lora_rank) + (s.lora_rank + shapes[t][1]) for t in lora_targets(arch, s))
+    per_layer = sum((shapes[t][0] + s.lora.rank) + (s.lora.rank + shapes[t][1]) for t in lora_targets(arch, s))
     return FP32 * per_layer * arch.num_hidden_layers
 
 
@@ -277,21 +277,21 @@ def sequences_per_step(s: Setting) -> int:
     counts completions (TRL's per_device_train_batch_size; a prompt's `num_generations` completions are spread over
     micro-batches and devices), each a prompt + completion sequence."""
     if s.stage in ("dpo", "orpo", "reward"):
-        return 2 * s.micro_batch
+        return 2 * s.batch.micro_batch
     if s.stage == "kto":
-        return 2 * s.micro_batch  # the batch and its mismatched KL batch
-    return s.micro_batch
+        return 2 * s.batch.micro_batch  # the batch and its mismatched KL batch
+    return s.batch.micro_batch
 
 
 def tokens_per_step(s: Setting) -> int:
-    return sequences_per_step(s) * s.seq_len
+    return sequences_per_step(s) * s.batch.seq_len
 
 
 def tokens_with_grad(s: Setting) -> int:
     """Tokens whose activations and logits are kept for backward: KTO computes the log-probs of its mismatched KL
     batch under no_grad before the policy forward (TRL's KTOTrainer), so only the batch itself keeps anything."""
-    sequences = s.micro_batch if s.stage == "kto" else sequences_per_step(s)
-    return sequences * s.seq_len
+    sequences = s.batch.micro_batch if s.stage == "kto" else sequences_per_step(s)
+    return sequences * s.batch.seq_len
 
 
 def layer_activation_bytes_per_token(arch: Architecture, s: Setting) -> float:
@@ -309,8 +309,9 @@ def layer_activation_bytes_per_token(arch: Architecture, s: Setting) -> float:
         per = 16 * h + 4 * q + 4 * kv + 8 * inter + lse + _fp32_residual_extra(arch, s)
     else:
         per = 8 * h + 4 * q + 4 * kv + 6 * inter + lse + _lora_layer_inputs(arch, s) + _legacy_bnb_inputs(arch, s)
-    if s.attention == "eager":
-        per += heads * s.seq_len * (FP32 + BF16)  # softmax probabilities: fp32 and their bf16 copy, a row of s per head
+    if s.compute.attention == "eager":
+        # softmax probabilities: fp32 and their bf16 copy, a row of s per head
+        per += heads * s.batch.seq_len * (FP32 + BF16)
     return float(per)
 
 
@@ -319,7 +320,7 @@ def _fp32_residual_extra(arch: Architecture, s: Setting) -> float:
     fp32, so each norm keeps its normalized input in fp32 (2 bytes more than bf16), and each linear layer reading a
     norm's fp32 output makes (and keeps) its own bf16 copy, where in bf16 they all shared one: 2 bytes x hidden per
     extra reader. Llama's layout (q/k/v, gate/up): 10 x hidden. Measured with saved-tensor hooks (the test)."""
-    if not (s.method == "full" and s.fp32_embeddings and s.autocast):
+    if not (s.method == "full" and s.precision.fp32_embeddings and s.precision.autocast):
         return 0.0
     readers: dict[str, int] = {}
     for name in linear_shapes(arch):
@@ -344,22 +345,22 @@ def _lora_layer_inputs(arch: Architecture, s: Setting) -> float:
     shapes = linear_shapes(arch)
     targets = lora_targets(arch, s)
     # The dtype the adapter's own matmuls save in: fp32 only for fp32 adapters without autocast.
-    act = FP32 if s.adapter_dtype == "fp32" and not s.autocast else BF16
-    rank = s.lora_rank * act * len(targets)
+    act = FP32 if s.lora.dtype == "fp32" and not s.precision.autocast else BF16
+    rank = s.lora.rank * act * len(targets)
     if s.method == "dora":  # DoRA rescales the base output (bf16) and the adapter output (act) per target
         rank += sum((BF16 + act) * shapes[t][1] for t in targets)
     if mixed_precision_adapters(s):
         # Autocast casts each target's input to bf16 for A on its own (casts of activations are not shared); with
         # dropout, the mask too, and DoRA runs the base matmul again on the dropped-out input: one more bf16 copy.
         per_input = BF16
-        if s.lora_dropout > 0:
+        if s.lora.dropout > 0:
             per_input += DROPOUT_MASK + (BF16 if s.method == "dora" else 0)
         return rank + sum(per_input * shapes[t][0] for t in targets)
-    if s.adapter_dtype == "fp32":
-        return rank + sum(FP32 * shapes[t][0] * (2 if s.lora_dropout > 0 else 1) for t in targets)
+    if s.lora.dtype == "fp32":
+        return rank + sum(FP32 * shapes[t][0] * (2 if s.lora.dropout > 0 else 1) for t in targets)
     sizes = {"attn_in": arch.hidden_size, "attn_out": 0, "mlp_in": arch.hidden_size, "mlp_mid": arch.intermediate_size}
     shared = sum(BF16 * sizes[g] for g in {_LORA_INPUT.get(t, "mlp_in") for t in targets})
-    dropped = sum((BF16 + 1) * shapes[t][0] for t in targets) if s.lora_dropout > 0 else 0
+    dropped = sum((BF16 + 1) * shapes[t][0] for t in targets) if s.lora.dropout > 0 else 0
     return rank + shared + dropped
 
 
@@ -367,11 +368,11 @@ def _legacy_bnb_inputs(arch: Architecture, s: Setting) -> float:
     """bitsandbytes < 0.43.3 kept the input of every 4-bit layer for a backward that never used it
     (bitsandbytes#1270): the normed inputs of attention and MLP, o_proj's input (a contiguous copy of the attention
     output) and down_proj's input, in bf16, except those a bf16 adapter already keeps."""
-    if s.method != "qlora" or not s.legacy_bitsandbytes:
+    if s.method != "qlora" or not s.precision.legacy_bitsandbytes:
         return 0.0
     sizes = {"attn_in": arch.hidden_size, "attn_out": arch.num_attention_heads * arch.head_dim,
              "mlp_in": arch.hidden_size, "mlp_mid": arch.intermediate_size}  # fmt: skip
-    kept = {_LORA_INPUT.get(t, "mlp_in") for t in lora_targets(arch, s)} if s.adapter_dtype == "bf16" else set()
+    kept = {_LORA_INPUT.get(t, "mlp_in") for t in lora_targets(arch, s)} if s.lora.dtype == "bf16" else set()
     return float(sum(BF16 * size for group, size in sizes.items() if group not in kept))
 
 
@@ -379,7 +380,7 @@ def activations(arch: Architecture, s: Setting) -> list[Term]:
     tokens = tokens_with_grad(s)
     per_layer = layer_activation_bytes_per_token(arch, s)
     layers = arch.num_hidden_layers
-    if s.gradient_checkpointing:
+    if s.compute.gradient_checkpointing:
         kept = tokens * layers * arch.hidden_size * BF16
         return [
             Term("activations (checkpoints)", kept, f"{layers} layer inputs × {tokens} tokens"),
@@ -394,10 +395,10 @@ def activations(arch: Architecture, s: Setting) -> list[Term]:
 def _head_adapter_activations(arch: Architecture, s: Setting) -> list[Term]:
     out = []
     if s.method != "full" and lora_on_head(s):
-        per = FP32 * arch.hidden_size * (2 if s.lora_dropout > 0 else 1) + FP32 * s.lora_rank
+        per = FP32 * arch.hidden_size * (2 if s.lora.dropout > 0 else 1) + FP32 * s.lora.rank
         note = "fp32 copy of the final hidden state"
         out.append(Term("activations (lm_head adapter)", tokens_with_grad(s) * per, note))
-    if quantized_head(arch, s) and s.legacy_bitsandbytes:
+    if quantized_head(arch, s) and s.precision.legacy_bitsandbytes:
         out.append(Term("activations (4-bit lm_head input)", tokens_with_grad(s) * BF16 * arch.hidden_size,
                         "kept by bitsandbytes < 0.43.3"))  # fmt: skip
     return out
@@ -406,19 +407,19 @@ def _head_adapter_activations(arch: Architecture, s: Setting) -> list[Term]:
 def loss_kernel(s: Setting) -> str:
     """The loss kernel that meets the logits: the setting's for SFT. Preference stages (TRL) compute their log-probs
     from the model's logits themselves, and a reward model has no vocabulary projection, so neither is chunked."""
-    return s.loss if s.stage == "sft" else "standard"
+    return s.compute.loss if s.stage == "sft" else "standard"
 
 
 def completion_len(s: Setting) -> int:
     """GRPO: the completion part of each prompt + completion sequence."""
-    return min(s.max_completion_len or s.seq_len // 2, s.seq_len)
+    return min(s.grpo.max_completion_len or s.batch.seq_len // 2, s.batch.seq_len)
 
 
 def logit_tokens(s: Setting) -> int:
     """Tokens whose vocabulary logits exist at the peak. GRPO (TRL 1.9) asks the model for the completion's logits
     only: `logits_to_keep` = the completion length + 1 (the last is dropped after the forward)."""
     if s.stage == "grpo":
-        return s.micro_batch * (completion_len(s) + 1)
+        return s.batch.micro_batch * (completion_len(s) + 1)
     return tokens_with_grad(s)
 
 
@@ -429,7 +430,7 @@ def logit_bytes(s: Setting) -> float:
     term; GRPO keeps 8 (12 with one sequence) over the completion tokens. Why, and how it was measured:
     docs/estimate.md, "`estimate/memory.py`: activations, logits and the optimizer step"."""
     if s.stage == "grpo":
-        return max(2 * BF16 + FP32, FP32 + 2 * FP32 / s.micro_batch)
+        return max(2 * BF16 + FP32, FP32 + 2 * FP32 / s.batch.micro_batch)
     if loss_kernel(s) == "chunked":
         return CHUNKED_LOGIT_BYTES
     return LOGIT_BYTES + (FP32 + FP32) / 2 if s.stage == "orpo" else LOGIT_BYTES
@@ -473,7 +474,7 @@ def reference_model(arch: Architecture, s: Setting) -> list[Term]:
 
 def _deepspeed_masters(s: Setting) -> bool:
     """DeepSpeed ZeRO with fp32 masters: its step copies the gradient partition to fp32."""
-    return s.master_weights and s.parallelism.startswith("zero")
+    return s.precision.master_weights and s.parallel.strategy.startswith("zero")
 
 
 def optimizer_step_temporaries(arch: Architecture, s: Setting) -> float:
@@ -483,16 +484,16 @@ def optimizer_step_temporaries(arch: Architecture, s: Setting) -> float:
     element, 8 with a foreach AdamW. Without DeepSpeed a foreach AdamW allocates sqrt(exp_avg_sq) for every trainable
     parameter; the fused kernel and the other optimizers nothing of the model's size. Measurements:
     docs/estimate.md, "`estimate/memory.py`: activations, logits and the optimizer step"."""
-    if s.optimizer != "adamw" or s.cpu_offload:  # offloaded: DeepSpeed and FSDP step on the CPU
+    if s.optim.name != "adamw" or s.parallel.cpu_offload:  # offloaded: DeepSpeed and FSDP step on the CPU
         return 0.0
     split = _shard(s)["optimizer"]
     if _deepspeed_masters(s):
         elements = trainable_params(arch, s) / split
-        if s.parallelism == "zero3":  # a sub-group closes at the parameter that reaches sub_group_size
+        if s.parallel.strategy == "zero3":  # a sub-group closes at the parameter that reaches sub_group_size
             largest = max(arch.vocab_size * arch.hidden_size, largest_linear(arch))
-            elements = min(elements, s.sub_group_size + largest / split)
-        return elements * (FP32 + (FP32 if s.adamw_kernel == "foreach" else BF16))
-    if s.adamw_kernel == "foreach":
+            elements = min(elements, s.optim.sub_group_size + largest / split)
+        return elements * (FP32 + (FP32 if s.optim.adamw_kernel == "foreach" else BF16))
+    if s.optim.adamw_kernel == "foreach":
         return optimizer_states(arch, s) / 2 / split
     return 0.0
 
@@ -513,9 +514,9 @@ def kv_cache_bytes_per_token(arch: Architecture) -> float:
 def generation_batch(s: Setting) -> int:
     """Completions TRL samples per GPU at once: its generation_batch_size over the GPUs, by default
     per_device_train_batch_size × steps_per_generation, which defaults to the gradient accumulation steps."""
-    if s.generation_batch_size:
-        return max(1, s.generation_batch_size // s.gpus)
-    return s.micro_batch * s.grad_accum
+    if s.grpo.generation_batch_size:
+        return max(1, s.grpo.generation_batch_size // s.parallel.gpus)
+    return s.batch.micro_batch * s.batch.grad_accum
 
 
 def generation_bytes(arch: Architecture, s: Setting) -> float:
@@ -524,16 +525,16 @@ def generation_bytes(arch: Architecture, s: Setting) -> float:
     token) and the last decoding step (the KV cache of every prompt + completion token, the copy DynamicCache's
     torch.cat makes of one layer's keys, and the new tokens' working set). Under ZeRO-3, TRL gathers the whole model
     for it (ds3_gather_for_generation)."""
-    if s.stage != "grpo" or s.generation != "transformers":
+    if s.stage != "grpo" or s.grpo.generation != "transformers":
         return 0.0
     batch, kv = generation_batch(s), kv_cache_bytes_per_token(arch)
-    prompt = s.seq_len - completion_len(s)
+    prompt = s.batch.seq_len - completion_len(s)
     working = PREFILL_BYTES_PER_HIDDEN * arch.hidden_size + PREFILL_BYTES_PER_INTERMEDIATE * arch.intermediate_size
     prefill = batch * prompt * (kv + working)
-    last_step = batch * (s.seq_len * kv * (1 + 1 / (2 * arch.num_hidden_layers)) + working)
+    last_step = batch * (s.batch.seq_len * kv * (1 + 1 / (2 * arch.num_hidden_layers)) + working)
     gathered = 0.0
-    if s.parallelism == "zero3" and not s.cpu_offload:
-        gathered = weight_bytes(arch, s) * (1 - 1 / s.gpus)
+    if s.parallel.strategy == "zero3" and not s.parallel.cpu_offload:
+        gathered = weight_bytes(arch, s) * (1 - 1 / s.parallel.gpus)
     return max(prefill, last_step) + gathered
 
 
@@ -542,8 +543,8 @@ def loading_peak(arch: Architecture, s: Setting) -> float:
     (its bitsandbytes quantizer's device_map; quantized models get neither ZeRO-3 init nor FSDP's meta-device ranks),
     and only then does FSDP or DeepSpeed shard it. For a moment each GPU holds every 4-bit weight with its scales,
     the bf16 rest and the bf16 matrix being quantized. 0 where loading never holds more than training keeps, or
-    where `s.load_whole_model` is False (a loader that quantizes unit by unit)."""
-    if s.load_whole_model is False or s.method != "qlora" or _shard(s)["weights"] == 1:
+    where `s.parallel.load_whole_model` is False (a loader that quantizes unit by unit)."""
+    if s.parallel.load_whole_model is False or s.method != "qlora" or _shard(s)["weights"] == 1:
         return 0.0
     return weight_bytes(arch, s) + largest_linear(arch) * BF16
 
@@ -560,10 +561,10 @@ def preparation_peak(arch: Architecture, s: Setting) -> float:
     parameters in fp32 and the bf16 original of the largest of them. Measured for QLoRA on an H200 as the peak of load
     + preparation (llama-3.1-8b: 8.252 GiB; its reward model: 6.295), `tests/test_estimate_memory.py`; for bf16 LoRA
     the same code path, read (its bf16 linear layers make it a peak only at short sequences)."""
-    if s.method == "full" or not s.embedding_upcast or _shard(s)["weights"] > 1:
+    if s.method == "full" or not s.precision.embedding_upcast or _shard(s)["weights"] > 1:
         return 0.0
     if s.method == "qlora":  # the 4-bit weights (a LitGPT-style 4-bit lm_head among them, not upcast)
-        linear, per = quantized_params(arch, s), nf4_bytes_per_param(s.double_quant)
+        linear, per = quantized_params(arch, s), nf4_bytes_per_param(s.precision.double_quant)
     else:
         linear, per = layer_linear_params(arch), BF16
     largest = arch.vocab_size * arch.hidden_size  # the embedding (or an untied lm_head)
@@ -582,13 +583,13 @@ def gathered_layer_bytes(arch: Architecture, s: Setting) -> float:
 
 def _shard(s: Setting) -> dict[str, int]:
     """How many ways each kind of state is split across GPUs."""
-    g = s.gpus
+    g = s.parallel.gpus
     split = {"weights": 1, "gradients": 1, "optimizer": 1}
-    if s.parallelism in ("zero1", "zero2", "zero3", "fsdp"):
+    if s.parallel.strategy in ("zero1", "zero2", "zero3", "fsdp"):
         split["optimizer"] = g
-    if s.parallelism in ("zero2", "zero3", "fsdp"):
+    if s.parallel.strategy in ("zero2", "zero3", "fsdp"):
         split["gradients"] = g
-    if s.parallelism in ("zero3", "fsdp"):
+    if s.parallel.strategy in ("zero3", "fsdp"):
         split["weights"] = g
     return split
 
@@ -600,8 +601,9 @@ TRANSIENT = ("gradients", "logits", STEP_TERM, GENERATION_TERM)
 
 def _step_note(s: Setting) -> str:
     if _deepspeed_masters(s):
-        where = "one sub-group's" if s.parallelism == "zero3" else "the partition's"
-        extra = "and foreach AdamW's sqrt(exp_avg_sq)" if s.adamw_kernel == "foreach" else "and their flat bf16 copy"
+        where = "one sub-group's" if s.parallel.strategy == "zero3" else "the partition's"
+        foreach = s.optim.adamw_kernel == "foreach"
+        extra = "and foreach AdamW's sqrt(exp_avg_sq)" if foreach else "and their flat bf16 copy"
         return f"DeepSpeed's fp32 copy of {where} gradients {extra}; only while the optimizer steps"
     return "foreach AdamW's sqrt(exp_avg_sq) for every parameter; adamw_torch_fused allocates none"
 
@@ -610,7 +612,7 @@ def estimate_memory(arch: Architecture, s: Setting) -> Breakdown:
     split = _shard(s)
     out = Breakdown(trainable_params=trainable_params(arch, s), total_params=model_params(arch, s))
     sharded = split["weights"] > 1
-    offload_weights = s.cpu_offload and sharded
+    offload_weights = s.parallel.cpu_offload and sharded
     scales = nf4_scale_bytes(arch, s) if sharded else 0.0
     for t in weights(arch, s) + adapter_weights(arch, s) + reference_model(arch, s):
         if t.name == "weights (nf4)" and scales:
@@ -618,7 +620,7 @@ def estimate_memory(arch: Architecture, s: Setting) -> Breakdown:
         if offload_weights and t.name.startswith("weights"):
             t = Term(t.name, 0.0, t.note + "; offloaded to the CPU")
         elif sharded:
-            t = Term(t.name, t.bytes / split["weights"], t.note + f"; sharded over {s.gpus} GPUs")
+            t = Term(t.name, t.bytes / split["weights"], t.note + f"; sharded over {s.parallel.gpus} GPUs")
         out.terms.append(t)
     if scales:
         out.terms.append(Term("nf4 block scales (every GPU)", scales, "each 4-bit weight's quant_state is not a "
@@ -628,19 +630,19 @@ def estimate_memory(arch: Architecture, s: Setting) -> Breakdown:
                               "one layer's full weights as stored (4-bit packed under QLoRA) and adapters, and the "
                               "next layer prefetched"))  # fmt: skip
     out.terms.extend(dequantized_weight(arch, s))  # a whole matrix on every GPU, sharded or not
-    if s.master_weights:
-        master = 0.0 if s.cpu_offload else trainable_params(arch, s) * FP32 / split["optimizer"]
+    if s.precision.master_weights:
+        master = 0.0 if s.parallel.cpu_offload else trainable_params(arch, s) * FP32 / split["optimizer"]
         out.terms.append(Term("fp32 master weights", master, "the optimizer's fp32 copy of the trainable parameters "
                               "(DeepSpeed ZeRO under bf16; FSDP1's upcast flat parameters)"
-                              + ("; offloaded to the CPU" if s.cpu_offload else "")))  # fmt: skip
-    opt = 0.0 if s.cpu_offload else optimizer_states(arch, s) / split["optimizer"]
+                              + ("; offloaded to the CPU" if s.parallel.cpu_offload else "")))  # fmt: skip
+    opt = 0.0 if s.parallel.cpu_offload else optimizer_states(arch, s) / split["optimizer"]
     out.terms.append(
-        Term("optimizer states", opt, f"{s.optimizer}" + ("; offloaded to the CPU" if s.cpu_offload else ""))
+        Term("optimizer states", opt, f"{s.optim.name}" + ("; offloaded to the CPU" if s.parallel.cpu_offload else ""))
     )
     grads = gradients(arch, s) / split["gradients"]
-    how = f"{s.adapter_dtype} adapter gradients"
+    how = f"{s.lora.dtype} adapter gradients"
     if s.method == "full":
-        how = "bf16; fp32 for the embeddings, lm_head and norms" if s.fp32_embeddings else "bf16"
+        how = "bf16; fp32 for the embeddings, lm_head and norms" if s.precision.fp32_embeddings else "bf16"
     out.terms.append(Term("gradients", grads, how))
     acts = activations(arch, s)
     out.terms.extend(acts)
@@ -652,13 +654,13 @@ def estimate_memory(arch: Architecture, s: Setting) -> Breakdown:
     sampling = generation_bytes(arch, s)
     if sampling:
         out.terms.append(Term(GENERATION_TERM, sampling, f"{generation_batch(s)} sequences sampled at once per GPU "
-                              f"(generation batch), {s.seq_len - completion_len(s)} prompt + "
+                              f"(generation batch), {s.batch.seq_len - completion_len(s)} prompt + "
                               f"{completion_len(s)} completion tokens; no gradients or activations then"))  # fmt: skip
     resident = sum(t.bytes for t in out.terms if t.name not in TRANSIENT and not t.name.startswith("activations"))
     # With gradient accumulation the gradients of earlier micro-batches are alive during the next forward.
     phases = {
-        "end of forward": resident + sum(t.bytes for t in acts) + lg + (grads if s.grad_accum > 1 else 0.0),
-        "end of backward": resident + grads + (acts[-1].bytes if s.gradient_checkpointing else 0.0),
+        "end of forward": resident + sum(t.bytes for t in acts) + lg + (grads if s.batch.grad_accum > 1 else 0.0),
+        "end of backward": resident + grads + (acts[-1].bytes if s.compute.gradient_checkpointing else 0.0),
         "optimizer step": resident + grads + step,
         "sampling of completions": resident + sampling,  # after the optimizer step: the gradients are None again
     }

@@ -15,21 +15,21 @@ Change = tuple[str, Callable[[Setting], Setting | None]]
 
 
 def _update(s: Setting, **changes: object) -> Setting:
-    return Setting(**{**s.model_dump(), **changes})
+    return s.with_changes(**changes)
 
 
 def _halve_micro_batch(s: Setting) -> Setting | None:
-    if s.micro_batch < 2:
+    if s.batch.micro_batch < 2:
         return None
-    return _update(s, micro_batch=s.micro_batch // 2, grad_accum=s.grad_accum * 2)
+    return _update(s, micro_batch=s.batch.micro_batch // 2, grad_accum=s.batch.grad_accum * 2)
 
 
 def _smaller_generation_batch(s: Setting) -> Setting | None:
     """GRPO sampling with generate(): one micro-batch per GPU per call, rounded up to whole groups of completions."""
-    if s.stage != "grpo" or s.generation != "transformers":
+    if s.stage != "grpo" or s.grpo.generation != "transformers":
         return None
-    smallest = math.lcm(s.micro_batch * s.gpus, s.num_generations)
-    if smallest >= generation_batch(s) * s.gpus:
+    smallest = math.lcm(s.batch.micro_batch * s.parallel.gpus, s.grpo.num_generations)
+    if smallest >= generation_batch(s) * s.parallel.gpus:
         return None
     return _update(s, generation_batch_size=smallest)
 
@@ -37,25 +37,27 @@ def _smaller_generation_batch(s: Setting) -> Setting | None:
 # In order of what they cost the run: nothing, a little speed, optimizer precision, model precision, data.
 CHANGES: tuple[Change, ...] = (
     ("use SDPA/flash attention instead of eager (no N² attention matrix)",
-     lambda s: _update(s, attention="sdpa") if s.attention == "eager" else None),
+     lambda s: _update(s, attention="sdpa") if s.compute.attention == "eager" else None),
     ("use the fused AdamW kernel: optimizer adamw_torch_fused (its step allocates no temporaries)",
-     lambda s: _update(s, adamw_kernel="fused") if s.optimizer == "adamw" and s.adamw_kernel == "foreach" else None),
+     lambda s: _update(s, adamw_kernel="fused")
+     if s.optim.name == "adamw" and s.optim.adamw_kernel == "foreach" else None),
     ("turn on gradient checkpointing (about a third more compute)",
-     lambda s: _update(s, gradient_checkpointing=True) if not s.gradient_checkpointing else None),
+     lambda s: _update(s, gradient_checkpointing=True) if not s.compute.gradient_checkpointing else None),
     ("sample fewer completions at once: trl.generation_batch_size = micro-batch × GPUs (or the smallest multiple of "
      "num_generations above it); more, smaller generate() calls", _smaller_generation_batch),
     ("halve the micro-batch and double gradient accumulation (same global batch)", _halve_micro_batch),
     ("use an 8-bit optimizer (paged_adamw_8bit)",
-     lambda s: _update(s, optimizer="paged_adamw_8bit") if s.optimizer in ("adamw", "adafactor") else None),
-    # Sharded or adapter runs get their embeddings cast back to bf16 (see Setting.fp32_embeddings).
+     lambda s: _update(s, optimizer="paged_adamw_8bit") if s.optim.name in ("adamw", "adafactor") else None),
+    # Sharded or adapter runs get their embeddings cast back to bf16 (see Setting.precision.fp32_embeddings).
     ("shard over the GPUs with FSDP / ZeRO-3",
      lambda s: _update(s, parallelism="fsdp", fp32_embeddings=False)
-     if s.gpus > 1 and s.parallelism in ("none", "ddp") else None),
+     if s.parallel.gpus > 1 and s.parallel.strategy in ("none", "ddp") else None),
     ("switch to QLoRA (4-bit base weights)",
      lambda s: _update(s, method="qlora", fp32_embeddings=False) if s.method in ("lora", "full") else None),
-    ("offload optimizer states to the CPU", lambda s: _update(s, cpu_offload=True) if not s.cpu_offload else None),
+    ("offload optimizer states to the CPU",
+     lambda s: _update(s, cpu_offload=True) if not s.parallel.cpu_offload else None),
     ("halve the sequence length (longer rows are cut)",
-     lambda s: _update(s, seq_len=s.seq_len // 2) if s.seq_len >= 512 else None),
+     lambda s: _update(s, seq_len=s.batch.seq_len // 2) if s.batch.seq_len >= 512 else None),
 )  # fmt: skip
 
 
@@ -64,11 +66,12 @@ CHANGES: tuple[Change, ...] = (
 ENGINE_CHANGES: dict[str, tuple[Change, ...]] = {
     "axolotl": (
         ("compute the SFT loss in chunks: chunked_cross_entropy: true (fp32 logits never whole; ~no speed cost)",
-         lambda s: _update(s, loss="chunked") if s.stage == "sft" and s.loss == "standard" else None),
+         lambda s: _update(s, loss="chunked") if s.stage == "sft" and s.compute.loss == "standard" else None),
         ("flash_attention: true (Axolotl then casts the fp32 embeddings, lm_head and norms back to bf16)",
-         lambda s: _update(s, attention="flash", fp32_embeddings=False) if s.fp32_embeddings else None),
+         lambda s: _update(s, attention="flash", fp32_embeddings=False) if s.precision.fp32_embeddings else None),
         ("embeddings_skip_upcast: true (the 4-bit model's embeddings stay bf16 while it is prepared)",
-         lambda s: _update(s, embedding_upcast=False) if s.method == "qlora" and s.embedding_upcast else None),
+         lambda s: _update(s, embedding_upcast=False)
+         if s.method == "qlora" and s.precision.embedding_upcast else None),
     ),
 }  # fmt: skip
 
@@ -133,7 +136,7 @@ def check_stage(
     from ftkit.errors import ExitCode, FtkitError, Problem
 
     budget = min(float(g["memory_gib"]) for g in gpus)  # type: ignore[arg-type]
-    s = Setting(**{**s.model_dump(), "gpus": max(len(gpus), 1)})
+    s = s.with_changes(gpus=max(len(gpus), 1))
     memory = estimate_memory(arch, s)
     need = memory.device_total / GIB
     ok = need <= budget * FIT_HEADROOM

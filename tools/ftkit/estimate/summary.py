@@ -20,11 +20,11 @@ def _tokens(plan: StagePlan, tokens: float | None, rows: int | None, avg: int | 
     if tokens:
         return StageTokens(tokens, f"{si(tokens)} tokens, as given (--tokens)", {"method": "--tokens"})
     if rows:
-        per_row = avg or s.seq_len
+        per_row = avg or s.batch.seq_len
         epochs = plan.epochs or 1.0
         # A preference row is two sequences; a GRPO prompt is a group of num_generations completions (its
         # micro-batch already counts completions, so sequences_per_step cannot tell the group size).
-        seqs = s.num_generations if s.stage == "grpo" else sequences_per_step(s) // s.micro_batch
+        seqs = s.grpo.num_generations if s.stage == "grpo" else sequences_per_step(s) // s.batch.micro_batch
         return StageTokens(rows * seqs * per_row * epochs,
                            f"{rows} rows × {seqs} sequences × {per_row} tokens × {epochs:g} epochs",
                            {"method": "--rows"})  # fmt: skip
@@ -32,7 +32,8 @@ def _tokens(plan: StagePlan, tokens: float | None, rows: int | None, avg: int | 
     if counted and counted.tokens is not None:
         return counted
     if plan.max_steps:
-        upper = f"max_steps {plan.max_steps} × tokens per step (every sequence {s.seq_len} tokens: an upper bound)"
+        every = f"every sequence {s.batch.seq_len} tokens"
+        upper = f"max_steps {plan.max_steps} × tokens per step ({every}: an upper bound)"
         detail = {"method": "max_steps upper bound"} | ({"data": counted.detail} if counted else {})
         return StageTokens(plan.max_steps * tokens_per_optimizer_step(s),
                            upper + (f"; data not counted: {counted.detail['reason']}" if counted else ""),
@@ -44,9 +45,9 @@ def loss_hint(plan: StagePlan, memory: Breakdown) -> str | None:
     """When the logits are a standard-loss SFT stage's largest term: what a chunked loss would need instead."""
     s = plan.setting
     largest = max(memory.terms, key=lambda t: t.bytes)
-    if s.stage != "sft" or s.loss != "standard" or largest.name != "logits":
+    if s.stage != "sft" or s.compute.loss != "standard" or largest.name != "logits":
         return None
-    chunked = estimate_memory(plan.arch, Setting(**{**s.model_dump(), "loss": "chunked"}))
+    chunked = estimate_memory(plan.arch, s.with_changes(loss="chunked"))
     return (
         f"the logits are the largest term ({largest.gib:.1f} GiB): a chunked loss (Axolotl: chunked_cross_entropy: "
         f"true; ftkit estimate --loss chunked) needs {chunked.device_total / GIB:.1f} GiB per GPU instead of "
@@ -104,7 +105,7 @@ def estimate_report(
             "base_model": plan.base_model,
             "architecture": plan.arch.name,
             "config": plan.config_file,
-            "setting": plan.setting.model_dump(mode="json"),
+            "setting": plan.setting.flat(mode="json"),
             "memory": memory.to_dict(),
             "tokens": None if n_tokens is None else round(n_tokens, 1),
             "tokens_source": source,

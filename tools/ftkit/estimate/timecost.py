@@ -49,13 +49,13 @@ def matmul_params(arch: Architecture) -> int:
 
 
 def forward_flops_per_token(arch: Architecture, s: Setting) -> float:
-    attention = 2 * arch.num_hidden_layers * s.seq_len * arch.num_attention_heads * arch.head_dim
+    attention = 2 * arch.num_hidden_layers * s.batch.seq_len * arch.num_attention_heads * arch.head_dim
     return 2 * matmul_params(arch) + attention
 
 
 def train_flops_per_token(arch: Architecture, s: Setting) -> float:
     forwards = 3.0 if s.method == "full" else 2.0
-    if s.gradient_checkpointing:
+    if s.compute.gradient_checkpointing:
         forwards += 1
     if s.stage in ("dpo", "kto", "grpo"):
         forwards += 1  # the reference model's forward
@@ -63,7 +63,7 @@ def train_flops_per_token(arch: Architecture, s: Setting) -> float:
 
 
 def tokens_per_optimizer_step(s: Setting) -> int:
-    return sequences_per_step(s) * s.seq_len * s.grad_accum * s.gpus
+    return sequences_per_step(s) * s.batch.seq_len * s.batch.grad_accum * s.parallel.gpus
 
 
 @dataclass
@@ -97,7 +97,7 @@ def train_hours(arch: Architecture, s: Setting, tokens: float, gpu: Gpu) -> floa
     if gpu.bf16_tflops <= 0:
         return None  # no bf16 tensor cores (V100, T4)
     flops = tokens * train_flops_per_token(arch, s)
-    return flops / (gpu.bf16_tflops * 1e12 * mfu(s) * s.gpus) / 3600
+    return flops / (gpu.bf16_tflops * 1e12 * mfu(s) * s.parallel.gpus) / 3600
 
 
 def gpu_options(arch: Architecture, s: Setting, tokens: float | None, gpus: list[Gpu]) -> list[GpuOption]:
@@ -111,9 +111,9 @@ def gpu_options(arch: Architecture, s: Setting, tokens: float | None, gpus: list
         opt = GpuOption(gpu, fits, need, hours)
         if hours is not None:
             for price in gpu.prices:
-                opt.costs[price.provider] = hours * price.on_demand_per_h * s.gpus
+                opt.costs[price.provider] = hours * price.on_demand_per_h * s.parallel.gpus
                 if price.spot_per_h is not None:
-                    opt.spot_costs[price.provider] = hours * price.spot_per_h * s.gpus
+                    opt.spot_costs[price.provider] = hours * price.spot_per_h * s.parallel.gpus
         options.append(opt)
 
     def order(o: GpuOption) -> tuple[bool, bool, float, float]:

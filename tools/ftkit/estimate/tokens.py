@@ -247,8 +247,8 @@ def stage_tokens(plan: StagePlan, tokenizers: Tokenizers) -> StageTokens:
         return unknown(str(tok.why), f"{tok.fix}, or --tokens N, or --rows N (and --avg-tokens N)")
     s = plan.setting
     grpo = s.stage == "grpo"
-    extra = (s.max_completion_len or s.seq_len // 2) if grpo else 0
-    max_len = data.max_len or s.seq_len
+    extra = (s.grpo.max_completion_len or s.batch.seq_len // 2) if grpo else 0
+    max_len = data.max_len or s.batch.seq_len
     files = [tokenizers.measure(tok, d) for d in data.datasets]
     totals = [f.totals(max_len, data.over_length, extra) for f in files]
     if not any(f.lengths for f in files):
@@ -268,15 +268,15 @@ def stage_tokens(plan: StagePlan, tokenizers: Tokenizers) -> StageTokens:
     kept_rows = sum(f.rows * t.kept_fraction for f, t in zip(files, totals, strict=True)) * (train_rows / rows)
     # A KTO row is trained with a mismatched KL row of the same size (the estimator's KTO MFU counts both); a GRPO
     # prompt is a group of num_generations completions, each a prompt + completion sequence.
-    factor = 2 if s.stage == "kto" else s.num_generations if grpo else 1
+    factor = 2 if s.stage == "kto" else s.grpo.num_generations if grpo else 1
     if plan.max_steps:
-        per_step = s.micro_batch * s.grad_accum * s.gpus  # rows (pairs); for GRPO: completions
-        if s.sample_packing:
-            tokens = float(plan.max_steps * per_step * s.seq_len)
-            how = f"max_steps {plan.max_steps} × {per_step} packed sequences of {s.seq_len} tokens"
+        per_step = s.batch.micro_batch * s.batch.grad_accum * s.parallel.gpus  # rows (pairs); for GRPO: completions
+        if s.batch.sample_packing:
+            tokens = float(plan.max_steps * per_step * s.batch.seq_len)
+            how = f"max_steps {plan.max_steps} × {per_step} packed sequences of {s.batch.seq_len} tokens"
         else:
             per_row = per_epoch / kept_rows if kept_rows else 0.0
-            rows_per_step = per_step / s.num_generations if grpo else per_step
+            rows_per_step = per_step / s.grpo.num_generations if grpo else per_step
             tokens = plan.max_steps * rows_per_step * per_row * factor
             how = f"max_steps {plan.max_steps} × {rows_per_step:g} rows × {per_row:,.1f} tokens"
     else:
@@ -285,7 +285,7 @@ def stage_tokens(plan: StagePlan, tokenizers: Tokenizers) -> StageTokens:
         how = (f"{kept_rows:,.0f} rows × {per_epoch / kept_rows if kept_rows else 0:,.1f} tokens × {epochs:g} "
                f"epoch{'s' if epochs != 1 else ''}")  # fmt: skip
     how += " × 2 (each KTO row and its KL row)" if s.stage == "kto" else ""
-    how += (f" × {s.num_generations} completions (each the prompt + {extra} completion tokens: an upper bound)"
+    how += (f" × {s.grpo.num_generations} completions (each the prompt + {extra} completion tokens: an upper bound)"
             if grpo else "")  # fmt: skip
     sampled = any(f.sampled for f in files)
     counted = ", ".join(
@@ -357,7 +357,7 @@ def file_sequence_tokens(
     per: dict[str, float] = {}
     counted, tok = None, None
     for name, data, s in stages:
-        data = data or StageData("", [], s.seq_len, "truncate", 0.0)
+        data = data or StageData("", [], s.batch.seq_len, "truncate", 0.0)
         tok = tokenizers.for_stage(base_model, data)
         if tok.tokenizer is None:
             fix = f"{tok.fix}, or --avg-tokens N"
@@ -366,8 +366,8 @@ def file_sequence_tokens(
         if not counted.lengths:
             reason = counted.skip_reason or "the dataset has no rows"
             return SequenceTokens({}, f"not counted: {reason}", {"method": "unknown", "reason": reason})
-        extra = (s.max_completion_len or s.seq_len // 2) if s.stage == "grpo" else 0
-        t = counted.totals(data.max_len or s.seq_len, data.over_length, extra)
+        extra = (s.grpo.max_completion_len or s.batch.seq_len // 2) if s.stage == "grpo" else 0
+        t = counted.totals(data.max_len or s.batch.seq_len, data.over_length, extra)
         per[name] = t.tokens_per_row / t.sequences_per_row
     assert counted is not None and tok is not None
     rows = f"{counted.counted:,} of {counted.rows:,} rows" if counted.sampled else f"all {counted.rows:,} rows"

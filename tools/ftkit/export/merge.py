@@ -69,13 +69,14 @@ def _read_json(path: Path) -> dict[str, Any]:
 def _stage_loads_4bit(run_dir: Path, stage: str, engine_name: str | None) -> bool | None:
     """Whether the stage trained on a 4-bit base, read by its engine from the resolved config."""
     from ftkit.engines import get_engine
+    from ftkit.engines.facts import method_of
     from ftkit.yaml_load import load_yaml
 
     resolved = run_dir / "resolved" / f"{stage}.yaml"
     if not resolved.is_file() or not engine_name:
         return None
     cfg = load_yaml(resolved).data or {}
-    return get_engine(engine_name).estimate_setting(cfg).get("method") == "qlora"
+    return method_of(get_engine(engine_name).engine_facts(cfg)) == "qlora"
 
 
 def resolve_merge_source(path: Path, base: str | None = None, stage: str | None = None) -> MergeSource:

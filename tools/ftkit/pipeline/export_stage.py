@@ -206,6 +206,7 @@ def write_card(
     export: dict[str, Any] | None, *, out_dir: Path | None = None, merge: dict[str, Any] | None = None,
 ) -> Path:  # fmt: skip
     """README.md with front matter in the final merged model's dir (or `out_dir`)."""
+    from ftkit.engines.facts import method_of
     from ftkit.export.model_card import card_facts_from_run, render_model_card
     from ftkit.models import BUILTIN_MODELS
 
@@ -219,7 +220,7 @@ def write_card(
         for path in engine.dataset_paths(cfg):
             p = Path(path)
             datasets.append(str(p.relative_to(loaded.dir)) if p.is_relative_to(loaded.dir) else str(path))
-    methods = {name: engine.estimate_setting(cfg).get("method") for name, cfg in resolved_configs.items()}
+    methods = {name: method_of(engine.engine_facts(cfg)) for name, cfg in resolved_configs.items()}
     facts = card_facts_from_run(
         metrics, license_id=license_id, container=loaded.recipe.container.model_dump(), datasets=datasets,
         methods=methods, merge=merge or metrics["stages"][last].get("merge"), evaluation=(export or {}).get("eval"),

@@ -204,8 +204,8 @@ def _vram_preflight(
     """On a GPU machine: estimate the stage's peak memory and refuse (exit 5) what will not fit, unless forced."""
     if not hw["gpus"]:
         return None
+    from ftkit.estimate.from_engine import setting_from_facts
     from ftkit.estimate.from_recipe import resolve_architecture
-    from ftkit.estimate.inputs import Setting
     from ftkit.estimate.preflight import check_stage
 
     try:
@@ -213,8 +213,9 @@ def _vram_preflight(
     except FtkitError:
         events.message(f"vram: {resolved.name}: {base} is not in the estimator's catalog; memory not checked")
         return None
-    engine_setting = engine.estimate_setting(resolved.config)
-    result = check_stage(arch, Setting(**engine_setting), hw["gpus"], stage=resolved.name,
+    # On the GPUs at hand (a sharded config on one GPU is no valid setting).
+    setting = setting_from_facts(engine.engine_facts(resolved.config), gpus=max(len(hw["gpus"]), 1))
+    result = check_stage(arch, setting, hw["gpus"], stage=resolved.name,
                          config_file=config_file, force=force, engine=engine.name)  # fmt: skip
     events.message(f"vram: {resolved.name}: needs about {result['need_gib']} GiB of {result['budget_gib']} GiB "
                    f"per GPU ({result['verdict']})")  # fmt: skip
@@ -574,6 +575,8 @@ def _summary(
     engine: Any, resolved: ResolvedStage, ctx: StageContext, plan: PlannedStage, history: list[dict[str, float]],
     result: ProcessResult, attempts: list[dict[str, Any]],
 ) -> dict[str, Any]:  # fmt: skip
+    from ftkit.engines.facts import method_of
+
     summary: dict[str, Any] = dict(summarize(history))
     cuda_peak = summary.pop("cuda_peak_gib")
     summary |= {
@@ -586,7 +589,7 @@ def _summary(
         "pii": plan.pii_reports,
         "vram_estimate": plan.vram,
         "adapter_dir": str(engine.adapter_dir(ctx)),
-        "method": engine.estimate_setting(resolved.config).get("method"),
+        "method": method_of(engine.engine_facts(resolved.config)),
         "sequence_len": engine.sequence_len(resolved.config),
         "attempts": attempts,
     }

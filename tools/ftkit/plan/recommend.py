@@ -110,19 +110,20 @@ class Plan:
 def _setting_for(s: Setting, gpus: int) -> Setting:
     """The recipe's setting on `gpus` GPUs: shard with the recipe's own parallelism when there are several,
     replicate (DDP) an unsharded recipe, drop sharding on one GPU."""
-    par = s.parallelism
+    par = s.parallel.strategy
     if gpus == 1:
         par = "none"
     elif par in ("none", "ddp"):
         par = "ddp"
-    return Setting(**{**s.model_dump(), "gpus": gpus, "parallelism": par})
+    return s.with_changes(gpus=gpus, parallelism=par)
 
 
 def _same_run(before: Setting, after: Setting) -> bool:
     """A pre-flight change that keeps what is trained and how: the method, the sequence length, no CPU offload.
     Others (QLoRA, offload, cut rows) are not taken to make a candidate fit: the next method in the rules' order
     is the honest alternative."""
-    return (after.method, after.seq_len, after.cpu_offload) == (before.method, before.seq_len, before.cpu_offload)
+    kept = (after.method, after.batch.seq_len, after.parallel.cpu_offload)
+    return kept == (before.method, before.batch.seq_len, before.parallel.cpu_offload)
 
 
 def _cheap_changes(s: Setting, engine: str | None = None) -> tuple[Change, ...]:
@@ -134,7 +135,7 @@ def fit_on(c: Candidate, vram_gb: float, gpus: int) -> Fit:
     worst, parallelism, changes, ok = 0.0, "none", [], True
     for st in c.stages:
         s = _setting_for(st.setting, gpus)
-        parallelism = s.parallelism
+        parallelism = s.parallel.strategy
         need = estimate_memory(st.arch, s).device_total / GIB
         if need > vram_gb * FIT_HEADROOM:
             found = suggestions(st.arch, s, vram_gb, changes=_cheap_changes(s, c.engine))
@@ -160,7 +161,7 @@ def _keys(engine: str) -> dict[str, str]:
 def run_sets(c: Candidate, hyper: Hyper, gpus: int) -> tuple[dict[str, Any], list[str]]:
     """The recommended settings, engine-neutral, and as `--set` arguments for the candidate's engine. Gradient
     accumulation keeps the global batch at `hyper.global_batch` with the recipe's micro-batch on `gpus` GPUs."""
-    micro = c.stages[-1].setting.micro_batch
+    micro = c.stages[-1].setting.batch.micro_batch
     accum = max(1, hyper.global_batch // (micro * gpus))
     settings: dict[str, Any] = {
         "epochs": hyper.epochs,
@@ -196,7 +197,7 @@ def _time_cost(
     total_h, total_tokens, costs, per_seq = 0.0, 0.0, {}, {}
     for st in c.stages:
         s = _setting_for(st.setting, gpus)
-        pair = 2 if s.stage in ("dpo", "orpo", "reward") else s.num_generations if s.stage == "grpo" else 1
+        pair = 2 if s.stage in ("dpo", "orpo", "reward") else s.grpo.num_generations if s.stage == "grpo" else 1
         per_seq[st.stage] = counted.per_stage.get(st.stage, avg_tokens) if counted else avg_tokens
         tokens = rows * per_seq[st.stage] * hyper.epochs * pair
         total_tokens += tokens
