@@ -1,12 +1,25 @@
-"""What a run's metrics.json says, read back for people: its stops, resumes and refused pre-flights, and the gates
-it went past (--allow-pii, --force). Shared by the run report and the model card, so both tell a run alike."""
+"""A run's record, `RunRecord`, as metrics.json holds it, and that record read back for people: its stops, resumes and
+refused pre-flights, and the gates it went past (--allow-pii, --force).
+
+The pipeline fills one typed `RunRecord` and writes it with `to_dict()`; the run report, the model card and
+`ftkit doctor` read the written form. Stage summaries stay mappings: their keys are the metrics the gate knows.
+"""
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
-REFUSED = "refused"  # the pre-flight refused the run: nothing trained
+METRICS_FILE = "metrics.json"
+# running: training; trained: every stage trained, the gate not yet run; then passed, failed-metrics (a bound),
+# failed-export (a GGUF or evaluation check), failed (an engine), interrupted (SIGTERM), refused (the pre-flight).
+RunStatus = Literal[
+    "running", "trained", "passed", "failed-metrics", "failed-export", "failed", "interrupted", "refused"
+]
+
+REFUSED: RunStatus = "refused"  # the pre-flight refused the run: nothing trained
 
 # The pre-flight checks in the order they run, and how a person names each one.
 PREFLIGHT_CHECKS: dict[str, str] = {
@@ -20,6 +33,78 @@ PREFLIGHT_CHECKS: dict[str, str] = {
     "exports": "the exports check (an export this machine cannot make)",
     "leakage": "the held-out check (held-out rows missing or also in the training data)",
 }
+
+
+@dataclass
+class RunRecord:
+    """What a run is and what happened to it; `to_dict()` is metrics.json, `from_dict()` reads one back.
+
+    Keys of a metrics.json this version does not know are kept in `extra` and written back, so a resume by a newer
+    or older ftkit loses nothing."""
+
+    recipe: str
+    recipe_dir: str
+    profile: str
+    sets: list[str]
+    run_dir: str
+    checkpoint_dir: str | None
+    started: str
+    git_commit: str
+    hardware: dict[str, Any]
+    hardware_label: str
+    versions: dict[str, Any]
+    engine: str
+    image: dict[str, Any]
+    status: RunStatus = "running"
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> its summary (metrics, data, merge…)
+    interruptions: list[dict[str, Any]] = field(default_factory=list)  # SIGTERM: stage, signal, at, checkpoint, step
+    resumes: list[dict[str, Any]] = field(default_factory=list)  # at, from, skipped_stages (stage, checkpoint, step)
+    refusals: list[dict[str, Any]] = field(default_factory=list)  # every refused pre-flight of this run
+    export: dict[str, Any] | None = None  # GGUF, quantized and evaluation results
+    finished: str | None = None
+    checks: list[dict[str, Any]] | None = None  # the gate's rows
+    model_card: str | None = None
+    refused: dict[str, Any] | None = None  # the last refusal
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    _OPTIONAL: ClassVar[tuple[str, ...]] = ("export", "finished", "checks", "model_card", "refused")
+
+    def to_dict(self) -> dict[str, Any]:
+        """metrics.json: every field, the optional ones only once set, then the unknown keys read with it."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "extra" or (f.name in self._OPTIONAL and value is None):
+                continue
+            out[f.name] = value
+        return out | self.extra
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunRecord:
+        names = {f.name for f in fields(cls)} - {"extra"}
+        known = {k: v for k, v in data.items() if k in names}
+        for key in ("sets", "interruptions", "resumes", "refusals"):
+            known[key] = list(known.get(key) or [])
+        known["stages"] = dict(known.get("stages") or {})
+        for key in ("recipe", "recipe_dir", "profile", "run_dir", "started", "git_commit", "hardware_label", "engine"):
+            known.setdefault(key, "")
+        for key in ("hardware", "versions", "image"):
+            known.setdefault(key, {})
+        known.setdefault("checkpoint_dir", None)
+        return cls(**known, extra={k: v for k, v in data.items() if k not in names})
+
+    def write(self, run_dir: Path, checkpoint_root: Path | None) -> None:
+        """metrics.json in the run dir, and its copy beside the checkpoints (what a restarted machine still has)."""
+        write_metrics(self.to_dict(), run_dir, checkpoint_root)
+
+
+def write_metrics(metrics: dict[str, Any], run_dir: Path, checkpoint_root: Path | None) -> None:
+    """Write a metrics.json mapping to the run dir and, when they differ, beside the checkpoints."""
+    text = json.dumps(metrics, indent=2, default=str)
+    (run_dir / METRICS_FILE).write_text(text)
+    if checkpoint_root is not None and checkpoint_root.resolve() != run_dir.resolve():
+        checkpoint_root.mkdir(parents=True, exist_ok=True)
+        (checkpoint_root / METRICS_FILE).write_text(text)
 
 
 def cell(value: Any) -> str:

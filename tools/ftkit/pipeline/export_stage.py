@@ -99,14 +99,13 @@ def run_exports(
     loaded: LoadedRecipe,
     plan: Export,
     run_dir: Path,
-    metrics: dict[str, Any],
+    merged: Path,
     root_base: str,
     events: Any,
     sequence_len: int | None = None,
 ) -> dict[str, Any]:
-    """GGUF + AWQ/GPTQ exports and the evaluation of the last stage's merged model; returns metrics' `export`."""
-    last = loaded.recipe.stages[-1].name
-    merged = Path(metrics["stages"][last]["merged_dir"])
+    """GGUF + AWQ/GPTQ exports and the evaluation of the last stage's merged model (`merged`); returns the run
+    record's `export`."""
     export_dir = run_dir / "export"
     artifacts: list[dict[str, Any]] = []
     for quant in plan.gguf:

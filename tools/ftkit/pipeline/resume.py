@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ftkit.errors import ExitCode, FtkitError, Problem
-from ftkit.run_record import PREFLIGHT_CHECKS, REFUSED
+from ftkit.run_record import METRICS_FILE, PREFLIGHT_CHECKS, REFUSED
 
-METRICS_FILE = "metrics.json"
 DONE = "done"  # a stage's status once it trained (and merged, when a later stage or the export needs it)
 RESUMABLE = ("running", "interrupted", "failed")  # run statuses a resume accepts; the others finished training
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -171,15 +170,6 @@ def trim_history(path: Path, upto_step: int) -> int:
     keep = [ln for ln in lines if (r := json.loads(ln)).get("step", 0) <= upto_step and "train_runtime" not in r]
     path.write_text("".join(ln + "\n" for ln in keep), encoding="utf-8")
     return len(lines) - len(keep)
-
-
-def write_state(metrics: dict[str, Any], run_dir: Path, checkpoint_root: Path | None) -> None:
-    """metrics.json in the run dir, and its copy beside the checkpoints (what a restarted machine still has)."""
-    text = json.dumps(metrics, indent=2, default=str)
-    (run_dir / METRICS_FILE).write_text(text)
-    if checkpoint_root is not None and checkpoint_root.resolve() != run_dir.resolve():
-        checkpoint_root.mkdir(parents=True, exist_ok=True)
-        (checkpoint_root / METRICS_FILE).write_text(text)
 
 
 def find_resumable(runs: Path, recipe: str, profile: str, sets: list[str]) -> Path | None:

@@ -45,12 +45,19 @@ from ftkit.pipeline.resume import (
     stage_done,
     trim_history,
     unique_evals,
-    write_state,
 )
 from ftkit.pipeline.run_report import markdown_summary, plot_curves
 from ftkit.recipes.load import LoadedRecipe, check_engine_configs, load_recipe
-from ftkit.recipes.resolve import ResolvedStage, check_profile, resolve_stage, route_sets, validate_profiles
+from ftkit.recipes.resolve import (
+    ResolvedStage,
+    SetOverrides,
+    check_profile,
+    resolve_stage,
+    route_sets,
+    validate_profiles,
+)
 from ftkit.recipes.schema import Export
+from ftkit.run_record import RunRecord
 from ftkit.yaml_load import dump_yaml
 
 
@@ -97,7 +104,9 @@ class PlannedStage:
     ctx: StageContext
     data_reports: list[ValidationReport]
     pii_reports: list[dict[str, Any]]
-    vram: dict[str, Any] | None = None
+    vram: dict[str, Any] | None
+    resolved: ResolvedStage  # the stage's engine config for this run, resolved once in the pre-flight
+    init_model: str | None = None  # the earlier stage's merged model it starts from (init_from)
 
 
 def _check_hardware(loaded: LoadedRecipe, profile: str, hw: dict[str, Any]) -> None:
@@ -261,7 +270,28 @@ def run_recipe(name: str, opts: RunOptions, events: RunEvents | None = None) -> 
 
 
 def _run(name: str, opts: RunOptions, events: RunEvents, stop: StopRequest) -> RunResult:
-    loaded = load_recipe(name, check_profiles=False, quick=True)  # no engine imported: typos are answered at once
+    """plan (every check that needs no training) -> train the stages -> exports -> gate -> report."""
+    loaded, sets, prev = _load_checked(name, opts)
+    hw = envinfo.hardware()
+    engine = get_engine(loaded.recipe.engine)
+    started = dt.datetime.now(dt.UTC)
+    run_dir = (
+        opts.run_dir or opts.resume or _new_dir(opts.runs_root / loaded.name, f"{started:%Y%m%d-%H%M%S}-{opts.profile}")
+    )
+    run_dir = run_dir.resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    events.message(f"run dir: {run_dir}")
+    ckpt_root = opts.checkpoint_dir or (Path(prev["checkpoint_dir"]) if prev and prev.get("checkpoint_dir") else None)
+    ckpt_root = ckpt_root.resolve() if ckpt_root else None
+    run = _Run(loaded, opts, engine, hw, run_dir, ckpt_root, prev, events, stop, started)
+    plan = _preflight(run, sets)
+    return _execute(run, plan)
+
+
+def _load_checked(name: str, opts: RunOptions) -> tuple[LoadedRecipe, SetOverrides, dict[str, Any] | None]:
+    """The recipe, the routed `--set` values and the state of the run to resume; config errors (a typo in a key,
+    stage or profile) are answered before any engine is imported, then the engine's full schema runs."""
+    loaded = load_recipe(name, check_profiles=False, quick=True)
     stage_names = [s.name for s in loaded.recipe.stages]
     prev = read_state(opts.resume) if opts.resume else None
     if prev is not None and opts.resume is not None:
@@ -274,29 +304,63 @@ def _run(name: str, opts: RunOptions, events: RunEvents, stop: StopRequest) -> R
         problems = validate_profiles(loaded, sets)
     if problems:
         raise FtkitError(f"{loaded.name}: the resolved configs are invalid", problems)
-    hw = envinfo.hardware()
-    engine = get_engine(loaded.recipe.engine)
+    return loaded, sets, prev
 
-    started = dt.datetime.now(dt.UTC)
-    run_dir = (
-        opts.run_dir or opts.resume or _new_dir(opts.runs_root / loaded.name, f"{started:%Y%m%d-%H%M%S}-{opts.profile}")
-    )
-    run_dir = run_dir.resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    events.message(f"run dir: {run_dir}")
-    ckpt_root = opts.checkpoint_dir or (Path(prev["checkpoint_dir"]) if prev and prev.get("checkpoint_dir") else None)
-    ckpt_root = ckpt_root.resolve() if ckpt_root else None
 
-    processes = loaded.recipe.profiles[opts.profile].processes if opts.profile in loaded.recipe.profiles else None
+@dataclass
+class _Run:
+    """What every step of one run shares: the recipe, where it runs, and how it reports."""
 
-    def ctx_for(stage: str) -> StageContext:
-        d = run_dir / stage
+    loaded: LoadedRecipe
+    opts: RunOptions
+    engine: Any
+    hw: dict[str, Any]
+    run_dir: Path
+    ckpt_root: Path | None
+    prev: dict[str, Any] | None  # the metrics.json of the run being resumed
+    events: RunEvents
+    stop: StopRequest
+    started: dt.datetime
+
+    def ctx_for(self, stage: str) -> StageContext:
+        d = self.run_dir / stage
         d.mkdir(parents=True, exist_ok=True)
-        return StageContext(loaded.name, stage, d, loaded.dir, hw["device"], len(hw["gpus"]),
-                            ckpt_root / stage if ckpt_root else None, processes)  # fmt: skip
+        profile = self.loaded.recipe.profiles.get(self.opts.profile)
+        return StageContext(self.loaded.name, stage, d, self.loaded.dir, self.hw["device"], len(self.hw["gpus"]),
+                            self.ckpt_root / stage if self.ckpt_root else None,
+                            profile.processes if profile else None)  # fmt: skip
 
-    # Pre-flight: the hardware, then resolve, validate and check the data of every stage before any training
-    # starts. A refusal is recorded in the run dir (metrics.json, report.md) and raised with its own exit code.
+    def new_record(self) -> RunRecord:
+        """A new run's record before any stage: what runs where, on what, with which versions; a resumed run keeps
+        its start, stops, resumes and refusals."""
+        record = RunRecord(
+            recipe=self.loaded.name, recipe_dir=str(self.loaded.dir), profile=self.opts.profile, sets=self.opts.sets,
+            run_dir=str(self.run_dir), checkpoint_dir=str(self.ckpt_root) if self.ckpt_root else None,
+            started=self.started.isoformat(timespec="seconds"), git_commit=envinfo.git_commit(self.loaded.dir),
+            hardware=self.hw, hardware_label=envinfo.hardware_label(self.hw), versions=envinfo.versions(),
+            engine=self.engine.name, image=_image_record(self.loaded, self.events),
+        )  # fmt: skip
+        if self.prev is not None:
+            record.started = self.prev["started"]
+            record.interruptions = list(self.prev.get("interruptions", []))
+            record.resumes = list(self.prev.get("resumes", []))
+            record.refusals = list(self.prev.get("refusals", []))
+        return record
+
+
+@dataclass
+class _Plan:
+    """The pre-flight's result: each stage resolved once and checked, and the exports to make."""
+
+    stages: dict[str, PlannedStage]
+    export: Export
+    root_base: str  # the first stage's base model: the tokenizer and the reference every later stage keeps
+
+
+def _preflight(run: _Run, sets: SetOverrides) -> _Plan:
+    """The hardware, then resolve, validate and check the data of every stage before any training starts. A
+    refusal is recorded in the run dir (metrics.json, report.md) and raised with its own exit code."""
+    loaded, opts, engine, events = run.loaded, run.opts, run.engine, run.events
     events.stage_start("pre-flight", "configs and data")
     checking = _Checking()
     model_cache: dict[str, str] = {}
@@ -314,11 +378,11 @@ def _run(name: str, opts: RunOptions, events: RunEvents, stop: StopRequest) -> R
     tokenizers: dict[str, Any] = {}
     root_base = ""
     try:
-        _check_hardware(loaded, opts.profile, hw)
+        _check_hardware(loaded, opts.profile, run.hw)
         for stage in loaded.recipe.stages:
             checking.stage, checking.what = stage.name, "checkpoints"
-            ctx = ctx_for(stage.name)
-            if prev is None and (found := last_checkpoint(ctx.output_dir)):
+            ctx = run.ctx_for(stage.name)
+            if run.prev is None and (found := last_checkpoint(ctx.output_dir)):
                 raise FtkitError.one(
                     f"stage '{stage.name}': {found} is a checkpoint of an earlier run; a new run would mix with it",
                     file=found, field="--checkpoint-dir",
@@ -326,9 +390,11 @@ def _run(name: str, opts: RunOptions, events: RunEvents, stop: StopRequest) -> R
                     "empty checkpoint dir",
                 )  # fmt: skip
             checking.what = "config"
-            placeholder = str(ctx.stage_dir.parent / (stage.init_from or "") / "merged") if stage.init_from else None
+            # A stage that starts from an earlier one trains on that stage's merged model, which `_merge_stage`
+            # writes to <run dir>/<stage>/merged: the config names that path now and is resolved only this once.
+            init_model = str(ctx.stage_dir.parent / stage.init_from / "merged") if stage.init_from else None
             resolved = resolve_stage(
-                loaded, stage.name, opts.profile, sets, model_resolver=resolver, init_model=placeholder, ctx=ctx
+                loaded, stage.name, opts.profile, sets, model_resolver=resolver, init_model=init_model, ctx=ctx
             )
             if not stage.init_from:
                 _check_local_weights(engine.base_model(resolved.config), stage.name)
@@ -347,88 +413,99 @@ def _run(name: str, opts: RunOptions, events: RunEvents, stop: StopRequest) -> R
             checking.what = "pii"
             pii_reports = _pii_gate(loaded, engine, resolved, ctx, opts.allow_pii, events)
             checking.what = "vram"
-            vram = _vram_preflight(engine, resolved, base, hw, opts.force, str(loaded.dir / stage.config), events)
-            planned[stage.name] = PlannedStage(ctx, data_reports, pii_reports, vram)
+            vram = _vram_preflight(engine, resolved, base, run.hw, opts.force, str(loaded.dir / stage.config), events)
+            planned[stage.name] = PlannedStage(ctx, data_reports, pii_reports, vram, resolved, init_model)
             train_files += [str(p) for p in engine.dataset_paths(resolved.config)]
         checking.stage, checking.what = None, "exports"
         export_plan = loaded.recipe.export_for(opts.profile)
-        require_exports_possible(preflight_exports(loaded, export_plan, train_files, cuda=bool(hw["gpus"])))
+        require_exports_possible(preflight_exports(loaded, export_plan, train_files, cuda=bool(run.hw["gpus"])))
     except FtkitError as exc:
-        record = prev or _run_record(loaded, opts, run_dir, ckpt_root, started, hw, engine, events)
-        _record_refusal(checking.refusal(exc), record, prev is not None, run_dir, loaded, opts.profile)
+        record = RunRecord.from_dict(run.prev) if run.prev is not None else run.new_record()
+        _record_refusal(checking.refusal(exc), record, run.prev is not None, run.run_dir, loaded, opts.profile)
         raise
+    return _Plan(planned, export_plan, root_base)
 
-    metrics = _run_record(loaded, opts, run_dir, ckpt_root, started, hw, engine, events)
+
+def _execute(run: _Run, plan: _Plan) -> RunResult:
+    """Train every stage in order (a resumed run keeps the finished ones), merge where a later stage or the
+    export needs it, make the exports, gate the metrics and write the report, whatever happened on the way."""
+    loaded, engine, events, stop, prev = run.loaded, run.engine, run.events, run.stop, run.prev
+    record = run.new_record()
     if prev is not None:
-        metrics["started"] = prev["started"]
-        for key in ("interruptions", "resumes", "refusals"):
-            metrics[key] = list(prev.get(key, []))
-        metrics["resumes"].append({"at": now(), "from": str(opts.resume), "skipped_stages": []})
-    write_state(metrics, run_dir, ckpt_root)
+        record.resumes.append({"at": now(), "from": str(run.opts.resume), "skipped_stages": []})
+    record.write(run.run_dir, run.ckpt_root)
     histories: dict[str, list[dict[str, float]]] = {}
-    resolved_configs: dict[str, dict[str, Any]] = {}
     merged: dict[str, Path] = {}
     needs_merge = {s.init_from for s in loaded.recipe.stages if s.init_from}
+    last = loaded.recipe.stages[-1]
     try:
         for stage in loaded.recipe.stages:
-            ctx = planned[stage.name].ctx
+            planned = plan.stages[stage.name]
+            ctx, resolved = planned.ctx, planned.resolved
             if stop.requested:
-                raise _stopped_between(metrics, stage.name, stop, run_dir)
-            init_model = str(merged[stage.init_from]) if stage.init_from else None
-            resolved = resolve_stage(
-                loaded, stage.name, opts.profile, sets, model_resolver=resolver, init_model=init_model, ctx=ctx
-            )
-            resolved_configs[stage.name] = resolved.config
-            wants_merge = stage.name in needs_merge or (stage is loaded.recipe.stages[-1] and export_plan.merge)
+                raise _stopped_between(record, stage.name, stop, run.run_dir)
+            if stage.init_from and str(merged[stage.init_from]) != planned.init_model:
+                # a resumed run's kept merge from an earlier run dir: point the config at it
+                resolved.set(engine.base_model_key, str(merged[stage.init_from]),
+                             f"init_from: {stage.init_from} (merged model kept from the interrupted run)")  # fmt: skip
+            wants_merge = stage.name in needs_merge or (stage is last and plan.export.merge)
             if prev is not None and stage_done(prev, stage.name):
-                summary = metrics["stages"][stage.name] = prev["stages"][stage.name]
+                summary = record.stages[stage.name] = prev["stages"][stage.name]
                 histories[stage.name] = engine.history(ctx)
-                metrics["resumes"][-1]["skipped_stages"].append(stage.name)
+                record.resumes[-1]["skipped_stages"].append(stage.name)
                 events.message(f"resume: stage '{stage.name}' finished before; its metrics are kept")
-                _write_resolved(run_dir, resolved)
+                _write_resolved(run.run_dir, resolved)
                 if wants_merge:
-                    merged[stage.name] = _kept_merge(engine, resolved, ctx, export_plan, summary, events)
+                    merged[stage.name] = _kept_merge(engine, resolved, ctx, plan.export, summary, events)
                 continue
             events.stage_start(stage.name, f"{engine.name} on {Path(engine.base_model(resolved.config)).name}")
-            summary = _train_stage(engine, resolved, ctx, run_dir, planned[stage.name], prev, metrics, stop, events)
+            summary = _train_stage(engine, resolved, ctx, run.run_dir, planned, prev, record, stop, events)
             histories[stage.name] = engine.history(ctx)
             events.stage_end(stage.name, summary)
             summary["status"] = DONE  # trained; a resume merges it again unless `merged_dir` is recorded
-            write_state(metrics, run_dir, ckpt_root)
+            record.write(run.run_dir, run.ckpt_root)
             if wants_merge:
-                merged[stage.name] = _merge_stage(engine, resolved, ctx, stage.name, export_plan, summary, events)
-                write_state(metrics, run_dir, ckpt_root)
-        metrics["status"] = "trained"
-        if export_plan.merge and (export_plan.gguf or export_plan.quantize or export_plan.eval):
+                merged[stage.name] = _merge_stage(engine, resolved, ctx, stage.name, plan.export, summary, events)
+                record.write(run.run_dir, run.ckpt_root)
+        record.status = "trained"
+        if plan.export.merge and (plan.export.gguf or plan.export.quantize or plan.export.eval):
             if stop.requested:
-                raise _stopped_between(metrics, "export", stop, run_dir)
-            last = loaded.recipe.stages[-1]
-            metrics["export"] = run_exports(loaded, export_plan, run_dir, metrics, root_base, events,
-                                            metrics["stages"][last.name].get("sequence_len"))  # fmt: skip
-            ok, failed = export_passed(metrics["export"], export_plan)
+                raise _stopped_between(record, "export", stop, run.run_dir)
+            summary = record.stages[last.name]
+            record.export = run_exports(loaded, plan.export, run.run_dir, Path(summary["merged_dir"]), plan.root_base,
+                                        events, summary.get("sequence_len"))  # fmt: skip
+            ok, failed = export_passed(record.export, plan.export)
             if not ok:
-                metrics["status"] = "failed-export"
-                metrics["export"]["failed"] = failed
+                record.status = "failed-export"
+                record.export["failed"] = failed
                 events.message("export FAILED: " + "; ".join(failed))
     except RunInterrupted:
-        metrics["status"] = "interrupted"
+        record.status = "interrupted"
         raise
     except FtkitError:
-        metrics["status"] = "failed"
+        record.status = "failed"
         raise
     finally:
-        metrics["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        rows = check_metrics(metrics["stages"], loaded.expected, opts.profile) if loaded.expected else []
-        if metrics["status"] == "trained":
-            metrics["status"] = "passed" if all(r.passed for r in rows) else "failed-metrics"
-        metrics["checks"] = [r.to_dict() for r in rows]
-        last_merged = metrics["stages"].get(loaded.recipe.stages[-1].name, {}).get("merged_dir")
-        if last_merged and metrics["status"] not in ("failed", "interrupted"):
-            metrics["model_card"] = str(write_card(loaded, metrics, engine, resolved_configs, metrics.get("export")))
-        write_state(metrics, run_dir, ckpt_root)
-        plot = plot_curves(histories, run_dir / "curves.png") if histories else None
-        (run_dir / "report.md").write_text(markdown_summary(metrics, rows, plot))
-    return RunResult(run_dir, metrics, rows)
+        rows = _finish(run, plan, record, histories)
+    return RunResult(run.run_dir, record.to_dict(), rows)
+
+
+def _finish(run: _Run, plan: _Plan, record: RunRecord, histories: dict[str, list[dict[str, float]]]) -> list[CheckRow]:
+    """The gate, the model card, metrics.json and report.md of a run that ended (passed, failed or stopped)."""
+    loaded = run.loaded
+    record.finished = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    rows = check_metrics(record.stages, loaded.expected, run.opts.profile) if loaded.expected else []
+    if record.status == "trained":
+        record.status = "passed" if all(r.passed for r in rows) else "failed-metrics"
+    record.checks = [r.to_dict() for r in rows]
+    last_merged = record.stages.get(loaded.recipe.stages[-1].name, {}).get("merged_dir")
+    if last_merged and record.status not in ("failed", "interrupted"):
+        configs = {name: p.resolved.config for name, p in plan.stages.items() if name in record.stages}
+        record.model_card = str(write_card(loaded, record.to_dict(), run.engine, configs, record.export))
+    record.write(run.run_dir, run.ckpt_root)
+    plot = plot_curves(histories, run.run_dir / "curves.png") if histories else None
+    (run.run_dir / "report.md").write_text(markdown_summary(record.to_dict(), rows, plot))
+    return rows
 
 
 @dataclass
@@ -445,48 +522,19 @@ class _Checking:
         return refusal_record(what, self.stage, exc)
 
 
-def _run_record(
-    loaded: LoadedRecipe, opts: RunOptions, run_dir: Path, ckpt_root: Path | None, started: dt.datetime,
-    hw: dict[str, Any], engine: Any, events: RunEvents,
-) -> dict[str, Any]:  # fmt: skip
-    """A new run's metrics.json before any stage: what runs where, on what, with which versions."""
-    return {
-        "recipe": loaded.name,
-        "recipe_dir": str(loaded.dir),
-        "profile": opts.profile,
-        "sets": opts.sets,
-        "run_dir": str(run_dir),
-        "checkpoint_dir": str(ckpt_root) if ckpt_root else None,
-        "started": started.isoformat(timespec="seconds"),
-        "git_commit": envinfo.git_commit(loaded.dir),
-        "hardware": hw,
-        "hardware_label": envinfo.hardware_label(hw),
-        "versions": envinfo.versions(),
-        "engine": engine.name,
-        "image": _image_record(loaded, events),
-        "status": "running",
-        "stages": {},
-        "interruptions": [],
-        "resumes": [],
-        "refusals": [],
-    }
-
-
 def _record_refusal(
-    refusal: dict[str, Any], record: dict[str, Any], resuming: bool, run_dir: Path, loaded: LoadedRecipe, profile: str
+    refusal: dict[str, Any], record: RunRecord, resuming: bool, run_dir: Path, loaded: LoadedRecipe, profile: str
 ) -> None:
     """metrics.json and report.md of a run the pre-flight refused. A new run gets status 'refused'; a refused resume
     keeps the run's status and stages (it stays resumable) and adds the refusal. Written in the run dir only, never
     beside the checkpoints: those may hold another run's state (the checkpoint-dir refusal)."""
-    state = dict(record)
     if not resuming:
-        state |= {"status": REFUSED, "finished": refusal["at"], "checks": []}
-    state |= {"run_dir": str(run_dir), "refused": refusal, "refusals": [*state.get("refusals", []), refusal]}
-    write_state(state, run_dir, None)
-    stages = state.get("stages") or {}
-    rows = check_metrics(stages, loaded.expected, profile) if loaded.expected and stages else []
+        record.status, record.finished, record.checks = REFUSED, refusal["at"], []
+    record.run_dir, record.refused, record.refusals = str(run_dir), refusal, [*record.refusals, refusal]
+    record.write(run_dir, None)
+    rows = check_metrics(record.stages, loaded.expected, profile) if loaded.expected and record.stages else []
     plot = run_dir / "curves.png"  # a resumed run's curves of what trained before
-    (run_dir / "report.md").write_text(markdown_summary(state, rows, plot if plot.is_file() else None))
+    (run_dir / "report.md").write_text(markdown_summary(record.to_dict(), rows, plot if plot.is_file() else None))
 
 
 def _kept_merge(
@@ -508,18 +556,18 @@ def _new_dir(parent: Path, name: str) -> Path:
     return candidate
 
 
-def _stopped_between(metrics: dict[str, Any], where: str, stop: StopRequest, run_dir: Path) -> RunInterrupted:
+def _stopped_between(record: RunRecord, where: str, stop: StopRequest, run_dir: Path) -> RunInterrupted:
     """SIGTERM came while nothing trained (pre-flight, a merge): stop before `where` starts."""
     info = {"stage": where, "signal": stop.signal, "at": now(), "checkpoint": None, "step": None}
-    metrics["interruptions"].append(info)
+    record.interruptions.append(info)
     return interrupted(where, stop.signal, None, run_dir)
 
 
 def _train_stage(
     engine: Any, resolved: ResolvedStage, ctx: StageContext, run_dir: Path, plan: PlannedStage,
-    prev: dict[str, Any] | None, metrics: dict[str, Any], stop: StopRequest, events: RunEvents,
+    prev: dict[str, Any] | None, record: RunRecord, stop: StopRequest, events: RunEvents,
 ) -> dict[str, Any]:  # fmt: skip
-    """Train one stage (from its last checkpoint when resuming) and summarise it into metrics["stages"]. Raises
+    """Train one stage (from its last checkpoint when resuming) and summarise it into record.stages. Raises
     `RunInterrupted` when SIGTERM stopped it, `FtkitError` when the engine failed."""
     name = resolved.name
     checkpoint = last_checkpoint(ctx.output_dir) if prev is not None else None
@@ -528,7 +576,7 @@ def _train_stage(
         step = checkpoint_step(checkpoint)
         resolved.set(engine.resume_key, str(checkpoint), f"resume: {checkpoint.name} of the interrupted run")
         dropped = trim_history(ctx.history_path, step)
-        metrics["resumes"][-1] |= {"stage": name, "checkpoint": str(checkpoint), "step": step}
+        record.resumes[-1] |= {"stage": name, "checkpoint": str(checkpoint), "step": step}
         events.message(f"resume: stage '{name}' continues from {checkpoint} (step {step}; {dropped} log records "
                        "after it dropped: they are logged again)")  # fmt: skip
     else:
@@ -546,7 +594,7 @@ def _train_stage(
     (ctx.stage_dir / "history.json").write_text(json.dumps(history, indent=1))
     earlier = (prev or {}).get("stages", {}).get(name, {}).get("attempts", [])
     summary = _summary(engine, resolved, ctx, plan, history, result, [*earlier, attempt])
-    metrics["stages"][name] = summary
+    record.stages[name] = summary
     if stopped:
         saved = last_checkpoint(ctx.output_dir)
         info = {
@@ -557,7 +605,7 @@ def _train_stage(
             "step": checkpoint_step(saved) if saved else None,
         }
         attempt["interrupted"] = info
-        metrics["interruptions"].append(info)
+        record.interruptions.append(info)
         summary["status"] = "interrupted"
         raise interrupted(name, info["signal"], saved, run_dir)
     if result.returncode != 0:
@@ -649,14 +697,15 @@ def check_run(run_dir: Path) -> RunResult:
     if not path.is_file():
         raise FtkitError.one("no metrics.json here", file=path, fix="pass a run dir written by `ftkit recipe run`")
     metrics = json.loads(path.read_text())
-    if metrics.get("status") == REFUSED:
-        refused = metrics.get("refused") or {}
+    record = RunRecord.from_dict(metrics)
+    if record.status == REFUSED:
+        refused = record.refused or {}
         raise FtkitError.one(
             f"the pre-flight refused this run ({refused.get('message', 'no message recorded')}): nothing trained, "
             "nothing to check", file=path, field="status", fix=f"`ftkit doctor {run_dir}` explains the refusal",
         )  # fmt: skip
-    loaded = load_recipe(metrics["recipe_dir"], check_profiles=False)
+    loaded = load_recipe(record.recipe_dir, check_profiles=False)
     if loaded.expected is None:
         raise FtkitError.one("the recipe has no expected-metrics.yaml", file=loaded.dir)
-    rows = check_metrics(metrics["stages"], loaded.expected, metrics["profile"])
+    rows = check_metrics(record.stages, loaded.expected, record.profile)
     return RunResult(run_dir, metrics, rows)
