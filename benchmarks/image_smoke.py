@@ -53,7 +53,9 @@ def main() -> int:
         rounds.append({"venv": venv, "image": image, "ratio": ratio})
         print(f"round {i + 1}: .venv {venv['seconds']} s (exit {venv['exit_code']}), image {image['seconds']} s "
               f"(exit {image['exit_code']}): image/.venv = {ratio}", flush=True)  # fmt: skip
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    from ftkit.envinfo import git_commit
+
+    commit = git_commit(ROOT)
     result = {
         "benchmark": "image_smoke",
         "recipe": args.recipe,

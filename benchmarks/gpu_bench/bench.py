@@ -115,13 +115,10 @@ def package_versions() -> dict[str, str]:
 
 
 def git_commit() -> str:
-    if os.environ.get("GIT_COMMIT"):
-        return os.environ["GIT_COMMIT"]
-    with contextlib.suppress(Exception):
-        proc = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        if proc.returncode == 0:
-            return proc.stdout.strip()
-    return "unknown (set GIT_COMMIT)"
+    """$GIT_COMMIT where the tree was copied without .git (the GPU machine), else ftkit's reading of the checkout."""
+    from ftkit.envinfo import git_commit as checkout_commit
+
+    return os.environ.get("GIT_COMMIT") or checkout_commit(ROOT)
 
 
 def environment(device: str) -> dict[str, Any]:
