@@ -104,7 +104,8 @@ class _PatchOnImport(importlib.abc.MetaPathFinder):
         if fullname not in PATCHES:
             return None
         for finder in sys.meta_path:
-            if finder is not self and (spec := finder.find_spec(fullname, path, target)) is not None:
+            find = getattr(finder, "find_spec", None)
+            if finder is not self and find is not None and (spec := find(fullname, path, target)) is not None:
                 break
         else:
             return None
