@@ -22,6 +22,9 @@ PIP := PIP_EXTRA_INDEX_URL=$(PIP_EXTRA_INDEX_URL) PIP_DISABLE_PIP_VERSION_CHECK=
 # pip warns once per package about those empty local mirrors; drop that noise, keep everything else.
 QUIET_MIRRORS := 2>&1 | { grep -v "^WARNING: Location 'file:///opt/" || true; }
 
+# The test layers (pyproject.toml's markers, docs/testing.md): the fast layer is every test with none of them.
+FAST := not slow and not model and not recipe_smoke and not containers
+
 .DEFAULT_GOAL := help
 .PHONY: help setup recipe test test-fast lint validate smoke smoke-fork lock clean-runs docker-engine containers test-containers pin-images lock-images
 
@@ -58,11 +61,11 @@ recipe: ## run a recipe (full profile: in its pinned image when Docker is here; 
 	  ALLOW_PII=$(call q,$(ALLOW_PII)) FORCE=$(call q,$(FORCE)) IMAGE=$(call q,$(IMAGE)) LOCAL=$(call q,$(LOCAL)) \
 	  RESUME=$(call q,$(RESUME)) RUNS_DIR=$(call q,$(RUNS_DIR))
 
-test: $(STAMP) ## the test suite (trains tiny models on CPU; under 10 minutes on 2 cores); whole-recipe runs: smoke, smoke-fork
+test: $(STAMP) ## every layer but whole-recipe runs and images: fast + model + slow (trains tiny models on CPU; docs/testing.md)
 	$(BIN)/python -m pytest -q
 
-test-fast: $(STAMP) ## tests that do not train (seconds)
-	$(BIN)/python -m pytest -q -m "not slow"
+test-fast: $(STAMP) ## the fast layer: tests that load no model or tokenizer and train nothing (-m "not slow and not model")
+	$(BIN)/python -m pytest -q -m "$(FAST)"
 
 lint: $(STAMP) ## ruff check and format check
 	$(BIN)/ruff check .

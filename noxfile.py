@@ -2,7 +2,7 @@
 so every session uses the exact locked versions; none creates its own environment.
 
     nox -s lint       ruff check + format check
-    nox -s tests      pytest (all tests; `-- -m "not slow"` for the fast ones)
+    nox -s tests      pytest (what `make test` runs; `-- -m "not slow and not model"` for the fast layer)
     nox -s recipes    validate every recipe (all profiles, schemas, samples, bounds)
     nox -s smoke      run every recipe's smoke profile on CPU and gate its metrics
     nox -s gpu        run every recipe's full profile (a GPU machine)

@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny Llama built offline, tiny recipes, and copies of the real recipes to break."""
+"""Shared fixtures: a tiny Llama built offline, tiny recipes, copies of the real recipes to break, the fakes
+(tests/fakes.py), and the layers' guard (tests/model_guard.py: an unmarked test may not load a model)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,28 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
 sys.path.insert(0, str(Path(__file__).parent))
 
+import model_guard  # noqa: E402
+from fakes import RECIPE, FakeEngine, fake_merges  # noqa: E402
 from tinymodel import build_tiny_llama  # noqa: E402
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    model_guard.install()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before any fixture is built: an unmarked test may not ask for one that builds a model."""
+    if built := model_guard.MODEL_FIXTURES.intersection(item.fixturenames):
+        with model_guard.refusing(model_guard.unmarked([m.name for m in item.iter_markers()])):
+            model_guard.refuse(f"fixture {', '.join(sorted(built))}", pytrace=False, test=item.nodeid)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):  # type: ignore[no-untyped-def]
+    """An unmarked test's setup (module and session fixtures included), call and teardown refuse model loads."""
+    with model_guard.refusing(model_guard.unmarked([m.name for m in item.iter_markers()])):
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -66,6 +88,20 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 @pytest.fixture
+def stub_recipe(recipes_root: Path):  # type: ignore[no-untyped-def]
+    """Factory: `tiny_recipe` for tests that never load the model: the smoke profile's base model is a path that does
+    not exist, so no tiny Llama is built and such a test stays in the fast layer."""
+
+    def make(name: str) -> Path:
+        dst = copy_recipe(name, recipes_root)
+        stub = str(recipes_root.parent / "no-model-here")
+        edit_yaml(dst / "recipe.yaml", lambda d: d["profiles"]["smoke"].update(base_model=stub))
+        return dst
+
+    return make
+
+
+@pytest.fixture
 def tiny_recipe(recipes_root: Path, tiny_llama: Path):  # type: ignore[no-untyped-def]
     """Factory: copy a fixture recipe and point its smoke profile at the tiny Llama."""
 
@@ -84,3 +120,14 @@ def random_chats(n: int, seed: int = 0) -> list[dict]:
     say = lambda k: " ".join(rng.choice(vocab) for _ in range(k))  # noqa: E731
     turns = lambda: [{"role": "user", "content": say(14) + "?"}, {"role": "assistant", "content": say(20) + "."}]  # noqa: E731
     return [{"id": f"c{i}", "messages": turns()} for i in range(n)]
+
+
+@pytest.fixture
+def fake_engine(tiny_recipe, monkeypatch: pytest.MonkeyPatch) -> FakeEngine:  # type: ignore[no-untyped-def]
+    """The fixture recipe `fakes.RECIPE`, run by `FakeEngine` (trains nothing) with `fake_merges`; the engine holds
+    the merged stages (`merged`) and the recipe's folder (`recipe_dir`)."""
+    engine = FakeEngine()
+    engine.recipe_dir = tiny_recipe(RECIPE)
+    monkeypatch.setattr("ftkit.pipeline.run.get_engine", lambda name: engine)
+    engine.merged = fake_merges(monkeypatch)
+    return engine

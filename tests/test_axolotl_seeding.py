@@ -8,6 +8,8 @@ import pytest
 import torch
 from ftkit.engines.base import HISTORY_ENV
 
+pytestmark = pytest.mark.model  # every test loads the tiny Llama
+
 
 def _new_head_after_load(plugin: object, model_dir: Path) -> torch.Tensor:
     """What Axolotl does for a reward model: RNG state left by earlier work, the plugin hook, then the load that

@@ -31,9 +31,9 @@ def commit_all(repo: Path, message: str = "recipes") -> str:
 
 
 @pytest.fixture
-def checkout(tiny_recipe, recipes_root: Path) -> tuple[Path, Path]:  # type: ignore[no-untyped-def]
+def checkout(stub_recipe, recipes_root: Path) -> tuple[Path, Path]:  # type: ignore[no-untyped-def]
     """A git checkout whose recipes/ holds the tiny recipe, committed: (repo root, recipe folder)."""
-    rdir = tiny_recipe(NAME)
+    rdir = stub_recipe(NAME)
     commit_all(recipes_root.parent)
     return recipes_root.parent, rdir
 
@@ -59,14 +59,14 @@ def test_a_fork_that_git_does_not_track_is_carried(checkout) -> None:  # type: i
     assert source.carried and "not in git at HEAD" in source.reason and "fork" in source.reason
 
 
-def test_a_recipe_outside_any_checkout_is_carried(tiny_recipe) -> None:  # type: ignore[no-untyped-def]
-    rdir = tiny_recipe(NAME)
+def test_a_recipe_outside_any_checkout_is_carried(stub_recipe) -> None:  # type: ignore[no-untyped-def]
+    rdir = stub_recipe(NAME)
     source = recipe_source(rdir, NAME)
     assert source.carried and "not in a git checkout" in source.reason
 
 
-def test_no_carry_refuses_a_recipe_the_image_lacks_with_the_fix(tiny_recipe) -> None:  # type: ignore[no-untyped-def]
-    rdir = tiny_recipe(NAME)
+def test_no_carry_refuses_a_recipe_the_image_lacks_with_the_fix(stub_recipe) -> None:  # type: ignore[no-untyped-def]
+    rdir = stub_recipe(NAME)
     with pytest.raises(FtkitError) as err:
         recipe_source(rdir, NAME, carry=False)
     [problem] = err.value.problems
@@ -108,8 +108,8 @@ def test_normalize_drops_only_the_container_blocks_tag_and_digest() -> None:
     assert normalize("sft.yaml", text) == text
 
 
-def test_hidden_files_caches_and_runs_do_not_count(tiny_recipe) -> None:  # type: ignore[no-untyped-def]
-    rdir = tiny_recipe(NAME)
+def test_hidden_files_caches_and_runs_do_not_count(stub_recipe) -> None:  # type: ignore[no-untyped-def]
+    rdir = stub_recipe(NAME)
     before = folder_fingerprint(rdir)
     for rel in (".DS_Store", "__pycache__/x.pyc", "runs/old/metrics.json", "data/.sft.jsonl.swp"):
         (rdir / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -119,8 +119,8 @@ def test_hidden_files_caches_and_runs_do_not_count(tiny_recipe) -> None:  # type
     assert folder_fingerprint(rdir) != before
 
 
-def test_check_copy_stops_a_job_whose_recipe_is_not_the_printed_one(tiny_recipe) -> None:  # type: ignore[no-untyped-def]
-    rdir = tiny_recipe(NAME)
+def test_check_copy_stops_a_job_whose_recipe_is_not_the_printed_one(stub_recipe) -> None:  # type: ignore[no-untyped-def]
+    rdir = stub_recipe(NAME)
     sha = folder_fingerprint(rdir)
     assert check_copy(rdir, sha, carried=True, image_commit="", fix="f") == sha
     assert check_copy(rdir, "", carried=False, image_commit="", fix="f") == sha, "no fingerprint sent: no check"

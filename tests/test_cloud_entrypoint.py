@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 from conftest import edit_yaml
+from fakes import FakeEngine
 from ftkit.cloud.carry import folder_fingerprint
 from ftkit.cloud.entrypoint import PrintEvents, detect, main, run_runpod, run_sagemaker
 from ftkit.errors import ExitCode
-from test_resume_runner import FakeEngine, fake_merges
 
 NAME = "tiny-trl-sft-dpo"
 
@@ -33,11 +33,8 @@ def sm_tree(root: Path, hyperparameters: dict[str, Any], channels: dict[str, Pat
 
 
 @pytest.fixture
-def fake(tiny_recipe, monkeypatch: pytest.MonkeyPatch) -> tuple[FakeEngine, list[str], Path]:  # type: ignore[no-untyped-def]
-    rdir = tiny_recipe(NAME)
-    engine = FakeEngine()
-    monkeypatch.setattr("ftkit.pipeline.run.get_engine", lambda name: engine)
-    return engine, fake_merges(monkeypatch), rdir
+def fake(fake_engine: FakeEngine) -> tuple[FakeEngine, list[str], Path]:
+    return fake_engine, fake_engine.merged, fake_engine.recipe_dir
 
 
 def quiet() -> PrintEvents:
@@ -56,6 +53,7 @@ def test_detect(tmp_path: Path) -> None:
     assert code == ExitCode.USAGE
 
 
+@pytest.mark.model
 def test_sagemaker_spot_restart_resumes_from_the_checkpoints_and_publishes_the_model(fake, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     engine, merged, rdir = fake
     engine.stop_at = {"dpo": 5}
@@ -84,6 +82,7 @@ def test_sagemaker_spot_restart_resumes_from_the_checkpoints_and_publishes_the_m
     assert (root / "checkpoints" / "sft" / "adapter_config.json").is_file()
 
 
+@pytest.mark.model
 def test_sagemaker_failures_write_output_failure_with_an_exit_code(fake, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     engine, _, rdir = fake
     bad = sm_tree(tmp_path / "a", {"recipe": NAME, "profile": "smoke", "sft.trainer.max_stesp": "3"})
@@ -109,6 +108,7 @@ def test_sagemaker_failures_write_output_failure_with_an_exit_code(fake, tmp_pat
     assert "ZeroDivisionError" in (crash / "output" / "failure").read_text()
 
 
+@pytest.mark.model
 def test_runpod_pod_restart_resumes_its_run_on_the_volume(fake, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     engine, _, _ = fake
     env = {"RECIPE": NAME, "PROFILE": "smoke", "SET": "sft.trainer.max_steps=6", "FTKIT_WORKSPACE": str(tmp_path)}
@@ -127,6 +127,7 @@ def test_runpod_pod_restart_resumes_its_run_on_the_volume(fake, tmp_path: Path) 
 # ---------------------------------------------------------------- which copy of the recipe runs
 
 
+@pytest.mark.model
 def test_sagemaker_runs_a_fork_carried_as_the_recipe_channel(fake, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     engine, _, rdir = fake
     root = sm_tree(tmp_path / "ml", {"recipe": NAME, "profile": "smoke", "recipe_sha256": folder_fingerprint(rdir)})
@@ -141,6 +142,7 @@ def test_sagemaker_runs_a_fork_carried_as_the_recipe_channel(fake, tmp_path: Pat
     assert any(m.startswith(f"recipe: {carried} (carried into the job, sha256 ") for m in said)
 
 
+@pytest.mark.model
 def test_a_job_printed_for_another_recipe_version_stops_before_any_work(fake, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     engine, _, rdir = fake
     monkeypatch.setenv("FTKIT_GIT_COMMIT", "abc1234")
@@ -161,6 +163,7 @@ def test_a_job_printed_for_another_recipe_version_stops_before_any_work(fake, tm
     assert f"not {NAME}/recipe.yaml" in (flat / "output" / "failure").read_text() and engine.calls == []
 
 
+@pytest.mark.model
 def test_runpod_runs_a_recipe_carried_on_the_network_volume(fake, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     engine, _, rdir = fake
     ws = tmp_path / "ws"

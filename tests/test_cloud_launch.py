@@ -26,9 +26,9 @@ NAME = "tiny-trl-sft-dpo"
 
 
 @pytest.fixture
-def loaded(tiny_recipe, recipes_root: Path):  # type: ignore[no-untyped-def]
+def loaded(stub_recipe, recipes_root: Path):  # type: ignore[no-untyped-def]
     """The tiny recipe, committed in a git checkout: the image (built from HEAD) holds it."""
-    rdir = tiny_recipe(NAME)
+    rdir = stub_recipe(NAME)
     edit_yaml(rdir / "recipe.yaml", lambda d: d["container"].update(image="ghcr.io/o/trl", tag="1.9.0", digest=DIGEST))
     commit_all(recipes_root.parent)
     return load_recipe(NAME, check_profiles=False)

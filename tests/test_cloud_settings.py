@@ -66,8 +66,8 @@ def test_bad_hyperparameters_name_the_hyperparameter_and_the_file(raw: object, f
         assert f"hyperparameter '{field}'" in problem.message
 
 
-def test_an_unknown_key_in_a_hyperparameter_is_refused_with_its_name(tiny_recipe) -> None:  # type: ignore[no-untyped-def]
-    tiny_recipe("tiny-trl-sft-dpo")
+def test_an_unknown_key_in_a_hyperparameter_is_refused_with_its_name(stub_recipe) -> None:  # type: ignore[no-untyped-def]
+    stub_recipe("tiny-trl-sft-dpo")
     loaded = load_recipe("tiny-trl-sft-dpo", check_profiles=False)
     run = parse_hyperparameters({"recipe": loaded.name, "sft.trainer.max_stesp": "3"}, HP)
     with pytest.raises(FtkitError) as err:
@@ -109,9 +109,9 @@ def _channel(root: Path, name: str, *files: str) -> Path:
 
 @pytest.mark.parametrize(("recipe", "key"), [("tiny-trl-sft-dpo", "dataset"), ("tiny-axolotl-sft-dpo", "datasets.0")])
 def test_a_channel_replaces_its_stages_dataset_through_set_overrides(  # type: ignore[no-untyped-def]
-    recipe: str, key: str, tiny_recipe, tmp_path: Path
+    recipe: str, key: str, stub_recipe, tmp_path: Path
 ):
-    tiny_recipe(recipe)
+    stub_recipe(recipe)
     loaded = load_recipe(recipe, check_profiles=False)
     channel = _channel(tmp_path, "dpo", "pairs.jsonl")
     (channel / ".manifest").write_text("hidden files are not data")
@@ -126,8 +126,8 @@ def test_a_channel_replaces_its_stages_dataset_through_set_overrides(  # type: i
     assert resolve_stage(loaded, "sft", "smoke", routed).config == resolve_stage(loaded, "sft", "smoke").config
 
 
-def test_channel_errors_name_the_channel(tiny_recipe, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    tiny_recipe("tiny-trl-sft-dpo")
+def test_channel_errors_name_the_channel(stub_recipe, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    stub_recipe("tiny-trl-sft-dpo")
     loaded = load_recipe("tiny-trl-sft-dpo", check_profiles=False)
     cases = [
         ("eval", ["a.jsonl"], "not a stage of tiny-trl-sft-dpo"),

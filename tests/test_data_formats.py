@@ -94,6 +94,7 @@ def test_data_validate_cli_exits_3_and_quarantines_bad_rows(tmp_path: Path, caps
     assert main(["data", "validate", str(write_jsonl(tmp_path / "ok.jsonl", [ROWS["kto"]]))]) == 0
 
 
+@pytest.mark.model
 def test_lengths_use_the_chat_template_and_flag_rows_whose_answer_would_be_cut(tiny_llama: Path, tmp_path: Path):
     from transformers import AutoTokenizer
 

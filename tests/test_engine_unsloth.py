@@ -122,6 +122,7 @@ def tiny_config(tiny_llama: Path, data: Path, **unsloth: Any) -> UnslothStageCon
 SFT_DATA = ROOT / "tests" / "fixtures" / "recipes" / "tiny-trl-sft-dpo" / "data" / "sft.jsonl"
 
 
+@pytest.mark.model
 def test_on_cuda_the_config_reaches_fastlanguagemodel_as_unsloths_arguments(fake_unsloth_on_cuda, tiny_llama: Path):
     from ftkit.engines.unsloth_train import pick_loader
 
@@ -143,6 +144,7 @@ def test_on_cuda_the_config_reaches_fastlanguagemodel_as_unsloths_arguments(fake
     assert tok.pad_token == "<|endoftext|>" and loaded.model.config.pad_token_id == tok.pad_token_id
 
 
+@pytest.mark.model
 def test_dtype_auto_lets_unsloth_choose_and_random_state_defaults_to_the_trainer_seed(
     fake_unsloth_on_cuda, tiny_llama: Path
 ):
@@ -155,6 +157,7 @@ def test_dtype_auto_lets_unsloth_choose_and_random_state_defaults_to_the_trainer
     assert fake_unsloth_on_cuda.calls["get_peft_model"]["random_state"] == 7
 
 
+@pytest.mark.model
 def test_on_cpu_the_same_lora_arguments_go_to_peft(tiny_llama: Path, monkeypatch: pytest.MonkeyPatch):
     from ftkit.engines.unsloth_train import pick_loader
 

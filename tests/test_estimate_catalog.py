@@ -142,6 +142,7 @@ def peft_lora_count(arch: Architecture, rank: int, targets: str | list[str]) -> 
     return trainable
 
 
+@pytest.mark.model
 def test_lora_count_for_llama_8b_all_linear_matches_peft() -> None:
     arch = ARCHITECTURES["llama-3.1-8b"]
     targets = list(USUAL_LINEAR_NAMES)
@@ -151,6 +152,7 @@ def test_lora_count_for_llama_8b_all_linear_matches_peft() -> None:
     assert lora_param_count(arch, 16, "all-linear") == ours
 
 
+@pytest.mark.model
 @pytest.mark.parametrize(
     ("key", "rank", "targets"),
     [

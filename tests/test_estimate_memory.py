@@ -305,6 +305,7 @@ def _saved_bytes(
     return sum(n for ptr, n in live.items() if ptr not in params)
 
 
+@pytest.mark.model
 @pytest.mark.parametrize(
     ("method", "targets", "dropout", "attn", "adapter"),
     [("full", ALL_LINEAR, 0.0, "sdpa", "fp32"), ("lora", ALL_LINEAR, 0.0, "sdpa", "fp32"),
@@ -337,6 +338,7 @@ def test_preflight_offers_axolotl_flash_attention_for_a_full_fine_tune_holding_f
                            changes=ENGINE_CHANGES["axolotl"])  # fmt: skip
 
 
+@pytest.mark.model
 def test_full_fine_tuning_with_fp32_embeddings_and_norms_keeps_what_autograd_saves():
     """Axolotl's single-process full fine-tune with SDPA: embeddings, lm_head and norms stay fp32 under bf16 autocast,
     so the residual stream is fp32 (10 x hidden more per layer and token for Llama's layout)."""
@@ -361,6 +363,7 @@ def test_fp32_embeddings_train_with_fp32_weights_gradients_and_adamw_states():
     assert fp32["optimizer states"] - bf16["optimizer states"] == rest * 4
 
 
+@pytest.mark.model
 @pytest.mark.parametrize(
     ("method", "targets", "dropout"),
     [("lora", ALL_LINEAR, 0.0), ("lora", ALL_LINEAR, 0.1), ("lora", ("q_proj", "v_proj"), 0.0),

@@ -121,6 +121,7 @@ def _independent_nll(
 # --- perplexity ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.model
 def test_perplexity_equals_exp_of_a_plain_forward_pass_nll(base: SimpleNamespace):
     rows = [{"messages": WHO}, {"messages": MULTI}, {"messages": TAG}]
     result = perplexity(base.model, base.tok, rows, "messages", 256, batch_size=2)  # padded batches
@@ -131,6 +132,7 @@ def test_perplexity_equals_exp_of_a_plain_forward_pass_nll(base: SimpleNamespace
     assert result.perplexity == pytest.approx(math.exp(expected), rel=1e-5)
 
 
+@pytest.mark.model
 def test_every_chat_format_scores_the_same_answer_tokens(base: SimpleNamespace):
     messages = perplexity(base.model, base.tok, [{"messages": MULTI}])
     sharegpt = {
@@ -141,6 +143,7 @@ def test_every_chat_format_scores_the_same_answer_tokens(base: SimpleNamespace):
     assert alpaca.mean_nll == pytest.approx(perplexity(base.model, base.tok, [{"messages": WHO}]).mean_nll, abs=1e-6)
 
 
+@pytest.mark.model
 def test_preference_rows_score_the_chosen_answer_and_report_the_margin(base: SimpleNamespace):
     prompt = [{"role": "user", "content": "Tell me a joke."}]
     good, bad = "Why did the model stop? It reached its end of turn token.", "No."
@@ -169,6 +172,7 @@ def test_preference_rows_score_the_chosen_answer_and_report_the_margin(base: Sim
         assert result.margin_accuracy == (1.0 if margin > 0 else 0.0)
 
 
+@pytest.mark.model
 def test_a_multi_turn_preference_prompt_scores_only_the_final_answer(base: SimpleNamespace):
     prompt = MULTI[:3]  # user, assistant, user: the earlier assistant turn is context, not scored
     row = {"prompt": prompt, "chosen": MULTI, "rejected": [*prompt, {"role": "assistant", "content": "No."}]}
@@ -178,6 +182,7 @@ def test_a_multi_turn_preference_prompt_scores_only_the_final_answer(base: Simpl
     assert result.mean_nll == pytest.approx(expected, abs=1e-5)
 
 
+@pytest.mark.model
 def test_completion_rows_score_the_whole_text_without_a_template(base: SimpleNamespace):
     import torch
 
@@ -191,6 +196,7 @@ def test_completion_rows_score_the_whole_text_without_a_template(base: SimpleNam
     assert result.skipped[0].index == 1 and "no text token" in result.skipped[0].reason
 
 
+@pytest.mark.model
 def test_unscorable_rows_are_skipped_with_their_reason(base: SimpleNamespace):
     long_prompt = [{"role": "user", "content": "Who are you? " * 40}, {"role": "assistant", "content": "Me."}]
     rows = [
@@ -211,6 +217,7 @@ def test_unscorable_rows_are_skipped_with_their_reason(base: SimpleNamespace):
     assert "label false" in detected.skipped[0].reason and detected.rows_scored == 1
 
 
+@pytest.mark.model
 def test_a_row_over_max_len_is_truncated_and_still_scored(base: SimpleNamespace):
     full = perplexity(base.model, base.tok, [{"messages": MULTI}], max_len=None)
     cut = perplexity(base.model, base.tok, [{"messages": MULTI}], max_len=30)
@@ -218,6 +225,7 @@ def test_a_row_over_max_len_is_truncated_and_still_scored(base: SimpleNamespace)
     assert 0 < cut.tokens_scored < full.tokens_scored
 
 
+@pytest.mark.model
 def test_a_template_that_is_not_prefix_stable_skips_the_row(base: SimpleNamespace):
     tok = copy.deepcopy(base.tok)
     tok.chat_template = tok.chat_template.replace("for message in messages", "for message in messages[-2:]")
@@ -225,6 +233,7 @@ def test_a_template_that_is_not_prefix_stable_skips_the_row(base: SimpleNamespac
     assert result.rows_scored == 1 and "prefix-stable" in result.skipped[0].reason
 
 
+@pytest.mark.model
 def test_generation_markers_and_prefix_rendering_pick_the_same_tokens(base: SimpleNamespace):
     by_prefix = encode_conversation(base.tok, MULTI, score_from=2)
     scored = [i for i, m in zip(by_prefix.input_ids, by_prefix.score_mask, strict=True) if m]
@@ -246,6 +255,7 @@ def test_generation_markers_and_prefix_rendering_pick_the_same_tokens(base: Simp
     assert by_offsets[1:] == encode_conversation(base.tok, MULTI).score_mask[1:]
 
 
+@pytest.mark.model
 def test_a_model_trained_on_a_row_has_lower_perplexity_on_it(base: SimpleNamespace, trained: SimpleNamespace):
     before = perplexity(base.model, base.tok, [{"messages": WHO}])
     after = perplexity(trained.model, trained.tok, [{"messages": WHO}])
@@ -257,6 +267,7 @@ def test_a_model_trained_on_a_row_has_lower_perplexity_on_it(base: SimpleNamespa
 # --- generation -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.model
 def test_generation_check_passes_a_model_that_answers_and_stops(trained: SimpleNamespace):
     result = generation_check(trained.model, trained.tok, ["Who are you?"], max_new_tokens=24)
     [answer] = result.answers
@@ -266,6 +277,7 @@ def test_generation_check_passes_a_model_that_answers_and_stops(trained: SimpleN
     assert result.passed
 
 
+@pytest.mark.model
 def test_generation_check_flags_a_model_that_never_emits_eos(trained: SimpleNamespace):
     config = trained.model.generation_config
     config.suppress_tokens = [trained.tok.eos_token_id]  # the end-of-turn token can never be generated
@@ -278,6 +290,7 @@ def test_generation_check_flags_a_model_that_never_emits_eos(trained: SimpleName
     assert not answer.passed and not result.passed
 
 
+@pytest.mark.model
 def test_generation_check_flags_a_leaked_template_token(trained: SimpleNamespace):
     result = generation_check(trained.model, trained.tok, ["Who are you?", "Say the tag."], max_new_tokens=24)
     clean, leaky = result.answers
@@ -286,6 +299,7 @@ def test_generation_check_flags_a_leaked_template_token(trained: SimpleNamespace
     assert not leaky.passed and not result.passed
 
 
+@pytest.mark.model
 def test_check_answer_flags_empty_repeated_and_header_lines(base: SimpleNamespace):
     tok = base.tok
     eos = tok.eos_token_id
@@ -313,6 +327,7 @@ def test_check_answer_flags_empty_repeated_and_header_lines(base: SimpleNamespac
     assert repeated_ngram_fraction([1, 2, 3, 4, 5]) == 0.0 and repeated_ngram_fraction([7] * 20) > 0.9
 
 
+@pytest.mark.model
 def test_template_check_flags_an_eos_the_template_never_writes_and_a_lossy_tokenizer(base: SimpleNamespace):
     from tokenizers import normalizers
 
@@ -328,6 +343,7 @@ def test_template_check_flags_an_eos_the_template_never_writes_and_a_lossy_token
 # --- forgetting -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.model
 def test_forgetting_check_of_a_model_against_itself_is_zero(base: SimpleNamespace):
     prompts = load_prompts(GENERAL)
     result = forgetting_check(base.model, base.model, base.tok, prompts)
@@ -351,6 +367,7 @@ def _noised(model: Any, scale: float) -> Any:
     return out
 
 
+@pytest.mark.model
 def test_forgetting_check_flags_a_model_with_noised_weights(general: SimpleNamespace):
     prompts = load_prompts(GENERAL)
     result = forgetting_check(general.model, _noised(general.model, 1.0), general.tok, prompts, threshold=0.05)
@@ -364,6 +381,7 @@ def test_forgetting_check_flags_a_model_with_noised_weights(general: SimpleNames
     assert slight.overall is not None and 0 < abs(slight.overall.relative_change) < 0.05 and not slight.forgetting
 
 
+@pytest.mark.model
 def test_forgetting_scores_only_the_user_text(base: SimpleNamespace):
     text = "Tom is taller than Ann, and Ann is taller than Bob."
     encoded = encode_user_text(base.tok, text)
@@ -433,6 +451,7 @@ def test_lm_eval_arguments_name_the_model_dir_and_safe_defaults(tmp_path: Path):
         lm_eval_arguments(tmp_path, [])
 
 
+@pytest.mark.model
 def test_lm_eval_fails_clearly_without_network_when_a_dataset_is_not_cached(
     tiny_llama: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
@@ -455,6 +474,7 @@ def test_lm_eval_fails_clearly_without_network_when_a_dataset_is_not_cached(
     assert before == (huggingface_hub.constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE)
 
 
+@pytest.mark.model
 def test_lm_eval_unknown_task_and_missing_package(tiny_llama: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     (tmp_path / "missing.yaml").write_text(MISSING_TASK)
     with pytest.raises(FtkitError, match="unknown lm-eval task") as err:
@@ -466,6 +486,7 @@ def test_lm_eval_unknown_task_and_missing_package(tiny_llama: Path, tmp_path: Pa
     assert err.value.code == ExitCode.ENVIRONMENT
 
 
+@pytest.mark.model
 def test_lm_eval_runs_a_local_task_on_the_tiny_model(tiny_llama: Path, tmp_path: Path):
     data = tmp_path / "data.jsonl"
     data.write_text(
@@ -495,6 +516,7 @@ def test_lm_eval_runs_a_local_task_on_the_tiny_model(tiny_llama: Path, tmp_path:
 # --- the report -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.model
 def test_evaluate_model_writes_one_json_report(
     trained: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):

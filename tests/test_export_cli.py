@@ -10,6 +10,8 @@ import pytest
 from conftest import FIXTURES, write_jsonl
 from ftkit.cli import main
 
+pytestmark = pytest.mark.model  # every test loads the tiny Llama
+
 
 def _json_out(capsys: pytest.CaptureFixture[str]) -> dict:
     return json.loads(capsys.readouterr().out)

@@ -23,6 +23,7 @@ def trained(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.model
 def test_the_trained_model_is_resaved_in_the_export_dtype_without_the_trainers_state(trained: Path, tmp_path: Path):
     import torch
     from transformers import AutoModelForCausalLM
@@ -37,6 +38,7 @@ def test_the_trained_model_is_resaved_in_the_export_dtype_without_the_trainers_s
     assert result.parameters == sum(p.numel() for p in model.parameters())
 
 
+@pytest.mark.model
 def test_the_saved_model_is_checked_against_the_trained_checkpoint(trained: Path, tmp_path: Path):
     result = save_trained_model(trained, tmp_path / "merged", "float32")
     check = verify_resaved(trained, result.out_dir, "float32")
@@ -44,6 +46,7 @@ def test_the_saved_model_is_checked_against_the_trained_checkpoint(trained: Path
     assert describe_merge_check(check).startswith("logits in float32 vs the trained checkpoint: max |diff| 0")
 
 
+@pytest.mark.model
 def test_a_saved_model_that_is_not_the_trained_one_fails_its_check(trained: Path, tiny_llama: Path, tmp_path: Path):
     import torch
     from transformers import AutoModelForCausalLM
@@ -77,6 +80,7 @@ def test_the_model_card_of_a_full_fine_tune_says_so():
     assert "merged into the unquantized base" not in card
 
 
+@pytest.mark.model
 def test_export_merge_of_a_full_fine_tunes_output_dir_resaves_and_verifies_it(
     trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):

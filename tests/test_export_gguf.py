@@ -55,6 +55,7 @@ def tiny_exports(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 # ------------------------------------------------------------------------------------------- (a) round trip
 
 
+@pytest.mark.model
 @pytest.mark.parametrize("quant", ["f16", "q8_0"])
 def test_tiny_llama_round_trips_through_transformers(tiny_llama: Path, tiny_exports: dict[str, Path], quant: str):
     check = verify_gguf(tiny_llama, tiny_exports[quant])
@@ -68,12 +69,14 @@ def test_tiny_llama_round_trips_through_transformers(tiny_llama: Path, tiny_expo
     assert check.max_abs_logit_diff < (2e-3 if quant == "f16" else 3e-2)
 
 
+@pytest.mark.model
 def test_f32_export_is_exact(tiny_llama: Path, tmp_path: Path, no_llama_cpp: None):
     result = export_gguf(tiny_llama, tmp_path / "tiny-f32.gguf", "f32")
     check = verify_gguf(tiny_llama, result.path, prompts=["Who are you?"])
     assert check.max_abs_logit_diff == 0.0 and check.passed
 
 
+@pytest.mark.model
 def test_export_result_and_metadata(tiny_llama: Path, tiny_exports: dict[str, Path]):
     from transformers import AutoTokenizer
 
@@ -105,6 +108,7 @@ def test_q8_0_keeps_norms_f32_and_falls_back_to_f16_for_odd_rows():
     assert gguf_writer.choose_qtype((128, 48), "bf16") == ("BF16", None)
 
 
+@pytest.mark.model
 def test_progress_reports_every_tensor(tiny_llama: Path, tmp_path: Path, no_llama_cpp: None):
     seen: list[tuple[str, int, int]] = []
     result = export_gguf(tiny_llama, tmp_path / "t.gguf", "f16", progress=lambda *a: seen.append(a))
@@ -114,6 +118,7 @@ def test_progress_reports_every_tensor(tiny_llama: Path, tmp_path: Path, no_llam
     assert not list(tmp_path.glob("*.partial"))
 
 
+@pytest.mark.model
 def test_python_backend_refuses_what_transformers_cannot_load_back(tiny_llama: Path, tmp_path: Path):
     import json
     import shutil
@@ -135,6 +140,7 @@ def test_python_backend_refuses_what_transformers_cannot_load_back(tiny_llama: P
 # ------------------------------------------------------------------------------------------- (b) K-quants
 
 
+@pytest.mark.model
 @pytest.mark.parametrize("backend", ["auto", "python"])
 def test_k_quants_without_llama_cpp_are_refused_clearly(
     tiny_llama: Path, tmp_path: Path, no_llama_cpp: None, backend: str
@@ -148,6 +154,7 @@ def test_k_quants_without_llama_cpp_are_refused_clearly(
     assert not list(tmp_path.glob("*.gguf*"))
 
 
+@pytest.mark.model
 def test_unknown_quant_and_backend_are_usage_errors(tiny_llama: Path, tmp_path: Path):
     for quant, backend in (("q3_x", "auto"), ("f16", "ollama")):
         with pytest.raises(FtkitError) as err:
@@ -155,6 +162,7 @@ def test_unknown_quant_and_backend_are_usage_errors(tiny_llama: Path, tmp_path: 
         assert err.value.code == ExitCode.USAGE
 
 
+@pytest.mark.model
 def test_llama_cpp_backend_asked_for_but_missing(tiny_llama: Path, tmp_path: Path, no_llama_cpp: None):
     with pytest.raises(FtkitError) as err:
         export_gguf(tiny_llama, tmp_path / "x.gguf", "f16", backend="llama.cpp")
@@ -265,6 +273,7 @@ def fake_llama_cpp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
+@pytest.mark.model
 def test_llama_cpp_backend_names_a_local_tokenizer_gpt2_and_quantizes(
     tiny_llama: Path, tmp_path: Path, fake_llama_cpp: Path
 ):
@@ -280,6 +289,7 @@ def test_llama_cpp_backend_names_a_local_tokenizer_gpt2_and_quantizes(
     assert sorted(p.name for p in out.parent.iterdir()) == [out.name]
 
 
+@pytest.mark.model
 def test_llama_cpp_shim_keeps_a_known_pre_tokenizer(tiny_llama: Path, tmp_path: Path, fake_llama_cpp: Path):
     import shutil
 
@@ -308,6 +318,7 @@ def _sentencepiece_shaped(tokenizer_json: dict) -> dict:
     }
 
 
+@pytest.mark.model
 def test_llama_cpp_tokenizer_json_turns_off_an_unused_byte_fallback(tiny_llama: Path):
     import json
 
@@ -322,6 +333,7 @@ def test_llama_cpp_tokenizer_json_turns_off_an_unused_byte_fallback(tiny_llama: 
     assert llama_cpp_tokenizer_json(with_bytes) is None  # byte fallback in use: left alone
 
 
+@pytest.mark.model
 def test_llama_cpp_backend_stages_a_sentencepiece_shaped_byte_level_tokenizer(
     tiny_llama: Path, tmp_path: Path, fake_llama_cpp: Path
 ):
@@ -351,6 +363,7 @@ def test_llama_cpp_backend_stages_a_sentencepiece_shaped_byte_level_tokenizer(
     assert json.loads((model / "tokenizer.json").read_text()) == shaped  # the source folder is untouched
 
 
+@pytest.mark.model
 def test_llama_cpp_failure_shows_the_end_of_its_output(tiny_llama: Path, tmp_path: Path, fake_llama_cpp: Path):
     import shutil
 
@@ -399,6 +412,7 @@ def sharp_tiny(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return out
 
 
+@pytest.mark.model
 @pytest.mark.parametrize("corruption", ["swapped-layers", "no-rotary-permutation"])
 def test_a_corrupted_export_fails_verification(
     tiny_llama: Path,
@@ -423,6 +437,7 @@ def test_a_corrupted_export_fails_verification(
     assert check.max_abs_logit_diff > 10 * check.tolerance, check
 
 
+@pytest.mark.model
 def test_a_wrong_tokenizer_fails_verification(
     tiny_llama: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_llama_cpp: None
 ):

@@ -54,6 +54,7 @@ def adapter(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _make_adapter(tiny_llama, tmp_path_factory.mktemp("adapters") / "lora")
 
 
+@pytest.mark.model
 @pytest.mark.parametrize("use_dora", [False, True], ids=["lora", "dora"])
 def test_merged_model_reloads_with_the_logits_of_base_plus_adapter(tiny_llama: Path, tmp_path: Path, use_dora: bool):
     adapter_dir = _make_adapter(tiny_llama, tmp_path / "adapter", use_dora=use_dora)
@@ -70,6 +71,7 @@ def test_merged_model_reloads_with_the_logits_of_base_plus_adapter(tiny_llama: P
     assert json.loads((tmp_path / "merged" / "ftkit-merge.json").read_text())["dtype"] == "float32"
 
 
+@pytest.mark.model
 def test_verification_passes_a_true_merge_and_reports_the_difference(tiny_llama: Path, adapter: Path, tmp_path: Path):
     merge_adapter(str(tiny_llama), adapter, tmp_path / "merged", "float32")
     check = verify_merge(str(tiny_llama), adapter, tmp_path / "merged", "float32")
@@ -78,6 +80,7 @@ def test_verification_passes_a_true_merge_and_reports_the_difference(tiny_llama:
     assert check["adapter_effect_mean"] > 0.01
 
 
+@pytest.mark.model
 def test_verification_fails_a_merge_that_lost_the_adapter(tiny_llama: Path, adapter: Path, tmp_path: Path):
     shutil.copytree(tiny_llama, tmp_path / "not-merged")  # the base saved as if it were the merge
     check = verify_merge(str(tiny_llama), adapter, tmp_path / "not-merged", "float32")
@@ -90,6 +93,7 @@ def test_verification_fails_a_merge_that_lost_the_adapter(tiny_llama: Path, adap
     assert err.value.code == ExitCode.METRICS_FAILED and "--dtype float32" in str(err.value)
 
 
+@pytest.mark.model
 def test_verification_fails_a_merge_into_4bit_weights(tiny_llama: Path, adapter: Path, tmp_path: Path):
     """The trap (peft #2321): merging into bitsandbytes NF4 weights and dequantizing is lossy."""
     import torch
@@ -108,17 +112,20 @@ def test_verification_fails_a_merge_into_4bit_weights(tiny_llama: Path, adapter:
     assert lossy_check["max_abs_diff"] > 100 * good_check["max_abs_diff"]
 
 
+@pytest.mark.model
 def test_merged_model_is_written_in_shards_that_reload(tiny_llama: Path, adapter: Path, tmp_path: Path):
     result = merge_adapter(str(tiny_llama), adapter, tmp_path / "merged", "bfloat16", max_shard_size="100KB")
     assert len(result.shards) > 1 and (tmp_path / "merged" / "model.safetensors.index.json").is_file()
     assert (_logits(tmp_path / "merged") - _logits(tiny_llama, adapter)).abs().max().item() < 0.05
 
 
+@pytest.mark.model
 def test_merge_source_from_an_adapter_dir_uses_its_base(tiny_llama: Path, adapter: Path):
     source = resolve_merge_source(adapter)
     assert source.base == str(tiny_llama) and source.run_dir is None and source.trained_on_4bit is None
 
 
+@pytest.mark.model
 def test_merge_source_refuses_a_quantized_base_and_names_the_fix(tiny_llama: Path, adapter: Path, tmp_path: Path):
     quantized = tmp_path / "base-bnb-4bit"
     shutil.copytree(tiny_llama, quantized)
@@ -153,6 +160,7 @@ def _fake_run(tmp_path: Path, tiny_llama: Path, adapter: Path) -> Path:
     return run
 
 
+@pytest.mark.model
 def test_merge_source_from_a_run_dir_reads_its_last_stage(tmp_path: Path, tiny_llama: Path, adapter: Path):
     run = _fake_run(tmp_path, tiny_llama, adapter)
     source = resolve_merge_source(run)
@@ -161,6 +169,7 @@ def test_merge_source_from_a_run_dir_reads_its_last_stage(tmp_path: Path, tiny_l
         resolve_merge_source(run, stage="dpo")
 
 
+@pytest.mark.model
 def test_model_card_front_matter_names_base_licence_hub_datasets_and_metrics(tmp_path: Path, tiny_llama: Path,
                                                                              adapter: Path):  # fmt: skip
     metrics = json.loads((_fake_run(tmp_path, tiny_llama, adapter) / "metrics.json").read_text())
@@ -191,6 +200,7 @@ def test_a_reward_models_card_is_tagged_text_classification():
     assert front_matter(facts)["pipeline_tag"] == "text-classification"
 
 
+@pytest.mark.model
 def test_serve_commands_for_a_run_cover_merged_lora_and_gguf(tmp_path: Path, tiny_llama: Path, adapter: Path):
     target = serve_target(_fake_run(tmp_path, tiny_llama, adapter))
     assert target.lora_rank == 8 and target.max_len == 256
@@ -204,12 +214,14 @@ def test_serve_commands_for_a_run_cover_merged_lora_and_gguf(tmp_path: Path, tin
     assert cmds[("llama.cpp", "GGUF")] == f"llama-server -m {tmp_path / 'm.f16.gguf'} -c 256 --port 8000"
 
 
+@pytest.mark.model
 def test_serve_commands_for_a_plain_model_dir_have_no_lora_entry(tiny_llama: Path):
     cmds = serve_commands(serve_target(tiny_llama))
     assert {c["server"] for c in cmds} == {"vllm", "tgi"} and all("--enable-lora" not in c["command"] for c in cmds)
     assert serve_commands(ServeTarget(name="x")) == []
 
 
+@pytest.mark.model
 def test_awq_export_checks_inputs_then_refuses_without_a_gpu(tiny_llama: Path, tmp_path: Path):
     from ftkit.export.quantize import check_quantize_inputs
 

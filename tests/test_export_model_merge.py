@@ -95,6 +95,7 @@ def assert_all_close(got: Tensors, want: Tensors, atol: float = 1e-6, rtol: floa
 # --- linear ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.model
 @pytest.mark.parametrize("normalize", [True, False])
 def test_linear_is_the_weighted_sum_divided_by_the_weights_when_normalized(zoo: Path, tmp_path: Path, normalize: bool):
     cfg = write(
@@ -121,6 +122,7 @@ models:
     assert result.seconds > 0
 
 
+@pytest.mark.model
 def test_the_output_has_the_tokenizer_and_a_provenance_file(zoo: Path, tmp_path: Path):
     from transformers import AutoTokenizer
 
@@ -154,6 +156,7 @@ def slerp_config(zoo: Path, t: float) -> Path:
     )
 
 
+@pytest.mark.model
 @pytest.mark.parametrize(("t", "equals"), [(0.0, "base"), (1.0, "other")])
 def test_slerp_at_t_0_is_the_base_and_at_t_1_the_other_model(zoo: Path, tmp_path: Path, t: float, equals: str):
     result = merge_models(slerp_config(zoo, t), tmp_path / "out")
@@ -161,6 +164,7 @@ def test_slerp_at_t_0_is_the_base_and_at_t_1_the_other_model(zoo: Path, tmp_path
     assert_all_close(merged_tensors(result.out_dir, want), want)
 
 
+@pytest.mark.model
 def test_slerp_halfway_follows_the_arc_and_keeps_the_norm_that_lerp_loses(zoo: Path, tmp_path: Path):
     result = merge_models(slerp_config(zoo, 0.5), tmp_path / "out")
     a, b = tensors(zoo / "base"), tensors(zoo / "other")
@@ -207,6 +211,7 @@ def ties_reference(base: Tensors, models: list[Tensors], weights: list[float], d
     return out
 
 
+@pytest.mark.model
 @pytest.mark.parametrize("normalize", [True, False])
 def test_ties_with_density_1_and_no_sign_conflict_adds_the_weighted_deltas(zoo: Path, tmp_path: Path, normalize: bool):
     cfg = write(
@@ -230,6 +235,7 @@ models:
     assert result.models == (str((zoo / "sft").resolve()), str((zoo / "dpo").resolve()))
 
 
+@pytest.mark.model
 def test_ties_trims_small_deltas_and_drops_the_ones_against_the_elected_sign(zoo: Path, tmp_path: Path):
     cfg = write(
         zoo,
@@ -259,6 +265,7 @@ def dare_config(zoo: Path, name: str, method: str, models: list[str], density: f
     return write(zoo, name, f"merge_method: {method}\ndtype: float32\nbase_model: base\nmodels:\n{entries}")
 
 
+@pytest.mark.model
 def test_dare_keeps_a_density_share_of_the_delta_and_rescales_it_to_the_same_l1_norm(zoo: Path, tmp_path: Path):
     result = merge_models(dare_config(zoo, "dare-linear.yaml", "dare_linear", ["sft"], 0.3), tmp_path / "out")
     b, s = tensors(zoo / "base"), tensors(zoo / "sft")
@@ -282,6 +289,7 @@ def test_dare_keeps_a_density_share_of_the_delta_and_rescales_it_to_the_same_l1_
     assert not torch.equal(got["model.embed_tokens.weight"], s["model.embed_tokens.weight"])
 
 
+@pytest.mark.model
 def test_dare_ties_is_random_but_reproducible_with_its_seed(zoo: Path, tmp_path: Path):
     cfg = dare_config(zoo, "dare-ties.yaml", "dare_ties", ["sft", "dpo"], 0.5)
     runs = {
@@ -305,6 +313,7 @@ def test_dare_ties_is_random_but_reproducible_with_its_seed(zoo: Path, tmp_path:
 # --- LoRA adapters as inputs ----------------------------------------------------------------------
 
 
+@pytest.mark.model
 def test_a_model_plus_adapter_reference_merges_the_lora_first(zoo: Path, tmp_path: Path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -348,6 +357,7 @@ def test_the_example_config_is_a_valid_ties_merge_configuration():
     assert config.dtype == "bfloat16"
 
 
+@pytest.mark.model
 def test_the_example_config_merges_a_run_folder_laid_out_as_it_says(zoo: Path, tmp_path: Path):
     run = tmp_path / "run"
     shutil.copytree(zoo / "base", run / "base")
@@ -419,6 +429,7 @@ BAD_CONFIGS = {
 }  # fmt: skip
 
 
+@pytest.mark.model
 @pytest.mark.parametrize("case", list(BAD_CONFIGS))
 def test_a_bad_config_gives_a_clear_error_naming_file_line_field_and_fix(zoo: Path, tmp_path: Path, case: str):
     text, field, line, fix = BAD_CONFIGS[case]
@@ -435,6 +446,7 @@ def test_a_bad_config_gives_a_clear_error_naming_file_line_field_and_fix(zoo: Pa
     assert not out.exists()  # nothing is written before the config and the models check out
 
 
+@pytest.mark.model
 def test_a_missing_model_folder_is_named_with_its_resolved_path(zoo: Path, tmp_path: Path):
     cfg = write(
         zoo,
@@ -446,6 +458,7 @@ def test_a_missing_model_folder_is_named_with_its_resolved_path(zoo: Path, tmp_p
     assert str((zoo.parent / "elsewhere" / "sft").resolve()) in caught.value.problems[0].message
 
 
+@pytest.mark.model
 def test_models_with_different_vocabularies_need_a_tokenizer_setting(zoo: Path, tmp_path: Path):
     other_vocab = shutil.copytree(zoo / "sft", tmp_path / "zoo" / "retok")
     tok = json.loads((other_vocab / "tokenizer.json").read_text())
@@ -465,6 +478,7 @@ def test_models_with_different_vocabularies_need_a_tokenizer_setting(zoo: Path, 
     resolve_merge_config(write(tmp_path / "zoo", "retok-ok.yaml", text + "tokenizer: {source: base}\n"))
 
 
+@pytest.mark.model
 def test_the_output_folder_must_be_empty_unless_it_is_an_earlier_merge_to_overwrite(zoo: Path, tmp_path: Path):
     cfg = write(zoo, "linear-out.yaml", "merge_method: linear\nmodels:\n  - {model: sft, parameters: {weight: 1}}\n")
     (tmp_path / "busy").mkdir()
@@ -479,6 +493,7 @@ def test_the_output_folder_must_be_empty_unless_it_is_an_earlier_merge_to_overwr
     assert merge_models(cfg, tmp_path / "out", overwrite=True).parameters == first.parameters
 
 
+@pytest.mark.model
 def test_a_failure_inside_mergekit_becomes_a_clear_error_and_leaves_no_output(zoo: Path, tmp_path: Path):
     def narrow(name: str, t: torch.Tensor) -> torch.Tensor:  # intermediate_size 128 -> 96
         if name.endswith(("gate_proj.weight", "up_proj.weight")):

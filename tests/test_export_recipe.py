@@ -79,6 +79,7 @@ def test_recipe_run_ends_with_verified_merge_gguf_eval_and_model_card(tiny_recip
         "GGUF tiny-trl-sft-dpo.f16.gguf", "GGUF tiny-trl-sft-dpo.q8_0.gguf"]  # fmt: skip
 
 
+@pytest.mark.model
 def test_preflight_refuses_k_quants_without_llama_cpp_before_training(tiny_recipe, tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch):  # fmt: skip
     monkeypatch.setenv("LLAMA_CPP_DIR", str(tmp_path / "no-llama-cpp"))
@@ -91,12 +92,14 @@ def test_preflight_refuses_k_quants_without_llama_cpp_before_training(tiny_recip
     assert refused["status"] == "refused" and refused["refused"]["check"] == "exports"
 
 
+@pytest.mark.model
 def test_preflight_refuses_awq_without_a_gpu(tiny_recipe, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     _recipe_with_exports(tiny_recipe, {"quantize": ["awq"]})
     assert _run(tmp_path / "runs") == 5
     assert "AWQ calibration needs a CUDA GPU" in " ".join(capsys.readouterr().err.split())
 
 
+@pytest.mark.model
 def test_preflight_refuses_a_heldout_file_that_leaks_training_rows(tiny_recipe, tmp_path: Path,
                                                                    capsys: pytest.CaptureFixture[str]):  # fmt: skip
     rdir = _recipe_with_exports(tiny_recipe, {"eval": {"heldout": "data/dpo-heldout.jsonl"}})
@@ -109,6 +112,7 @@ def test_preflight_refuses_a_heldout_file_that_leaks_training_rows(tiny_recipe, 
     assert "--heldout" in err and "ftkit data split" in err
 
 
+@pytest.mark.model
 def test_a_profile_export_with_an_unknown_key_is_refused_at_load(tiny_recipe, capsys: pytest.CaptureFixture[str]):
     _recipe_with_exports(tiny_recipe, {"ggfu": ["f16"]})
     assert main(["recipe", "validate", "tiny-trl-sft-dpo"]) == 2

@@ -177,6 +177,7 @@ def test_yaml_edits_add_missing_keys_to_block_mappings_and_address_keys_with_dot
     assert not kept and "b: 2" in new
 
 
+@pytest.mark.model
 def test_a_dataset_whose_every_row_axolotl_would_drop_as_too_long_is_refused_before_training(
     tiny_recipe, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):  # type: ignore[no-untyped-def]

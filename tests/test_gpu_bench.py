@@ -33,6 +33,7 @@ def test_the_dry_run_plans_every_case_from_the_recipe_yamls_on_the_real_architec
     assert by_name["kto-recipe"]["trainer_extra"] == {"desirable_weight": 1.0, "undesirable_weight": 1.0}
 
 
+@pytest.mark.slow
 def test_a_tiny_cpu_run_measures_steps_and_a_memory_sweep(tmp_path: Path):
     out = tmp_path / "tiny.json"
     argv = ["--tiny", "--model-dir", str(tmp_path / "models"), "--out", str(out), "--steps", "2", "--warmup", "0",
@@ -63,6 +64,7 @@ def test_the_chunked_loss_case_computes_transformers_loss_and_gradient():
     assert torch.allclose(grad_ours.float(), grad_ref.float(), atol=1e-3)
 
 
+@pytest.mark.slow
 def test_a_tiny_cpu_grpo_run_samples_full_length_completions_through_trls_trainer(tmp_path: Path):
     pytest.importorskip("trl")
     out = tmp_path / "grpo.json"

@@ -62,6 +62,7 @@ def _measured_bytes_per_logit(sequences: int) -> float:
     return step_allocation(step) / (sequences * (COMPLETION + 1) * VOCAB)
 
 
+@pytest.mark.model
 @pytest.mark.parametrize("sequences", [1, 2])
 def test_grpo_logits_bytes_per_logit_match_trls_own_log_prob_path(sequences: int, monkeypatch: pytest.MonkeyPatch):
     _cuda_autocast_log_softmax(monkeypatch)
@@ -114,6 +115,7 @@ def _tiny_llama_generation_peak(sequences: int, prompt: int, completion: int) ->
     return step_allocation(sample), generation_bytes(arch, s)
 
 
+@pytest.mark.model
 @pytest.mark.parametrize(("sequences", "prompt", "completion"), [(8, 64, 1), (4, 8, 48)])
 def test_grpo_sampling_holds_the_kv_cache_and_the_prefill_working_set_as_estimated(sequences, prompt, completion):
     """(8, 64, 1): the prefill is the peak; (4, 8, 48): the end of decoding is."""

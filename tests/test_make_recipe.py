@@ -61,6 +61,7 @@ def test_an_unknown_recipe_exits_2_and_says_so_last(tmp_path: Path) -> None:
     assert run([str(SCRIPT), "NAEM=typo"]).returncode == 2, "an argument it does not know"
 
 
+@pytest.mark.model
 def test_a_bad_data_row_exits_3_and_make_names_the_3(tiny_recipe, recipes_root: Path, tmp_path) -> None:  # type: ignore[no-untyped-def]
     rdir = tiny_recipe(NAME)
     data = tmp_path / "support-tickets.jsonl"  # the new domain's data, one row without an answer

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import copy_recipe
+from fakes import RECIPE, FakeEngine, metrics, only, run
 from ftkit.cli import main
 from ftkit.pipeline.metrics_gate import check_metrics, summarize
 from ftkit.recipes.schema import Bound, ExpectedMetrics
@@ -75,3 +76,20 @@ def test_metrics_check_exits_1_with_a_readable_table_when_a_bound_breaks(
     (run / "metrics.json").write_text(json.dumps(run_json))
     assert main(["metrics", "check", str(run), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["passed"] is True
+
+
+@pytest.mark.model
+def test_a_bound_the_run_breaks_fails_the_run_with_exit_1(
+    fake_engine: FakeEngine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    """Through the fake engine (loss 3/step: 1.0 at step 3); the engines' own histories: tests/test_engines_train.py."""
+    expected = yaml.safe_load((fake_engine.recipe_dir / "expected-metrics.yaml").read_text())
+    expected["profiles"]["smoke"]["sft"]["train_loss_last"] = {"max": 0.001, "source": "estimate"}
+    (fake_engine.recipe_dir / "expected-metrics.yaml").write_text(yaml.safe_dump(expected))
+    assert run(tmp_path / "runs", "--set", "sft.trainer.max_steps=3", "--set", "dpo.trainer.max_steps=2") == 1
+    out = capsys.readouterr().out
+    assert "train_loss_last" in out and "FAIL" in out and "> max 0.001" in out
+    result = metrics(only(tmp_path / "runs"))
+    assert result["status"] == "failed-metrics" and result["recipe"] == RECIPE
+    failed = [c for c in result["checks"] if not c["passed"]]
+    assert ("train_loss_last", [">", "max", "0.001"]) in [(c["metric"], c["reason"].split(" ")[1:]) for c in failed]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import copy_recipe, edit_yaml, write_jsonl
+from fakes import FakeEngine
 from ftkit.cli import main
 from ftkit.errors import FtkitError
 from ftkit.pii.findings import ENTITIES
@@ -62,6 +63,7 @@ def test_a_negative_limit_in_recipe_yaml_is_a_schema_error(recipes_root: Path):
     assert main(["recipe", "validate", "llama8b-qlora-dpo"]) == 2
 
 
+@pytest.mark.model
 def test_a_planted_aws_key_stops_the_real_recipe_before_training(
     recipes_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ):
@@ -76,12 +78,14 @@ def test_a_planted_aws_key_stops_the_real_recipe_before_training(
     assert json.loads((run_dir / "sft" / "pii-sft.json").read_text())["gate"]["verdict"] == "refused"
 
 
-@pytest.mark.slow
-def test_allow_pii_trains_anyway_and_records_the_overridden_gate(tiny_recipe, tmp_path: Path):
-    rdir = tiny_recipe("tiny-trl-sft-dpo")
-    plant_key(rdir)
+@pytest.mark.model
+def test_allow_pii_trains_anyway_and_records_the_overridden_gate(fake_engine: FakeEngine, tmp_path: Path):
+    """Through the fake engine (the gate decides before training; training itself is the engines' tests' job)."""
+    plant_key(fake_engine.recipe_dir)
     assert run("tiny-trl-sft-dpo", tmp_path / "refused") == 3
+    assert fake_engine.calls == [], "refused before training"
     assert run("tiny-trl-sft-dpo", tmp_path / "runs", "--allow-pii") == 0
+    assert [stage for stage, _ in fake_engine.calls] == ["sft", "dpo"], "both stages trained anyway"
     [run_dir] = list((tmp_path / "runs" / "tiny-trl-sft-dpo").iterdir())
     metrics = json.loads((run_dir / "metrics.json").read_text())
     [pii] = metrics["stages"]["sft"]["pii"]

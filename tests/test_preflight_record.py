@@ -3,7 +3,7 @@ which check, its problems and fixes), `ftkit doctor` explaining it, `--resume` a
 refused resume that stays resumable, and gates passed with --allow-pii / --force in report.md and the model card.
 
 The refusals are real: a secret planted in the fixture recipe's data, a row that breaks its schema, a GPU profile on
-this CPU machine. Training never starts in them, so the engine is the fast fake of tests/test_resume_runner.py.
+this CPU machine. Training never starts in them, so the engine is the fast fake of tests/fakes.py.
 """
 
 from __future__ import annotations
@@ -14,22 +14,18 @@ from typing import Any
 
 import pytest
 from conftest import edit_yaml, write_jsonl
+from fakes import RECIPE, FakeEngine, metrics, only, run
 from ftkit.cli import main
 from ftkit.errors import ExitCode
 from ftkit.export.model_card import card_facts_from_run, render_model_card
 from ftkit.pipeline.resume import find_resumable
-from ftkit.run_record import describe_override, gate_overrides
+from ftkit.pipeline.run_report import describe_override, gate_overrides
 from test_pii_gate import KEY, plant_key
-from test_resume_runner import RECIPE, FakeEngine, fake_merges, metrics, only, run
 
 
 @pytest.fixture
-def fake(tiny_recipe, monkeypatch: pytest.MonkeyPatch) -> tuple[FakeEngine, Path]:  # type: ignore[no-untyped-def]
-    rdir = tiny_recipe(RECIPE)
-    engine = FakeEngine()
-    monkeypatch.setattr("ftkit.pipeline.run.get_engine", lambda name: engine)
-    fake_merges(monkeypatch)
-    return engine, rdir
+def fake(fake_engine: FakeEngine) -> tuple[FakeEngine, Path]:
+    return fake_engine, fake_engine.recipe_dir
 
 
 def doctor(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
@@ -44,6 +40,7 @@ def flat(text: str) -> str:
     return " ".join(text.split())
 
 
+@pytest.mark.model
 def test_a_run_the_pii_gate_refuses_is_recorded_and_doctor_explains_it(fake, tmp_path: Path, capsys):  # type: ignore[no-untyped-def]
     engine, rdir = fake
     plant_key(rdir, line=3)
@@ -86,6 +83,7 @@ def test_a_run_the_pii_gate_refuses_is_recorded_and_doctor_explains_it(fake, tmp
     assert find_resumable(tmp_path / "runs", RECIPE, "smoke", []) is None, "a restarted pod starts a new run"
 
 
+@pytest.mark.model
 def test_a_row_that_breaks_the_schema_is_a_refused_data_check_located_at_its_line(fake, tmp_path: Path, capsys):  # type: ignore[no-untyped-def]
     _, rdir = fake
     rows = [json.loads(line) for line in (rdir / "data" / "sft.jsonl").read_text().splitlines()]
@@ -101,6 +99,7 @@ def test_a_row_that_breaks_the_schema_is_a_refused_data_check_located_at_its_lin
     assert finding["title"].startswith("the data check (rows that break the stage's schema) refused the run")
 
 
+@pytest.mark.model
 def test_a_gpu_profile_on_a_machine_without_one_is_a_refused_hardware_check(fake, tmp_path, monkeypatch, capsys):  # type: ignore[no-untyped-def]
     monkeypatch.setattr("ftkit.envinfo.gpus", lambda: [])
     assert run(tmp_path / "runs", "--profile", "full") == ExitCode.ENVIRONMENT
@@ -111,6 +110,7 @@ def test_a_gpu_profile_on_a_machine_without_one_is_a_refused_hardware_check(fake
     assert finding["id"] == "refused-hardware" and "needs 1 GPU" in finding["detail"]
 
 
+@pytest.mark.model
 def test_a_heldout_file_that_leaks_training_rows_is_a_refused_leakage_check(fake, tmp_path: Path, capsys):  # type: ignore[no-untyped-def]
     _, rdir = fake
     leaked = (rdir / "data" / "dpo.jsonl").read_text().splitlines()[0]
@@ -127,6 +127,7 @@ def test_a_heldout_file_that_leaks_training_rows_is_a_refused_leakage_check(fake
     assert finding["where"].startswith(str(rdir / "data" / "heldout.jsonl"))
 
 
+@pytest.mark.model
 def test_a_refused_resume_keeps_the_run_resumable_and_the_finished_run_remembers_it(fake, tmp_path: Path, capsys):  # type: ignore[no-untyped-def]
     engine, rdir = fake
     engine.stop_at = {"dpo": 5}
@@ -156,6 +157,7 @@ def test_a_refused_resume_keeps_the_run_resumable_and_the_finished_run_remembers
     assert [f for f in doctor(run_dir, capsys)["findings"] if f["id"].startswith("refused")] == []
 
 
+@pytest.mark.model
 def test_allow_pii_puts_what_the_gate_let_through_in_the_report_and_the_model_card(fake, tmp_path: Path):  # type: ignore[no-untyped-def]
     _, rdir = fake
     plant_key(rdir, line=3)

@@ -56,6 +56,7 @@ def reward_adapter(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -
 TEXTS = ["Who are you? I am a tiny assistant.", "How do I bake bread? Mix flour and water.", "No idea."]
 
 
+@pytest.mark.model
 def test_a_reward_model_adapter_merges_into_a_classifier_with_the_scores_of_base_plus_adapter(
     tiny_llama: Path, reward_adapter: Path, tmp_path: Path
 ):
@@ -73,6 +74,7 @@ def test_a_reward_model_adapter_merges_into_a_classifier_with_the_scores_of_base
     assert len({round(s, 3) for s in merged}) == len(TEXTS)  # the head really scores (not a constant)
 
 
+@pytest.mark.model
 def test_verification_of_a_reward_model_merge_compares_scores_and_passes(
     tiny_llama: Path, reward_adapter: Path, tmp_path: Path
 ):
@@ -83,6 +85,7 @@ def test_verification_of_a_reward_model_merge_compares_scores_and_passes(
     assert check["adapter_effect_mean"] > 10 * check["mean_abs_diff"]
 
 
+@pytest.mark.model
 def test_verification_fails_a_reward_model_merge_that_lost_the_lora_weights(
     tiny_llama: Path, reward_adapter: Path, tmp_path: Path
 ):
@@ -105,6 +108,7 @@ def test_verification_fails_a_reward_model_merge_that_lost_the_lora_weights(
     assert not check["passed"] and not check["holds_adapter"]
 
 
+@pytest.mark.model
 def test_a_bf16_merge_rounds_away_a_reward_adapters_small_deltas_and_the_default_float32_keeps_them(
     tiny_llama: Path, tmp_path: Path
 ):
@@ -124,6 +128,7 @@ def test_a_bf16_merge_rounds_away_a_reward_adapters_small_deltas_and_the_default
     assert provenance["dtype"] == "float32" and provenance["check"]["holds_adapter"]
 
 
+@pytest.mark.model
 def test_a_recipe_that_names_no_export_dtype_merges_a_reward_adapter_in_float32_and_a_causal_lm_in_bf16(
     tiny_llama: Path, reward_adapter: Path, tmp_path: Path
 ):
@@ -140,6 +145,7 @@ def test_a_recipe_that_names_no_export_dtype_merges_a_reward_adapter_in_float32_
     assert final_dtype("bfloat16", reward_adapter) == "bfloat16"
 
 
+@pytest.mark.model
 def test_a_causal_lm_merge_still_records_its_task_type(tiny_llama: Path, tmp_path: Path):
     from test_export_merge import _make_adapter
 

@@ -1,7 +1,7 @@
 """The runner's stop/resume bookkeeping, with an engine that trains nothing (fast): which stages are skipped,
 which resume and from where, what metrics.json records, and what a resume refuses.
 
-`FakeEngine` and `fake_merges` are also used by tests/test_cloud_entrypoint.py.
+The engine is `fakes.FakeEngine` (the `fake_engine` fixture of conftest.py).
 """
 
 from __future__ import annotations
@@ -12,120 +12,17 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
+from fakes import SECONDS_PER_STEP, START_SECONDS, TOKENS_PER_STEP, FakeEngine, metrics, only, run
 from ftkit.cli import main
-from ftkit.engines.base import ProcessResult, StageContext, run_logged
-from ftkit.engines.trl import TrlEngine
+from ftkit.engines.base import run_logged
 from ftkit.errors import ExitCode
 from ftkit.export.model_card import card_facts_from_run, render_model_card
 from ftkit.pipeline.metrics_gate import attempt_work, throughput
 from ftkit.pipeline.resume import checkpoint_step, last_checkpoint, trim_history, unique_evals
-
-RECIPE = "tiny-trl-sft-dpo"
-
-
-TOKENS_PER_STEP = 100
-SECONDS_PER_STEP = 0.5
-START_SECONDS = 1.0  # each attempt's trainer time before its first step (the fake's train_runtime includes it)
-
-
-class FakeEngine(TrlEngine):
-    """Logs a falling loss (and, for DPO, a rising margin) per step; at `stop_at[stage]` it saves a checkpoint and
-    exits as a SIGTERM'd training process does (code 6); `on_train` runs first (e.g. to send a signal).
-
-    Each attempt logs its trainer's `train_runtime` (START_SECONDS + SECONDS_PER_STEP per step it trained). With
-    `token_key` it logs a token counter as the engines do: `num_tokens` (TRL) counts from 0 in each process,
-    `tokens/total` (Axolotl) goes on from the checkpoint's count. With `eval_every` it logs an evaluation every that
-    many steps and, as Axolotl does, one when each process starts."""
-
-    def __init__(self) -> None:
-        self.stop_at: dict[str, int] = {}
-        self.calls: list[tuple[str, int]] = []  # (stage, step it started from)
-        self.on_train: Callable[[str], None] | None = None
-        self.token_key: str | None = None
-        self.eval_every = 0
-
-    def train(
-        self, config_path: Path, ctx: StageContext, on_progress: Any = None, append_log: bool = False
-    ) -> ProcessResult:
-        cfg = yaml.safe_load(config_path.read_text())
-        resume = cfg["trainer"].get("resume_from_checkpoint")
-        start = checkpoint_step(Path(resume)) if resume else 0
-        self.calls.append((ctx.stage, start))
-        if self.on_train:
-            self.on_train(ctx.stage)
-        ctx.output_dir.mkdir(parents=True, exist_ok=True)
-        with ctx.log_path.open("a" if append_log else "w") as log:
-            log.write(f"fake {ctx.stage} from {start}\n")
-
-        def runtime(step: int) -> float:
-            return START_SECONDS + SECONDS_PER_STEP * (step - start)
-
-        with ctx.history_path.open("a") as fh:
-            if self.eval_every:
-                fh.write(json.dumps({"step": start, "eval_loss": 2.0, "eval_runtime": 0.1}) + "\n")
-            for step in range(start + 1, int(cfg["trainer"]["max_steps"]) + 1):
-                record = {"step": step, "loss": 3.0 / step, "rewards/margins": 0.1 * step, "rewards/accuracies": 1.0}
-                if self.token_key:
-                    counted = step if self.token_key == "tokens/total" else step - start
-                    record[self.token_key] = TOKENS_PER_STEP * counted
-                fh.write(json.dumps(record) + "\n")
-                if self.eval_every and step % self.eval_every == 0:
-                    fh.write(json.dumps({"step": step, "eval_loss": 2.0 / step, "eval_runtime": 0.1}) + "\n")
-                if step == self.stop_at.get(ctx.stage):
-                    ckpt = ctx.output_dir / f"checkpoint-{step}"
-                    ckpt.mkdir()
-                    (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step}))
-                    fh.write(json.dumps({"step": step, "train_runtime": runtime(step)}) + "\n")
-                    return ProcessResult(int(ExitCode.INTERRUPTED), 2**20, 0.5, signal="SIGTERM")
-            fh.write(json.dumps({"step": step, "train_runtime": runtime(step)}) + "\n")
-        (ctx.output_dir / "adapter_config.json").write_text("{}")
-        return ProcessResult(0, 2**20, 1.0)
-
-
-@pytest.fixture
-def fake(tiny_recipe, monkeypatch: pytest.MonkeyPatch) -> FakeEngine:  # type: ignore[no-untyped-def]
-    tiny_recipe(RECIPE)
-    engine = FakeEngine()
-    monkeypatch.setattr("ftkit.pipeline.run.get_engine", lambda name: engine)
-    fake_merges(monkeypatch)
-    return engine
-
-
-def fake_merges(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Replace merge (and the model card) with a stand-in that writes a config.json; returns the merged stages."""
-    merged: list[str] = []
-
-    def merge(engine: Any, resolved: Any, ctx: StageContext, name: str, plan: Any, summary: dict, events: Any) -> Path:
-        out = ctx.stage_dir / "merged"
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text("{}")
-        (out / "model.safetensors").write_text("weights")
-        summary["merged_dir"] = str(out)
-        merged.append(name)
-        return out
-
-    monkeypatch.setattr("ftkit.pipeline.run._merge_stage", merge)
-    monkeypatch.setattr("ftkit.pipeline.run.write_card", lambda loaded, metrics, *a, **k: Path("README.md"))
-    return merged
-
-
-def run(runs: Path, *extra: str) -> int:
-    return main(["recipe", "run", RECIPE, "--runs-dir", str(runs), *extra])
-
-
-def only(runs: Path) -> Path:
-    [d] = (runs / RECIPE).iterdir()
-    return d
-
-
-def metrics(run_dir: Path) -> dict[str, Any]:
-    return json.loads((run_dir / "metrics.json").read_text())
 
 
 def steps(history: Path) -> list[int]:
@@ -133,8 +30,9 @@ def steps(history: Path) -> list[int]:
     return [int(r["step"]) for r in rows if "loss" in r]
 
 
-def test_resume_skips_finished_stages_and_continues_the_stopped_one_from_its_checkpoint(fake, tmp_path: Path):  # type: ignore[no-untyped-def]
-    fake.stop_at = {"dpo": 5}
+@pytest.mark.model
+def test_resume_skips_finished_stages_and_continues_the_stopped_one_from_its_checkpoint(fake_engine, tmp_path: Path):  # type: ignore[no-untyped-def]
+    fake_engine.stop_at = {"dpo": 5}
     assert run(tmp_path / "runs") == ExitCode.INTERRUPTED
     run_dir = only(tmp_path / "runs")
     stopped = metrics(run_dir)
@@ -143,9 +41,9 @@ def test_resume_skips_finished_stages_and_continues_the_stopped_one_from_its_che
     [stop] = stopped["interruptions"]
     assert stop["stage"] == "dpo" and stop["step"] == 5 and stop["checkpoint"].endswith("dpo/output/checkpoint-5")
 
-    fake.stop_at = {}
+    fake_engine.stop_at = {}
     assert main(["recipe", "run", "--resume", str(run_dir)]) == 0
-    assert fake.calls == [("sft", 0), ("dpo", 0), ("dpo", 5)], "sft trained once; dpo resumed at step 5"
+    assert fake_engine.calls == [("sft", 0), ("dpo", 0), ("dpo", 5)], "sft trained once; dpo resumed at step 5"
     done = metrics(run_dir)
     assert done["status"] == "passed"
     assert done["stages"]["sft"] == stopped["stages"]["sft"], "the finished stage's metrics are kept as they were"
@@ -163,8 +61,9 @@ def test_resume_skips_finished_stages_and_continues_the_stopped_one_from_its_che
     assert (run_dir / "dpo" / "train.log").read_text() == "fake dpo from 0\nfake dpo from 5\n", "log appended"
 
 
-def test_sigterm_between_stages_stops_before_the_next_one(fake, tmp_path: Path):  # type: ignore[no-untyped-def]
-    fake.on_train = lambda stage: os.kill(os.getpid(), signal.SIGTERM) if stage == "sft" else None
+@pytest.mark.model
+def test_sigterm_between_stages_stops_before_the_next_one(fake_engine, tmp_path: Path):  # type: ignore[no-untyped-def]
+    fake_engine.on_train = lambda stage: os.kill(os.getpid(), signal.SIGTERM) if stage == "sft" else None
     assert run(tmp_path / "runs") == ExitCode.INTERRUPTED
     run_dir = only(tmp_path / "runs")
     stopped = metrics(run_dir)
@@ -174,13 +73,14 @@ def test_sigterm_between_stages_stops_before_the_next_one(fake, tmp_path: Path):
     }  # fmt: skip
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL, "the handler is removed when the run ends"
 
-    fake.on_train = None
+    fake_engine.on_train = None
     assert main(["recipe", "run", "--resume", str(run_dir)]) == 0
-    assert fake.calls == [("sft", 0), ("dpo", 0)]
+    assert fake_engine.calls == [("sft", 0), ("dpo", 0)]
 
 
-def test_resume_refuses_other_settings_a_finished_run_and_a_dir_without_metrics(fake, tmp_path: Path, capsys):  # type: ignore[no-untyped-def]
-    fake.stop_at = {"sft": 3}
+@pytest.mark.model
+def test_resume_refuses_other_settings_a_finished_run_and_a_dir_without_metrics(fake_engine, tmp_path: Path, capsys):  # type: ignore[no-untyped-def]
+    fake_engine.stop_at = {"sft": 3}
     assert run(tmp_path / "runs", "--set", "sft.trainer.max_steps=10") == ExitCode.INTERRUPTED
     run_dir = only(tmp_path / "runs")
     capsys.readouterr()
@@ -188,9 +88,9 @@ def test_resume_refuses_other_settings_a_finished_run_and_a_dir_without_metrics(
     assert code == ExitCode.USAGE and "started with sets" in capsys.readouterr().err
     assert main(["recipe", "run", "--resume", str(run_dir), "--profile", "full"]) == ExitCode.USAGE
 
-    fake.stop_at = {}
+    fake_engine.stop_at = {}
     assert main(["recipe", "run", "--resume", str(run_dir)]) == 0
-    assert fake.calls[-1] == ("dpo", 0) and ("sft", 3) in fake.calls
+    assert fake_engine.calls[-1] == ("dpo", 0) and ("sft", 3) in fake_engine.calls
     capsys.readouterr()
     assert main(["recipe", "run", "--resume", str(run_dir)]) == ExitCode.USAGE
     assert "training finished" in capsys.readouterr().err
@@ -198,14 +98,15 @@ def test_resume_refuses_other_settings_a_finished_run_and_a_dir_without_metrics(
     assert "no metrics.json" in capsys.readouterr().err
 
 
-def test_a_new_run_refuses_a_checkpoint_dir_that_holds_another_runs_checkpoints(fake, tmp_path: Path, capsys):  # type: ignore[no-untyped-def]
+@pytest.mark.model
+def test_a_new_run_refuses_a_checkpoint_dir_that_holds_another_runs_checkpoints(fake_engine, tmp_path: Path, capsys):  # type: ignore[no-untyped-def]
     old = tmp_path / "ckpt" / "sft" / "checkpoint-4"
     old.mkdir(parents=True)
     (old / "trainer_state.json").write_text('{"global_step": 4}')
     (tmp_path / "ckpt" / "metrics.json").write_text('{"status": "interrupted"}')  # the other run's state
     assert run(tmp_path / "runs", "--checkpoint-dir", str(tmp_path / "ckpt")) == ExitCode.USAGE
     assert "checkpoint of an earlier run" in capsys.readouterr().err
-    assert fake.calls == []
+    assert fake_engine.calls == []
     refused = metrics(only(tmp_path / "runs"))
     assert refused["status"] == "refused" and refused["refused"]["check"] == "checkpoints"
     assert (tmp_path / "ckpt" / "metrics.json").read_text() == '{"status": "interrupted"}', "the other run's state"
@@ -242,18 +143,21 @@ def test_run_logged_forwards_sigterm_to_the_child_and_keeps_running(tmp_path: Pa
     assert subprocess.run([sys.executable, "-c", "print(1)"], capture_output=True).returncode == 0
 
 
+@pytest.mark.model
 @pytest.mark.parametrize("counter", ["num_tokens", "tokens/total"])
-def test_tokens_per_second_of_a_resumed_stage_counts_the_tokens_and_seconds_of_every_attempt(fake, tmp_path, counter):  # type: ignore[no-untyped-def]
+def test_tokens_per_second_of_a_resumed_stage_counts_the_tokens_and_seconds_of_every_attempt(
+    fake_engine: FakeEngine, tmp_path: Path, counter: str
+) -> None:
     """dpo: 12 steps of TOKENS_PER_STEP tokens. Uninterrupted, one attempt: START + 12 steps of training seconds.
     Stopped at step 5 and resumed: two attempts, each with its start, so 1200 tokens over 2 * START + 12 steps."""
-    fake.token_key = counter
+    fake_engine.token_key = counter
     assert run(tmp_path / "whole") == 0
     whole = metrics(only(tmp_path / "whole"))["stages"]["dpo"]
     assert whole["tokens_per_second"] == pytest.approx(12 * TOKENS_PER_STEP / (START_SECONDS + 12 * SECONDS_PER_STEP))
 
-    fake.stop_at = {"dpo": 5}
+    fake_engine.stop_at = {"dpo": 5}
     assert run(tmp_path / "runs") == ExitCode.INTERRUPTED
-    fake.stop_at = {}
+    fake_engine.stop_at = {}
     assert main(["recipe", "run", "--resume", str(only(tmp_path / "runs"))]) == 0
     dpo = metrics(only(tmp_path / "runs"))["stages"]["dpo"]
     first, second = dpo["attempts"]
@@ -279,11 +183,15 @@ def test_the_work_of_an_attempt_and_the_throughput_over_attempts():
     assert throughput([{"train_seconds": 3.0, "tokens": None}]) == {"tokens_per_second": None, "train_runtime_s": 3.0}
 
 
-def test_each_evaluation_is_logged_once_when_a_resumed_process_evaluates_the_checkpoint_again(fake, tmp_path, capsys):  # type: ignore[no-untyped-def]
-    fake.eval_every, fake.stop_at = 3, {"dpo": 6}  # evaluations at 0, 3, 6; the stop's checkpoint is at step 6
+@pytest.mark.model
+def test_each_evaluation_is_logged_once_when_a_resumed_process_evaluates_the_checkpoint_again(
+    fake_engine: FakeEngine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # evaluations at 0, 3, 6; the stop's checkpoint is at step 6
+    fake_engine.eval_every, fake_engine.stop_at = 3, {"dpo": 6}
     assert run(tmp_path / "runs") == ExitCode.INTERRUPTED
     run_dir = only(tmp_path / "runs")
-    fake.stop_at = {}
+    fake_engine.stop_at = {}
     capsys.readouterr()
     assert main(["recipe", "run", "--resume", str(run_dir)]) == 0
     printed = capsys.readouterr()
@@ -303,13 +211,16 @@ def test_unique_evals_keeps_the_first_evaluation_of_a_step_and_eval_set_and_ever
     assert unique_evals(records) == [records[0], records[1], *records[3:8]]
 
 
-def test_report_and_card_of_a_stopped_and_resumed_run_say_where_it_stopped_and_what_it_resumed_from(fake, tmp_path):  # type: ignore[no-untyped-def]
-    fake.stop_at = {"dpo": 5}
+@pytest.mark.model
+def test_report_and_card_of_a_stopped_and_resumed_run_say_where_it_stopped_and_what_it_resumed_from(
+    fake_engine: FakeEngine, tmp_path: Path
+) -> None:
+    fake_engine.stop_at = {"dpo": 5}
     assert run(tmp_path / "runs") == ExitCode.INTERRUPTED
     run_dir = only(tmp_path / "runs")
     stopped = (run_dir / "report.md").read_text()
     assert "dpo stopped by SIGTERM at step 5, checkpoint saved: `dpo/output/checkpoint-5`" in stopped
-    fake.stop_at = {}
+    fake_engine.stop_at = {}
     assert main(["recipe", "run", "--resume", str(run_dir)]) == 0
     done = metrics(run_dir)
     report = (run_dir / "report.md").read_text()

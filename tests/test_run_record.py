@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fakes import RECIPE, FakeEngine, run
 from ftkit.pipeline import run as pipeline_run
 from ftkit.run_record import METRICS_FILE, RunRecord
-from test_resume_runner import RECIPE, FakeEngine, fake, run  # noqa: F401 (fake is a fixture)
 
 
 def _record(**changes: object) -> RunRecord:
@@ -49,10 +49,9 @@ def test_the_record_is_copied_beside_the_checkpoints(tmp_path: Path):
     assert (ckpt / METRICS_FILE).read_text() == (tmp_path / METRICS_FILE).read_text()
 
 
+@pytest.mark.model  # the runner loads the tiny model's tokenizer in the pre-flight
 def test_a_run_resolves_each_stage_once_and_trains_on_that_config(
-    fake: FakeEngine,  # noqa: F811
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    fake_engine: FakeEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     calls: list[tuple[str, str | None]] = []
     real = pipeline_run.resolve_stage

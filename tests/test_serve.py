@@ -175,6 +175,7 @@ def _alive(pid: int) -> bool:
     return not Path(f"/proc/{pid}/stat").is_file() or Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
 
 
+@pytest.mark.slow
 def test_serve_answers_a_chat_completion_that_ends_at_eos_then_stops_on_sigterm(answering_model: Path, tmp_path: Path):
     run = _run_dir(tmp_path, {"sft": {"merged_dir": str(answering_model)}})
     port = _free_port()

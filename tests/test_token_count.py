@@ -88,6 +88,7 @@ def test_axolotl_drops_a_row_over_the_limit_and_trl_cuts_it():
     assert grpo.tokens_per_row == pytest.approx((60 + 80 + 70 + 90) / 3)
 
 
+@pytest.mark.model
 def test_kto_prompt_only_and_text_rows_count_what_the_trainer_tokenizes(tiny_llama: Path):
     tok = _tokenizer(tiny_llama)
     kto = {"prompt": "Who are you?", "completion": "A tiny assistant.", "label": True}
@@ -102,6 +103,7 @@ def test_kto_prompt_only_and_text_rows_count_what_the_trainer_tokenizes(tiny_lla
 # ------------------------------------------------------------------ estimate on a fixture recipe
 
 
+@pytest.mark.model
 def test_a_fixture_recipe_gets_the_exact_token_count_of_each_stage(tiny_recipe, tiny_llama: Path):  # type: ignore[no-untyped-def]
     """SFT for 2 epochs: every row's tokens × 2; DPO for 12 steps of 4 pairs: 48 × a pair's mean tokens."""
     recipe = tiny_recipe("tiny-axolotl-sft-dpo")
@@ -124,6 +126,7 @@ def test_a_fixture_recipe_gets_the_exact_token_count_of_each_stage(tiny_recipe, 
     assert all(g["hours"] > 0 and all(v > 0 for v in g["cost_usd"].values()) for g in sft["gpus"])
 
 
+@pytest.mark.model
 def test_axolotl_drops_rows_longer_than_the_sequence_length_and_says_so(tiny_recipe, tiny_llama: Path):  # type: ignore[no-untyped-def]
     recipe = tiny_recipe("tiny-axolotl-sft-dpo")
     edit_yaml(recipe / "sft.axolotl.yaml", lambda d: (d.pop("max_steps"), d.update(sequence_len=36)))
@@ -136,6 +139,7 @@ def test_axolotl_drops_rows_longer_than_the_sequence_length_and_says_so(tiny_rec
     assert "axolotl drops them" in sft["tokens_source"]
 
 
+@pytest.mark.model
 def test_trl_cuts_rows_at_max_length_and_leaves_out_the_validation_rows(tiny_recipe, tiny_llama: Path):  # type: ignore[no-untyped-def]
     recipe = tiny_recipe("tiny-trl-sft-dpo")
     trainer = {"max_length": 24, "num_train_epochs": 1}
@@ -148,6 +152,7 @@ def test_trl_cuts_rows_at_max_length_and_leaves_out_the_validation_rows(tiny_rec
     assert sft["tokens_detail"]["held_out_rows"] == held and sft["tokens_detail"]["over_length"] == "truncate"
 
 
+@pytest.mark.model
 def test_a_large_file_is_counted_on_an_even_sample_labelled_and_close_to_the_exact_count(tiny_recipe, tmp_path: Path):  # type: ignore[no-untyped-def]
     rnd = random.Random(0)
     rows = [{"messages": [{"role": "user", "content": " ".join(rnd.choices(WORDS, k=rnd.randint(2, 12)))},
@@ -165,6 +170,7 @@ def test_a_large_file_is_counted_on_an_even_sample_labelled_and_close_to_the_exa
     assert sampled["tokens"] != exact["tokens"] and sampled["tokens"] == pytest.approx(exact["tokens"], rel=0.03)
 
 
+@pytest.mark.model
 def test_a_base_model_not_on_this_machine_is_counted_with_a_labelled_stand_in(tiny_recipe):  # type: ignore[no-untyped-def]
     from ftkit.estimate.tokens import STAND_IN_TEMPLATE, builtin_tokenizer
 
@@ -186,6 +192,7 @@ def test_a_base_model_not_on_this_machine_is_counted_with_a_labelled_stand_in(ti
     assert "--tokenizer DIR" in sft["tokens_source"]
 
 
+@pytest.mark.model
 def test_without_the_base_tokenizer_or_the_stand_in_the_tokens_stay_unknown_with_the_fix(tiny_recipe, monkeypatch):  # type: ignore[no-untyped-def]
     import ftkit.estimate.tokens as tokens
 
@@ -204,6 +211,7 @@ def test_without_the_base_tokenizer_or_the_stand_in_the_tokens_stay_unknown_with
     assert all(g["hours"] is None for g in sft["gpus"])
 
 
+@pytest.mark.model
 def test_the_tokenizer_option_counts_with_a_local_tokenizer_and_a_bad_one_is_a_usage_error(
     tiny_recipe, tiny_llama: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -226,6 +234,7 @@ def test_a_hub_dataset_stays_unknown_and_says_how_to_give_the_tokens():
     assert "--tokens N" in sft["tokens_source"] and "--dataset sft=FILE" in sft["tokens_source"]
 
 
+@pytest.mark.model
 def test_estimate_prints_the_token_count_and_a_short_run_in_minutes_and_cents(tiny_recipe, capsys):  # type: ignore[no-untyped-def]
     recipe = tiny_recipe("tiny-axolotl-sft-dpo")
     assert main(["estimate", "--recipe", recipe.name, "--profile", "smoke", "--gpu", "H100"]) == 0
@@ -237,6 +246,7 @@ def test_estimate_prints_the_token_count_and_a_short_run_in_minutes_and_cents(ti
 # ------------------------------------------------------------------ plan
 
 
+@pytest.mark.model
 def test_plan_counts_the_dataset_tokens_and_its_time_and_cost_are_not_zero(tiny_llama: Path, capsys):  # type: ignore[no-untyped-def]
     """The recommended recipe (Axolotl, `chat_template: llama3`) renders rows with Axolotl's llama3 template."""
     from axolotl.utils.chat_templates import get_chat_template
