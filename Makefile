@@ -22,7 +22,8 @@ LOCAL ?=
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_PIP_FLAGS = $(if $(strip $(TORCH_INDEX)),--extra-index-url $(TORCH_INDEX)) --retries 1 --timeout 10
 PIP := PIP_DISABLE_PIP_VERSION_CHECK=1 $(BIN)/pip
-# pip warns once per package about those empty local mirrors; drop that noise, keep everything else.
+# Our machines' pip config lists local mirrors (file:///opt/...) that lack most packages; pip warns once per
+# package about them: drop that noise, keep everything else.
 QUIET_MIRRORS := 2>&1 | { grep -v "^WARNING: Location 'file:///opt/" || true; }
 
 .DEFAULT_GOAL := help
@@ -38,7 +39,7 @@ help: ## this list
 	@echo "  make recipe NAME=... PROFILE=smoke ALLOW_PII=1        # train although the PII gate refused the data"
 	@echo "  make recipe NAME=llama8b-qlora-dpo PROFILE=smoke IMAGE=1   # the smoke profile inside the recipe's image"
 
-$(STAMP): requirements.lock requirements-models.lock pyproject.toml scripts/local_pins.py
+$(STAMP): requirements.lock requirements-models.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python scripts/local_pins.py requirements.lock > $(VENV)/local-pins.txt
 	$(PIP) install --quiet --require-hashes --no-deps $(TORCH_PIP_FLAGS) -r $(VENV)/local-pins.txt $(QUIET_MIRRORS) || \
