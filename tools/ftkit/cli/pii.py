@@ -120,7 +120,7 @@ def cmd_pii_clean(args: argparse.Namespace) -> int:
     return 0
 
 
-# ------------------------------------------------------------------ estimate
+# ------------------------------------------------------------------ parser
 
 
 def register(sub: Any) -> None:
