@@ -52,11 +52,11 @@ q = '$(subst ','\'',$(1))'
 RESUME ?=
 RUNS_DIR ?= runs
 
-recipe: ## run a recipe (full profile: in its pinned image when Docker is here; IMAGE=1: any profile in the image; LOCAL=1: in .venv) [PROFILE=smoke|full] [SET=…] [ALLOW_PII=1] [FORCE=1] [RESUME=<run dir>]; exact exit code: scripts/recipe.sh
+recipe: ## run a recipe (full profile: in its pinned image when Docker is here; IMAGE=1: any profile in the image; LOCAL=1: in .venv) [PROFILE=smoke|full] [SET=…] [ALLOW_PII=1] [FORCE=1] [RESUME=<run dir>] [VERBOSE=1]; exact exit code: scripts/recipe.sh
 	@RECIPE_FRONT='make recipe' PYTHON=$(call q,$(PYTHON)) scripts/recipe.sh NAME=$(call q,$(NAME)) \
 	  PROFILE=$(call q,$(if $(filter file,$(origin PROFILE)),,$(PROFILE))) SET=$(call q,$(SET)) \
 	  ALLOW_PII=$(call q,$(ALLOW_PII)) FORCE=$(call q,$(FORCE)) IMAGE=$(call q,$(IMAGE)) LOCAL=$(call q,$(LOCAL)) \
-	  RESUME=$(call q,$(RESUME)) RUNS_DIR=$(call q,$(RUNS_DIR))
+	  RESUME=$(call q,$(RESUME)) RUNS_DIR=$(call q,$(RUNS_DIR)) VERBOSE=$(call q,$(VERBOSE))
 
 test: $(STAMP) ## the test suite (trains tiny models on CPU; under 10 minutes on 2 cores); whole-recipe runs: smoke, smoke-fork
 	$(BIN)/python -m pytest -q
