@@ -77,7 +77,7 @@ def test_pace_and_eta_count_from_the_first_training_record():
 def test_eta_is_unknown_until_two_steps_are_timed_and_zero_when_finished():
     assert _fold((100.0, _train(1, 4.0))).eta_seconds() is None
     done = _fold((100.0, _train(1, 4.0)), (120.0, _train(10, 1.0)), (121.0, {"step": 10.0, "train_runtime": 99.0}))
-    assert done.finished and done.eta_seconds() == 0.0
+    assert done.finished and done.eta_seconds() == 0.0 and "ETA" not in describe(done)
 
 
 def test_tokens_per_second_from_the_cumulative_counter_else_seconds_per_step():

@@ -190,8 +190,8 @@ def cmd_recipe_run(args: argparse.Namespace) -> int:
     with (
         LibraryOutput(enabled=not args.verbose) as library,
         library.keep(console, out),
-        Progress(*columns, console=console, transient=False, redirect_stdout=False, redirect_stderr=False,
-                 disable=args.json) as progress,
+        Progress(*columns, console=console, transient=False, redirect_stdout=args.verbose,
+                 redirect_stderr=args.verbose, disable=args.json) as progress,  # verbose: library lines above the bar
     ):  # fmt: skip
         events = RichEvents(progress)
         try:

@@ -93,7 +93,8 @@ def describe(state: StageProgress, now: float | None = None) -> str:
         parts.append(f"{rate:,.0f} tok/s")
     elif (pace := state.seconds_per_step) is not None:
         parts.append(f"{pace:.1f} s/step")
-    if (eta := state.eta_seconds(now)) is not None and not state.finished:
+    ended = state.finished or (state.total is not None and state.step >= state.total)
+    if (eta := state.eta_seconds(now)) is not None and not ended:
         parts.append(f"ETA {clock(eta)}")
     return " · ".join(parts)
 
