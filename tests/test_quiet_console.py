@@ -214,6 +214,27 @@ def test_verbose_keeps_library_output_on_the_terminal(tmp_path: Path, last_resor
     assert "Failed to load _C_mxfp8.so" in terminal.getvalue() and not (tmp_path / RUNNER_LOG).exists()
 
 
+# ------------------------------------------------------------------ a failing stage
+
+
+def test_a_failed_stage_shows_its_logs_last_40_lines_and_path_and_keeps_exit_code_4(
+    tiny_recipe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):  # type: ignore[no-untyped-def]
+    from ftkit.cli import main
+    from ftkit.engines.trl import TrlEngine
+    from ftkit.errors import ExitCode
+
+    tiny_recipe("tiny-trl-sft-dpo")
+    crash = "import sys\nfor i in range(60): print(f'engine line {i}')\nsys.exit(1)"
+    monkeypatch.setattr(TrlEngine, "command", lambda self, cfg, ctx: [sys.executable, "-c", crash])
+    code = main(["recipe", "run", "tiny-trl-sft-dpo", "--profile", "smoke", "--runs-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == ExitCode.ENGINE_FAILED
+    [run_dir] = list((tmp_path / "tiny-trl-sft-dpo").iterdir())
+    assert f"{run_dir / 'sft' / 'train.log'}: " in err and "exited with code 1" in err
+    assert "engine line 59" in err and "engine line 20" in err and "engine line 19\n" not in err
+
+
 # ------------------------------------------------------------------ a real smoke run, as a user types it
 
 QUICKEST = "llama8b-reward-model"  # recipes/smoke-runs.yaml: the shortest wall time (merge and verify included)
