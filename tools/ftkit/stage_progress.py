@@ -4,8 +4,8 @@ The training process appends every trainer log record to the stage's history (`f
 each with the trainer's `max_steps`). `HistoryTail` reads the lines added since the last read; `advance` folds a
 record into a `StageProgress` (steps done and total, last loss, tokens/s or s/step, ETA): pure, so the arithmetic is
 tested without a run. `describe` is the text both displays show: a rich Progress task on a terminal, plain lines on a
-pipe (CI logs: on each new record, at most one every `PLAIN_EVERY_S` seconds, and the last one always).
-`HistoryWatcher` polls the file on a thread while the stage trains.
+pipe (CI logs: on each new record, at most one every `PLAIN_EVERY_S` seconds, and the last one unless it repeats
+the line before). `HistoryWatcher` polls the file on a thread while the stage trains.
 """
 
 from __future__ import annotations
@@ -191,7 +191,7 @@ class StageDisplay:
         self.progress, self.say, self.live, self.clock = progress, say, live, clock
         self.tasks: dict[str, Any] = {}
         self.watchers: dict[str, HistoryWatcher] = {}
-        self._printed: dict[str, tuple[float, int]] = {}  # stage -> (time, records) of its last plain line
+        self._printed: dict[str, tuple[float, str]] = {}  # stage -> (time, text) of its last plain line
 
     def watch(self, stage: str, history: Path, task: Any = None) -> None:
         """Show `stage` from `history`: in the rich Progress `task` (a new one when None) on a terminal."""
@@ -205,10 +205,11 @@ class StageDisplay:
         if self.live:
             self.progress.update(self.tasks[stage], completed=state.step, total=state.total, stats=describe(state, now))
             return
-        at, records = self._printed.get(stage, (-math.inf, 0))
-        if state.records > records and (last or now - at >= PLAIN_EVERY_S):
-            self._printed[stage] = (now, state.records)
-            self.say(plain_line(stage, state, now))
+        at, before = self._printed.get(stage, (-math.inf, ""))
+        line = plain_line(stage, state, now)
+        if line != before and (last or now - at >= PLAIN_EVERY_S):
+            self._printed[stage] = (now, line)
+            self.say(line)
 
     def finish(self, stage: str) -> StageProgress | None:
         watcher = self.watchers.pop(stage, None)
