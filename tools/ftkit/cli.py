@@ -121,14 +121,15 @@ def cmd_recipe_validate(args: argparse.Namespace) -> int:
 
 
 class RichEvents:
-    def __init__(self, progress: Progress) -> None:
+    def __init__(self, progress: Progress, lines: bool = False) -> None:
+        """`progress` shows the bars (disabled off a terminal); `lines`: show stages and progress as plain lines."""
         from ftkit.stage_progress import StageDisplay
 
         self._bar = progress
         self.tasks: dict[str, Any] = {}
+        self.lines = lines
         # A training stage's steps, loss, tokens/s and ETA from its history: a bar on a terminal, lines on a pipe.
-        live = progress.console.is_terminal and not progress.disable
-        self.display = StageDisplay(progress, lambda text: say(progress.console, text), live)
+        self.display = StageDisplay(progress, lambda text: say(progress.console, text), live=not progress.disable)
 
     def message(self, text: str) -> None:
         say(self._bar.console, text)
@@ -137,7 +138,7 @@ class RichEvents:
         for task in self.tasks.values():
             self._bar.update(task, visible=False)
         self.tasks[stage] = self._bar.add_task(f"{stage}: {what}", total=None, stats="")
-        if not self.display.live and not self._bar.disable:
+        if self.lines:
             say(self._bar.console, f"{stage}: {what}")
 
     def progress(self, stage: str, done: int, total: int) -> None:
@@ -146,7 +147,7 @@ class RichEvents:
 
     def stage_log(self, stage: str, log: Path, history: Path) -> None:
         say(self._bar.console, f"{stage}: log {log}")
-        if not self._bar.disable:
+        if self.display.live or self.lines:
             self.display.watch(stage, history, self.tasks.get(stage))
 
     def stage_end(self, stage: str, metrics: dict[str, Any]) -> None:
@@ -186,14 +187,11 @@ def cmd_recipe_run(args: argparse.Namespace) -> int:
     )
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
                TimeElapsedColumn())  # fmt: skip
-    # Library output of this process goes to the run's runner.log (--verbose: to the terminal, as it comes).
-    with (
-        LibraryOutput(enabled=not args.verbose) as library,
-        library.keep(console, out),
-        Progress(*columns, console=console, transient=False, redirect_stdout=args.verbose,
-                 redirect_stderr=args.verbose, disable=args.json) as progress,  # verbose: library lines above the bar
-    ):  # fmt: skip
-        events = RichEvents(progress)
+    # Library output of this process goes to the run's runner.log (--verbose: to the terminal, printed above the bar).
+    bars = Progress(*columns, console=console, transient=False, redirect_stdout=args.verbose,
+                    redirect_stderr=args.verbose, disable=args.json or not console.is_terminal)  # fmt: skip
+    with LibraryOutput(enabled=not args.verbose) as library, library.keep(console, out), bars as progress:
+        events = RichEvents(progress, lines=not args.json and not console.is_terminal)
         try:
             result = run_recipe(name, opts, events)
         finally:
