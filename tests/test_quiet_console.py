@@ -43,6 +43,7 @@ NOISE = (
     "Traceback",
 )
 WARN = re.compile(r"\bwarn", re.IGNORECASE)  # "warning:", "UserWarning", "FutureWarning", "W1207 … warn…"
+ERROR = re.compile(r"\berror\b|FAIL", re.IGNORECASE)  # ftkit's own `error:` and `FAIL` only when something failed
 
 
 def _train(step: int, loss: float, tokens: float | None = None, max_steps: int = 10) -> dict[str, float]:
@@ -185,6 +186,20 @@ def test_library_output_goes_to_the_runner_log_and_ftkits_console_to_the_termina
         assert line in text
 
 
+def test_code_that_redirects_the_stderr_descriptor_still_gets_the_terminals(tmp_path: Path):
+    # DeepSpeed's op builder points sys.stderr.fileno() at a file while its compiler probe runs: that must stay fd 2's
+    # terminal, else the probe's `cannot find -laio` reaches the terminal.
+    with (tmp_path / "terminal").open("w") as terminal:
+        saved = sys.stderr
+        sys.stderr = terminal
+        try:
+            with LibraryOutput():
+                route_to(tmp_path)
+                assert sys.stderr is not terminal and sys.stderr.fileno() == terminal.fileno()
+        finally:
+            sys.stderr = saved
+
+
 def test_output_kept_before_any_run_dir_is_dropped_after_our_error_and_shown_after_a_crash(
     last_resort: logging.Logger,
 ):
@@ -241,9 +256,9 @@ QUICKEST = "llama8b-reward-model"  # recipes/smoke-runs.yaml: the shortest wall 
 
 
 def noise_in(terminal: str) -> list[str]:
-    """The noise strings (and any `warn…` word) on a terminal."""
+    """The noise strings (and any `warn…` or `error` word) on a terminal."""
     found = [s for s in NOISE if s in terminal]
-    return found + [m.group(0) for m in WARN.finditer(terminal)]
+    return found + [m.group(0) for pattern in (WARN, ERROR) for m in pattern.finditer(terminal)]
 
 
 @pytest.mark.slow

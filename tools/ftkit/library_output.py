@@ -4,9 +4,10 @@
 (config validation, the PII gate, merge, export, evaluation). Their warnings, log records and tqdm bars look like
 failures on a newcomer's terminal. `LibraryOutput` routes them to a file instead: Python's `sys.stdout` and
 `sys.stderr` (print, `warnings`, tqdm, logging's last-resort handler) and every logging handler already writing to
-them. Every such line seen in a smoke run is a Python-level write, so no file descriptor is redirected. Output is
-kept in memory until the run dir exists (`route_to`), then written to `RUNNER_LOG` there. ftkit's own consoles keep
-the terminal (`keep`). Which line comes from where: docs/running-recipes.md, "What the terminal shows".
+them. Every such line seen in a smoke run is a Python-level write, so no file descriptor is redirected (the swapped
+stream's `fileno()` still names the terminal's, for code that redirects it itself). Output is kept in memory until
+the run dir exists (`route_to`), then written to `RUNNER_LOG` there. ftkit's own consoles keep the terminal
+(`keep`). Which line comes from where: docs/running-recipes.md, "What the terminal shows".
 """
 
 from __future__ import annotations
@@ -62,9 +63,11 @@ class _Sink(io.TextIOBase):
                     stream.flush()
 
     def fileno(self) -> int:
-        """The log file's descriptor once attached (what C code writing to it reaches), else the terminal's."""
+        """The terminal's descriptor, as before: code that asks for it works at the descriptor level, e.g.
+        DeepSpeed's op builder points it at /dev/null while a compiler probe runs (`cannot find -laio`); handing it
+        the log file's descriptor instead let the probe's errors reach the terminal."""
         self.flush()
-        return (self._through or self._file or self._fallback).fileno()
+        return self._fallback.fileno()
 
     def attach(self, path: Path) -> None:
         with self._lock:
