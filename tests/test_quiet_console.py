@@ -111,6 +111,18 @@ def test_a_non_finite_loss_is_shown_as_unknown_and_the_line_reads_plainly():
     assert clock(3725) == "1:02:05"
 
 
+def test_the_training_process_writes_the_trainers_max_steps_into_each_record(tmp_path: Path):
+    from types import SimpleNamespace
+
+    from ftkit.engines.run_control import HistoryLog
+
+    HistoryLog(path := tmp_path / "history.jsonl").on_log(
+        None, SimpleNamespace(is_world_process_zero=True, global_step=3, max_steps=12), None, logs={"loss": 1.5}
+    )
+    [record] = HistoryTail(path).read()
+    assert record == {"step": 3.0, "loss": 1.5, "max_steps": 12.0} and advance(StageProgress(), record, 0.0).total == 12
+
+
 def test_history_tail_reads_only_new_complete_lines_and_restarts_on_a_new_file(tmp_path: Path):
     path = tmp_path / "history.jsonl"
     tail = HistoryTail(path)

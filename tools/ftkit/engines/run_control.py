@@ -37,8 +37,8 @@ class HistoryLog(TrainerCallback):
 
         rec = {"step": float(state.global_step)}
         rec |= {k: float(v) for k, v in logs.items() if isinstance(v, int | float)}
-        if state.max_steps:  # the runner's progress display shows steps done of this total (ftkit.stage_progress)
-            rec["max_steps"] = float(state.max_steps)
+        if max_steps := getattr(state, "max_steps", 0):  # the runner shows steps done of this (ftkit.stage_progress)
+            rec["max_steps"] = float(max_steps)
         if torch.cuda.is_available():
             rec["memory/max_allocated (GiB)"] = torch.cuda.max_memory_allocated() / 2**30
         with self.path.open("a", encoding="utf-8") as fh:
