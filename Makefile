@@ -64,11 +64,11 @@ q = '$(subst ','\'',$(1))'
 RESUME ?=
 RUNS_DIR ?= runs
 
-recipe: ## run a recipe (full profile: in its pinned image when Docker is here; IMAGE=1: any profile in the image; LOCAL=1: in .venv) [PROFILE=smoke|full] [SET=…] [ALLOW_PII=1] [FORCE=1] [RESUME=<run dir>]; exact exit code: scripts/recipe.sh
+recipe: ## run a recipe (full profile: in its pinned image when Docker is here; IMAGE=1: any profile in the image; LOCAL=1: in .venv) [PROFILE=smoke|full] [SET=…] [ALLOW_PII=1] [FORCE=1] [RESUME=<run dir>] [VERBOSE=1]; exact exit code: scripts/recipe.sh
 	@RECIPE_FRONT='make recipe' PYTHON=$(call q,$(PYTHON)) scripts/recipe.sh NAME=$(call q,$(NAME)) \
 	  PROFILE=$(call q,$(if $(filter file,$(origin PROFILE)),,$(PROFILE))) SET=$(call q,$(SET)) \
 	  ALLOW_PII=$(call q,$(ALLOW_PII)) FORCE=$(call q,$(FORCE)) IMAGE=$(call q,$(IMAGE)) LOCAL=$(call q,$(LOCAL)) \
-	  RESUME=$(call q,$(RESUME)) RUNS_DIR=$(call q,$(RUNS_DIR))
+	  RESUME=$(call q,$(RESUME)) RUNS_DIR=$(call q,$(RUNS_DIR)) VERBOSE=$(call q,$(VERBOSE))
 
 test: $(STAMP) ## every layer but whole-recipe runs and images: fast + model + slow (trains tiny models on CPU; docs/testing.md)
 	$(BIN)/python -m pytest -q

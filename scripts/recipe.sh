@@ -2,7 +2,7 @@
 # Run a recipe as `make recipe` does (in .venv, or in the recipe's pinned image) and exit with ftkit's own code.
 #
 #   scripts/recipe.sh NAME=llama8b-qlora-dpo PROFILE=smoke [SET='sft.max_steps=4 report_to=none'] [ALLOW_PII=1]
-#                     [FORCE=1] [IMAGE=1 | LOCAL=1] [RESUME=runs/<recipe>/<run>] [RUNS_DIR=runs]
+#                     [FORCE=1] [IMAGE=1 | LOCAL=1] [RESUME=runs/<recipe>/<run>] [RUNS_DIR=runs] [VERBOSE=1]
 #
 # `make recipe` runs this script, but GNU make exits 2 whenever a command fails (0, 1 for `make -q`, 2 are its only
 # statuses); it names the command's status in its error line instead: "make: *** [Makefile:NN: recipe] Error 6".
@@ -17,16 +17,16 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 usage="usage: scripts/recipe.sh NAME=<recipe> [PROFILE=smoke|full] [SET='k=v …'] [ALLOW_PII=1] [FORCE=1] \
-[IMAGE=1|LOCAL=1] [RESUME=<run dir>] [RUNS_DIR=runs]"
+[IMAGE=1|LOCAL=1] [RESUME=<run dir>] [RUNS_DIR=runs] [VERBOSE=1]"
 for arg in "$@"; do
   case $arg in
-    NAME=*|PROFILE=*|SET=*|ALLOW_PII=*|FORCE=*|IMAGE=*|LOCAL=*|RESUME=*|RUNS_DIR=*) export "${arg%%=*}=${arg#*=}" ;;
+    NAME=*|PROFILE=*|SET=*|ALLOW_PII=*|FORCE=*|IMAGE=*|LOCAL=*|RESUME=*|RUNS_DIR=*|VERBOSE=*) export "${arg%%=*}=${arg#*=}" ;;
     -h|--help) echo "$usage"; exit 0 ;;
     *) echo "$usage" >&2; echo "exit 2: bad arguments ('$arg')" >&2; exit 2 ;;
   esac
 done
 NAME=${NAME:-} PROFILE=${PROFILE:-} SET=${SET:-} ALLOW_PII=${ALLOW_PII:-} FORCE=${FORCE:-}
-IMAGE=${IMAGE:-} LOCAL=${LOCAL:-} RESUME=${RESUME:-} RUNS_DIR=${RUNS_DIR:-runs}
+IMAGE=${IMAGE:-} LOCAL=${LOCAL:-} RESUME=${RESUME:-} RUNS_DIR=${RUNS_DIR:-runs} VERBOSE=${VERBOSE:-}
 PYTHON=${PYTHON:-python3} FTKIT=${FTKIT:-.venv/bin/ftkit}
 RECIPES=${FTKIT_RECIPES:-$PWD/recipes}
 front=${RECIPE_FRONT:-scripts/recipe.sh}  # how the next command starts: `make recipe` sets RECIPE_FRONT
@@ -92,6 +92,7 @@ args=(recipe run "$NAME" --profile "$PROFILE")
 for s in $SET; do args+=(--set "$s"); done
 [ -n "$ALLOW_PII" ] && args+=(--allow-pii)
 [ -n "$FORCE" ] && args+=(--force)
+[ -n "$VERBOSE" ] && args+=(--verbose)  # the libraries' own messages on the terminal too (default: runner.log)
 mkdir -p "$RUNS_DIR"
 marker=$(mktemp)
 trap 'rm -f "$marker"' EXIT

@@ -13,6 +13,7 @@ from ftkit.cli.console import FAILED, OK, print_json, say
 from ftkit.cli.console import err_console as console
 from ftkit.cli.console import out_console as out
 from ftkit.errors import ExitCode, FtkitError
+from ftkit.library_output import LibraryOutput
 
 
 def _checks_table(rows: list[Any], title: str) -> Table:
@@ -102,9 +103,15 @@ def cmd_recipe_validate(args: argparse.Namespace) -> int:
 
 
 class RichEvents:
-    def __init__(self, progress: Progress) -> None:
+    def __init__(self, progress: Progress, lines: bool = False) -> None:
+        """`progress` shows the bars (disabled off a terminal); `lines`: show stages and progress as plain lines."""
+        from ftkit.stage_progress import StageDisplay
+
         self._bar = progress
         self.tasks: dict[str, Any] = {}
+        self.lines = lines
+        # A training stage's steps, loss, tokens/s and ETA from its history: a bar on a terminal, lines on a pipe.
+        self.display = StageDisplay(progress, lambda text: say(progress.console, text), live=not progress.disable)
 
     def message(self, text: str) -> None:
         say(self._bar.console, text)
@@ -112,13 +119,21 @@ class RichEvents:
     def stage_start(self, stage: str, what: str) -> None:
         for task in self.tasks.values():
             self._bar.update(task, visible=False)
-        self.tasks[stage] = self._bar.add_task(f"{stage}: {what}", total=None)
+        self.tasks[stage] = self._bar.add_task(f"{stage}: {what}", total=None, stats="")
+        if self.lines:
+            say(self._bar.console, f"{stage}: {what}")
 
     def progress(self, stage: str, done: int, total: int) -> None:
-        if stage in self.tasks:
+        if stage in self.tasks and stage not in self.display.watchers:  # the history's steps, not tqdm's eval bars
             self._bar.update(self.tasks[stage], completed=done, total=total)
 
+    def stage_log(self, stage: str, log: Path, history: Path) -> None:
+        say(self._bar.console, f"{stage}: log {log}")
+        if self.display.live or self.lines:
+            self.display.watch(stage, history, self.tasks.get(stage))
+
     def stage_end(self, stage: str, metrics: dict[str, Any]) -> None:
+        self.display.finish(stage)
         task = self.tasks.get(stage)
         if task is not None:
             self._bar.update(task, visible=False)
@@ -152,9 +167,17 @@ def cmd_recipe_run(args: argparse.Namespace) -> int:
         resume=Path(args.resume) if args.resume else None,
         checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else None,
     )
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True, disable=args.json) as progress:
-        result = run_recipe(name, opts, RichEvents(progress))
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
+               TimeElapsedColumn())  # fmt: skip
+    # Library output of this process goes to the run's runner.log (--verbose: to the terminal, printed above the bar).
+    bars = Progress(*columns, console=console, transient=False, redirect_stdout=args.verbose,
+                    redirect_stderr=args.verbose, disable=args.json or not console.is_terminal)  # fmt: skip
+    with LibraryOutput(enabled=not args.verbose) as library, library.keep(console, out), bars as progress:
+        events = RichEvents(progress, lines=not args.json and not console.is_terminal)
+        try:
+            result = run_recipe(name, opts, events)
+        finally:
+            events.display.close()
     if args.json:
         print_json(result.metrics)
     else:
@@ -224,6 +247,10 @@ def register(sub: Any) -> None:
                    help="train even when the pre-flight PII scan finds more than recipe.yaml's pii.max_rows "
                    "(default: no row with a secret); the report is still written")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print metrics.json instead of tables")
+    p.add_argument("--verbose", action="store_true",
+                   help="print what the libraries in this process print (transformers, torch, bitsandbytes, ... "
+                   "messages and progress bars) on the terminal, as before; by default it goes to the run dir's "
+                   "runner.log (the training process's output is always in each stage's train.log)")  # fmt: skip
     p.set_defaults(func=cmd_recipe_run)
     register_recipe_tools(rsub)
 

@@ -85,6 +85,9 @@ class PrintEvents:
             self._last[stage] = done
             self.say(f"{stage}: step {done}/{total}")
 
+    def stage_log(self, stage: str, log: Path, history: Path) -> None:
+        self.say(f"{stage}: log {log}")
+
     def stage_end(self, stage: str, metrics: dict[str, Any]) -> None:
         first, tail = (metrics.get(k) for k in ("train_loss_first", "train_loss_tail"))
         loss = f"loss {first:.4g} -> {tail:.4g}" if first is not None and tail is not None else "no loss logged"

@@ -24,7 +24,8 @@ INTERRUPTED_EXIT = int(ExitCode.INTERRUPTED)
 
 
 class HistoryLog(TrainerCallback):
-    """Appends every log record (with its step, and peak CUDA memory on a GPU) to a JSONL file, on rank 0."""
+    """Appends every log record (with its step, the run's max_steps, and peak CUDA memory on a GPU) to a JSONL file,
+    on rank 0."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -36,6 +37,8 @@ class HistoryLog(TrainerCallback):
 
         rec = {"step": float(state.global_step)}
         rec |= {k: float(v) for k, v in logs.items() if isinstance(v, int | float)}
+        if max_steps := getattr(state, "max_steps", 0):  # the runner shows steps done of this (ftkit.stage_progress)
+            rec["max_steps"] = float(max_steps)
         if torch.cuda.is_available():
             rec["memory/max_allocated (GiB)"] = torch.cuda.max_memory_allocated() / 2**30
         with self.path.open("a", encoding="utf-8") as fh:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ftkit import envinfo
+from ftkit import envinfo, library_output
 from ftkit.data.validate import ValidationReport, validate_file
 from ftkit.dotted_keys import parse_set
 from ftkit.engines import get_engine
@@ -65,6 +65,7 @@ class RunEvents(Protocol):
     def message(self, text: str) -> None: ...
     def stage_start(self, stage: str, what: str) -> None: ...
     def progress(self, stage: str, done: int, total: int) -> None: ...
+    def stage_log(self, stage: str, log: Path, history: Path) -> None: ...  # a training stage starts writing these
     def stage_end(self, stage: str, metrics: dict[str, Any]) -> None: ...
 
 
@@ -72,6 +73,7 @@ class QuietEvents:
     def message(self, text: str) -> None: ...
     def stage_start(self, stage: str, what: str) -> None: ...
     def progress(self, stage: str, done: int, total: int) -> None: ...
+    def stage_log(self, stage: str, log: Path, history: Path) -> None: ...
     def stage_end(self, stage: str, metrics: dict[str, Any]) -> None: ...
 
 
@@ -255,7 +257,7 @@ def _write_resolved(run_dir: Path, resolved: ResolvedStage) -> Path:
     return path
 
 
-def _tail(path: Path, lines: int = 25) -> str:
+def _tail(path: Path, lines: int = 40) -> str:
     if not path.is_file():
         return ""
     text = path.read_text(errors="replace").replace("\r", "\n")
@@ -281,6 +283,8 @@ def _run(name: str, opts: RunOptions, events: RunEvents, stop: StopRequest) -> R
     run_dir = run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     events.message(f"run dir: {run_dir}")
+    if runner_log := library_output.route_to(run_dir):
+        events.message(f"runner log: {runner_log}")
     ckpt_root = opts.checkpoint_dir or (Path(prev["checkpoint_dir"]) if prev and prev.get("checkpoint_dir") else None)
     ckpt_root = ckpt_root.resolve() if ckpt_root else None
     run = _Run(loaded, opts, engine, hw, run_dir, ckpt_root, prev, events, stop, started)
@@ -583,6 +587,7 @@ def _train_stage(
         ctx.history_path.unlink(missing_ok=True)
     before = engine.history(ctx) if ctx.history_path.is_file() else []  # kept from earlier attempts
     config_path = _write_resolved(run_dir, resolved)
+    events.stage_log(name, ctx.log_path, ctx.history_path)
     result = engine.train(config_path, ctx, lambda d, t: events.progress(name, d, t), append_log=checkpoint is not None)
     stopped = result.returncode == ExitCode.INTERRUPTED or (stop.requested and result.returncode != 0)
     attempt |= {"wall_seconds": round(result.wall_seconds, 1), "returncode": result.returncode}
