@@ -30,7 +30,11 @@ MODEL_FIXTURES = frozenset({"tiny_llama"})  # session fixtures that build a mode
 ENGINE_MODULES = frozenset({"axolotl.cli.main", "ftkit.engines.trl_train", "ftkit.engines.unsloth_train"})
 MESSAGE = "this test loads a model ({what}): mark it @pytest.mark.model (or @pytest.mark.slow when it trains)"
 
-_state = {"refusing": False}
+# `ftkit recipe run` in a child that must stop at a config error before any engine, torch or transformers is imported
+# (the test asserts which modules the child imported): the launch is allowed; in-process loads are still refused.
+CONFIG_ERROR = "config_error"
+
+_state = {"refusing": False, "run_allowed": False}
 
 
 def unmarked(markers: Sequence[str]) -> bool:
@@ -39,13 +43,14 @@ def unmarked(markers: Sequence[str]) -> bool:
 
 
 @contextmanager
-def refusing(on: bool = True) -> Iterator[None]:
-    """While on, a model load fails the running test."""
-    before, _state["refusing"] = _state["refusing"], on
+def refusing(on: bool = True, run_allowed: bool = False) -> Iterator[None]:
+    """While on, a model load fails the running test; `run_allowed` lets it launch `ftkit recipe run` (CONFIG_ERROR)."""
+    before = dict(_state)
+    _state["refusing"], _state["run_allowed"] = on, run_allowed
     try:
         yield
     finally:
-        _state["refusing"] = before
+        _state.update(before)
 
 
 def refuse(what: str, pytrace: bool = True, test: str | None = None) -> None:
@@ -72,6 +77,8 @@ def engine_launch(argv: Sequence[str]) -> str | None:
 def _audit(event: str, args: tuple[Any, ...]) -> None:
     argv = args[1] if event == "subprocess.Popen" and _state["refusing"] else None
     if isinstance(argv, (list, tuple)) and (launched := engine_launch(argv)):
+        if launched == "ftkit recipe run" and _state["run_allowed"]:
+            return
         refuse(f"it launches {launched}")
 
 

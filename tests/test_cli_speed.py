@@ -18,6 +18,9 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, copy_recipe
 
+# These launch `ftkit recipe run` and assert the child stopped before importing any engine (tests/model_guard.py).
+pytestmark = pytest.mark.config_error
+
 HEAVY = ("torch", "transformers", "axolotl", "trl", "peft", "datasets", "deepspeed", "bitsandbytes", "accelerate")
 # Runs `ftkit ARGS…` in this interpreter, then prints the heavy top-level modules it imported.
 WRAPPER = f"""

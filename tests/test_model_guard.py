@@ -35,6 +35,17 @@ SAMPLE = textwrap.dedent(
     def test_unmarked_launches_an_engine(tmp_path):
         subprocess.run([sys.executable, "-m", "ftkit.engines.trl_train", "c.yaml", "h.jsonl"], cwd=tmp_path)
 
+    def test_unmarked_runs_a_recipe():
+        subprocess.run([sys.executable, "-m", "ftkit.cli", "recipe", "run", "no-such-recipe"], capture_output=True)
+
+    @pytest.mark.config_error
+    def test_config_error_runs_a_recipe():
+        subprocess.run([sys.executable, "-m", "ftkit.cli", "recipe", "run", "no-such-recipe"], capture_output=True)
+
+    @pytest.mark.config_error
+    def test_config_error_launches_an_engine(tmp_path):
+        subprocess.run([sys.executable, "-m", "ftkit.engines.trl_train", "c.yaml", "h.jsonl"], cwd=tmp_path)
+
     def test_unmarked_runs_a_plain_command():
         assert subprocess.run([sys.executable, "-c", "print(1)"], capture_output=True).returncode == 0
 
@@ -66,7 +77,14 @@ def test_unmarked_tests_that_load_a_model_fail_with_the_mark_to_add(tiny_llama: 
     assert mark in summary["test_unmarked_asks_for_the_tiny_llama"] and "fixture tiny_llama" in out
     assert summary["test_unmarked_launches_an_engine"].startswith("FAILED"), out
     assert mark in summary["test_unmarked_launches_an_engine"] and "launches ftkit.engines.trl_train" in out
-    for name in ("test_unmarked_runs_a_plain_command", "test_marked_loads_a_tokenizer", "test_slow_loads_a_tokenizer"):
+    assert summary["test_unmarked_runs_a_recipe"].startswith("FAILED"), out
+    assert summary["test_config_error_launches_an_engine"].startswith("FAILED"), out  # only `recipe run` is let through
+    for name in (
+        "test_config_error_runs_a_recipe",
+        "test_unmarked_runs_a_plain_command",
+        "test_marked_loads_a_tokenizer",
+        "test_slow_loads_a_tokenizer",
+    ):
         assert summary[name].startswith("PASSED"), out
 
 
