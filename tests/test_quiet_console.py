@@ -274,7 +274,14 @@ def noise_in(terminal: str) -> list[str]:
     return found + [m.group(0) for pattern in (WARN, ERROR) for m in pattern.finditer(terminal)]
 
 
-@pytest.mark.slow
+def test_ci_checks_the_default_recipes_terminal_for_every_noise_string():
+    script = (ROOT / ".ci" / "run").read_text()
+    [pattern] = re.findall(r"grep -nE '([^']+)' \"\$terminal\"", script)
+    assert set(pattern.split("|")) == set(NOISE)
+    assert 'make recipe NAME=llama8b-qlora-dpo PROFILE=smoke 2>&1 | tee "$terminal"' in script
+
+
+@pytest.mark.recipe_smoke  # a whole shipped recipe (70 s idle): `make smoke-fork`, `nox -s smoke`; CI greps its run
 def test_a_smoke_runs_terminal_holds_our_lines_and_no_library_noise(tmp_path: Path):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "tools"), "FTKIT_RECIPES": str(ROOT / "recipes")}
     env.setdefault("FTKIT_CACHE", str(ROOT / ".cache"))
