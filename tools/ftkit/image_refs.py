@@ -97,8 +97,9 @@ def recipe_image(text: str) -> str:
     as `pin_container` writes them, so the Makefile needs no YAML library."""
     _, fields = _container_fields(text)
     value = {k: m.group("value").strip("'\"") for k, (_, m) in fields.items()}
-    digest = value.get("digest", "")
-    return f"{value['image']}:{value['tag']}" + (f"@{digest}" if digest not in ("", "null", "~") else "")
+    if value.get("digest") in ("null", "~"):  # YAML's null, written out
+        value["digest"] = ""
+    return image_ref(value)
 
 
 def pin_container(text: str, ref: ImageRef) -> str:
