@@ -15,7 +15,7 @@ PACKAGE = ROOT / "tools" / "ftkit"
 # Bottom to top. A unit is a subpackage of ftkit (engines, recipes, ...) or one of its top-level modules.
 LAYERS: list[set[str]] = [
     {"errors", "__init__"},
-    {"yaml_load", "envinfo", "library_output", "stage_progress"},
+    {"yaml_load", "envinfo", "library_output", "stage_progress", "cluster"},
     {"schema_errors", "dotted_keys", "run_record", "image_refs", "models", "data"},
     {"yaml_edit", "pii", "evaluate"},
     {"engines"},
