@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ftkit import envinfo, library_output
+from ftkit.cluster import SINGLE, Cluster
 from ftkit.data.validate import ValidationReport, validate_file
 from ftkit.dotted_keys import parse_set
 from ftkit.engines import get_engine
@@ -87,6 +88,7 @@ class RunOptions:
     force: bool = False  # train even when the VRAM pre-flight says a stage will not fit the GPU
     resume: Path | None = None  # continue the run whose metrics.json is here (a run dir, or a checkpoint dir)
     checkpoint_dir: Path | None = None  # each stage trains into <checkpoint_dir>/<stage> (default: the run dir)
+    cluster: Cluster = SINGLE  # this node of a multi-node run (ftkit.cluster); one node by default
 
 
 @dataclass
