@@ -21,7 +21,8 @@ class ContainerRef(Strict):
 
 
 class Hardware(Strict):
-    gpus: int = Field(ge=1, description="GPUs the full profile is written for")
+    gpus: int = Field(ge=1, description="GPUs per node the full profile is written for")
+    nodes: int = Field(default=1, ge=1, description="Nodes (machines) of `gpus` GPUs each the full profile needs")
     min_vram_gb: float = Field(gt=0, description="Smallest GPU memory per device the full profile fits")
     recommended: list[str] = Field(default_factory=list)
 
@@ -139,6 +140,12 @@ class Profile(Strict):
         ge=1,
         description="Training processes per stage (one per GPU). Default: the machine's GPUs (1 on CPU). A smoke "
         "profile of a multi-GPU recipe sets 2: two CPU processes on the gloo backend exercise the distributed path",
+    )
+    nodes: int | None = Field(
+        default=None,
+        ge=1,
+        description="Nodes the profile is written for (default: the recipe's hardware.nodes). A run on fewer or more "
+        "nodes (`--nodes`) keeps the global batch only if micro batch or accumulation change with it",
     )
 
 
