@@ -27,10 +27,10 @@ PIP := PIP_DISABLE_PIP_VERSION_CHECK=1 $(BIN)/pip
 QUIET_MIRRORS := 2>&1 | { grep -v "^WARNING: Location 'file:///opt/" || true; }
 
 # The test layers (pyproject.toml's markers, docs/testing.md): the fast layer is every test with none of them.
-FAST := not slow and not model and not recipe_smoke and not containers
+FAST := not slow and not model and not recipe_smoke and not containers and not multinode
 
 .DEFAULT_GOAL := help
-.PHONY: help setup recipe test test-fast lint validate smoke smoke-fork lock clean-runs docker-engine containers test-containers pin-images lock-images
+.PHONY: help setup recipe test test-fast lint validate smoke smoke-fork lock clean-runs docker-engine containers test-containers test-multinode pin-images lock-images
 
 help: ## this list
 	@echo "finetune-recipes"
@@ -64,11 +64,13 @@ q = '$(subst ','\'',$(1))'
 RESUME ?=
 RUNS_DIR ?= runs
 
-recipe: ## run a recipe (full profile: in its pinned image when Docker is here; IMAGE=1: any profile in the image; LOCAL=1: in .venv) [PROFILE=smoke|full] [SET=…] [ALLOW_PII=1] [FORCE=1] [RESUME=<run dir>] [VERBOSE=1]; exact exit code: scripts/recipe.sh
+recipe: ## run a recipe (full profile: in its pinned image when Docker is here; IMAGE=1: any profile in the image; LOCAL=1: in .venv) [PROFILE=smoke|full] [SET=…] [ALLOW_PII=1] [FORCE=1] [RESUME=<run dir>] [VERBOSE=1] [NODES=N NODE_RANK=R MASTER_ADDR=A CHECKPOINT_DIR=D]; exact exit code: scripts/recipe.sh
 	@RECIPE_FRONT='make recipe' PYTHON=$(call q,$(PYTHON)) scripts/recipe.sh NAME=$(call q,$(NAME)) \
 	  PROFILE=$(call q,$(if $(filter file,$(origin PROFILE)),,$(PROFILE))) SET=$(call q,$(SET)) \
 	  ALLOW_PII=$(call q,$(ALLOW_PII)) FORCE=$(call q,$(FORCE)) IMAGE=$(call q,$(IMAGE)) LOCAL=$(call q,$(LOCAL)) \
-	  RESUME=$(call q,$(RESUME)) RUNS_DIR=$(call q,$(RUNS_DIR)) VERBOSE=$(call q,$(VERBOSE))
+	  RESUME=$(call q,$(RESUME)) RUNS_DIR=$(call q,$(RUNS_DIR)) VERBOSE=$(call q,$(VERBOSE)) \
+	  NODES=$(call q,$(NODES)) NODE_RANK=$(call q,$(NODE_RANK)) MASTER_ADDR=$(call q,$(MASTER_ADDR)) \
+	  MASTER_PORT=$(call q,$(MASTER_PORT)) RDZV_ID=$(call q,$(RDZV_ID)) CHECKPOINT_DIR=$(call q,$(CHECKPOINT_DIR))
 
 test: $(STAMP) ## every layer but whole-recipe runs and images: fast + model + slow (trains tiny models on CPU; docs/testing.md)
 	$(BIN)/python -m pytest -q
@@ -112,6 +114,9 @@ containers: ## build base, axolotl, unsloth here (tags <image>:<version>-cu<cuda
 	@if [ -z "$(OS_BASE)" ]; then containers/scripts/os-base.sh; fi
 	$(IMAGES_PY) check
 	$(IMAGES_PY) build --registry $(REGISTRY) --only $(IMAGES) $(if $(OS_BASE),--os-base $(OS_BASE)) $(if $(PUSH),--push)
+
+test-multinode: $(STAMP) ## two hosts (network namespaces, root) run llama8b-full-fsdp across 2 nodes: losses = 1 node, resume, a lost node (pytest -m multinode; docs/multi-node.md)
+	$(BIN)/python -m pytest -q -s -m multinode
 
 test-containers: $(STAMP) ## run the built images as users do: make recipe IMAGE=1, SageMaker, spot resume, RunPod, GGUF, PII NER, security (pytest -m containers)
 	@containers/scripts/docker-engine.sh

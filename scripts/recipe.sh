@@ -3,6 +3,8 @@
 #
 #   scripts/recipe.sh NAME=llama8b-qlora-dpo PROFILE=smoke [SET='sft.max_steps=4 report_to=none'] [ALLOW_PII=1]
 #                     [FORCE=1] [IMAGE=1 | LOCAL=1] [RESUME=runs/<recipe>/<run>] [RUNS_DIR=runs] [VERBOSE=1]
+#                     [NODES=2 NODE_RANK=0 MASTER_ADDR=10.0.0.1 [MASTER_PORT=29400] [RDZV_ID=run1]
+#                      CHECKPOINT_DIR=/shared/ckpt/run1]   (one node of a multi-node run: docs/multi-node.md)
 #
 # `make recipe` runs this script, but GNU make exits 2 whenever a command fails (0, 1 for `make -q`, 2 are its only
 # statuses); it names the command's status in its error line instead: "make: *** [Makefile:NN: recipe] Error 6".
@@ -17,16 +19,20 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 usage="usage: scripts/recipe.sh NAME=<recipe> [PROFILE=smoke|full] [SET='k=v …'] [ALLOW_PII=1] [FORCE=1] \
-[IMAGE=1|LOCAL=1] [RESUME=<run dir>] [RUNS_DIR=runs] [VERBOSE=1]"
+[IMAGE=1|LOCAL=1] [RESUME=<run dir>] [RUNS_DIR=runs] [VERBOSE=1] [NODES=N NODE_RANK=R MASTER_ADDR=A \
+[MASTER_PORT=P] [RDZV_ID=ID] CHECKPOINT_DIR=<shared dir>]"
 for arg in "$@"; do
   case $arg in
-    NAME=*|PROFILE=*|SET=*|ALLOW_PII=*|FORCE=*|IMAGE=*|LOCAL=*|RESUME=*|RUNS_DIR=*|VERBOSE=*) export "${arg%%=*}=${arg#*=}" ;;
+    NAME=*|PROFILE=*|SET=*|ALLOW_PII=*|FORCE=*|IMAGE=*|LOCAL=*|RESUME=*|RUNS_DIR=*|VERBOSE=*|NODES=*|NODE_RANK=*|\
+    MASTER_ADDR=*|MASTER_PORT=*|RDZV_ID=*|CHECKPOINT_DIR=*) export "${arg%%=*}=${arg#*=}" ;;
     -h|--help) echo "$usage"; exit 0 ;;
     *) echo "$usage" >&2; echo "exit 2: bad arguments ('$arg')" >&2; exit 2 ;;
   esac
 done
 NAME=${NAME:-} PROFILE=${PROFILE:-} SET=${SET:-} ALLOW_PII=${ALLOW_PII:-} FORCE=${FORCE:-}
 IMAGE=${IMAGE:-} LOCAL=${LOCAL:-} RESUME=${RESUME:-} RUNS_DIR=${RUNS_DIR:-runs} VERBOSE=${VERBOSE:-}
+NODES=${NODES:-} NODE_RANK=${NODE_RANK:-} MASTER_ADDR=${MASTER_ADDR:-} MASTER_PORT=${MASTER_PORT:-} RDZV_ID=${RDZV_ID:-}
+CHECKPOINT_DIR=${CHECKPOINT_DIR:-}
 PYTHON=${PYTHON:-python3} FTKIT=${FTKIT:-.venv/bin/ftkit}
 RECIPES=${FTKIT_RECIPES:-$PWD/recipes}
 front=${RECIPE_FRONT:-scripts/recipe.sh}  # how the next command starts: `make recipe` sets RECIPE_FRONT
@@ -93,6 +99,13 @@ for s in $SET; do args+=(--set "$s"); done
 [ -n "$ALLOW_PII" ] && args+=(--allow-pii)
 [ -n "$FORCE" ] && args+=(--force)
 [ -n "$VERBOSE" ] && args+=(--verbose)  # the libraries' own messages on the terminal too (default: runner.log)
+[ -n "$CHECKPOINT_DIR" ] && args+=(--checkpoint-dir "$CHECKPOINT_DIR")
+if [ -n "$NODES" ]; then  # this machine's share of a multi-node run; ftkit checks the values (exit 2)
+  args+=(--nodes "$NODES" --node-rank "${NODE_RANK:-0}")
+  [ -n "$MASTER_ADDR" ] && args+=(--master-addr "$MASTER_ADDR")
+  [ -n "$MASTER_PORT" ] && args+=(--master-port "$MASTER_PORT")
+  [ -n "$RDZV_ID" ] && args+=(--rdzv-id "$RDZV_ID")
+fi
 mkdir -p "$RUNS_DIR"
 marker=$(mktemp)
 trap 'rm -f "$marker"' EXIT
@@ -107,9 +120,12 @@ if [ -n "$IMAGE" ] || { [ -z "$LOCAL" ] && [ "$PROFILE" != "smoke" ] && docker i
   image=$(PYTHONPATH=tools "$PYTHON" -m ftkit.image_refs "$RECIPES/$NAME/recipe.yaml") || finish 2 "$(again)"
   hf=${HF_HOME:-$HOME/.cache/huggingface}; mkdir -p "$hf"
   gpus=$(nvidia-smi -L >/dev/null 2>&1 && echo "--gpus all"); tty=$([ -t 1 ] && echo "-t")
+  nodes=()  # a multi-node run: the host's network (the rendezvous and NCCL/gloo) and the shared checkpoint dir
+  if [ -n "$NODES" ]; then nodes=(--network host -e NCCL_SOCKET_IFNAME -e GLOO_SOCKET_IFNAME); fi
+  if [ -n "$CHECKPOINT_DIR" ]; then mkdir -p "$CHECKPOINT_DIR"; nodes+=(-v "$(realpath "$CHECKPOINT_DIR"):$(realpath "$CHECKPOINT_DIR")"); fi
   echo "running $NAME ($PROFILE) in $image (LOCAL=1 runs it in .venv instead)"
   # shellcheck disable=SC2086  # $gpus and $tty are zero or more words
-  docker run --rm $gpus $tty --ipc=host --user "$(id -u):$(id -g)" -e HOME=/tmp -e HF_TOKEN \
+  docker run --rm $gpus $tty "${nodes[@]}" --ipc=host --user "$(id -u):$(id -g)" -e HOME=/tmp -e HF_TOKEN \
     -e FTKIT_IMAGE_DIGEST="$(case $image in *@*) echo "${image##*@}";; esac)" \
     -e FTKIT_GIT_COMMIT="$(PYTHONPATH=tools "$PYTHON" -c 'from ftkit.envinfo import git_commit; print(git_commit())')" \
     -e HF_HOME=/cache/huggingface -v "$hf:/cache/huggingface" \

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-LAYERS = frozenset({"model", "slow", "recipe_smoke", "containers"})  # any one of these allows loading
+LAYERS = frozenset({"model", "slow", "recipe_smoke", "containers", "multinode"})  # any one of these allows loading
 MODEL_FIXTURES = frozenset({"tiny_llama"})  # session fixtures that build a model (torch + transformers)
 # Training processes: `python -m <module>` of each engine (ftkit.engines.*.command()); `ftkit recipe run`.
 ENGINE_MODULES = frozenset({"axolotl.cli.main", "ftkit.engines.trl_train", "ftkit.engines.unsloth_train"})

@@ -8,7 +8,10 @@ resourceconfig.json and SkyPilot's node variables (`ftkit.cloud`). We never laun
 
 from __future__ import annotations
 
+import re
+import socket
 from dataclasses import dataclass
+from typing import Literal
 
 from ftkit.errors import FtkitError
 
@@ -26,6 +29,10 @@ class Cluster:
     rdzv_host: str | None = None  # node 0's address (MASTER_ADDR); needed when nodes > 1
     rdzv_port: int = DEFAULT_PORT
     rdzv_id: str = "ftkit"  # the same on every node of one run, distinct between runs sharing a host
+    # c10d: nodes join in any order and torchrun numbers them (global rank 0 may be on any node), so every node's
+    # checkpoint dir must be the same storage. static: `--node_rank` fixes the order, rank 0 is on node 0 (SageMaker's
+    # own torchrun launch), and each node may keep its checkpoints on its own disk.
+    rendezvous: Literal["c10d", "static"] = "c10d"
     join_timeout_s: int = JOIN_TIMEOUT_S
     collective_timeout_s: int = COLLECTIVE_TIMEOUT_S
 
@@ -56,17 +63,49 @@ class Cluster:
         runs on one machine do not collide), else the c10d rendezvous every node joins."""
         if not self.multi:
             return ["--standalone", "--nnodes", "1", "--nproc_per_node", str(processes)]
-        return [
-            "--nnodes", str(self.nodes), "--node_rank", str(self.node_rank), "--nproc_per_node", str(processes),
-            "--rdzv_backend", "c10d", "--rdzv_endpoint", f"{self.rdzv_host}:{self.rdzv_port}",
-            "--rdzv_id", self.rdzv_id, "--rdzv_conf", f"join_timeout={self.join_timeout_s}",
-            "--max_restarts", "0",
-        ]  # fmt: skip
+        common = ["--nnodes", str(self.nodes), "--nproc_per_node", str(processes), "--max_restarts", "0"]
+        if self.rendezvous == "static":
+            return [*common, "--node_rank", str(self.node_rank), "--master_addr", str(self.rdzv_host),
+                    "--master_port", str(self.rdzv_port)]  # fmt: skip
+        return [*common, "--rdzv_backend", "c10d", "--rdzv_endpoint", f"{self.rdzv_host}:{self.rdzv_port}",
+                "--rdzv_id", self.rdzv_id, "--rdzv_conf", f"join_timeout={self.join_timeout_s}"]  # fmt: skip
 
     def describe(self) -> str:
         if not self.multi:
             return "one node"
-        return f"node {self.node_rank} of {self.nodes}, rendezvous {self.rdzv_host}:{self.rdzv_port} ({self.rdzv_id})"
+        where = f"{self.rdzv_host}:{self.rdzv_port}"
+        return f"node {self.node_rank} of {self.nodes}, {self.rendezvous} rendezvous {where} ({self.rdzv_id})"
+
+    def to_dict(self) -> dict[str, object]:
+        return {"nodes": self.nodes, "node_rank": self.node_rank, "rendezvous": self.rendezvous,
+                "rdzv_endpoint": f"{self.rdzv_host}:{self.rdzv_port}" if self.multi else None,
+                "rdzv_id": self.rdzv_id if self.multi else None}  # fmt: skip
 
 
 SINGLE = Cluster()
+
+
+# gloo: "Read error [10.0.0.2]:52373: Connection reset by peer", "Connection closed by peer [10.0.0.2]:29500";
+# NCCL: "... Connection closed by remote peer node-b<42045>" / "remote process exited ... peer 10.0.0.2".
+_LOST = (
+    re.compile(r"\[([0-9A-Fa-f.:]+)\]:\d+: Connection (?:reset|closed|refused)"),
+    re.compile(r"Connection closed by (?:remote )?peer \[?([\w.:-]+?)\]?(?::\d+|<\d+>)"),
+    re.compile(r"remote process exited.*?peer ([\w.:-]+)"),
+)
+
+
+def lost_peers(log: str) -> list[str]:
+    """The peers a training log says it lost (gloo's and NCCL's connection errors), in order of first mention, each
+    with its host name where this machine can resolve it: `10.0.0.2 (node-b)`."""
+    found: list[str] = []
+    for pattern in _LOST:
+        found += [m.group(1) for m in pattern.finditer(log) if m.group(1) not in found]
+    return [_with_name(peer) for peer in dict.fromkeys(found)]
+
+
+def _with_name(addr: str) -> str:
+    try:
+        name = socket.gethostbyaddr(addr)[0]
+    except (OSError, UnicodeError):
+        return addr
+    return addr if name == addr else f"{addr} ({name})"

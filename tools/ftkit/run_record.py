@@ -65,9 +65,10 @@ class RunRecord:
     checks: list[dict[str, Any]] | None = None  # the gate's rows
     model_card: str | None = None
     refused: dict[str, Any] | None = None  # the last refusal
+    cluster: dict[str, Any] | None = None  # a multi-node run: nodes, rendezvous (ftkit.cluster.Cluster.to_dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
-    _OPTIONAL: ClassVar[tuple[str, ...]] = ("export", "finished", "checks", "model_card", "refused")
+    _OPTIONAL: ClassVar[tuple[str, ...]] = ("export", "finished", "checks", "model_card", "refused", "cluster")
 
     def to_dict(self) -> dict[str, Any]:
         """metrics.json: every field, the optional ones only once set, then the unknown keys read with it."""

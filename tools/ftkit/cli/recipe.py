@@ -166,6 +166,8 @@ def cmd_recipe_run(args: argparse.Namespace) -> int:
         force=args.force,
         resume=Path(args.resume) if args.resume else None,
         checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else None,
+        cluster=_cluster(args),
+        processes=args.processes,
     )
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
                TimeElapsedColumn())  # fmt: skip
@@ -180,11 +182,23 @@ def cmd_recipe_run(args: argparse.Namespace) -> int:
             events.display.close()
     if args.json:
         print_json(result.metrics)
+    elif not opts.cluster.is_main:
+        say(out, f"node {opts.cluster.node_rank}: every stage trained; node 0 writes metrics.json and gates it")
+        return int(ExitCode.OK)
     else:
         out.print(_checks_table(result.rows, f"{result.metrics['recipe']} ({profile}): expected-metrics.yaml"))
         say(out, f"report: {result.run_dir / 'report.md'}  curves: {result.run_dir / 'curves.png'}")
         say(out, _gate(result.passed))
     return int(ExitCode.OK if result.passed else ExitCode.METRICS_FAILED)
+
+
+def _cluster(args: argparse.Namespace) -> Any:
+    from ftkit.cluster import Cluster
+
+    if args.nodes == 1 and args.node_rank == 0:
+        return Cluster()
+    return Cluster(nodes=args.nodes, node_rank=args.node_rank, rdzv_host=args.master_addr,
+                   rdzv_port=args.master_port, rdzv_id=args.rdzv_id, rendezvous=args.rendezvous)  # fmt: skip
 
 
 def _gate(passed: bool) -> tuple[str, str]:
@@ -246,6 +260,22 @@ def register(sub: Any) -> None:
     p.add_argument("--allow-pii", action="store_true",
                    help="train even when the pre-flight PII scan finds more than recipe.yaml's pii.max_rows "
                    "(default: no row with a secret); the report is still written")  # fmt: skip
+    nodes = p.add_argument_group(
+        "multi-node",
+        "run this machine's share of a run across several machines: start the same command on every "
+        "node with its own --node-rank (docs/multi-node.md; SageMaker and SkyPilot set these for you)",
+    )
+    nodes.add_argument("--nodes", type=int, default=1, help="machines in the run (default 1)")
+    nodes.add_argument("--processes", type=int, metavar="N", help="training processes per node (default: the "
+                       "profile's `processes`, else one per GPU)")  # fmt: skip
+    nodes.add_argument("--node-rank", type=int, default=0, help="this machine's place, 0..nodes-1 (node 0 writes "
+                       "metrics.json, merges and exports)")  # fmt: skip
+    nodes.add_argument("--master-addr", help="node 0's address, where the nodes meet (torchrun's rendezvous)")
+    nodes.add_argument("--master-port", type=int, default=29400, help="the rendezvous port on node 0 (default 29400)")
+    nodes.add_argument("--rdzv-id", default="ftkit", help="the run's id, the same on every node (default ftkit)")
+    nodes.add_argument("--rendezvous", choices=("c10d", "static"), default="c10d",
+                       help="c10d (default): nodes join in any order, the checkpoint dir must be shared; static: "
+                       "ranks follow --node-rank, rank 0 on node 0")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print metrics.json instead of tables")
     p.add_argument("--verbose", action="store_true",
                    help="print what the libraries in this process print (transformers, torch, bitsandbytes, ... "

@@ -12,11 +12,10 @@ import ast
 import json
 import os
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
-from ftkit.engines.base import Engine, StageContext, absolutize
+from ftkit.engines.base import Engine, StageContext, absolutize, distributed_env
 from ftkit.engines.facts import EngineFacts
 from ftkit.engines.known_keys import known_keys
 from ftkit.errors import Problem
@@ -118,6 +117,8 @@ class AxolotlEngine(Engine):
             # take their rank down before it can save the checkpoint (seen here). Rows are tokenized beforehand,
             # so loading them in the rank costs little.
             out["dataloader_num_workers"] = 0
+        if ctx.cluster.multi and cfg.get("ddp_timeout") is None:  # a lost node ends the run, not a 30-minute wait
+            out["ddp_timeout"] = ctx.cluster.collective_timeout_s
         plugins = list(cfg.get("plugins") or [])
         wanted = [RUN_CONTROL_PLUGIN]
         if ctx.device == "cpu" and cfg.get("load_in_4bit"):
@@ -138,16 +139,15 @@ class AxolotlEngine(Engine):
 
     def command(self, config_path: Path, ctx: StageContext) -> list[str]:
         """`axolotl train CFG --launcher python` for one process; for several, Axolotl's own torchrun launch:
-        `--launcher torchrun -- --standalone --nproc_per_node N`. Axolotl execs torchrun in place of itself, so
-        SIGTERM to this pid reaches torchrun, which passes it to every rank. Not `--launcher accelerate`: on a
-        machine without GPUs `accelerate launch` starts one process (several need MPI)."""
+        `--launcher torchrun -- <this node's torchrun arguments>` (`ftkit.cluster`: standalone, or the nodes'
+        rendezvous). Axolotl execs torchrun in place of itself, so SIGTERM to this pid reaches torchrun, which passes
+        it to every rank. Not `--launcher accelerate`: without GPUs `accelerate launch` starts one process."""
         from ftkit.engines.base import python_module
 
         train = python_module("axolotl.cli.main", "train", str(config_path))
         if ctx.world_size <= 1:
             return [*train, "--launcher", "python"]
-        # --standalone: a rendezvous on a free local port, so two runs on one machine do not collide on 29500.
-        return [*train, "--launcher", "torchrun", "--", *torchrun_args(ctx.world_size)]
+        return [*train, "--launcher", "torchrun", "--", *ctx.cluster.torchrun_args(ctx.local_processes)]
 
     def env(self, ctx: StageContext) -> dict[str, str]:
         # Telemetry off by default: no network calls from a training run.
@@ -156,7 +156,7 @@ class AxolotlEngine(Engine):
         # `rewards.format_reward`: the recipe folder goes first on the path of the training process.
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ctx.recipe_dir), os.environ.get("PYTHONPATH", "")) if p)
         if ctx.world_size > 1:
-            env |= distributed_env(ctx.device, ctx.world_size)
+            env |= distributed_env(ctx.device, ctx.local_processes)
         return env
 
     def history(self, ctx: StageContext) -> list[dict[str, float]]:
@@ -283,21 +283,6 @@ def cpu_offload_of(cfg: dict[str, Any], base: Path | None = None) -> bool:
         return True
     zero = ((deepspeed_config(cfg, base) or {}).get("zero_optimization")) or {}
     return any((zero.get(key) or {}).get("device") == "cpu" for key in ("offload_param", "offload_optimizer"))
-
-
-def torchrun_args(processes: int) -> list[str]:
-    """torchrun's arguments for `processes` ranks on this machine."""
-    return ["--standalone", "--nnodes", "1", "--nproc_per_node", str(processes)]
-
-
-def distributed_env(device: str, processes: int) -> dict[str, str]:
-    """Environment of a multi-process launch. Axolotl execs `torchrun` by name: the interpreter's bin directory
-    (the venv's) goes first on PATH. On CPU each rank gets its share of the cores (torch would give every rank all
-    of them, and two ranks on two cores then fight over them)."""
-    env = {"PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
-    if device == "cpu":
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // processes))
-    return env
 
 
 def _plain(value: Any) -> Any:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ftkit.cluster import SINGLE, Cluster
 from ftkit.dotted_keys import get_path, has_path
 from ftkit.engines.facts import EngineFacts
 from ftkit.engines.forward_sigterm import ForwardSignals
@@ -45,12 +46,19 @@ class StageContext:
     # Where the trainer writes its checkpoints and final adapter, and the history: default `stage_dir/output`
     # (history in stage_dir); on SageMaker `/opt/ml/checkpoints/<stage>`, which survives a spot restart.
     checkpoint_dir: Path | None = None
-    # Training processes (one per GPU; on CPU, gloo processes). None: one per GPU of `gpus`, at least one.
+    # Training processes per node (one per GPU; on CPU, gloo processes). None: one per GPU of `gpus`, at least one.
     processes: int | None = None
+    cluster: Cluster = SINGLE  # this machine's place in a multi-node run; its processes are `local_processes`
+
+    @property
+    def local_processes(self) -> int:
+        """Training processes on this machine."""
+        return self.processes or max(1, self.gpus)
 
     @property
     def world_size(self) -> int:
-        return self.processes or max(1, self.gpus)
+        """Training processes of the whole run, every node's."""
+        return self.cluster.world_size(self.local_processes)
 
     @property
     def log_path(self) -> Path:
@@ -117,6 +125,16 @@ def run_logged(
         forward.detach()
         proc.returncode = os.waitstatus_to_exitcode(status)
     return ProcessResult(proc.returncode, usage.ru_maxrss * 1024, time.monotonic() - start, forward.received)
+
+
+def distributed_env(device: str, processes: int) -> dict[str, str]:
+    """Environment of a multi-process launch. Axolotl execs `torchrun` by name: the interpreter's bin directory
+    (the venv's) goes first on PATH. On CPU each rank gets its share of the cores (torch would give every rank all
+    of them, and two ranks on two cores then fight over them)."""
+    env = {"PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    if device == "cpu":
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // processes))
+    return env
 
 
 def python_module(module: str, *args: str) -> list[str]:

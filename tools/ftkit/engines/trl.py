@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from pydantic import ValidationError
 
-from ftkit.engines.base import Engine, StageContext, absolutize, python_module
+from ftkit.engines.base import Engine, StageContext, absolutize, distributed_env, python_module
 from ftkit.engines.facts import EngineFacts
 from ftkit.engines.known_keys import known_keys
 from ftkit.engines.trl_config import TrlStageConfig
@@ -58,6 +58,8 @@ class TrlEngine(Engine):
 
     def runtime_overrides(self, cfg: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
         out: dict[str, Any] = {"trainer.output_dir": str(ctx.output_dir)}
+        if ctx.cluster.multi and "ddp_timeout" not in (cfg.get("trainer") or {}):
+            out["trainer.ddp_timeout"] = ctx.cluster.collective_timeout_s  # a lost node ends the run, not a hang
         path = cfg.get("dataset", {}).get("path")
         if path and (absolute := absolutize(str(path), ctx.recipe_dir)) != path:
             out["dataset.path"] = absolute
@@ -70,7 +72,17 @@ class TrlEngine(Engine):
         return out
 
     def command(self, config_path: Path, ctx: StageContext) -> list[str]:
-        return python_module(self.train_module, str(config_path), str(ctx.history_path))
+        """`python -m ftkit.engines.trl_train CONFIG HISTORY`; several processes (or nodes): the same module under
+        torchrun (`ftkit.cluster`), whose environment the Trainer's accelerate state reads to join the ranks."""
+        args = [str(config_path), str(ctx.history_path)]
+        if ctx.world_size <= 1:
+            return python_module(self.train_module, *args)
+        torchrun = python_module("torch.distributed.run", *ctx.cluster.torchrun_args(ctx.local_processes))
+        return [*torchrun, "-m", self.train_module, *args]
+
+    def env(self, ctx: StageContext) -> dict[str, str]:
+        env = super().env(ctx)
+        return env | distributed_env(ctx.device, ctx.local_processes) if ctx.world_size > 1 else env
 
     def loader_ran(self, ctx: StageContext) -> str | None:
         """Which loader the training process used (`trl_train.LOADER_FILE` beside the history), None if unknown."""

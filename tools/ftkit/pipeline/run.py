@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ftkit import envinfo, library_output
-from ftkit.cluster import SINGLE, Cluster
+from ftkit.cluster import SINGLE, Cluster, lost_peers
 from ftkit.data.validate import ValidationReport, validate_file
 from ftkit.dotted_keys import parse_set
 from ftkit.engines import get_engine
@@ -89,6 +89,7 @@ class RunOptions:
     resume: Path | None = None  # continue the run whose metrics.json is here (a run dir, or a checkpoint dir)
     checkpoint_dir: Path | None = None  # each stage trains into <checkpoint_dir>/<stage> (default: the run dir)
     cluster: Cluster = SINGLE  # this node of a multi-node run (ftkit.cluster); one node by default
+    processes: int | None = None  # training processes per node (default: the profile's, else one per GPU)
 
 
 @dataclass
@@ -128,6 +129,30 @@ def _check_hardware(loaded: LoadedRecipe, profile: str, hw: dict[str, Any]) -> N
             f"(or ftkit recipe run {loaded.name} --profile smoke), or use a GPU machine",
             code=ExitCode.ENVIRONMENT,
         )
+
+
+def check_cluster(loaded: LoadedRecipe, opts: RunOptions, prev: dict[str, Any] | None) -> None:
+    """Refuse (exit 2) a multi-node run this runner cannot carry: c10d rendezvous without a checkpoint dir every
+    node shares (global rank 0 may be on any node, and a resume needs every rank's shards), and a stage that starts
+    from an earlier stage's merged model (node 0 merges it into its own run dir, which the other nodes cannot read)."""
+    cluster = opts.cluster
+    if not cluster.multi:
+        return
+    shared = opts.checkpoint_dir or (prev or {}).get("checkpoint_dir")
+    if cluster.rendezvous == "c10d" and not shared:
+        raise FtkitError.one(
+            f"a {cluster.nodes}-node run keeps its checkpoints where every node reads and writes them",
+            field="--checkpoint-dir",
+            fix="give every node the same --checkpoint-dir on shared storage (NFS, FSx, EFS, a SkyPilot bucket "
+            "mount), e.g. make recipe … CHECKPOINT_DIR=/shared/ckpt/RUN",
+        )
+    if chained := [s.name for s in loaded.recipe.stages if s.init_from]:
+        raise FtkitError.one(
+            f"{loaded.name}: stage(s) {', '.join(chained)} start from an earlier stage's merged model, which a "
+            "multi-node run does not carry between nodes yet",
+            file=loaded.source.path, field="stages",
+            fix="run the stages on one node, or run each stage as its own recipe across nodes (docs/multi-node.md)",
+        )  # fmt: skip
 
 
 def _load_tokenizer(model: str) -> Any:
@@ -276,11 +301,14 @@ def run_recipe(name: str, opts: RunOptions, events: RunEvents | None = None) -> 
 def _run(name: str, opts: RunOptions, events: RunEvents, stop: StopRequest) -> RunResult:
     """plan (every check that needs no training) -> train the stages -> exports -> gate -> report."""
     loaded, sets, prev = _load_checked(name, opts)
+    check_cluster(loaded, opts, prev)
     hw = envinfo.hardware()
     engine = get_engine(loaded.recipe.engine)
     started = dt.datetime.now(dt.UTC)
+    # A worker node's run dir holds only its logs: never the resumed run's dir (node 0's, or the shared checkpoints).
+    resumed_dir = opts.resume if opts.cluster.is_main else None
     run_dir = (
-        opts.run_dir or opts.resume or _new_dir(opts.runs_root / loaded.name, f"{started:%Y%m%d-%H%M%S}-{opts.profile}")
+        opts.run_dir or resumed_dir or _new_dir(opts.runs_root / loaded.name, f"{started:%Y%m%d-%H%M%S}-{opts.profile}")
     )
     run_dir = run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -290,8 +318,10 @@ def _run(name: str, opts: RunOptions, events: RunEvents, stop: StopRequest) -> R
     ckpt_root = opts.checkpoint_dir or (Path(prev["checkpoint_dir"]) if prev and prev.get("checkpoint_dir") else None)
     ckpt_root = ckpt_root.resolve() if ckpt_root else None
     run = _Run(loaded, opts, engine, hw, run_dir, ckpt_root, prev, events, stop, started)
+    if opts.cluster.multi:
+        events.message(f"cluster: {opts.cluster.describe()}; checkpoints in {ckpt_root or run_dir}")
     plan = _preflight(run, sets)
-    return _execute(run, plan)
+    return _execute(run, plan) if opts.cluster.is_main else _execute_worker(run, plan)
 
 
 def _load_checked(name: str, opts: RunOptions) -> tuple[LoadedRecipe, SetOverrides, dict[str, Any] | None]:
@@ -334,7 +364,8 @@ class _Run:
         profile = self.loaded.recipe.profiles.get(self.opts.profile)
         return StageContext(self.loaded.name, stage, d, self.loaded.dir, self.hw["device"], len(self.hw["gpus"]),
                             self.ckpt_root / stage if self.ckpt_root else None,
-                            profile.processes if profile else None)  # fmt: skip
+                            self.opts.processes or (profile.processes if profile else None),
+                            self.opts.cluster)  # fmt: skip
 
     def new_record(self) -> RunRecord:
         """A new run's record before any stage: what runs where, on what, with which versions; a resumed run keeps
@@ -345,6 +376,7 @@ class _Run:
             started=self.started.isoformat(timespec="seconds"), git_commit=envinfo.git_commit(self.loaded.dir),
             hardware=self.hw, hardware_label=envinfo.hardware_label(self.hw), versions=envinfo.versions(),
             engine=self.engine.name, image=_image_record(self.loaded, self.events),
+            cluster=self.opts.cluster.to_dict() if self.opts.cluster.multi else None,
         )  # fmt: skip
         if self.prev is not None:
             record.started = self.prev["started"]
@@ -496,6 +528,53 @@ def _execute(run: _Run, plan: _Plan) -> RunResult:
     return RunResult(run.run_dir, record.to_dict(), rows)
 
 
+def _execute_worker(run: _Run, plan: _Plan) -> RunResult:
+    """A node other than node 0 of a multi-node run: train every stage's share on this node and nothing else.
+    Node 0 writes the history, metrics.json, merged models, exports and the report; global rank 0 of the trainer
+    writes the checkpoints' shared files (`ftkit.cluster`)."""
+    loaded, engine, events, stop, prev = run.loaded, run.engine, run.events, run.stop, run.prev
+    node = f"node {run.opts.cluster.node_rank}"
+    for stage in loaded.recipe.stages:
+        ctx, resolved = plan.stages[stage.name].ctx, plan.stages[stage.name].resolved
+        if prev is not None and stage_done(prev, stage.name):
+            events.message(f"resume: stage '{stage.name}' finished before")
+            continue
+        if stop.requested:
+            raise interrupted(stage.name, stop.signal, None, run.run_dir)
+        checkpoint = last_checkpoint(ctx.output_dir) if prev is not None else None
+        if checkpoint is not None:
+            resolved.set(engine.resume_key, str(checkpoint), f"resume: {checkpoint.name} of the interrupted run")
+            events.message(f"resume: stage '{stage.name}' continues from {checkpoint}")
+        events.stage_start(stage.name, f"{engine.name}, {node} of {run.opts.cluster.nodes}")
+        events.stage_log(stage.name, ctx.log_path, ctx.history_path)
+        result = engine.train(_write_resolved(run.run_dir, resolved), ctx, append_log=checkpoint is not None)
+        if result.returncode == ExitCode.INTERRUPTED or (stop.requested and result.returncode != 0):
+            raise interrupted(stage.name, stop.signal or result.signal, last_checkpoint(ctx.output_dir), run.run_dir)
+        if result.returncode != 0:
+            raise _engine_failed(engine, ctx, stage.name, result.returncode, run.run_dir)
+        events.message(f"{stage.name}: {node} done; node 0 writes the metrics, merges and exports")
+    info = {"recipe": loaded.name, "profile": run.opts.profile, "status": "trained"}
+    return RunResult(run.run_dir, info | {"cluster": run.opts.cluster.to_dict()}, [])
+
+
+def _engine_failed(engine: Any, ctx: StageContext, stage: str, code: int, run_dir: Path) -> FtkitError:
+    """A training process that exited non-zero, with its log's tail; in a multi-node run, the nodes it lost."""
+    tail = _tail(ctx.log_path)
+    problems = [Problem(tail, str(ctx.log_path), None, None, "read the log above; "
+                        f"`ftkit doctor {run_dir}` names known failures and their fixes")]  # fmt: skip
+    title = f"stage '{stage}': {engine.name} exited with code {code}"
+    if ctx.cluster.multi and (
+        lost := lost_peers(ctx.log_path.read_text(errors="replace") if ctx.log_path.is_file() else "")
+    ):
+        title += f" after losing contact with {', '.join(lost)}"
+        problems.insert(0, Problem(
+            f"{ctx.cluster.describe()}: the connection to {', '.join(lost)} broke (that node stopped, was killed or "
+            "became unreachable)", str(ctx.log_path), None, "cluster",
+            "check that node's own log and restart every node with --resume (the checkpoints are shared)",
+        ))  # fmt: skip
+    return FtkitError(title, problems, ExitCode.ENGINE_FAILED)
+
+
 def _finish(run: _Run, plan: _Plan, record: RunRecord, histories: dict[str, list[dict[str, float]]]) -> list[CheckRow]:
     """The gate, the model card, metrics.json and report.md of a run that ended (passed, failed or stopped)."""
     loaded = run.loaded
@@ -617,12 +696,7 @@ def _train_stage(
         raise interrupted(name, info["signal"], saved, run_dir)
     if result.returncode != 0:
         summary["status"] = "failed"
-        raise FtkitError(
-            f"stage '{name}': {engine.name} exited with code {result.returncode}",
-            [Problem(_tail(ctx.log_path), str(ctx.log_path), None, None, "read the log above; "
-                     f"`ftkit doctor {run_dir}` names known failures and their fixes")],
-            ExitCode.ENGINE_FAILED,
-        )  # fmt: skip
+        raise _engine_failed(engine, ctx, name, result.returncode, run_dir)
     return summary
 
 
