@@ -82,6 +82,11 @@ def test_a_multi_node_run_sets_the_collective_timeout_unless_the_config_does(tmp
     assert TrlEngine().runtime_overrides({}, ctx(tmp_path))["trainer.ddp_timeout"] == COLLECTIVE_TIMEOUT_S
 
 
+def test_trl_ranks_on_cpu_tell_accelerate_they_are_on_cpu_so_they_join_one_gloo_group(tmp_path: Path):
+    assert TrlEngine().runtime_overrides({}, ctx(tmp_path))["trainer.use_cpu"] is True
+    assert "trainer.use_cpu" not in TrlEngine().runtime_overrides({}, ctx(tmp_path, Cluster(), processes=1))
+
+
 def test_the_world_size_counts_every_nodes_processes(tmp_path: Path):
     assert ctx(tmp_path, processes=4).world_size == 8
     assert ctx(tmp_path, Cluster(), processes=None, gpus=8).world_size == 8

@@ -58,6 +58,8 @@ class TrlEngine(Engine):
 
     def runtime_overrides(self, cfg: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
         out: dict[str, Any] = {"trainer.output_dir": str(ctx.output_dir)}
+        if ctx.device == "cpu" and ctx.world_size > 1:  # accelerate joins CPU ranks (gloo) only when told it is on CPU
+            out["trainer.use_cpu"] = True
         if ctx.cluster.multi and "ddp_timeout" not in (cfg.get("trainer") or {}):
             out["trainer.ddp_timeout"] = ctx.cluster.collective_timeout_s  # a lost node ends the run, not a hang
         path = cfg.get("dataset", {}).get("path")
