@@ -301,7 +301,6 @@ def run_recipe(name: str, opts: RunOptions, events: RunEvents | None = None) -> 
 def _run(name: str, opts: RunOptions, events: RunEvents, stop: StopRequest) -> RunResult:
     """plan (every check that needs no training) -> train the stages -> exports -> gate -> report."""
     loaded, sets, prev = _load_checked(name, opts)
-    check_cluster(loaded, opts, prev)
     hw = envinfo.hardware()
     engine = get_engine(loaded.recipe.engine)
     started = dt.datetime.now(dt.UTC)
@@ -333,6 +332,7 @@ def _load_checked(name: str, opts: RunOptions) -> tuple[LoadedRecipe, SetOverrid
     if prev is not None and opts.resume is not None:
         check_resumable(prev, loaded.name, opts.profile, opts.sets, opts.resume)
     check_profile(loaded, opts.profile)  # a mistyped profile is a usage error, not "needs a GPU"
+    check_cluster(loaded, opts, prev)
     sets = route_sets(parse_set(opts.sets), stage_names, recipe=loaded)
     problems = validate_profiles(loaded, sets, quick=True)  # a mistyped --set key before the engine's import
     if not problems:
