@@ -100,6 +100,14 @@ def test_a_gloo_connection_error_names_the_peer_it_lost():
     assert lost_peers("loss 2.1\nstep 3") == []
 
 
+def test_a_failed_log_says_which_node_was_lost_or_that_the_nodes_never_all_joined():
+    lost = NODE1.failure("Read error [10.0.0.2]:5: Connection reset by peer")
+    assert lost is not None and lost[0] == "after losing contact with 10.0.0.2" and "--resume" in lost[2]
+    timeout = NODE1.failure("torch.distributed.elastic.rendezvous.api.RendezvousTimeoutError")
+    assert timeout is not None and "not all 2 nodes joined within 300 s" in timeout[1]
+    assert NODE1.failure("CUDA out of memory") is None
+
+
 def test_a_peer_this_machine_can_name_is_given_with_its_host_name():
     assert lost_peers("Read error [127.0.0.1]:1: Connection reset by peer") == ["127.0.0.1 (localhost)"]
 

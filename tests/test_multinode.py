@@ -1,6 +1,7 @@
 """Two hosts, one recipe: llama8b-full-fsdp's smoke profile as 2 nodes × 1 gloo process over a veth pair between two
 network namespaces (tests/two_hosts.py), launched by `ftkit recipe run --nodes 2` on each host (torchrun's c10d
-rendezvous on node 0's address), against the same profile as 1 node × 2 processes.
+rendezvous on node 0's address), against the same profile as 1 node × 2 processes. The recipe's copy keeps its
+training config and drops the smoke GGUF export and evaluation (minutes of CPU, the same on one node or two).
 
 Checked: the loss at every step equals the single-node run's; node 0 alone writes metrics.json; killing both nodes
 mid-stage and restarting them with --resume ends at the uninterrupted run's final loss; killing one node makes the
@@ -21,13 +22,14 @@ from pathlib import Path
 
 import pytest
 import two_hosts
-from conftest import ROOT
+from conftest import ROOT, copy_recipe, edit_yaml
 
 pytestmark = pytest.mark.multinode
 
 RECIPE = "llama8b-full-fsdp"
 STEPS = 8  # the smoke profile's max_steps
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+NO_SLOW_EXPORTS = {"gguf": [], "quantize": [], "eval": None}
 
 
 @dataclass
@@ -46,6 +48,21 @@ class NodeRun:
 
     def output(self, node: int) -> str:
         return self.outputs[node].read_text(errors="replace")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def recipe_copy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """llama8b-full-fsdp under a recipes root of its own (FTKIT_RECIPES), its smoke exports cut to the merge."""
+    root = tmp_path_factory.mktemp("recipes")
+    dst = copy_recipe(RECIPE, root)
+    edit_yaml(dst / "recipe.yaml", lambda d: d["profiles"]["smoke"]["export"].update(NO_SLOW_EXPORTS))
+    before = ENV.get("FTKIT_RECIPES")
+    ENV["FTKIT_RECIPES"] = str(root)
+    yield dst
+    if before is None:
+        ENV.pop("FTKIT_RECIPES")
+    else:
+        ENV["FTKIT_RECIPES"] = before
 
 
 @pytest.fixture(scope="module")

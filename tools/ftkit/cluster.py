@@ -76,6 +76,21 @@ class Cluster:
         where = f"{self.rdzv_host}:{self.rdzv_port}"
         return f"node {self.node_rank} of {self.nodes}, {self.rendezvous} rendezvous {where} ({self.rdzv_id})"
 
+    def failure(self, log: str) -> tuple[str, str, str] | None:
+        """What a failed training log says about the nodes: (the error title's ending, the problem, its fix) when a
+        peer was lost or the nodes never all joined; None when the log names neither."""
+        if lost := lost_peers(log):
+            names = ", ".join(lost)
+            return (f"after losing contact with {names}",
+                    f"{self.describe()}: the connection to {names} broke (that node stopped, was killed or became "
+                    "unreachable)", "read that node's log, then restart every node with --resume")  # fmt: skip
+        if "RendezvousTimeoutError" in log:
+            return ("before every node joined",
+                    f"{self.describe()}: not all {self.nodes} nodes joined within {self.join_timeout_s} s",
+                    "start every node with the same --nodes, --master-addr, --master-port and --rdzv-id, and check "
+                    "that node 0's port is reachable from the others")  # fmt: skip
+        return None
+
     def to_dict(self) -> dict[str, object]:
         return {"nodes": self.nodes, "node_rank": self.node_rank, "rendezvous": self.rendezvous,
                 "rdzv_endpoint": f"{self.rdzv_host}:{self.rdzv_port}" if self.multi else None,

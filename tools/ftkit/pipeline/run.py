@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ftkit import envinfo, library_output
-from ftkit.cluster import SINGLE, Cluster, lost_peers
+from ftkit.cluster import SINGLE, Cluster
 from ftkit.data.validate import ValidationReport, validate_file
 from ftkit.dotted_keys import parse_set
 from ftkit.engines import get_engine
@@ -563,15 +563,11 @@ def _engine_failed(engine: Any, ctx: StageContext, stage: str, code: int, run_di
     problems = [Problem(tail, str(ctx.log_path), None, None, "read the log above; "
                         f"`ftkit doctor {run_dir}` names known failures and their fixes")]  # fmt: skip
     title = f"stage '{stage}': {engine.name} exited with code {code}"
-    if ctx.cluster.multi and (
-        lost := lost_peers(ctx.log_path.read_text(errors="replace") if ctx.log_path.is_file() else "")
-    ):
-        title += f" after losing contact with {', '.join(lost)}"
-        problems.insert(0, Problem(
-            f"{ctx.cluster.describe()}: the connection to {', '.join(lost)} broke (that node stopped, was killed or "
-            "became unreachable)", str(ctx.log_path), None, "cluster",
-            "check that node's own log and restart every node with --resume (the checkpoints are shared)",
-        ))  # fmt: skip
+    log = ctx.log_path.read_text(errors="replace") if ctx.log_path.is_file() else ""
+    if ctx.cluster.multi and (cause := ctx.cluster.failure(log)):
+        ending, message, fix = cause
+        title += f" {ending}"
+        problems.insert(0, Problem(message, str(ctx.log_path), None, "cluster", fix))
     return FtkitError(title, problems, ExitCode.ENGINE_FAILED)
 
 
