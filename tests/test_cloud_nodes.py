@@ -157,3 +157,15 @@ def test_cli_sagemaker_instance_count_reaches_the_printed_estimator(capsys: pyte
     out = json.loads(capsys.readouterr().out)
     assert out["estimator"]["instance_count"] == 3 and "instance_count=3" in out["python"]
     assert main(["cloud", "sagemaker", recipe, "--instance-count", "0"]) == ExitCode.USAGE
+
+
+def test_runpod_notes_point_a_multi_node_profile_to_an_instant_cluster():
+    from ftkit.cloud.carry import RecipeSource
+    from ftkit.cloud.runpod import pod_template
+
+    loaded = load_recipe(str(ROOT / "recipes" / "llama70b-full-fsdp"), check_profiles=False)
+    source = RecipeSource(loaded.name, loaded.dir, "", False, "in the image")
+    _, notes = pod_template(loaded, CloudRun(loaded.name, "full"), source=source)
+    assert any("Instant Cluster" in n and "2 nodes" in n for n in notes)
+    _, smoke = pod_template(loaded, CloudRun(loaded.name, "smoke"), source=source)
+    assert not any("Instant Cluster" in n for n in smoke)
