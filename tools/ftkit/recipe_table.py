@@ -55,6 +55,7 @@ class CatalogEntry:
     min_vram_gb: float
     bounds: dict[str, dict[str, int]]  # profile -> {"measured": n, "estimate": n}
     last_smoke: dict[str, str] | None = None  # the last passing smoke run: {"date", "commit"} (recipes/smoke-runs.yaml)
+    nodes: int = 1  # machines of `gpus` GPUs each (hardware.nodes)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,7 +108,7 @@ def recipe_entry(recipe_dir: Path, size: DatasetSize) -> CatalogEntry:
     figures = []
     for stage in loaded.recipe.stages:
         facts = engine.engine_facts(resolve_stage(loaded, stage.name, "full").config)
-        setting = setting_from_facts(facts, gpus=loaded.recipe.hardware.gpus)
+        setting = setting_from_facts(facts, gpus=loaded.recipe.hardware.gpus * loaded.recipe.hardware.nodes)
         figures.append(StageFigures(stage.name, _method(setting), vram_measured_gib=_measured_peak(loaded, stage.name)))
     try:
         report = estimate_report(recipe=str(recipe_dir), profile="full", rows=size.rows, avg_tokens=size.avg_tokens,
@@ -127,6 +128,7 @@ def recipe_entry(recipe_dir: Path, size: DatasetSize) -> CatalogEntry:
         r.hardware.min_vram_gb,
         _bounds(loaded),
         _last_smoke(recipe_dir),
+        r.hardware.nodes,
     )
 
 
@@ -182,7 +184,7 @@ def render_table(entries: list[CatalogEntry], size: DatasetSize) -> str:
             ENGINES.get(e.engine, e.engine),
             f"`{e.base_model}`",
             " → ".join(f.stage for f in e.stages),
-            f"{e.gpus} × ≥{e.min_vram_gb:g} GB",
+            (f"{e.nodes} nodes × " if e.nodes > 1 else "") + f"{e.gpus} × ≥{e.min_vram_gb:g} GB",
             "<br>".join(_vram(f) for f in e.stages),
             "<br>".join(_time_cost(f) for f in e.stages),
             _bounds_cell(e.bounds),

@@ -1,8 +1,9 @@
-"""`ftkit cloud sagemaker|runpod`: print (or, with --launch/--create, start) a recipe's cloud run."""
+"""`ftkit cloud sagemaker|runpod|skypilot`: print (or, with --launch/--create, start) a recipe's cloud run."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from ftkit.cli.console import consoles, print_json, say
@@ -53,6 +54,7 @@ def cmd_cloud_sagemaker(args: argparse.Namespace) -> int:
         volume_gb=args.volume_gb,
         run_id=args.run_id,
         source=source,
+        instance_count=args.instance_count,
     )
     name = launch(job) if args.launch else None
     if args.json:
@@ -94,10 +96,39 @@ def cmd_cloud_runpod(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cloud_skypilot(args: argparse.Namespace) -> int:
+    from ftkit.cloud.skypilot import render_yaml, skypilot_task
+
+    loaded, run, source = _run(args)
+    task, notes = skypilot_task(
+        loaded,
+        run,
+        nodes=args.nodes,
+        gpus_per_node=args.gpus_per_node,
+        accelerator=args.accelerator,
+        image=args.image,
+        bucket=args.bucket,
+        run_id=args.run_id,
+        spot=args.spot,
+        disk_gb=args.disk_gb,
+        source=source,
+    )
+    text = render_yaml(task)
+    if args.output:
+        Path(args.output).write_text(text)
+    if args.json:
+        print_json({"task": task, "yaml": text, "notes": notes, "recipe": source.to_dict(), "written": args.output})
+    else:
+        print(text, end="")
+        _notes(notes + ([f"written to {args.output}: sky launch -c ftkit --secret HF_TOKEN {args.output}"]
+                        if args.output else []))  # fmt: skip
+    return 0
+
+
 def register(sub: Any) -> None:
     cloud = sub.add_parser(
         "cloud",
-        help="run a recipe on SageMaker or RunPod: print the launch (or start it)",
+        help="run a recipe on SageMaker, RunPod or SkyPilot: print the launch (or start it)",
         description="The container runs `python -m ftkit.cloud.entrypoint`, which reads the recipe, profile and "
         "--set values from SageMaker's hyperparameters or the pod's RECIPE/PROFILE/SET, saves checkpoints where "
         "the platform keeps them, and resumes after a restart.",
@@ -122,6 +153,9 @@ def register(sub: Any) -> None:
     p = csub.add_parser("sagemaker", help="the sagemaker Estimator call (managed spot, checkpoints in S3)")
     common(p)
     p.add_argument("--instance-type", default="ml.g5.2xlarge")
+    p.add_argument("--instance-count", type=int, metavar="N",
+                   help="instances (nodes) of the job; each runs one node of the run (default: the profile's nodes, "
+                   "hardware.nodes of recipe.yaml)")  # fmt: skip
     p.add_argument("--role", help="SageMaker execution role ARN")
     p.add_argument("--s3-prefix", help="s3://bucket/prefix for checkpoints, outputs and data channels")
     p.add_argument("--data", action="append", metavar="STAGE=S3_URI", help="a stage's dataset (input channel)")
@@ -148,3 +182,17 @@ def register(sub: Any) -> None:
     p.add_argument("--create", action="store_true", help="create the pod (needs the runpod SDK and RUNPOD_API_KEY)")
     p.add_argument("--recipe-on-volume", action="store_true", help="with --create: the carried recipe was copied")
     p.set_defaults(func=cmd_cloud_runpod)
+
+    p = csub.add_parser("skypilot", help="the SkyPilot task YAML (num_nodes GPU VMs on any cloud SkyPilot reaches)")
+    common(p)
+    p.add_argument("--nodes", type=int, metavar="N", help="num_nodes (default: the profile's nodes)")
+    p.add_argument("--gpus-per-node", type=int, metavar="G", help="GPUs per node (default: hardware.gpus)")
+    p.add_argument("--accelerator", metavar="NAME",
+                   help="SkyPilot's accelerator: H100, A100-80GB (default: from hardware.recommended)")  # fmt: skip
+    p.add_argument("--bucket", metavar="URI", help="s3://, gs:// or r2:// prefix mounted on every node for checkpoints")
+    p.add_argument("--run-id", help="names the run's checkpoint folder and rendezvous (default: recipe and time)")
+    p.add_argument("--spot", action=argparse.BooleanOptionalAction, default=False,
+                   help="spot VMs (with `sky jobs launch`, which recovers preempted jobs; default off)")  # fmt: skip
+    p.add_argument("--disk-gb", type=int, default=500, help="disk per node (default 500)")
+    p.add_argument("--output", "-o", metavar="FILE", help="also write the YAML to FILE")
+    p.set_defaults(func=cmd_cloud_skypilot)

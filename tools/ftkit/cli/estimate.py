@@ -36,7 +36,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     report = estimate_report(
         recipe=args.recipe, model=args.model, profile=args.profile, overrides=_estimate_overrides(args),
         tokens=args.tokens, rows=args.rows, avg_tokens=args.avg_tokens, gpu=args.gpu, tokenizer=args.tokenizer,
-        token_sample=args.token_sample,
+        token_sample=args.token_sample, nodes=args.nodes,
     )  # fmt: skip
     if args.json:
         print_json(report)
@@ -77,7 +77,10 @@ def register(sub: Any) -> None:
     p.add_argument("--lora-rank", type=int)
     p.add_argument("--lora-targets", help="comma-separated module names (default: all linear layers)")
     p.add_argument("--packing", action=argparse.BooleanOptionalAction, default=None, help="sample packing")
-    p.add_argument("--gpus", type=int)
+    p.add_argument("--gpus", type=int, help="GPUs per node (default: the recipe's hardware.gpus, else 1)")
+    p.add_argument("--nodes", type=int, metavar="N",
+                   help="machines of --gpus GPUs each (default: the recipe profile's nodes, else 1): the states "
+                   "shard over all their GPUs; time and cost count every one (assumed inter-node scaling)")  # fmt: skip
     p.add_argument("--parallelism", choices=["none", "ddp", "fsdp", "zero1", "zero2", "zero3"])
     p.add_argument("--cpu-offload", action="store_true", help="optimizer states (and sharded weights) on the CPU")
     p.add_argument("--whole-model-load", action=argparse.BooleanOptionalAction, default=None,

@@ -26,6 +26,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
                              fix="pass --rows N, or --dataset FILE to count them", code=ExitCode.USAGE)  # fmt: skip
     data = args.data or (facts.kind if facts and facts.kind else DEFAULT_DATA[args.goal])
     avg_tokens = args.avg_tokens or (facts.avg_tokens if facts else 1000)
+    if args.max_nodes < 1 or (args.hours is not None and args.hours <= 0):
+        raise FtkitError.one("--max-nodes must be at least 1 and --hours above 0", field="--max-nodes/--hours",
+                             fix="--max-nodes 4 --hours 12", code=ExitCode.USAGE)  # fmt: skip
     gpu = gpu_for_vram(args.vram, args.gpu)
     if args.gpu and gpu is None:
         raise FtkitError.one(f"unknown GPU '{args.gpu}'", field="--gpu",
@@ -37,7 +40,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     with console.status("reading the recipes and estimating each on your GPUs"):
         candidates = recipe_candidates(recipes_root())
         plan = recommend(candidates, goal=args.goal, data=data, rows=rows, vram_gb=args.vram, gpus=args.gpus,
-                         avg_tokens=avg_tokens, gpu=gpu, count=count)  # fmt: skip
+                         avg_tokens=avg_tokens, gpu=gpu, count=count, max_nodes=args.max_nodes,
+                         hours=args.hours)  # fmt: skip
     result = plan.to_dict() | {"dataset": facts.__dict__ if facts else None}
     if args.json:
         print_json(result)
@@ -54,6 +58,12 @@ def _print(out: Any, plan: dict[str, Any]) -> None:
         say(out, f"dataset {facts['path']}: {facts['rows']:,} rows, formats {facts['formats']}, "
             f"~{facts['avg_tokens']} tokens per row (characters / 4)")  # fmt: skip
     gpus = f"{plan['gpus']} GPU(s) × {plan['vram_gb']:g} GB"
+    if plan["nodes"] > 1:
+        gpus = f"{plan['nodes']} nodes × {gpus}"
+    elif plan["max_nodes"] > 1:
+        gpus += f" (up to {plan['max_nodes']} nodes)"
+    if plan["hours_budget"] is not None:
+        gpus += f", within {plan['hours_budget']:g} h"
     head = f"goal {plan['goal']}, data: {plan['data']}, {plan['rows']:,} rows, {gpus}"
     if not plan["recipe"]:
         say(out, ("no recommendation", "red"), f" for {head}")
@@ -78,7 +88,8 @@ def _print(out: Any, plan: dict[str, Any]) -> None:
             cost = ", ".join(f"{k} {usd(v)}" for k, v in tc["cost_usd"].items()) or "no price"
             took = duration(tc["hours"])
             took = took if took.startswith("<") else f"~{took}"
-            say(out, f"time and cost (estimate): {took} on {tc['gpus']} × {tc['gpu']}; {cost}")
+            where = f"{tc['nodes']} nodes × {tc['gpus'] // tc['nodes']}" if tc.get("nodes", 1) > 1 else tc["gpus"]
+            say(out, f"time and cost (estimate): {took} on {where} × {tc['gpu']}; {cost}")
             say(out, f"  for {si(tc['tokens'])} tokens: {tc['tokens_source']}", style="dim")
         say(out, "next:")
         for c in plan["commands"]:
@@ -105,7 +116,16 @@ def register(sub: Any) -> None:
         "data cannot serve the goal (e.g. preference without pairs or labels).",
     )
     p.add_argument("--vram", type=float, required=True, metavar="GB", help="memory per GPU, in GB")
-    p.add_argument("--gpus", type=int, default=1, metavar="N", help="GPUs on the machine (default 1)")
+    p.add_argument("--gpus", type=int, default=1, metavar="N", help="GPUs on the machine (per node; default 1)")
+    p.add_argument("--max-nodes", type=int, default=1, metavar="N",
+                   help="machines of --gpus GPUs you can start (default 1): more are proposed only when no recipe "
+                   "for the goal fits, or finishes within --hours, on one")  # fmt: skip
+    p.add_argument(
+        "--hours",
+        type=float,
+        metavar="H",
+        help="time budget for the whole run, in hours (estimated on --gpu, or the catalog GPU of --vram)",
+    )
     p.add_argument("--rows", type=int, metavar="N", help="training rows (or --dataset to count them)")
     p.add_argument("--goal", choices=GOALS, required=True,
                    help="chat: an assistant; format: a fixed output format; domain: domain knowledge; "

@@ -2,9 +2,10 @@
 
 SageMaker is found by `$FTKIT_SM_ROOT/input/config/hyperparameters.json` (hyperparameters become `--set`s, a channel
 per stage replaces its dataset); RunPod by `$RUNPOD_POD_ID` (env RECIPE, PROFILE, SET). A restarted spot job or pod
-resumes. The recipe is the image's or a carried one (`ftkit.cloud.carry`). Exit codes are `ftkit recipe run`'s, 70
-for a bug. The platform contract: docs/cloud.md, "`cloud/entrypoint.py`: the platform contract", and
-containers/README.md, "Run".
+resumes. A job of several instances (SageMaker's resourceconfig.json, RunPod's NUM_NODES) runs this node of it
+(`ftkit.cloud.nodes`); node 0 alone publishes the model. The recipe is the image's or a carried one
+(`ftkit.cloud.carry`). Exit codes are `ftkit recipe run`'s, 70 for a bug. The platform contract: docs/cloud.md,
+"`cloud/entrypoint.py`: the platform contract", and containers/README.md, "Run".
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import os
 import sys
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,10 @@ from typing import Any
 from ftkit.cloud.carry import RECIPE_CHANNEL, RECIPE_DIR_ENV, check_copy
 from ftkit.cloud.channels import channel_sets, input_channels
 from ftkit.cloud.job_user import drop_root, first_unwritable, unwritable_reason
+from ftkit.cloud.nodes import RESOURCE_CONFIG, runpod_nodes, sagemaker_nodes
 from ftkit.cloud.publish import publish_run
 from ftkit.cloud.settings import CloudRun, parse_hyperparameters, parse_runpod_env, validate_run
+from ftkit.cluster import SINGLE, Cluster
 from ftkit.errors import ExitCode, FtkitError
 from ftkit.pipeline.resume import METRICS_FILE, RunInterrupted, find_resumable
 from ftkit.pipeline.run import RunOptions, RunResult, run_recipe
@@ -44,6 +47,10 @@ class SageMakerPaths:
     @property
     def hyperparameters(self) -> Path:
         return self.root / "input" / "config" / "hyperparameters.json"
+
+    @property
+    def resourceconfig(self) -> Path:
+        return self.root / "input" / "config" / RESOURCE_CONFIG
 
     @property
     def data(self) -> Path:
@@ -172,12 +179,42 @@ def _checked_copy(
     events.message(f"recipe: {loaded.dir} ({whose}, sha256 {sha[:12]})")
 
 
-def run_sagemaker(root: Path, events: PrintEvents | None = None) -> int:
-    """The SageMaker training job: run (or resume) the recipe, publish the model, write output/failure on failure."""
+Runner = Callable[[str, RunOptions, Any], RunResult]
+
+
+def sagemaker_cluster(paths: SageMakerPaths, env: MutableMapping[str, str], events: PrintEvents) -> Cluster:
+    """This instance's node of the job (one instance, or no resourceconfig.json: `SINGLE`); the socket interface
+    SageMaker names goes into `env`, for torchrun and its ranks."""
+    if not paths.resourceconfig.is_file():
+        return SINGLE
+    try:
+        config = json.loads(paths.resourceconfig.read_text())
+    except json.JSONDecodeError as exc:
+        raise FtkitError.one(f"not JSON: {exc}", file=paths.resourceconfig, fix="SageMaker writes this file") from exc
+    cluster, extra = sagemaker_nodes(config, env, str(paths.resourceconfig))
+    env.update(extra)
+    if cluster.multi:
+        events.message(f"cluster: {cluster.describe()}" + (f", {', '.join(f'{k}={v}' for k, v in extra.items())}"
+                                                            if extra else ""))  # fmt: skip
+    return cluster
+
+
+def run_sagemaker(
+    root: Path,
+    events: PrintEvents | None = None,
+    runner: Runner | None = None,
+    env: MutableMapping[str, str] | None = None,
+) -> int:
+    """The SageMaker training job: run (or resume) the recipe, publish the model, write output/failure on failure.
+    On an instance other than node 0 of a multi-instance job, the run is that node's ranks: nothing is published
+    (node 0 writes /opt/ml/model), and an error still goes to this instance's output/failure."""
     paths = SageMakerPaths(root)
     events = events or PrintEvents()
+    env = os.environ if env is None else env
+    runner = runner or run_recipe
     paths.failure.unlink(missing_ok=True)
     try:
+        cluster = sagemaker_cluster(paths, env, events)
         run = parse_hyperparameters(json.loads(paths.hyperparameters.read_text()), paths.hyperparameters)
         channels = input_channels(paths.data)
         carried = carried_recipe(channels, run.recipe)
@@ -188,14 +225,18 @@ def run_sagemaker(root: Path, events: PrintEvents | None = None) -> int:
             else f"print the job again with --carry-recipe (ftkit cloud sagemaker {run.recipe} --carry-recipe): "
             "your folder then goes into the job as the 'recipe' channel"
         )
-        _checked_copy(loaded, run, carried is not None, again, events, os.environ)
+        _checked_copy(loaded, run, carried is not None, again, events, env)
         validate_run(loaded, run, str(paths.hyperparameters))
         sets = run.sets + channel_sets(loaded, run.profile, run.sets, channels)
         resume = paths.checkpoints if (paths.checkpoints / METRICS_FILE).is_file() else None
         if resume is not None:  # a managed spot restart: the checkpoints came back from S3 (run_recipe checks them)
             events.message(f"resuming the run whose checkpoints are in {resume}")
-        opts = RunOptions(run.profile, sets, run_dir=paths.run_dir, checkpoint_dir=paths.checkpoints, resume=resume)
-        result = run_recipe(str(loaded.dir), opts, events)
+        opts = RunOptions(run.profile, sets, run_dir=paths.run_dir, checkpoint_dir=paths.checkpoints, resume=resume,
+                          cluster=cluster)  # fmt: skip
+        result = runner(str(loaded.dir), opts, events)
+        if not cluster.is_main:
+            events.message(f"node {cluster.node_rank}: done; node 0 publishes the model")
+            return int(ExitCode.OK)
         published = publish_run(result.metrics, loaded.recipe.stages[-1].name, result.run_dir, paths.model)
         events.message(f"model: {published['from']} -> {published['model_dir']} ({published['files']} files)")
         if not result.passed:
@@ -215,11 +256,18 @@ def run_sagemaker(root: Path, events: PrintEvents | None = None) -> int:
         return UNEXPECTED
 
 
-def run_runpod(env: Mapping[str, str], events: PrintEvents | None = None) -> int:
-    """The pod's job: run the recipe under /workspace/runs, resuming the newest stopped run of the same settings."""
+def run_runpod(env: Mapping[str, str], events: PrintEvents | None = None, runner: Runner | None = None) -> int:
+    """The pod's job: run the recipe under /workspace/runs, resuming the newest stopped run of the same settings.
+    A node of a RunPod Instant Cluster (NUM_NODES > 1) runs its node of the run; /workspace must then be a network
+    volume all nodes share (the checkpoints and the run are there)."""
     events = events or PrintEvents()
+    runner = runner or run_recipe
     try:
         run: CloudRun = parse_runpod_env(env)
+        cluster, extra = runpod_nodes(env, f"ftkit-{run.recipe}-{run.profile}")
+        os.environ.update(extra)
+        if cluster.multi:
+            events.message(f"cluster: {cluster.describe()}")
         carried = Path(env[RECIPE_DIR_ENV]) if env.get(RECIPE_DIR_ENV) else None
         loaded = load_recipe(str(_volume_recipe(carried, run.recipe) if carried else run.recipe), check_profiles=False)
         again = (
@@ -234,7 +282,10 @@ def run_runpod(env: Mapping[str, str], events: PrintEvents | None = None) -> int
         resume = find_resumable(runs, loaded.name, run.profile, run.sets)
         if resume is not None:
             events.message(f"resuming {resume}")
-        result = run_recipe(str(loaded.dir), RunOptions(run.profile, run.sets, runs_root=runs, resume=resume), events)
+        opts = RunOptions(run.profile, run.sets, runs_root=runs, resume=resume, cluster=cluster)
+        result = runner(str(loaded.dir), opts, events)
+        if not cluster.is_main:
+            return int(ExitCode.OK)
         if not result.passed:
             events.message(_gate_failure(result))
         return _gate(result)

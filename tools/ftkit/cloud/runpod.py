@@ -2,7 +2,8 @@
 fields), built as data (`pod_template`) or created (`create`, the only place the optional `runpod` SDK is imported).
 
 The GPU type is suggested from the recipe's hardware block. A recipe the image does not hold is carried on a
-network volume. Both rules: docs/cloud.md, "`cloud/runpod.py`: the pod and a carried recipe".
+network volume. Both rules: docs/cloud.md, "`cloud/runpod.py`: the pod and a carried recipe". A profile written for
+several nodes needs a RunPod Instant Cluster instead (its variables: `ftkit.cloud.nodes`); the notes say so.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import shlex
 from typing import Any
 
 from ftkit.cloud.carry import FINGERPRINT_ENV, RECIPE_DIR_ENV, RecipeSource, image_copy_note, recipe_source
+from ftkit.cloud.sagemaker import profile_nodes
 from ftkit.cloud.sdk import import_sdk, provider_call, require_env
 from ftkit.cloud.settings import CloudRun, validate_run
 from ftkit.errors import ExitCode, FtkitError
@@ -100,6 +102,10 @@ def pod_template(
             notes.append("--data-center: the network volume's data center (e.g. EU-RO-1) names the S3 endpoint")
     else:
         notes.insert(0, image_copy_note(source, "the pod"))
+    if (nodes := profile_nodes(loaded, run.profile)) > 1:
+        notes.append(f"profile '{run.profile}' is written for {nodes} nodes: a pod is one machine; run it on a RunPod "
+                     "Instant Cluster (the entrypoint reads NUM_NODES, NODE_RANK, PRIMARY_ADDR; /workspace a network "
+                     "volume all nodes mount): docs/cloud.md, 'RunPod Instant Clusters'")  # fmt: skip
     notes.append("HF_TOKEN refers to a RunPod secret named HF_TOKEN (console: Secrets); create it for gated models")
     notes.append(f"runs, checkpoints and metrics go to {MOUNT}/runs on the volume; a restarted pod resumes its run")
     notes.append("the pod keeps running (and billing) after the run ends: stop it when the run's metrics are in")

@@ -5,6 +5,10 @@ SageMaker training job with `ftkit.cloud.entrypoint`, built as data (`sagemaker_
 Managed spot training is on by default: `checkpoint_s3_uri` is unique per run (`<prefix>/<recipe>/<run id>/`), so
 a restarted job resumes its own checkpoints and never another run's.
 
+A run across nodes is `instance_count` instances (default: the profile's nodes): SageMaker starts the same container
+on each, and the entrypoint makes each one node of the run from resourceconfig.json (`ftkit.cloud.nodes`). Every
+instance syncs its /opt/ml/checkpoints with the one `checkpoint_s3_uri`, so a restarted job gets every node's files.
+
 A recipe the image does not hold (a fork, or changed since the image's commit: `ftkit.cloud.carry`) is carried as
 the `recipe` input channel: `S3Uploader.upload` copies the folder to `<run>/recipe/<name>/` and the entrypoint runs
 it from `/opt/ml/input/data/recipe/<name>/`.
@@ -69,21 +73,37 @@ def instance_gpus(instance_type: str) -> tuple[str | None, int]:
     return _FAMILIES[family], 8 if family.startswith("ml.p") else _MULTI.get(size, 1)
 
 
-def _hardware_notes(loaded: LoadedRecipe, instance_type: str) -> list[str]:
+def profile_nodes(loaded: LoadedRecipe, profile: str) -> int:
+    """The nodes a profile is written for: its own `nodes`, else the recipe's `hardware.nodes`."""
+    chosen = loaded.recipe.profiles.get(profile)
+    return (chosen.nodes if chosen is not None else None) or loaded.recipe.hardware.nodes
+
+
+def _hardware_notes(loaded: LoadedRecipe, instance_type: str, instances: int = 1) -> list[str]:
     key, count = instance_gpus(instance_type)
     need = loaded.recipe.hardware
+    wanted = f"{need.nodes} x {need.gpus}" if need.nodes > 1 else f"{need.gpus}"
     if key is None:
         return [
             f"{instance_type}: not in ftkit's list of SageMaker GPU instances; check it has {need.gpus} GPU(s) "
             f"with >= {need.min_vram_gb:g} GB"
         ]
     gpu = GPUS[key]
-    if gpu.marketed_gb < need.min_vram_gb or count < need.gpus:
+    if gpu.marketed_gb < need.min_vram_gb or count * instances < need.gpus * need.nodes:
         return [
-            f"{instance_type} has {count} x {gpu.name}; the recipe's full profile needs {need.gpus} GPU(s) with "
-            f">= {need.min_vram_gb:g} GB (hardware block of recipe.yaml)"
+            f"{instances} x {instance_type} has {count * instances} x {gpu.name}; the recipe's full profile needs "
+            f"{wanted} GPU(s) with >= {need.min_vram_gb:g} GB (hardware block of recipe.yaml)"
         ]
     return []
+
+
+def _nodes_note(instances: int, instance_type: str) -> str:
+    return (
+        f"{instances} instances of {instance_type}: each runs one node of the run (node rank = its place in "
+        "resourceconfig.json's sorted hosts; torchrun's c10d rendezvous on the first, named by the job); every "
+        "node's checkpoints sync to the one checkpoint_s3_uri, so a restarted job resumes on all of them; node 0 "
+        "writes the model"
+    )
 
 
 def _job_name(text: str) -> str:
@@ -114,11 +134,16 @@ def sagemaker_job(
     volume_gb: int = 200,
     run_id: str | None = None,
     source: RecipeSource | None = None,
+    instance_count: int | None = None,
 ) -> SageMakerJob:
     """The Estimator keyword arguments and fit() inputs that run `run` on SageMaker (validated like `--set`).
     `source` says whether the image's copy of the recipe runs or the local folder is carried (default: decided
-    against git HEAD, `ftkit.cloud.carry.recipe_source`)."""
+    against git HEAD, `ftkit.cloud.carry.recipe_source`); `instance_count`: the nodes (default: the profile's)."""
     validate_run(loaded, run, "--set")
+    instances = profile_nodes(loaded, run.profile) if instance_count is None else instance_count
+    if instances < 1:
+        raise FtkitError.one(f"--instance-count {instances}: a job needs at least one instance",
+                             field="--instance-count", fix="--instance-count 2 for a run on two nodes")  # fmt: skip
     source = source or recipe_source(loaded.dir, loaded.name)
     stages = [s.name for s in loaded.recipe.stages]
     if source.carried and RECIPE_CHANNEL in stages:
@@ -144,7 +169,7 @@ def sagemaker_job(
     estimator: dict[str, Any] = {
         "image_uri": image or image_ref(loaded.recipe.container),
         "role": role or PLACEHOLDER_ROLE,
-        "instance_count": 1,
+        "instance_count": instances,
         "instance_type": instance_type,
         "volume_size": volume_gb,
         "max_run": max_run,
@@ -158,7 +183,9 @@ def sagemaker_job(
         "hyperparameters": hyperparameters,
         "environment": {"PYTHONUNBUFFERED": "1", "HF_HUB_DISABLE_TELEMETRY": "1"},
     }
-    notes = [_recipe_note(source), *_hardware_notes(loaded, instance_type)]
+    notes = [_recipe_note(source), *_hardware_notes(loaded, instance_type, instances)]
+    if instances > 1:
+        notes.append(_nodes_note(instances, instance_type))
     if ".amazonaws.com/" not in estimator["image_uri"]:
         notes.append(
             f"SageMaker pulls training images from Amazon ECR: push {estimator['image_uri']} to ECR and "

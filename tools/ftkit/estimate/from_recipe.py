@@ -83,27 +83,32 @@ class StagePlan:
     epochs: float | None
     config_file: str
     data: StageData | None = None  # its datasets and how its engine reads them (token counts for time and cost)
+    nodes: int = 1  # machines the setting's GPUs are spread over (setting.parallel.gpus counts all of them)
 
 
 def recipe_stage_plans(
     name: str, profile: str = "full", overrides: dict[str, Any] | None = None, loaded: Any = None
 ) -> list[StagePlan]:
     """Each stage of a recipe, its engine config resolved for `profile`, mapped to a Setting. `loaded`: the
-    recipe already loaded by the caller (`ftkit.recipes.load.load_recipe`), so it is not read twice."""
+    recipe already loaded by the caller (`ftkit.recipes.load.load_recipe`), so it is not read twice. Nodes: the
+    `nodes` override, else the profile's, else `hardware.nodes`; `gpus` (override or `hardware.gpus`) is per node,
+    and the setting's GPUs are nodes × gpus (sharding and the global batch span every node)."""
     from ftkit.engines import get_engine
     from ftkit.recipes.load import load_recipe
     from ftkit.recipes.resolve import resolve_stage
 
     loaded = loaded or load_recipe(name, check_profiles=False)
     engine = get_engine(loaded.recipe.engine)
+    overrides = dict(overrides or {})
+    nodes = int(overrides.pop("nodes", None) or recipe_nodes(loaded, profile))
+    per_node = int(overrides.pop("gpus", None) or loaded.recipe.hardware.gpus)
     plans, root_base = [], None
     for stage in loaded.recipe.stages:
         cfg = resolve_stage(loaded, stage.name, profile).config
         base = root_base if stage.init_from and root_base else engine.base_model(cfg)
         root_base = root_base or base
         try:
-            setting = setting_from_facts(engine.engine_facts(cfg), **{"gpus": loaded.recipe.hardware.gpus,
-                                                                      **(overrides or {})})  # fmt: skip
+            setting = setting_from_facts(engine.engine_facts(cfg), **{"gpus": nodes * per_node, **overrides})
         except ValueError as exc:
             raise FtkitError.one(
                 f"stage '{stage.name}': cannot estimate this setting: {exc}",
@@ -114,5 +119,11 @@ def recipe_stage_plans(
         epochs = cfg.get("num_epochs") or trainer.get("num_train_epochs")
         plans.append(StagePlan(stage.name, base, resolve_architecture(base), setting,
                                int(steps) if steps else None, float(epochs) if epochs else None,
-                               str(loaded.dir / stage.config), stage_data(engine, cfg, loaded.dir)))  # fmt: skip
+                               str(loaded.dir / stage.config), stage_data(engine, cfg, loaded.dir), nodes))  # fmt: skip
     return plans
+
+
+def recipe_nodes(loaded: Any, profile: str) -> int:
+    """The nodes a recipe's profile is written for: the profile's `nodes`, else `hardware.nodes`."""
+    chosen = loaded.recipe.profiles.get(profile)
+    return (chosen.nodes if chosen is not None else None) or loaded.recipe.hardware.nodes

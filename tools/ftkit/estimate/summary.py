@@ -8,7 +8,14 @@ from ftkit.errors import FtkitError
 from ftkit.estimate.from_recipe import StagePlan, recipe_stage_plans, resolve_architecture
 from ftkit.estimate.inputs import Setting
 from ftkit.estimate.memory import GIB, Breakdown, estimate_memory, sequences_per_step
-from ftkit.estimate.timecost import MFU, MFU_SOURCE, gpu_options, mfu, tokens_per_optimizer_step
+from ftkit.estimate.timecost import (
+    INTER_NODE_SOURCE,
+    MFU,
+    MFU_SOURCE,
+    gpu_options,
+    mfu,
+    tokens_per_optimizer_step,
+)
 from ftkit.estimate.tokens import DEFAULT_SAMPLE, UNKNOWN_FIX, StageTokens, Tokenizers, si, stage_tokens, unknown
 
 
@@ -80,19 +87,27 @@ def estimate_report(
     tokenizer: str | None = None,
     token_sample: int = DEFAULT_SAMPLE,
     count_tokens: bool = True,
+    nodes: int | None = None,
 ) -> dict[str, Any]:
     """Memory, tokens, time and cost of each stage of a recipe (or of one setting of a model). `tokenizer`: count
     the recipe's local datasets with this tokenizer instead of the base model's; `token_sample`: rows counted per
-    file at most (0: every row); `count_tokens=False`: read no dataset (a caller that wants the memory only)."""
+    file at most (0: every row); `count_tokens=False`: read no dataset (a caller that wants the memory only).
+    `nodes`: machines of `gpus` GPUs each (default: the recipe profile's nodes, 1 for a model); the states shard
+    over all their GPUs, and time and cost count every one."""
+    if nodes is not None and nodes < 1:
+        raise FtkitError.one(f"--nodes {nodes}: at least one node", field="--nodes", fix="--nodes 2")
     if recipe:
-        plans = recipe_stage_plans(recipe, profile, overrides, loaded)
+        plans = recipe_stage_plans(recipe, profile, {**(overrides or {}), "nodes": nodes}, loaded)
     else:
         assert model is not None
+        given = dict(overrides or {})
+        given["gpus"] = (nodes or 1) * int(given.get("gpus") or 1)
         try:
-            setting = Setting(**(overrides or {}))
+            setting = Setting(**given)
         except ValueError as exc:
             raise FtkitError.one(f"cannot estimate this setting: {exc}", fix="check the options named") from exc
-        plans = [StagePlan(setting.stage, model, resolve_architecture(model), setting, None, None, "")]
+        plans = [StagePlan(setting.stage, model, resolve_architecture(model), setting, None, None, "",
+                           nodes=nodes or 1)]  # fmt: skip
     gpus = _gpus(gpu)
     tokenizers = Tokenizers(tokenizer, token_sample) if count_tokens else None
     stages = []
@@ -105,6 +120,10 @@ def estimate_report(
             "base_model": plan.base_model,
             "architecture": plan.arch.name,
             "config": plan.config_file,
+            "nodes": plan.nodes,
+            "gpus_per_node": plan.setting.parallel.gpus // plan.nodes,
+            "global_batch": sequences_per_step(plan.setting) * plan.setting.batch.grad_accum
+            * plan.setting.parallel.gpus,
             "setting": plan.setting.flat(mode="json"),
             "memory": memory.to_dict(),
             "tokens": None if n_tokens is None else round(n_tokens, 1),
@@ -113,16 +132,20 @@ def estimate_report(
             "hint": loss_hint(plan, memory),
             "mfu": round(mfu(plan.setting), 3),
             "mfu_source": MFU_SOURCE,
-            "gpus": [o.to_dict() for o in gpu_options(plan.arch, plan.setting, n_tokens, gpus)],
+            "gpus": [o.to_dict() for o in gpu_options(plan.arch, plan.setting, n_tokens, gpus, plan.nodes)],
         })  # fmt: skip
+    most = max(p.nodes for p in plans)
     return {
         "recipe": recipe,
         "profile": profile if recipe else None,
+        "nodes": most,
         "stages": stages,
         "notes": [
             "memory is per GPU; 'need' = PyTorch's reserved memory at the peak + the CUDA context",
             f"time uses an MFU of {', '.join(f'{k} {v:.0%}' for k, v in MFU.items())}: {MFU_SOURCE}",
-            "prices are on-demand USD per GPU-hour as read on the date shown; cost = hours × price × GPUs",
+            "prices are on-demand USD per GPU-hour as read on the date shown; cost = hours × price × GPUs"
+            + (" of all nodes" if most > 1 else ""),
+            *([f"{most} nodes: the states shard over all their GPUs; time {INTER_NODE_SOURCE}"] if most > 1 else []),
         ],
     }
 
@@ -132,12 +155,18 @@ def _setting_line(st: dict[str, Any]) -> str:
     lora = f" r={s['lora_rank']} on {len(s['lora_targets'])} modules" if s["method"] != "full" else ""
     return (
         f"{st['architecture']} {s['method']}{lora}, {s['stage']}, seq {s['seq_len']} × micro-batch "
-        f"{s['micro_batch']} (× {s['grad_accum']} accumulation × {s['gpus']} GPU), checkpointing "
+        f"{s['micro_batch']} (× {s['grad_accum']} accumulation × {_gpus_text(st)}), checkpointing "
         f"{'on' if s['gradient_checkpointing'] else 'off'}, {s['attention']} attention, {s['optimizer']}"
         + (" (foreach)" if s["optimizer"] == "adamw" and s.get("adamw_kernel") == "foreach" else "")
         + (f", {s['parallelism']}" if s["parallelism"] != "none" else "")
         + (f", {s['loss']} loss" if s.get("loss", "standard") != "standard" else "")
     )
+
+
+def _gpus_text(st: dict[str, Any]) -> str:
+    """'8 GPU', or '2 nodes × 8 GPUs = 16 GPUs' for a stage spread over several nodes."""
+    gpus, nodes = st["setting"]["gpus"], st.get("nodes", 1)
+    return f"{gpus} GPU" if nodes <= 1 else f"{nodes} nodes × {st['gpus_per_node']} GPUs = {gpus} GPUs"
 
 
 def duration(hours: float) -> str:
@@ -192,7 +221,8 @@ def print_report(report: dict[str, Any], console: Any, top: int = 8) -> None:
         if st.get("hint"):
             console.print(f"[yellow]hint:[/yellow] {st['hint']}")
         console.print(Text(f"tokens (stage {st['stage']}): {st['tokens_source']}"), soft_wrap=True)
-        gpus = Table(title=f"GPUs for stage {st['stage']} ({tokens_label(st)})", title_justify="left")
+        where = f", {st['nodes']} nodes × {st['gpus_per_node']}" if st.get("nodes", 1) > 1 else ""
+        gpus = Table(title=f"GPUs for stage {st['stage']} ({tokens_label(st)}{where})", title_justify="left")
         for col in ("GPU", "memory GiB", "fits", "time", "cheapest", "on demand (all providers)", "prices read"):
             gpus.add_column(col, justify="right" if col in ("memory GiB", "time") else "left")
         for o in st["gpus"][:top]:

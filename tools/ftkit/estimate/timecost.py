@@ -3,6 +3,7 @@
 FLOPs per token: 2 N per forward pass plus causal attention; 3 forwards for full fine-tuning, 2 for adapters, one
 more with gradient checkpointing or a reference model. GRPO's generation is not modelled: its time is a lower bound.
 The MFU per method was measured on one GPU and is applied to every GPU of the catalog, so the time is an estimate.
+Across nodes, time divides over every GPU of every node at an assumed inter-node efficiency, and cost counts them all.
 The FLOPs model and the measurement: docs/estimate.md, "`estimate/timecost.py`: FLOPs per token and MFU".
 """
 
@@ -40,6 +41,13 @@ def significant(x: float, digits: int = 4) -> float:
     return float(f"{x:.{digits}g}")
 
 
+# Several nodes: the fraction of the one-node throughput per GPU kept once FSDP/ZeRO-3's all-gathers and
+# reduce-scatters cross the network between nodes (InfiniBand/EFA class, 400-3,200 Gb/s per node). An assumption,
+# not a measurement: no multi-node run has been timed here.
+INTER_NODE_EFFICIENCY = 0.9
+INTER_NODE_SOURCE = (
+    f"assumed {INTER_NODE_EFFICIENCY:.0%} of one node's throughput per GPU across nodes (not measured: an estimate)"
+)
 FIT_HEADROOM = 0.95  # fits when the estimate (reserved + CUDA context) is within 95 % of the GPU's memory
 
 
@@ -93,21 +101,26 @@ class GpuOption:
         }
 
 
-def train_hours(arch: Architecture, s: Setting, tokens: float, gpu: Gpu) -> float | None:
+def train_hours(arch: Architecture, s: Setting, tokens: float, gpu: Gpu, nodes: int = 1) -> float | None:
+    """Hours on `s.parallel.gpus` GPUs in all (every node's), spread over `nodes` machines."""
     if gpu.bf16_tflops <= 0:
         return None  # no bf16 tensor cores (V100, T4)
     flops = tokens * train_flops_per_token(arch, s)
-    return flops / (gpu.bf16_tflops * 1e12 * mfu(s) * s.parallel.gpus) / 3600
+    scaling = INTER_NODE_EFFICIENCY if nodes > 1 else 1.0
+    return flops / (gpu.bf16_tflops * 1e12 * mfu(s) * s.parallel.gpus * scaling) / 3600
 
 
-def gpu_options(arch: Architecture, s: Setting, tokens: float | None, gpus: list[Gpu]) -> list[GpuOption]:
+def gpu_options(
+    arch: Architecture, s: Setting, tokens: float | None, gpus: list[Gpu], nodes: int = 1
+) -> list[GpuOption]:
     """Every catalog GPU with whether the setting fits, the time and the cost; those that fit first, GPUs
-    without bf16 (V100, T4: no time given) after the others, cheapest first (lowest known on-demand price)."""
+    without bf16 (V100, T4: no time given) after the others, cheapest first (lowest known on-demand price).
+    `s.parallel.gpus` counts the GPUs of all `nodes`: the states shard over all of them, and all are paid for."""
     need = estimate_memory(arch, s).device_total / GIB
     options = []
     for gpu in gpus:
         fits = need <= gpu.memory_gib * FIT_HEADROOM
-        hours = train_hours(arch, s, tokens, gpu) if tokens else None
+        hours = train_hours(arch, s, tokens, gpu, nodes) if tokens else None
         opt = GpuOption(gpu, fits, need, hours)
         if hours is not None:
             for price in gpu.prices:

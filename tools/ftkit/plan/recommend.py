@@ -2,7 +2,9 @@
 
 The rules (`ftkit.plan.rules`) order the objectives and methods; the recipes are the candidates; the estimator
 (`ftkit.estimate`) says which candidate fits the GPUs given and what it costs. `recommend` is pure over its
-inputs (candidates come in as data); `recipe_candidates` is the part that reads the recipes.
+inputs (candidates come in as data); `recipe_candidates` is the part that reads the recipes. Nodes: one machine is
+preferred; with `max_nodes` > 1 a candidate may take the fewest nodes on which it fits and finishes within `hours`,
+when no candidate does so on one.
 """
 
 from __future__ import annotations
@@ -102,6 +104,9 @@ class Plan:
     warnings: list[str]
     alternatives: list[dict[str, str]]
     commands: list[str]
+    nodes: int = 1  # machines of `gpus` GPUs each the recommendation runs on
+    max_nodes: int = 1
+    hours_budget: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -188,10 +193,11 @@ SequenceCounter = Callable[[Candidate], SequenceTokens]
 
 def _time_cost(
     c: Candidate, hyper: Hyper, rows: int, avg_tokens: int, gpus: int, gpu: Gpu | None,
-    counted: SequenceTokens | None = None,
+    counted: SequenceTokens | None = None, nodes: int = 1,
 ) -> dict | None:  # fmt: skip
-    """Hours and cost of every stage on `gpus` × `gpu`: rows × tokens per sequence × sequences per row × epochs, the
-    tokens per sequence counted from the data where `counted` has them, else `avg_tokens`."""
+    """Hours and cost of every stage on `gpus` × `gpu` (all `nodes` together): rows × tokens per sequence ×
+    sequences per row × epochs, the tokens per sequence counted from the data where `counted` has them, else
+    `avg_tokens`."""
     if gpu is None:
         return None
     total_h, total_tokens, costs, per_seq = 0.0, 0.0, {}, {}
@@ -201,7 +207,7 @@ def _time_cost(
         per_seq[st.stage] = counted.per_stage.get(st.stage, avg_tokens) if counted else avg_tokens
         tokens = rows * per_seq[st.stage] * hyper.epochs * pair
         total_tokens += tokens
-        [opt] = gpu_options(st.arch, s, tokens, [gpu])
+        [opt] = gpu_options(st.arch, s, tokens, [gpu], nodes)
         if opt.hours is None:
             return None
         total_h += opt.hours
@@ -210,11 +216,47 @@ def _time_cost(
     source = f"{avg_tokens:,} tokens per sequence, as given or assumed (not counted)"
     if counted:
         source = counted.text if counted.per_stage else f"{avg_tokens:,} tokens per sequence; the data {counted.text}"
-    return {"gpu": gpu.name, "gpus": gpus, "hours": significant(total_h),
+    return {"gpu": gpu.name, "gpus": gpus, "nodes": nodes, "hours": significant(total_h),
             "cost_usd": {k: significant(v) for k, v in sorted(costs.items(), key=lambda kv: kv[1])},
             "tokens": significant(total_tokens), "tokens_per_sequence": {k: round(v, 2) for k, v in per_seq.items()},
             "tokens_source": source, "tokens_detail": counted.detail if counted else {"method": "--avg-tokens"},
             "source": "estimate (ftkit.estimate: FLOPs at an assumed MFU)"}  # fmt: skip
+
+
+@dataclass
+class _Option:
+    """A candidate on the fewest nodes (up to the limit) on which it fits and finishes in time; nodes None: none."""
+
+    nodes: int | None
+    fit: Fit
+    time_cost: dict | None
+
+
+def nodes_for(
+    c: Candidate, *, vram_gb: float, gpus: int, max_nodes: int, hours: float | None, hyper: Hyper, rows: int,
+    avg_tokens: int, gpu: Gpu | None, counted: SequenceTokens | None = None,
+) -> _Option:  # fmt: skip
+    """The fewest nodes of `gpus` GPUs (1..max_nodes) on which the candidate fits and, with `hours` and a `gpu` for
+    the time, finishes within `hours`."""
+    fit, tc = Fit(False, 0.0, "none"), None
+    for n in range(1, max_nodes + 1):
+        fit = fit_on(c, vram_gb, gpus * n)
+        if not fit.fits:
+            continue
+        if hours is None or gpu is None:
+            return _Option(n, fit, None)
+        tc = _time_cost(c, hyper, rows, avg_tokens, gpus * n, gpu, counted, n)
+        if tc is None or tc["hours"] <= hours:
+            return _Option(n, fit, tc)
+    return _Option(None, fit, tc)
+
+
+def _why_not(o: _Option, gpus: int, max_nodes: int, vram_gb: float, hours: float | None) -> str:
+    where = f"{gpus} GPU(s)" + (f" × up to {max_nodes} nodes" if max_nodes > 1 else "")
+    if not o.fit.fits:
+        return f"needs ~{o.fit.need_gib:.1f} GiB per GPU on {where}; {vram_gb:g} GB given"
+    took = f"~{o.time_cost['hours']:.3g} h" if o.time_cost else "more"
+    return f"takes {took} on {where}; --hours {hours:g} given"
 
 
 def recommend(
@@ -228,23 +270,35 @@ def recommend(
     avg_tokens: int = 1000,
     gpu: Gpu | None = None,
     count: SequenceCounter | None = None,
+    max_nodes: int = 1,
+    hours: float | None = None,
 ) -> Plan:
-    """The first (objective, method) the rules prefer that a recipe implements and the GPUs fit. `count`: tokens per
-    sequence of the user's data for the chosen recipe (else `avg_tokens` for every sequence)."""
+    """The first (objective, method) the rules prefer that a recipe implements and the GPUs fit (and, with `hours`,
+    finish in time) on one node of `gpus` GPUs; when none does, the candidate that needs the fewest nodes (up to
+    `max_nodes`), the rules' order breaking ties. `count`: tokens per sequence of the user's data for the chosen
+    recipe (else `avg_tokens` for every sequence)."""
     why: list[dict[str, Any]] = []
     alternatives: list[dict[str, str]] = []
     wanted = objectives(goal, data)
-    plan = Plan(goal, data, rows, vram_gb, gpus, None, None, None, None, None, {}, [], None, why, [], alternatives, [])
+    plan = Plan(goal, data, rows, vram_gb, gpus, None, None, None, None, None, {}, [], None, why, [], alternatives, [],
+                1, max_nodes, hours)  # fmt: skip
     if not wanted:
         plan.warnings.append(
             f"goal '{goal}' needs preference data (pairs, unpaired labels or a checkable answer); "
             f"'{data}' carries none: collect chosen/rejected pairs, or pick goal chat/domain/format"
         )
         return plan  # fmt: skip
+    if hours is not None and gpu is None:
+        plan.warnings.append("--hours is not checked: no catalog GPU gives the time (pass --gpu NAME)")
 
     def note(choice: Choice, kind: str) -> dict[str, Any]:
         return {"decision": kind, "choice": choice.value, "reason": choice.reason, "source": choice.source}
 
+    def timed(c: Candidate) -> SequenceTokens | None:
+        return count(c) if count and gpu and hours is not None else None
+
+    several: list[tuple[int, int, Choice, Choice, Candidate, Hyper, _Option]] = []
+    order = 0
     for objective in wanted:
         for method in methods(goal, rows, objective.value):
             found = sorted((c for c in candidates if c.objective == objective.value and c.method == method.value),
@@ -253,47 +307,80 @@ def recommend(
                 alternatives.append({"option": f"{objective.value} with {method.value}",
                                      "why_not": "no recipe in the catalog implements it"})  # fmt: skip
                 continue
+            hyper = hyperparameters(goal, rows, objective.value, method.value)
             for c in found:
-                fit = fit_on(c, vram_gb, gpus)
-                if not fit.fits:
-                    alternatives.append({"option": f"{c.recipe} ({method.value}, {c.params_b:.1f}B)",
-                                         "why_not": f"needs ~{fit.need_gib:.1f} GiB per GPU on {gpus} GPU(s); "
-                                                    f"{vram_gb:g} GB given"})  # fmt: skip
-                    continue
-                hyper = hyperparameters(goal, rows, objective.value, method.value)
-                why += [note(objective, "objective"), note(method, "method")]
-                why.append({"decision": "recipe", "choice": c.recipe,
-                            "reason": f"implements {objective.value} with {method.value} on {c.base_model} "
-                                      f"({c.params_b:.1f}B); fits: ~{fit.need_gib:.1f} GiB per GPU of "
-                                      f"{vram_gb:g} GB" + (f" ({fit.parallelism})" if fit.parallelism != "none"
-                                                           else ""), "source": "ftkit estimate"})  # fmt: skip
-                why += [
-                    {"decision": "hyperparameters", "choice": r, "reason": r, "source": None} for r in hyper.reasons
-                ]
-                settings, sets = run_sets(c, hyper, gpus)
-                plan.recipe, plan.objective, plan.method, plan.base_model = (
-                    c.recipe,
-                    objective.value,
-                    method.value,
-                    (c.base_model),
-                )
-                plan.fit = asdict(fit)
-                plan.settings, plan.sets, plan.warnings = settings, sets, hyper.warnings
-                counted = count(c) if count and gpu else None
-                plan.time_cost = _time_cost(c, hyper, rows, avg_tokens, gpus, gpu, counted)
-                fork = f"my-{goal}"
-                plan.commands = [
-                    f"ftkit recipe new {fork} --from {c.recipe} "
-                    + " ".join(f"--dataset {st.stage}=<your-{st.stage}.jsonl>" for st in c.stages),
-                    f"ftkit recipe run {fork} --profile smoke",
-                    f"ftkit recipe run {fork} --profile full " + " ".join(f"--set {s}" for s in sets),
-                ]
-                if fit.changes:
-                    plan.warnings.append("fits only with the pre-flight's changes: " + "; ".join(fit.changes))
-                return plan
-    plan.warnings.append(f"nothing in the catalog fits {gpus} GPU(s) of {vram_gb:g} GB for this goal: more GPUs, "
-                         "larger ones, or a smaller base model (fork a recipe with --base-model)")  # fmt: skip
+                o = nodes_for(c, vram_gb=vram_gb, gpus=gpus, max_nodes=max_nodes, hours=hours, hyper=hyper, rows=rows,
+                              avg_tokens=avg_tokens, gpu=gpu, counted=timed(c))  # fmt: skip
+                option = f"{c.recipe} ({method.value}, {c.params_b:.1f}B)"
+                if o.nodes is None:
+                    alternatives.append({"option": option,
+                                         "why_not": _why_not(o, gpus, max_nodes, vram_gb, hours)})  # fmt: skip
+                elif o.nodes == 1:
+                    _choose(plan, c, objective, method, hyper, o, note, count, gpu, avg_tokens)
+                    return plan
+                else:
+                    order += 1
+                    several.append((o.nodes, order, objective, method, c, hyper, o))
+                    alternatives.append({"option": option, "why_not": f"needs {o.nodes} nodes; one-node options "
+                                         "come first"})  # fmt: skip
+    if several:
+        _, _, objective, method, c, hyper, o = min(several, key=lambda t: (t[0], t[1]))
+        alternatives[:] = [
+            a | {"why_not": a["why_not"].replace("one-node options come first", f"{c.recipe} needs as few or "
+                                                 "comes first in the rules' order")}
+            for a in alternatives if not a["option"].startswith(f"{c.recipe} (")
+        ]  # fmt: skip
+        _choose(plan, c, objective, method, hyper, o, note, count, gpu, avg_tokens)
+        return plan
+    plan.warnings.append(f"nothing in the catalog fits {gpus} GPU(s) of {vram_gb:g} GB"
+                         + (f" × {max_nodes} nodes" if max_nodes > 1 else "")
+                         + (f" and finishes within {hours:g} h" if hours is not None and gpu else "")
+                         + " for this goal: more GPUs or nodes (--max-nodes), larger ones, or a smaller base model "
+                         "(fork a recipe with --base-model)")  # fmt: skip
     return plan
+
+
+def _choose(plan: Plan, c: Candidate, objective: Choice, method: Choice, hyper: Hyper, o: _Option,
+            note: Callable[[Choice, str], dict[str, Any]], count: SequenceCounter | None, gpu: Gpu | None,
+            avg_tokens: int) -> None:  # fmt: skip
+    """Fill `plan` with candidate `c` on `o.nodes` nodes: the reasons, the `--set`s, time and cost, the commands."""
+    assert o.nodes is not None
+    nodes, gpus, fit, vram_gb = o.nodes, plan.gpus, o.fit, plan.vram_gb
+    why = plan.why
+    why += [note(objective, "objective"), note(method, "method")]
+    on = f" on {nodes} nodes of {gpus} GPU(s)" if nodes > 1 else ""
+    why.append({"decision": "recipe", "choice": c.recipe,
+                "reason": f"implements {objective.value} with {method.value} on {c.base_model} "
+                          f"({c.params_b:.1f}B); fits: ~{fit.need_gib:.1f} GiB per GPU of "
+                          f"{vram_gb:g} GB{on}" + (f" ({fit.parallelism})" if fit.parallelism != "none"
+                                                   else ""), "source": "ftkit estimate"})  # fmt: skip
+    if nodes > 1:
+        because = ("one node cannot hold it" if not fit_on(c, vram_gb, gpus).fits
+                   else f"one node cannot finish within {plan.hours_budget:g} h")  # fmt: skip
+        why.append({"decision": "nodes", "choice": str(nodes),
+                    "reason": f"{because}: {nodes} nodes × {gpus} GPU(s), the fewest that do (up to "
+                              f"--max-nodes {plan.max_nodes})", "source": "ftkit estimate"})  # fmt: skip
+    why += [{"decision": "hyperparameters", "choice": r, "reason": r, "source": None} for r in hyper.reasons]
+    settings, sets = run_sets(c, hyper, gpus * nodes)
+    plan.recipe, plan.objective, plan.method, plan.base_model = c.recipe, objective.value, method.value, c.base_model
+    plan.fit, plan.nodes = asdict(fit), nodes
+    plan.settings, plan.sets, plan.warnings = settings, sets, plan.warnings + hyper.warnings
+    counted = count(c) if count and gpu else None
+    plan.time_cost = _time_cost(c, hyper, plan.rows, avg_tokens, gpus * nodes, gpu, counted, nodes)
+    fork = f"my-{plan.goal}"
+    full = f"ftkit recipe run {fork} --profile full " + " ".join(f"--set {s}" for s in sets)
+    plan.commands = [
+        f"ftkit recipe new {fork} --from {c.recipe} "
+        + " ".join(f"--dataset {st.stage}=<your-{st.stage}.jsonl>" for st in c.stages),
+        f"ftkit recipe run {fork} --profile smoke",
+        full + (f" --nodes {nodes} --node-rank <0..{nodes - 1}> --master-addr <node 0's address>" if nodes > 1
+                else ""),
+    ]  # fmt: skip
+    if nodes > 1:
+        plan.commands.append(f"ftkit cloud skypilot {fork} --nodes {nodes} --gpus-per-node {gpus} "
+                             + " ".join(f"--set {s}" for s in sets))  # fmt: skip
+    if fit.changes:
+        plan.warnings.append("fits only with the pre-flight's changes: " + "; ".join(fit.changes))
 
 
 # ------------------------------------------------------------------ the I/O edge: recipes -> candidates
