@@ -3,8 +3,9 @@
 SageMaker writes `/opt/ml/input/config/resourceconfig.json` (`hosts`, sorted, `current_host`,
 `network_interface_name`) on every instance of a job; RunPod's Instant Clusters set `NUM_NODES`, `NODE_RANK`,
 `PRIMARY_ADDR`, `PRIMARY_PORT` and `NUM_TRAINERS` (GPUs per node) on every node, with the cluster network on
-`ens1`. Both become the same c10d rendezvous on node 0 that `ftkit recipe run --nodes` uses. Pure functions: the
-entrypoint reads the file and the environment. The platform contract: docs/cloud.md, "SageMaker multi-instance".
+`ens1`. Both become a static rendezvous on node 0 (`ftkit recipe run --nodes … --rendezvous static`): the platform
+numbers the nodes, so rank 0 is on node 0, which publishes, and each node keeps checkpoints on its own disk (SageMaker
+syncs every instance's to one S3 prefix). Pure functions: the entrypoint reads the file and the environment. The platform contract: docs/cloud.md, "SageMaker multi-instance".
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ def cluster_from_resourceconfig(config: Any, job_name: str = "ftkit", source: st
     if len(hosts) == 1:
         return SINGLE
     ordered = sorted(hosts)
-    return Cluster(len(ordered), ordered.index(current), ordered[0], DEFAULT_PORT, job_name or "ftkit")
+    return Cluster(
+        len(ordered), ordered.index(current), ordered[0], DEFAULT_PORT, job_name or "ftkit", rendezvous="static"
+    )
 
 
 def socket_env(interface: str | None) -> dict[str, str]:
@@ -86,5 +89,6 @@ def runpod_nodes(env: Mapping[str, str], run_id: str = "ftkit") -> tuple[Cluster
             field="PRIMARY_ADDR",
             fix="run the image on a RunPod Instant Cluster, which sets PRIMARY_ADDR on every node",
         )
-    cluster = Cluster(nodes, _int(env, "NODE_RANK"), host, _int(env, "PRIMARY_PORT", DEFAULT_PORT), run_id)
+    port = _int(env, "PRIMARY_PORT", DEFAULT_PORT)
+    cluster = Cluster(nodes, _int(env, "NODE_RANK"), host, port, run_id, rendezvous="static")
     return cluster, {k: v for k, v in socket_env(RUNPOD_CLUSTER_NIC).items() if k not in env}

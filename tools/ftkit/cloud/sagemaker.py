@@ -100,7 +100,7 @@ def _hardware_notes(loaded: LoadedRecipe, instance_type: str, instances: int = 1
 def _nodes_note(instances: int, instance_type: str) -> str:
     return (
         f"{instances} instances of {instance_type}: each runs one node of the run (node rank = its place in "
-        "resourceconfig.json's sorted hosts; torchrun's c10d rendezvous on the first, named by the job); every "
+        "resourceconfig.json's sorted hosts; torchrun's static rendezvous on the first, named by the job); every "
         "node's checkpoints sync to the one checkpoint_s3_uri, so a restarted job resumes on all of them; node 0 "
         "writes the model"
     )
