@@ -16,6 +16,7 @@ from functools import lru_cache
 import phonenumbers
 from phonenumbers import NumberParseException
 
+from ftkit.pii import rules
 from ftkit.pii.findings import Finding
 
 REGIONS = ("US", "GB", "DE", "FR", "IN", "BR", "IT", "ES", "NL", "CA", "AU", "MX", "JP", "CN", "RU", "PL")
@@ -105,6 +106,27 @@ def _rank(piece: str, score: float) -> tuple[float, bool, int]:
     return (score, not (score < 0.85 and _SHORT_LEAD.match(piece)), len(piece))
 
 
+# Postal codes written like digit groups: Brazil's CEP 75534-030, US ZIP+4 12345-6789, Japan's 〒123-4567.
+_POSTAL = re.compile(r"^(?:\d{5}-\d{3}|\d{5}-\d{4}|\d{3}-\d{4}(?<=〒\d{3}-\d{4}))$")
+# A house number glued to a postcode: '339 21510', '906 3625', '606 437 35'.
+_HOUSE_POSTCODE = re.compile(r"^[1-9]\d{0,3}[a-z]? (?:\d{4,6}|\d{3} \d{2}|\d{2}-\d{3})$")
+
+
+def in_context(text: str, start: int, end: int, score: float) -> bool:
+    """rules.RULES PHONE: the nearest cue word before a national number can make it something else."""
+    run = text[start:end]
+    if run.startswith(("+", "(+", "00")):
+        return True
+    cue = rules.cue_before(text, start)
+    if cue == "phone":
+        return True
+    if cue == "id":
+        return False
+    if _POSTAL.match(run) or _HOUSE_POSTCODE.match(run):
+        return False
+    return not (cue == "address" and score < 0.85)
+
+
 _CODE_BEFORE = re.compile(r"[A-Z]{2}\d{2}(?: [A-Z0-9]{4})* $")  # 'GB38 XWJM ' before digits: an IBAN-like code
 
 
@@ -124,7 +146,8 @@ def find_phones(text: str) -> list[Finding]:
             run, start = run[1:-1], start + 1
         score = _classify(run)
         if score and _rank(run, score)[1]:
-            found.append(Finding(start, start + len(run), "PHONE", score, "phone"))
+            if in_context(text, start, start + len(run), score):
+                found.append(Finding(start, start + len(run), "PHONE", score, "phone"))
             continue
         international = run.startswith(("+", "(+", "00"))
         scored = []
@@ -138,7 +161,7 @@ def find_phones(text: str) -> list[Finding]:
                 scored.append((_rank(piece, score), s, s + len(piece), score))
         taken: list[tuple[int, int]] = []
         for _, s, e, score in sorted(scored, reverse=True):
-            if not any(s < te and e > ts for ts, te in taken):
+            if not any(s < te and e > ts for ts, te in taken) and in_context(text, s, e, score):
                 found.append(Finding(s, e, "PHONE", score, "phone"))
                 taken.append((s, e))
     return found
