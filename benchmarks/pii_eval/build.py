@@ -38,9 +38,10 @@ from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pii_eval.iban import BBAN_FORMATS, grouped, make_iban  # noqa: E402
-from pii_eval.iin import IIN_TABLE  # noqa: E402
-from pii_testset import LabelledText, Span  # noqa: E402
+from pii_testset import LabelledText, Span
+
+from pii_eval.iban import BBAN_FORMATS, grouped, make_iban
+from pii_eval.iin import IIN_TABLE
 
 SPLITS = ("dev", "heldout")
 SEEDS = {"dev": 11, "heldout": 20261207}
@@ -193,7 +194,7 @@ class Sources:
         return value, f"iban:{country}:{case}"
 
     def ip(self) -> tuple[str, str]:
-        loc, f = self.faker()
+        _, f = self.faker()
         kind = self.rng.choice(("ipv4_public", "ipv4_private", "ipv6"))
         return getattr(f, kind)(), f"ip:{kind}"
 
@@ -263,9 +264,14 @@ def _order(s: Sources) -> str:
 
 def _version(s: Sources) -> str:
     r = s.rng
-    return r.choice((f"v{r.randint(0, 9)}.{r.randint(0, 40)}.{r.randint(0, 200)}",
-                     f"Python 3.{r.randint(6, 13)}.{r.randint(0, 20)}", f"build {_digits(r, 8)}.{r.randint(1, 9)}",
-                     f"release {r.randint(1, 30)}.{r.randint(0, 12)}.{r.randint(0, 9)}-rc.{r.randint(1, 5)}"))
+    return r.choice(
+        (
+            f"v{r.randint(0, 9)}.{r.randint(0, 40)}.{r.randint(0, 200)}",
+            f"Python 3.{r.randint(6, 13)}.{r.randint(0, 20)}",
+            f"build {_digits(r, 8)}.{r.randint(1, 9)}",
+            f"release {r.randint(1, 30)}.{r.randint(0, 12)}.{r.randint(0, 9)}-rc.{r.randint(1, 5)}",
+        )
+    )
 
 
 def _isbn(s: Sources) -> str:
@@ -288,8 +294,15 @@ def _coordinates(s: Sources) -> str:
 def _price(s: Sources) -> str:
     r = s.rng
     v = r.uniform(1, 99999)
-    return r.choice((f"${v:,.2f}", f"€ {v:,.2f}".replace(",", " ").replace(".", ","), f"{int(v):,} JPY",
-                     f"R$ {v:,.2f}", f"£{v:.2f} incl. VAT"))
+    return r.choice(
+        (
+            f"${v:,.2f}",
+            f"€ {v:,.2f}".replace(",", " ").replace(".", ","),
+            f"{int(v):,} JPY",
+            f"R$ {v:,.2f}",
+            f"£{v:.2f} incl. VAT",
+        )
+    )
 
 
 def _cep(s: Sources) -> str:
@@ -300,7 +313,7 @@ def _licence(s: Sources) -> str:
     r = s.rng
     number = r.choice((
         f"{r.choice(string.ascii_uppercase)}{_digits(r, 7)}",  # California
-        f"{r.choice(string.ascii_uppercase)}{_digits(r, 3)}-{_digits(r, 3)}-{_digits(r, 2)}-{_digits(r, 3)}-{r.randint(0, 9)}",
+        f"{r.choice(string.ascii_uppercase)}{_digits(r, 3)}-{_digits(r, 3)}-{_digits(r, 2)}-{_digits(r, 3)}-{r.randint(0, 9)}",  # noqa: E501 -- Florida
         f"{_digits(r, 3)} {_digits(r, 3)} {_digits(r, 3)}",  # New York
         f"{r.choice(string.ascii_uppercase)}{_digits(r, 12)}",  # Illinois
         f"{r.choice(string.ascii_uppercase)}{_digits(r, 4)}-{_digits(r, 5)}-{_digits(r, 5)}",  # Wisconsin

@@ -22,6 +22,8 @@ def _search(pattern: str) -> Callable[[str], bool]:
 
 
 _DIGIT = re.compile(r"[0-9]").search
+# Every gate needs one of these: most strings have none and cost one scan.
+_ANY_GATE = re.compile(r"[0-9@:=_-]|eyJ|AIza|PRIVATE KEY|A(?:" + "|".join(p[1:] for p in AWS_PREFIXES) + ")").search
 _AWS = re.compile("|".join(AWS_PREFIXES)).search  # one literal prefix: a fast scan
 
 # name -> test of the whole text. The digit gates run only when the text has a digit at all.
@@ -31,7 +33,7 @@ GATES: dict[str, Callable[[str], bool]] = {
     "long_digits": _search(r"[0-9](?:[ .()/-]{0,3}[0-9]){6}"),  # phones (7+ digits), SSNs, cards
     "dotted_digits": _search(r"[0-9]\.[0-9]"),
     "digit_pair": _search(r"[0-9][0-9]"),
-    "colon": lambda text: ":" in text,
+    "colon": _search(r"::|[0-9A-Fa-f]:[0-9A-Fa-f]"),  # run only when the text has a colon
     "aws_prefix": lambda text: _AWS(text) is not None,
     "token_punct": lambda text: "_" in text or "-" in text,
     "assign": lambda text: "=" in text or ":" in text,
@@ -40,6 +42,7 @@ GATES: dict[str, Callable[[str], bool]] = {
     "pem": lambda text: "PRIVATE KEY" in text,
 }
 _NEEDS_DIGIT = frozenset({"long_digits", "dotted_digits", "digit_pair"})
+_NEEDS_COLON = frozenset({"colon"})
 
 
 def _grouped(detectors: Iterable[Detector]) -> tuple[tuple[str, tuple[Detector, ...]], ...]:
@@ -65,12 +68,20 @@ def detect(text: str, entities: Iterable[str] | None = None, ner: object | None 
     PERSON and ADDRESS when an available NER backend is passed as `ner`)."""
     wanted = set(entities) if entities is not None else None
     found: list[Finding] = []
+    if _ANY_GATE(text) is not None:
+        _structured(text, wanted, found)
+    if ner is not None and getattr(ner, "status", None) is not None and ner.status.available:  # type: ignore[attr-defined]
+        found.extend(f for f in ner.detect(text) if wanted is None or f.entity in wanted)  # type: ignore[attr-defined]
+    return resolve_overlaps(found) if len(found) > 1 else found
+
+
+def _structured(text: str, wanted: set[str] | None, found: list[Finding]) -> None:
     folded: str | None = None
     has_digit = _DIGIT(text) is not None
     long_digits = False
     for gate, dets in _GROUPS:
         if gate:
-            if gate in _NEEDS_DIGIT and not has_digit:
+            if (gate in _NEEDS_DIGIT and not has_digit) or (gate in _NEEDS_COLON and ":" not in text):
                 continue
             if not GATES[gate](text):
                 continue
@@ -87,9 +98,6 @@ def detect(text: str, entities: Iterable[str] | None = None, ner: object | None 
             _run(det, text, found)
     if long_digits and (wanted is None or "PHONE" in wanted):
         found.extend(find_phones(text))
-    if ner is not None and getattr(ner, "status", None) is not None and ner.status.available:  # type: ignore[attr-defined]
-        found.extend(f for f in ner.detect(text) if wanted is None or f.entity in wanted)  # type: ignore[attr-defined]
-    return resolve_overlaps(found) if len(found) > 1 else found
 
 
 __all__ = ["STRUCTURED", "Finding", "detect"]

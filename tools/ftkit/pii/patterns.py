@@ -133,17 +133,20 @@ def _ssn_bare(m: re.Match[str]) -> Finding | None:
     return _span(m, "US_SSN", 0.9, "ssn_with_context", group) if checks.ssn_ok(m.group(group)) else None
 
 
-IBAN_START = re.compile(r"\b([A-Za-z]{2})(\d{2})(?=[ -]?[A-Za-z0-9])")
+# The check digits, after a word's first two letters (any case): a digit-led pattern, so the regex engine
+# skips ahead to digits instead of trying every letter.
+IBAN_START = re.compile(r"[0-9]{2}(?<=\b[A-Za-z]{2}[0-9]{2})(?=[ -]?[A-Za-z0-9])")
 
 
 def _iban(m: re.Match[str]) -> Finding | None:
     """Read the country's IBAN length of letters and digits after the check digits, allowing one space
     or dash between groups; confirm by mod 97."""
-    country = m.group(1).upper()
+    text, start = m.string, m.start() - 2
+    country = text[start : m.start()].upper()
     length = checks.IBAN_LENGTHS.get(country)
     if length is None:
         return None
-    text, pos, chars = m.string, m.end(), [country, m.group(2)]
+    pos, chars = m.end(), [country, m.group(0)]
     have = 4
     while have < length and pos < len(text):
         ch = text[pos]
@@ -159,7 +162,7 @@ def _iban(m: re.Match[str]) -> Finding | None:
         return None
     if not checks.iban_ok("".join(chars)):
         return None
-    return Finding(m.start(), pos, "IBAN", 0.95, "iban_mod97")
+    return Finding(start, pos, "IBAN", 0.95, "iban_mod97")
 
 
 # ------------------------------------------------------------------ secrets

@@ -72,6 +72,8 @@ def _classify(candidate: str) -> float:
     if not 7 <= n_digits <= 15 or _looks_like_something_else(main):
         return 0.0
     international = candidate.startswith(("+", "(+")) or candidate.startswith("00")
+    if not international and n_digits > 13:  # a card, account or order number: no national format is longer
+        return 0.0
     text = "+" + candidate[2:] if candidate.startswith("00") else candidate
     regions: tuple[str | None, ...] = (None,) if international else REGIONS
     formatted = bool(_GROUPED.search(candidate))
@@ -112,6 +114,15 @@ _POSTAL = re.compile(r"^(?:\d{5}-\d{3}|\d{5}-\d{4}|\d{3}-\d{4}(?<=〒\d{3}-\d{4}
 _HOUSE_POSTCODE = re.compile(r"^[1-9]\d{0,3}[a-z]? (?:\d{4,6}|\d{3} \d{2}|\d{2}-\d{3})$")
 
 
+def _by_phone_word(text: str, start: int, run: str) -> float:
+    """A grouped run of 7-15 digits right after a phone word is a phone even where no region we parse
+    for knows it (the numbering plans of 230 other regions): score 0.5."""
+    n_digits = len(_DIGIT.findall(run))
+    if not 7 <= n_digits <= 15 or not _GROUPED.search(run) or _looks_like_something_else(run):
+        return 0.0
+    return 0.5 if rules.cue_before(text, start) == "phone" else 0.0
+
+
 def in_context(text: str, start: int, end: int, score: float) -> bool:
     """rules.RULES PHONE: the nearest cue word before a national number can make it something else."""
     run = text[start:end]
@@ -138,13 +149,13 @@ def find_phones(text: str) -> list[Finding]:
         run, start = m.group(0), m.start()
         if _CODE_BEFORE.search(text, max(0, start - 40), start):
             continue
-        if (tail := _STRAY_TAIL.search(run)) and _classify(run[: tail.start()]):
+        if (tail := _STRAY_TAIL.search(run)) and not _classify(run) and _classify(run[: tail.start()]):
             run = run[: tail.start()]
         if run.count(")") > run.count("("):
             run = run.rstrip(")")
         elif run.startswith("(") and run.endswith(")") and run.count("(") == 1:  # (555-3476): the brackets are prose
             run, start = run[1:-1], start + 1
-        score = _classify(run)
+        score = _classify(run) or _by_phone_word(text, start, run)
         if score and _rank(run, score)[1]:
             if in_context(text, start, start + len(run), score):
                 found.append(Finding(start, start + len(run), "PHONE", score, "phone"))

@@ -23,7 +23,7 @@ class Rule:
 RULES: tuple[Rule, ...] = (
     Rule("CREDIT_CARD", "12-19 digits, one space or dash between groups",
          "Luhn checksum, and an issuer prefix + length of a major network (checks.card_ok)",
-         "Luhn-valid with an unknown issuer: a card only when a CARD word is within 40 characters before "
+         "Luhn-valid with an unknown issuer: a card only when a CARD word is within 60 characters before "
          "or 20 after"),
     Rule("IBAN", "2 letters, 2 check digits, then the country's length of letters and digits (any case, "
          "one space or dash between groups)", "SWIFT registry length, ISO 7064 mod 97", "none needed"),
@@ -88,19 +88,19 @@ def cue_before(text: str, start: int, window: int = 40) -> str | None:
     """The kind of the nearest cue word in the `window` characters before `start`: 'phone', 'id',
     'address' (a street type or compound ending) or None. A sentence end in between cuts the window."""
     left = text[max(0, start - window) : start]
-    cut = max(left.rfind(". "), left.rfind("\n"), left.rfind("! "), left.rfind("? "))
-    if cut >= 0:
-        left = left[cut + 1 :]
     last = None
     for last in _CUE.finditer(left):  # noqa: B007 -- the last match is the nearest
         pass
     if last is None:
         return None
+    between = left[last.end() :].removeprefix(".")  # 'Tel. 555 1234': the cue's own abbreviation dot
+    if any(stop in between for stop in (". ", "\n", "! ", "? ")):
+        return None
     kind = last.lastgroup
     return "address" if kind == "suffix" else kind
 
 
-def card_word_near(text: str, start: int, end: int, before: int = 40, after: int = 20) -> bool:
+def card_word_near(text: str, start: int, end: int, before: int = 60, after: int = 20) -> bool:
     """A card word within `before` characters before the number or `after` characters after it."""
     return _CARD_CUE.search(text, max(0, start - before), start) is not None or (
         _CARD_CUE.search(text, end, min(len(text), end + after)) is not None
