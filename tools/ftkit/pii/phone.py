@@ -115,10 +115,10 @@ _HOUSE_POSTCODE = re.compile(r"^[1-9]\d{0,3}[a-z]? (?:\d{4,6}|\d{3} \d{2}|\d{2}-
 
 
 def _by_phone_word(text: str, start: int, run: str) -> float:
-    """A grouped run of 7-15 digits right after a phone word is a phone even where no region we parse
-    for knows it (the numbering plans of 230 other regions): score 0.5."""
+    """A run of 7-15 digits after a phone word is a phone even where no region we parse for knows it
+    (the numbering plans of 230 other regions): score 0.5."""
     n_digits = len(_DIGIT.findall(run))
-    if not 7 <= n_digits <= 15 or not _GROUPED.search(run) or _looks_like_something_else(run):
+    if not 7 <= n_digits <= 15 or _looks_like_something_else(run):
         return 0.0
     return 0.5 if rules.cue_before(text, start) == "phone" else 0.0
 

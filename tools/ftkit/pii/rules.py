@@ -47,7 +47,7 @@ CARD_WORDS = (
 PHONE_WORDS = (
     "phone", "telephone", "tel", "tél", "telefon", "telefone", "teléfono", "telefono", "mobile", "mobil", "cell",
     "cellphone", "call", "calling", "ring", "fax", "sms", "text", "whatsapp", "signal", "viber", "contact",
-    "hotline", "dial", "ph", "mob", "handy", "celular", "☎", "📞",
+    "hotline", "dial", "reach", "ph", "mob", "handy", "celular", "☎", "📞",
 )  # fmt: skip
 ID_WORDS = (
     "order", "invoice", "inv", "po", "ref", "reference", "tracking", "ticket", "licence", "license", "passport",
