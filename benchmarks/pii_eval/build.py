@@ -120,11 +120,11 @@ SLOT = re.compile(r"⟪([A-Z_]+)⟫")
 class Sources:
     """Every value-maker of one split, driven by one seeded RNG and seeded Faker instances."""
 
-    def __init__(self, split: str) -> None:
+    def __init__(self, split: str, seed: int) -> None:
         from faker import Faker
 
         self.split = split
-        self.rng = random.Random(SEEDS[split])
+        self.rng = random.Random(seed)
         self.fakers = {}
         for loc in LOCALES[split]:
             f = Faker(loc)
@@ -367,12 +367,13 @@ def render(template: str, values: dict[str, Callable[[], tuple[str, str]]], sour
     return LabelledText(text, spans, kinds, source)
 
 
-def build(split: str, n: int) -> list[LabelledText]:
-    """`n` texts per structured entity and `2 * n` hard-negative texts of `split`, seeded: the same
-    arguments give the same texts."""
+def build(split: str, n: int, seed: int | None = None) -> list[LabelledText]:
+    """`n` texts per structured entity and `2 * n` hard-negative texts of `split` (its templates, locales
+    and phone regions), seeded by the split's seed unless `seed` is given: the same arguments give the
+    same texts."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
-    s = Sources(split)
+    s = Sources(split, SEEDS[split] if seed is None else seed)
     values = {"EMAIL": s.email, "PHONE": s.phone, "CREDIT_CARD": s.card, "US_SSN": s.ssn, "IBAN": s.iban,
               "IP_ADDRESS": s.ip, "PERSON": s.person, "ADDRESS": s.address, "NEG": s.negative}  # fmt: skip
     templates = TEMPLATES[split]
@@ -383,3 +384,27 @@ def build(split: str, n: int) -> list[LabelledText]:
     for _ in range(2 * n):
         out.append(render(s.rng.choice(templates["NEG"]), values, f"{split}:NEG"))
     return out
+
+
+def to_json(item: LabelledText) -> dict[str, object]:
+    return {"text": item.text, "spans": [list(sp) for sp in item.spans], "kinds": item.kinds, "source": item.source}
+
+
+def from_json(row: dict[str, object]) -> LabelledText:
+    spans = [Span(int(s), int(e), str(ent)) for s, e, ent in row["spans"]]  # type: ignore[union-attr]
+    return LabelledText(str(row["text"]), spans, list(row["kinds"]), str(row["source"]))  # type: ignore[call-overload]
+
+
+if __name__ == "__main__":
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(description="write a split of the eval set as JSONL (text, spans, kinds, source)")
+    ap.add_argument("split", choices=SPLITS)
+    ap.add_argument("--n", type=int, default=500)
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    rows = [json.dumps(to_json(item), ensure_ascii=False) for item in build(args.split, args.n, args.seed)]
+    args.out.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    print(f"wrote {len(rows)} texts to {args.out}")

@@ -114,11 +114,14 @@ _POSTAL = re.compile(r"^(?:\d{5}-\d{3}|\d{5}-\d{4}|\d{3}-\d{4}(?<=〒\d{3}-\d{4}
 _HOUSE_POSTCODE = re.compile(r"^[1-9]\d{0,3}[a-z]? (?:\d{4,6}|\d{3} \d{2}|\d{2}-\d{3})$")
 
 
+_PAIRS = re.compile(r"^\d{2,3}(?:[ .-]\d{2,3})+$")  # 21 12 34, 05.00.12
+
+
 def _by_phone_word(text: str, start: int, run: str) -> float:
-    """A run of 7-15 digits after a phone word is a phone even where no region we parse for knows it
-    (the numbering plans of 230 other regions): score 0.5."""
+    """A run of 7-15 digits (6 in groups of two or three) after a phone word is a phone even where no
+    region we parse for knows it (the numbering plans of 230 other regions): score 0.5."""
     n_digits = len(_DIGIT.findall(run))
-    if not 7 <= n_digits <= 15 or _looks_like_something_else(run):
+    if not 6 <= n_digits <= 15 or (n_digits == 6 and not _PAIRS.match(run)) or _looks_like_something_else(run):
         return 0.0
     return 0.5 if rules.cue_before(text, start) == "phone" else 0.0
 
@@ -155,8 +158,14 @@ def find_phones(text: str) -> list[Finding]:
             run = run.rstrip(")")
         elif run.startswith("(") and run.endswith(")") and run.count("(") == 1:  # (555-3476): the brackets are prose
             run, start = run[1:-1], start + 1
-        score = _classify(run) or _by_phone_word(text, start, run)
-        if score and _rank(run, score)[1]:
+        score = _classify(run)
+        if not score:
+            score = _by_phone_word(text, start, run)
+        elif not _rank(run, score)[1] and rules.cue_before(text, start) == "phone":
+            score = max(score, 0.5)  # '90 12 34 56' after 'Phone:': the short lead is the number's own
+        else:
+            score = score if _rank(run, score)[1] else 0.0
+        if score:
             if in_context(text, start, start + len(run), score):
                 found.append(Finding(start, start + len(run), "PHONE", score, "phone"))
             continue
