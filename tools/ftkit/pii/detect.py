@@ -93,11 +93,15 @@ def _structured(text: str, wanted: set[str] | None, found: list[Finding]) -> Non
                 if det.folded and folded is None:
                     folded = text.lower()
                 hay = folded if det.folded else text
-                if not any(t in hay for t in det.triggers):  # type: ignore[operator]
+                for t in det.triggers:
+                    if t in hay:  # type: ignore[operator]
+                        break
+                else:
                     continue
             _run(det, text, found)
     if long_digits and (wanted is None or "PHONE" in wanted):
-        found.extend(find_phones(text))
+        # A phone (score <= 0.85) overlapping a surer finding would lose to it: such runs are not parsed.
+        found.extend(find_phones(text, [(f.start, f.end) for f in found if f.score > 0.85]))
 
 
 __all__ = ["STRUCTURED", "Finding", "detect"]

@@ -11,15 +11,37 @@ assigned but are still phone numbers to a reader. Bare digit strings must be val
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from collections.abc import Sequence
+from functools import cache, lru_cache
 
 import phonenumbers
-from phonenumbers import NumberParseException
+from phonenumbers import NumberParseException, PhoneMetadata, re_util
 
 from ftkit.pii import rules
 from ftkit.pii.findings import Finding
 
 REGIONS = ("US", "GB", "DE", "FR", "IN", "BR", "IT", "ES", "NL", "CA", "AU", "MX", "JP", "CN", "RU", "PL")
+
+# phonenumbers compiles its metadata patterns through re's cache (512 entries): numbers of many regions
+# evict each other and are compiled again and again. Where the library offers it, keep them all.
+if hasattr(re_util, "enable_pattern_cache"):
+    re_util.enable_pattern_cache()
+
+
+@cache
+def _lengths(region: str) -> tuple[frozenset[int], str]:
+    """The national number lengths `region` allows (local-only ones too) and its trunk prefix."""
+    desc = PhoneMetadata.metadata_for_region(region).general_desc
+    lengths = frozenset(desc.possible_length) | frozenset(desc.possible_length_local_only or ())
+    return lengths, PhoneMetadata.metadata_for_region(region).national_prefix or ""
+
+
+def _may_fit(region: str, digits: str) -> bool:
+    """A length check before parsing: the digits, or the digits after the trunk prefix, have a length the
+    region's plan allows (phonenumbers.parse is the expensive part of a phone check)."""
+    lengths, trunk = _lengths(region)
+    return len(digits) in lengths or (bool(trunk) and digits.startswith(trunk) and len(digits) - len(trunk) in lengths)
+
 
 # A run: optional + prefix, digit groups joined by one separator (a space, dot, dash or slash, or a bracket
 # with an optional space), an optional extension.
@@ -80,7 +102,10 @@ def _classify(candidate: str) -> float:
     if main.isdigit() and n_digits < 9:  # 6000000 is a number, not a phone
         return 0.0
     possible = False
+    digits = "".join(_DIGIT.findall(main))
     for region in regions:
+        if region is not None and not _may_fit(region, digits):
+            continue
         try:
             number = phonenumbers.parse(text, region)
         except NumberParseException:
@@ -144,12 +169,15 @@ def in_context(text: str, start: int, end: int, score: float) -> bool:
 _CODE_BEFORE = re.compile(r"[A-Z]{2}\d{2}(?: [A-Z0-9]{4})* $")  # 'GB38 XWJM ' before digits: an IBAN-like code
 
 
-def find_phones(text: str) -> list[Finding]:
+def find_phones(text: str, taken: Sequence[tuple[int, int]] = ()) -> list[Finding]:
     """Each run is read whole when it is a number; otherwise its sub-runs that are valid numbers, longest first.
-    A run that starts with +CC keeps its start (a national number is not read out of an international one)."""
+    A run that starts with +CC keeps its start (a national number is not read out of an international one).
+    Runs that overlap a `taken` span (a surer finding: a card, an IBAN, an IP address) are skipped."""
     found: list[Finding] = []
     for m in CANDIDATE.finditer(text):
         run, start = m.group(0), m.start()
+        if any(s < m.end() and start < e for s, e in taken):
+            continue
         if _CODE_BEFORE.search(text, max(0, start - 40), start):
             continue
         if (tail := _STRAY_TAIL.search(run)) and not _classify(run) and _classify(run[: tail.start()]):
