@@ -117,6 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         record["not_measured"] = reason
         print(f"ftkit+NER and presidio not measured: {record['not_measured']}")
     else:
+        meta = Path(args.model) / "meta.json"
+        if meta.is_file():  # a pipeline folder: say which model it is
+            m = json.loads(meta.read_text())
+            record["model_meta"] = {k: m.get(k) for k in ("lang", "name", "version", "spacy_version", "description")}
         record["sides"]["ftkit_ner"] = overlap_scores(items, ftkit_side(args.model))
         print(f"ftkit + {args.model:<14} {fmt(record['sides']['ftkit_ner'])}")
         record["sides"]["presidio"] = overlap_scores(items, presidio_side(args.model))
