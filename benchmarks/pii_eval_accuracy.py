@@ -79,12 +79,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--out", type=Path, default=ROOT / "benchmarks/results" / f"pii_eval_accuracy-{dt.date.today()}.json"
     )
+    p.add_argument("--tools", type=Path, default=ROOT / "tools", help="the tools/ folder whose ftkit is scored "
+                   "(e.g. an older commit's, exported with git archive, for a before/after)")  # fmt: skip
     args = p.parse_args(argv)
-    sys.path.insert(0, str(ROOT / "tools"))
+    sys.path.insert(0, str(args.tools))
     from ftkit.pii import detect
 
     record: dict[str, Any] = {"benchmark": "pii_eval_accuracy", "n_per_entity": args.n, "entities": list(ENTITIES),
-                              "provenance": provenance(), "ftkit": {}, "presidio": {}}  # fmt: skip
+                              "provenance": provenance(), "tools": str(args.tools),
+                              "ftkit": {}, "presidio": {}}  # fmt: skip
     ours = evaluate(detect, args.n, args.splits)
     # presidio's URL recognizer reports every domain (emails' too): not comparable, so not scored.
     theirs = evaluate(presidio_detect(), args.n, args.splits, ENTITIES) if args.presidio else {}
