@@ -5,7 +5,9 @@ International numbers (+CC or 00CC) parse without a region. National numbers are
 `REGIONS`; a valid number for a region (its numbering plan knows the prefix) is a finding, and so is a
 number of possible length written the way people write phones (+CC, a bracketed area code, or
 groups joined by separators) — many numbers in real text, and every fictional one, are not
-assigned but are still phone numbers to a reader. Bare digit strings must be valid to count.
+assigned but are still phone numbers to a reader. Bare digit strings must be valid to count, unless
+a phone word leads them. The words before a run can also unmake it (ftkit.pii.rules: postcodes,
+house numbers, order and licence numbers). phonenumbers runs only on runs whose length fits a plan.
 """
 
 from __future__ import annotations
