@@ -196,6 +196,10 @@ def test_a_phone_after_an_address_is_still_found_when_a_phone_word_leads_it():
     assert found(text) == [("PHONE", "030 1234567")]
 
 
+def test_a_phone_word_nearer_than_an_id_word_keeps_the_phone():
+    assert found("Ticket #95122: caller (0131 496 0928) asked for a refund.") == [("PHONE", "0131 496 0928")]
+
+
 def test_a_phone_word_keeps_a_number_of_a_plan_we_do_not_parse():
     assert found("Phone: 90 12 34 56") == [("PHONE", "90 12 34 56")]
     assert found("Tel. 1801 234") == [("PHONE", "1801 234")]

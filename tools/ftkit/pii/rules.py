@@ -46,8 +46,8 @@ CARD_WORDS = (
 )  # fmt: skip
 PHONE_WORDS = (
     "phone", "telephone", "tel", "tél", "telefon", "telefone", "teléfono", "telefono", "mobile", "mobil", "cell",
-    "cellphone", "call", "calling", "ring", "fax", "sms", "text", "whatsapp", "signal", "viber", "contact",
-    "hotline", "dial", "reach", "ph", "mob", "handy", "celular", "☎", "📞",
+    "cellphone", "call", "calls", "called", "caller", "calling", "phoned", "ring", "fax", "sms", "text", "whatsapp",
+    "signal", "viber", "contact", "hotline", "dial", "reach", "ph", "mob", "handy", "celular", "☎", "📞",
 )  # fmt: skip
 ID_WORDS = (
     "order", "invoice", "inv", "po", "ref", "reference", "tracking", "ticket", "licence", "license", "passport",
