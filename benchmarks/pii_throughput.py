@@ -19,6 +19,9 @@ email validation) reads its bundled public-suffix snapshot (ftkit.pii.offline), 
 If presidio is too slow for the whole corpus, `--baseline-mb` limits it to a prefix; ftkit is then
 timed on that same prefix too and the ratio compares identical text. Findings per entity -- planted
 values found, and other findings in the real text -- are a sanity check that both sides did the job.
+Each pass is timed by wall clock and by this thread's CPU time (steadier on a shared machine); ftkit's
+phone-verdict cache is emptied before each. The same run scores ftkit on both splits of the eval set
+(benchmarks/pii_eval: `--eval-n` texts per entity) and times both sides on the PII-dense held-out text.
 Writes the raw numbers with hardware, versions, commit and date to benchmarks/results/.
 
     python benchmarks/pii_throughput.py                       # 8 MB, both sides on all of it
