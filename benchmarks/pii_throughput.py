@@ -19,6 +19,9 @@ email validation) reads its bundled public-suffix snapshot (ftkit.pii.offline), 
 If presidio is too slow for the whole corpus, `--baseline-mb` limits it to a prefix; ftkit is then
 timed on that same prefix too and the ratio compares identical text. Findings per entity -- planted
 values found, and other findings in the real text -- are a sanity check that both sides did the job.
+Each pass is timed by wall clock and by this thread's CPU time (steadier on a shared machine); ftkit's
+phone-verdict cache is emptied before each. The same run scores ftkit on both splits of the eval set
+(benchmarks/pii_eval: `--eval-n` texts per entity) and times both sides on the PII-dense held-out text.
 Writes the raw numbers with hardware, versions, commit and date to benchmarks/results/.
 
     python benchmarks/pii_throughput.py                       # 8 MB, both sides on all of it
@@ -46,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 # presidio entity -> ftkit entity.
 PRESIDIO_TO_FTKIT = {
@@ -231,13 +235,23 @@ def ftkit_detector() -> Callable[[str], list[tuple[int, int, str]]]:
     return scan
 
 
+def forget_cached_verdicts() -> None:
+    """Empty ftkit's cache of phone verdicts, so no timed pass reuses what an earlier pass (or the scoring)
+    computed for the same strings; within a pass, repeated strings still hit it, as in a real scan."""
+    from ftkit.pii.phone import _classify
+
+    _classify.cache_clear()
+
+
 def timed_scan(
     scan: Callable[[str], list[tuple[int, int, str]]], texts: Sequence[str]
-) -> tuple[float, list[list[tuple[int, int, str]]]]:
-    """Seconds to scan every text, and the findings of each."""
-    start = time.perf_counter()
+) -> tuple[float, float, list[list[tuple[int, int, str]]]]:
+    """Wall seconds and this thread's CPU seconds to scan every text, and the findings of each. CPU time is
+    what a busy shared machine does not distort (time spent waiting for a core is not counted)."""
+    forget_cached_verdicts()
+    start, cpu = time.perf_counter(), time.thread_time()
     found = [scan(t) for t in texts]
-    return time.perf_counter() - start, found
+    return time.perf_counter() - start, time.thread_time() - cpu, found
 
 
 def tally(
@@ -290,9 +304,11 @@ def prefix_of(texts: Sequence[str], limit_mb: float | None) -> int:
     return len(texts)
 
 
-def side(runs: Sequence[float], size_mb: float, texts: int, counts: dict[str, dict[str, int]]) -> dict[str, Any]:
-    """One side's figures: MB/s from the median of its timed passes (every pass's seconds kept)."""
-    seconds = statistics.median(runs)
+def side(
+    runs: Sequence[float], cpu: Sequence[float], size_mb: float, texts: int, counts: dict[str, dict[str, int]]
+) -> dict[str, Any]:
+    """One side's figures: MB/s from the median of its timed passes, wall clock and CPU time (every pass kept)."""
+    seconds, cpu_seconds = statistics.median(runs), statistics.median(cpu)
     return {
         "mb": round(size_mb, 3),
         "texts": texts,
@@ -300,6 +316,9 @@ def side(runs: Sequence[float], size_mb: float, texts: int, counts: dict[str, di
         "mb_per_s": round(size_mb / seconds, 3),
         "best_mb_per_s": round(size_mb / min(runs), 3),
         "runs_seconds": [round(r, 4) for r in runs],
+        "cpu_seconds": round(cpu_seconds, 4),
+        "cpu_mb_per_s": round(size_mb / cpu_seconds, 3),
+        "runs_cpu_seconds": [round(r, 4) for r in cpu],
         "entities": counts,
     }
 
@@ -327,9 +346,12 @@ def render(record: dict[str, Any]) -> str:
         lines.append(f"ftkit     {fp['mb_per_s']:8.2f} MB/s  ({fp['mb']:.2f} MB in {fp['seconds']:.2f} s)")
     lines += [
         f"presidio  {p['mb_per_s']:8.2f} MB/s  ({p['mb']:.2f} MB in {p['seconds']:.2f} s)",
-        f"ratio     {r['ratio']:8.1f}x  ftkit/presidio on identical text, median of {record['settings']['repeat']} "
-        f"passes each (range {r['ratio_range'][0]:.1f}-{r['ratio_range'][1]:.1f}x) "
+        f"ratio     {r['ratio']:8.1f}x  wall clock, ftkit/presidio on identical text, median of "
+        f"{record['settings']['repeat']} passes each (range {r['ratio_range'][0]:.1f}-{r['ratio_range'][1]:.1f}x) "
         f"(target >= {record['target_ratio']:.0f}x: {'met' if r['ratio'] >= record['target_ratio'] else 'NOT met'})",
+        f"cpu ratio {r['cpu_ratio']:8.1f}x  CPU time ({fp['cpu_mb_per_s']:.2f} vs {p['cpu_mb_per_s']:.3f} MB/s; range "
+        f"{r['cpu_ratio_range'][0]:.1f}-{r['cpu_ratio_range'][1]:.1f}x) "
+        f"(target: {'met' if r['cpu_ratio'] >= record['target_ratio'] else 'NOT met'})",
         "",
         f"{'entity':<12} {'planted':>8} | {'ftkit found':>11} {'other':>6} | {'presidio found':>14} {'other':>6}"
         "   (on presidio's strings; 'other' = findings outside planted values)",
@@ -342,6 +364,48 @@ def render(record: dict[str, Any]) -> str:
             f"{n:<12} {planted:>8} | {o.get('planted_found', 0):>11} {o.get('outside_planted', 0):>6} | "
             f"{t.get('planted_found', 0):>14} {t.get('outside_planted', 0):>6}"
         )
+    if record.get("eval"):
+        lines += ["", render_eval(record["eval"])]
+    return "\n".join(lines)
+
+
+def eval_in_same_run(
+    ours: Callable[[str], list[tuple[int, int, str]]], theirs: Callable[[str], list[tuple[int, int, str]]], n: int
+) -> dict[str, Any]:
+    """Accuracy of ftkit on both eval splits (benchmarks/pii_eval), and both sides' speed on the PII-dense
+    held-out text (one pass each, CPU time), so the tables and the ratio come from one run."""
+    from ftkit.pii import detect
+    from pii_eval.build import build
+    from pii_eval_accuracy import compact, evaluate
+
+    scored = evaluate(detect, n)
+    heldout = [item.text for item in build("heldout", n)]
+    _, ours_cpu, _ = timed_scan(ours, heldout)
+    _, theirs_cpu, _ = timed_scan(theirs, heldout)
+    size = mb(heldout)
+    return {
+        "n_per_entity": n,
+        "splits": {split: compact(result) for split, result in scored.items()},
+        "heldout_speed": {
+            "mb": round(size, 4),
+            "ftkit_cpu_mb_per_s": round(size / ours_cpu, 3),
+            "presidio_cpu_mb_per_s": round(size / theirs_cpu, 4),
+            "cpu_ratio": round(theirs_cpu / ours_cpu, 2),
+        },
+    }
+
+
+def render_eval(ev: dict[str, Any]) -> str:
+    from pii_accuracy import format_table
+
+    lines = []
+    for split, result in ev["splits"].items():
+        lines += [f"eval set, {split} split ({result['texts']} texts, ftkit.pii.detect):", format_table(result), ""]
+    hs = ev["heldout_speed"]
+    lines.append(
+        f"held-out text ({hs['mb']:.2f} MB, every string carries PII): ftkit {hs['ftkit_cpu_mb_per_s']:.2f} MB/s, "
+        f"presidio {hs['presidio_cpu_mb_per_s']:.3f} MB/s CPU time: {hs['cpu_ratio']:.1f}x"
+    )
     return "\n".join(lines)
 
 
@@ -353,7 +417,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--warmup", type=int, default=1000, help="strings each side scans before timing")
     ap.add_argument("--repeat", type=int, default=3, help="timed passes per side (the median counts)")
-    ap.add_argument("--target", type=float, default=10.0, help="ratio the issue asks for")
+    ap.add_argument("--target", type=float, default=50.0, help="ratio the issue asks for")
+    ap.add_argument("--eval-n", type=int, default=300, help="texts per entity of each eval split scored (0: none)")
     ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results" / f"pii_throughput-{dt.date.today()}.json")
@@ -373,25 +438,37 @@ def main() -> None:
             for t in warmup_texts(texts, planted, args.warmup):
                 scan(t)
         runs: dict[str, list[float]] = {"ours": [], "theirs": [], "full": []}
+        cpu: dict[str, list[float]] = {"ours": [], "theirs": [], "full": []}
         for _ in range(args.repeat):  # interleaved, so a slow spell of the machine hits both sides
-            seconds, found_ours = timed_scan(ours, base_texts)
+            seconds, cpu_seconds, found_ours = timed_scan(ours, base_texts)
             runs["ours"].append(seconds)
-            seconds, found_theirs = timed_scan(theirs, base_texts)
+            cpu["ours"].append(cpu_seconds)
+            seconds, cpu_seconds, found_theirs = timed_scan(theirs, base_texts)
             runs["theirs"].append(seconds)
+            cpu["theirs"].append(cpu_seconds)
             if n_base < len(texts):
-                seconds, found_full = timed_scan(ours, texts)
+                seconds, cpu_seconds, found_full = timed_scan(ours, texts)
                 runs["full"].append(seconds)
+                cpu["full"].append(cpu_seconds)
         if n_base == len(texts):
-            runs["full"], found_full = runs["ours"], found_ours
+            runs["full"], cpu["full"], found_full = runs["ours"], cpu["ours"], found_ours
+        evaluation = eval_in_same_run(ours, theirs, args.eval_n) if args.eval_n else None
 
     base_mb = mb(base_texts)
     results = {
-        "ftkit_full": side(runs["full"], mb(texts), len(texts), tally(found_full, planted)),
-        "ftkit_same_as_presidio": side(runs["ours"], base_mb, n_base, tally(found_ours, planted)),
-        "presidio": side(runs["theirs"], base_mb, n_base, tally(found_theirs, planted, PRESIDIO_TO_FTKIT)),
+        "ftkit_full": side(runs["full"], cpu["full"], mb(texts), len(texts), tally(found_full, planted)),
+        "ftkit_same_as_presidio": side(runs["ours"], cpu["ours"], base_mb, n_base, tally(found_ours, planted)),
+        "presidio": side(
+            runs["theirs"], cpu["theirs"], base_mb, n_base, tally(found_theirs, planted, PRESIDIO_TO_FTKIT)
+        ),
     }
     ours_mbps, theirs_mbps = results["ftkit_same_as_presidio"], results["presidio"]
     results["ratio"] = round(ours_mbps["mb_per_s"] / theirs_mbps["mb_per_s"], 2)
+    results["cpu_ratio"] = round(ours_mbps["cpu_mb_per_s"] / theirs_mbps["cpu_mb_per_s"], 2)
+    results["cpu_ratio_range"] = [
+        round(min(cpu["theirs"]) / max(cpu["ours"]), 2),
+        round(max(cpu["theirs"]) / min(cpu["ours"]), 2),
+    ]
     results["ratio_range"] = [
         round(min(runs["theirs"]) / max(runs["ours"]), 2),
         round(max(runs["theirs"]) / min(runs["ours"]), 2),
@@ -430,6 +507,7 @@ def main() -> None:
             "planted_by_entity": dict(Counter(p.entity for p in planted)),
         },
         "results": results,
+        "eval": evaluation,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=1) + "\n")

@@ -167,3 +167,89 @@ def test_a_planted_email_is_found_whatever_words_surround_it(before: str, after:
     text = f"{before} {email} {after}"
     start = len(before) + 1
     assert any(f.entity == "EMAIL" and f.start == start and f.end == start + len(email) for f in detect(text))
+
+
+# ------------------------------------------------------------------ context rules (ftkit.pii.rules)
+
+
+def _luhn_complete(body: str) -> str:
+    return next(body + d for d in "0123456789" if luhn_ok(body + d))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Ship to Largo de Machado, 380, Cenaculo, 75534-030 Goiânia / GO",  # a Brazilian CEP
+        "Ship to Hauptstraße 339 21510 Wedel please",  # house number glued to the postcode
+        "Apt. 986, Brownburgh, ME 35042-1234",  # ZIP+4
+        "driver's license 514 275 736",
+        "order no. 112-4567890-1234567 shipped",
+        "As discussed, PO 9733433854 and nothing else.",
+    ],
+)
+def test_digit_groups_of_addresses_and_ids_are_not_phones(text: str):
+    assert [e for e, _ in found(text) if e == "PHONE"] == []
+
+
+def test_a_phone_after_an_address_is_still_found_when_a_phone_word_leads_it():
+    text = "Ship to Hauptstraße 5, 10115 Berlin. Tel. 030 1234567"
+    assert found(text) == [("PHONE", "030 1234567")]
+
+
+def test_a_phone_word_nearer_than_an_id_word_keeps_the_phone():
+    assert found("Ticket #95122: caller (0131 496 0928) asked for a refund.") == [("PHONE", "0131 496 0928")]
+
+
+def test_a_phone_word_keeps_a_number_of_a_plan_we_do_not_parse():
+    assert found("Phone: 90 12 34 56") == [("PHONE", "90 12 34 56")]
+    assert found("Tel. 1801 234") == [("PHONE", "1801 234")]
+    assert found("ticket 90 12 34 56") == []
+
+
+def test_luhn_valid_number_of_unknown_issuer_is_a_card_only_near_card_words():
+    uatp = _luhn_complete("21491475331255")  # 15 digits, Diners enRoute: not in the detector's issuer table
+    troy = _luhn_complete("979203679170250")  # 16 digits, Troy
+    assert not card_ok(uatp) and not card_ok(troy)
+    assert found(f"I paid with my card {uatp} yesterday.") == [("CREDIT_CARD", uatp)]
+    assert found(f"Card number: {troy[:4]} {troy[4:8]} {troy[8:12]} {troy[12:]}") == [
+        ("CREDIT_CARD", f"{troy[:4]} {troy[4:8]} {troy[8:12]} {troy[12:]}")
+    ]
+    assert [e for e, _ in found(f"shipment {troy} arrived")] == []
+
+
+def test_a_card_word_far_before_the_number_does_not_count():
+    number = _luhn_complete("979203679170250")
+    text = "card " + "x" * 80 + f" {number}"
+    assert [e for e, _ in found(text) if e == "CREDIT_CARD"] == []
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "gb82west12345698765432",
+        "de89 3704 0044 0532 0130 00",
+        "Gb82 West 1234 5698 7654 32",
+        "MT84MALT011000012345MTLCAST001S",
+    ],
+)
+def test_an_iban_is_found_in_any_case(value: str):
+    assert found(f"wire it to {value}, thanks") == [("IBAN", value)]
+
+
+def test_a_lower_case_iban_with_a_wrong_check_is_not_one():
+    assert found("wire it to gb82west12345698765433, thanks") == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ISBN 978-0-306-40615-7 is on the shelf",
+        "the coordinates 48.8566, 2.3522 and 40°26′46″N",
+        "it costs € 1 234,56 or $1,234.56",
+        "build 20240315.1 of release 2.13.4-rc.1",
+        "the meeting on 15/03/2024 14:30",
+        "CEP 75534-030",
+    ],
+)
+def test_hard_negatives_have_no_findings(text: str):
+    assert found(text) == []

@@ -1,15 +1,65 @@
-"""`detect(text)`: every structured PII and secret finding in a string, overlaps resolved."""
+"""`detect(text)`: every structured PII and secret finding in a string, overlaps resolved.
+
+Most strings hold nothing, so each detector sits behind a gate: one cheap test of the whole string
+(an `@`, a run of 7+ digits, a secret's literal prefix...) shared by the detectors that need it and
+evaluated at most once per string. Only strings that pass a gate pay for its detectors' patterns, and
+only digit runs the phone pattern finds reach `phonenumbers`.
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from ftkit.pii.findings import STRUCTURED, Finding, resolve_overlaps
-from ftkit.pii.patterns import DETECTORS
+from ftkit.pii.patterns import AWS_PREFIXES, DETECTORS, Detector
 from ftkit.pii.phone import find_phones
 
-_DIGITS_RUN = re.compile(r"\d{3}|\d[ .()/-]{1,3}\d")
+
+def _search(pattern: str) -> Callable[[str], bool]:
+    search = re.compile(pattern).search
+    return lambda text: search(text) is not None
+
+
+_DIGIT = re.compile(r"[0-9]").search
+# Every gate needs one of these: most strings have none and cost one scan.
+_ANY_GATE = re.compile(r"[0-9@:=_-]|eyJ|AIza|PRIVATE KEY|A(?:" + "|".join(p[1:] for p in AWS_PREFIXES) + ")").search
+_AWS = re.compile("|".join(AWS_PREFIXES)).search  # one literal prefix: a fast scan
+
+# name -> test of the whole text. The digit gates run only when the text has a digit at all.
+GATES: dict[str, Callable[[str], bool]] = {
+    "at": lambda text: "@" in text,
+    "scheme": lambda text: "://" in text,
+    "long_digits": _search(r"[0-9](?:[ .()/-]{0,3}[0-9]){6}"),  # phones (7+ digits), SSNs, cards
+    "dotted_digits": _search(r"[0-9]\.[0-9]"),
+    "digit_pair": _search(r"[0-9][0-9]"),
+    "colon": _search(r"::|[0-9A-Fa-f]:[0-9A-Fa-f]"),  # run only when the text has a colon
+    "aws_prefix": lambda text: _AWS(text) is not None,
+    "token_punct": lambda text: "_" in text or "-" in text,
+    "assign": lambda text: "=" in text or ":" in text,
+    "jwt": lambda text: "eyJ" in text,
+    "google": lambda text: "AIza" in text,
+    "pem": lambda text: "PRIVATE KEY" in text,
+}
+_NEEDS_DIGIT = frozenset({"long_digits", "dotted_digits", "digit_pair"})
+_NEEDS_COLON = frozenset({"colon"})
+
+
+def _grouped(detectors: Iterable[Detector]) -> tuple[tuple[str, tuple[Detector, ...]], ...]:
+    groups: dict[str, list[Detector]] = {}
+    for det in detectors:
+        groups.setdefault(det.gate, []).append(det)
+    return tuple((gate, tuple(dets)) for gate, dets in groups.items())
+
+
+_GROUPS = _grouped(DETECTORS)
+
+
+def _run(det: Detector, text: str, found: list[Finding]) -> None:
+    for m in det.pattern.finditer(text):
+        f = det.confirm(m)
+        if f is not None:
+            found.append(f)
 
 
 def detect(text: str, entities: Iterable[str] | None = None, ner: object | None = None) -> list[Finding]:
@@ -18,29 +68,40 @@ def detect(text: str, entities: Iterable[str] | None = None, ner: object | None 
     PERSON and ADDRESS when an available NER backend is passed as `ner`)."""
     wanted = set(entities) if entities is not None else None
     found: list[Finding] = []
-    folded: str | None = None
-    digits = _DIGITS_RUN.search(text) is not None
-    for det in DETECTORS:
-        if (det.needs_digits and not digits) or (wanted is not None and det.entity not in wanted):
-            continue
-        if det.triggers:
-            if det.folded and folded is None:
-                folded = text.lower()
-            hay = folded if det.folded else text
-            for t in det.triggers:
-                if t in hay:  # type: ignore[operator]
-                    break
-            else:
-                continue
-        for m in det.pattern.finditer(text):
-            f = det.confirm(m)
-            if f is not None:
-                found.append(f)
-    if digits and (wanted is None or "PHONE" in wanted):
-        found.extend(find_phones(text))
+    if _ANY_GATE(text) is not None:
+        _structured(text, wanted, found)
     if ner is not None and getattr(ner, "status", None) is not None and ner.status.available:  # type: ignore[attr-defined]
         found.extend(f for f in ner.detect(text) if wanted is None or f.entity in wanted)  # type: ignore[attr-defined]
     return resolve_overlaps(found) if len(found) > 1 else found
+
+
+def _structured(text: str, wanted: set[str] | None, found: list[Finding]) -> None:
+    folded: str | None = None
+    has_digit = _DIGIT(text) is not None
+    long_digits = False
+    for gate, dets in _GROUPS:
+        if gate:
+            if (gate in _NEEDS_DIGIT and not has_digit) or (gate in _NEEDS_COLON and ":" not in text):
+                continue
+            if not GATES[gate](text):
+                continue
+            long_digits = long_digits or gate == "long_digits"
+        for det in dets:
+            if wanted is not None and det.entity not in wanted:
+                continue
+            if det.triggers:
+                if det.folded and folded is None:
+                    folded = text.lower()
+                hay = folded if det.folded else text
+                for t in det.triggers:
+                    if t in hay:  # type: ignore[operator]
+                        break
+                else:
+                    continue
+            _run(det, text, found)
+    if long_digits and (wanted is None or "PHONE" in wanted):
+        # A phone (score <= 0.85) overlapping a surer finding would lose to it: such runs are not parsed.
+        found.extend(find_phones(text, [(f.start, f.end) for f in found if f.score > 0.85]))
 
 
 __all__ = ["STRUCTURED", "Finding", "detect"]

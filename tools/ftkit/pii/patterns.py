@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ftkit.pii import checks
+from ftkit.pii import checks, rules
 from ftkit.pii.findings import Finding
 
 Confirm = Callable[[re.Match[str]], Finding | None]
@@ -26,7 +26,7 @@ class Detector:
     confirm: Confirm
     triggers: tuple[str, ...] = ()  # run only when one of these occurs in the text (lower-cased if `folded`)
     folded: bool = False
-    needs_digits: bool = False  # run only when the text has a run of digits
+    gate: str = ""  # a cheap test of the whole text, shared by detectors (ftkit.pii.detect.GATES)
 
 
 def _span(m: re.Match[str], entity: str, score: float, kind: str, group: int = 0) -> Finding:
@@ -102,11 +102,19 @@ def _ip(m: re.Match[str]) -> Finding | None:
 
 # ------------------------------------------------------------------ numbers: cards, SSNs, IBANs
 
-CARD = re.compile(r"(?<![\w.-])\d(?:[ -]?\d){11,18}(?![\w-]|\.\d)")
+CARD = re.compile(r"(?<![\w.+-])\d(?:[ -]?\d){11,18}(?![\w-]|\.\d)")
 
 
 def _card(m: re.Match[str]) -> Finding | None:
-    return _span(m, "CREDIT_CARD", 0.95, "card_luhn") if checks.card_ok(checks.digits(m.group(0))) else None
+    """rules.RULES CREDIT_CARD: Luhn and a known issuer, or Luhn and a card word nearby."""
+    number = checks.digits(m.group(0))
+    if not checks.luhn_ok(number):
+        return None
+    if checks.card_ok(number):
+        return _span(m, "CREDIT_CARD", 0.95, "card_luhn")
+    if rules.card_word_near(m.string, m.start(), m.end()):
+        return _span(m, "CREDIT_CARD", 0.9, "card_luhn_context")
+    return None
 
 
 SSN = re.compile(r"(?<![\w.-])(\d{3})([- ])(\d{2})\2(\d{4})(?![\w-]|\.\d)")
@@ -125,16 +133,20 @@ def _ssn_bare(m: re.Match[str]) -> Finding | None:
     return _span(m, "US_SSN", 0.9, "ssn_with_context", group) if checks.ssn_ok(m.group(group)) else None
 
 
-IBAN_START = re.compile(r"\b([A-Z]{2})(\d{2})(?=[ -]?[A-Z0-9])")
+# The check digits, after a word's first two letters (any case): a digit-led pattern, so the regex engine
+# skips ahead to digits instead of trying every letter.
+IBAN_START = re.compile(r"[0-9]{2}(?<=\b[A-Za-z]{2}[0-9]{2})(?=[ -]?[A-Za-z0-9])")
 
 
 def _iban(m: re.Match[str]) -> Finding | None:
     """Read the country's IBAN length of letters and digits after the check digits, allowing one space
     or dash between groups; confirm by mod 97."""
-    length = checks.IBAN_LENGTHS.get(m.group(1))
+    text, start = m.string, m.start() - 2
+    country = text[start : m.start()].upper()
+    length = checks.IBAN_LENGTHS.get(country)
     if length is None:
         return None
-    text, pos, chars = m.string, m.end(), [m.group(1), m.group(2)]
+    pos, chars = m.end(), [country, m.group(0)]
     have = 4
     while have < length and pos < len(text):
         ch = text[pos]
@@ -150,7 +162,7 @@ def _iban(m: re.Match[str]) -> Finding | None:
         return None
     if not checks.iban_ok("".join(chars)):
         return None
-    return Finding(m.start(), pos, "IBAN", 0.95, "iban_mod97")
+    return Finding(start, pos, "IBAN", 0.95, "iban_mod97")
 
 
 # ------------------------------------------------------------------ secrets
@@ -220,19 +232,28 @@ def _assigned(m: re.Match[str]) -> Finding | None:
 
 # ------------------------------------------------------------------ the list
 
+# Gates (ftkit.pii.detect.GATES): "at" an @; "scheme" ://; "long_digits" 7+ digits in a run; "dotted_digits"
+# d.d; "digit_pair" dd; "colon" a colon; "aws_prefix" AKIA/ASIA/...; "token_punct" _ or -; "assign" = or :;
+# "jwt" eyJ; "google" AIza; "pem" PRIVATE KEY.
+_SECRET_GATES = {"aws_access_key_id": "aws_prefix", "slack_webhook": "scheme", "google_api_key": "google",
+                 "jwt": "jwt", "private_key": "pem"}  # fmt: skip
+
 DETECTORS: tuple[Detector, ...] = (
-    Detector("EMAIL", "email", EMAIL, _plain("EMAIL", 0.9, "email"), ("@",)),
-    Detector("URL", "url", URL, _url, ("://",)),
-    Detector("IP_ADDRESS", "ipv4", IPV4, _ip, (".",), needs_digits=True),
-    Detector("IP_ADDRESS", "ipv6", IPV6, _ip, (":",)),
-    Detector("CREDIT_CARD", "card", CARD, _card, needs_digits=True),
-    Detector("US_SSN", "ssn", SSN, _ssn, ("-", " "), needs_digits=True),
+    Detector("EMAIL", "email", EMAIL, _plain("EMAIL", 0.9, "email"), gate="at"),
+    Detector("URL", "url", URL, _url, gate="scheme"),
+    Detector("IP_ADDRESS", "ipv4", IPV4, _ip, gate="dotted_digits"),
+    Detector("IP_ADDRESS", "ipv6", IPV6, _ip, gate="colon"),
+    Detector("CREDIT_CARD", "card", CARD, _card, gate="long_digits"),
+    Detector("US_SSN", "ssn", SSN, _ssn, gate="long_digits"),
     Detector("US_SSN", "ssn_with_context", SSN_BARE, _ssn_bare, ("ssn", "social security"), folded=True,
-             needs_digits=True),
-    Detector("IBAN", "iban", IBAN_START, _iban, needs_digits=True),
-    *(Detector("SECRET", kind, re.compile(rx), _secret(kind), trig) for kind, rx, trig in _SECRET_FORMATS),
+             gate="long_digits"),
+    Detector("IBAN", "iban", IBAN_START, _iban, gate="digit_pair"),
+    *(Detector("SECRET", kind, re.compile(rx), _secret(kind), trig, gate=_SECRET_GATES.get(kind, "token_punct"))
+      for kind, rx, trig in _SECRET_FORMATS),
     Detector("SECRET", "aws_secret_access_key", AWS_SECRET,
-             lambda m: _span(m, "SECRET", 0.95, "aws_secret_access_key", 1), ("aws",), folded=True),
+             lambda m: _span(m, "SECRET", 0.95, "aws_secret_access_key", 1), ("aws",), folded=True, gate="assign"),
     Detector("SECRET", "assigned_secret", ASSIGNED, _assigned,
-             ("key", "secret", "pass", "pwd", "token", "credential"), folded=True),
+             ("key", "secret", "pass", "pwd", "token", "credential"), folded=True, gate="assign"),
 )  # fmt: skip
+
+AWS_PREFIXES = _SECRET_FORMATS[0][2]

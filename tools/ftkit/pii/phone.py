@@ -5,20 +5,45 @@ International numbers (+CC or 00CC) parse without a region. National numbers are
 `REGIONS`; a valid number for a region (its numbering plan knows the prefix) is a finding, and so is a
 number of possible length written the way people write phones (+CC, a bracketed area code, or
 groups joined by separators) — many numbers in real text, and every fictional one, are not
-assigned but are still phone numbers to a reader. Bare digit strings must be valid to count.
+assigned but are still phone numbers to a reader. Bare digit strings must be valid to count, unless
+a phone word leads them. The words before a run can also unmake it (ftkit.pii.rules: postcodes,
+house numbers, order and licence numbers). phonenumbers runs only on runs whose length fits a plan.
 """
 
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from collections.abc import Sequence
+from functools import cache, lru_cache
 
 import phonenumbers
-from phonenumbers import NumberParseException
+from phonenumbers import NumberParseException, PhoneMetadata, re_util
 
+from ftkit.pii import rules
 from ftkit.pii.findings import Finding
 
 REGIONS = ("US", "GB", "DE", "FR", "IN", "BR", "IT", "ES", "NL", "CA", "AU", "MX", "JP", "CN", "RU", "PL")
+
+# phonenumbers compiles its metadata patterns through re's cache (512 entries): numbers of many regions
+# evict each other and are compiled again and again. Where the library offers it, keep them all.
+if hasattr(re_util, "enable_pattern_cache"):
+    re_util.enable_pattern_cache()
+
+
+@cache
+def _lengths(region: str) -> tuple[frozenset[int], str]:
+    """The national number lengths `region` allows (local-only ones too) and its trunk prefix."""
+    desc = PhoneMetadata.metadata_for_region(region).general_desc
+    lengths = frozenset(desc.possible_length) | frozenset(desc.possible_length_local_only or ())
+    return lengths, PhoneMetadata.metadata_for_region(region).national_prefix or ""
+
+
+def _may_fit(region: str, digits: str) -> bool:
+    """A length check before parsing: the digits, or the digits after the trunk prefix, have a length the
+    region's plan allows (phonenumbers.parse is the expensive part of a phone check)."""
+    lengths, trunk = _lengths(region)
+    return len(digits) in lengths or (bool(trunk) and digits.startswith(trunk) and len(digits) - len(trunk) in lengths)
+
 
 # A run: optional + prefix, digit groups joined by one separator (a space, dot, dash or slash, or a bracket
 # with an optional space), an optional extension.
@@ -71,13 +96,18 @@ def _classify(candidate: str) -> float:
     if not 7 <= n_digits <= 15 or _looks_like_something_else(main):
         return 0.0
     international = candidate.startswith(("+", "(+")) or candidate.startswith("00")
+    if not international and n_digits > 13:  # a card, account or order number: no national format is longer
+        return 0.0
     text = "+" + candidate[2:] if candidate.startswith("00") else candidate
     regions: tuple[str | None, ...] = (None,) if international else REGIONS
     formatted = bool(_GROUPED.search(candidate))
     if main.isdigit() and n_digits < 9:  # 6000000 is a number, not a phone
         return 0.0
     possible = False
+    digits = "".join(_DIGIT.findall(main))
     for region in regions:
+        if region is not None and not _may_fit(region, digits):
+            continue
         try:
             number = phonenumbers.parse(text, region)
         except NumberParseException:
@@ -105,26 +135,69 @@ def _rank(piece: str, score: float) -> tuple[float, bool, int]:
     return (score, not (score < 0.85 and _SHORT_LEAD.match(piece)), len(piece))
 
 
+# Postal codes written like digit groups: Brazil's CEP 75534-030, US ZIP+4 12345-6789, Japan's 〒123-4567.
+_POSTAL = re.compile(r"^(?:\d{5}-\d{3}|\d{5}-\d{4}|\d{3}-\d{4}(?<=〒\d{3}-\d{4}))$")
+# A house number glued to a postcode: '339 21510', '906 3625', '606 437 35'.
+_HOUSE_POSTCODE = re.compile(r"^[1-9]\d{0,3}[a-z]? (?:\d{4,6}|\d{3} \d{2}|\d{2}-\d{3})$")
+
+
+_PAIRS = re.compile(r"^\d{2,3}(?:[ .-]\d{2,3})+$")  # 21 12 34, 05.00.12
+
+
+def _by_phone_word(text: str, start: int, run: str) -> float:
+    """A run of 7-15 digits (6 in groups of two or three) after a phone word is a phone even where no
+    region we parse for knows it (the numbering plans of 230 other regions): score 0.5."""
+    n_digits = len(_DIGIT.findall(run))
+    if not 6 <= n_digits <= 15 or (n_digits == 6 and not _PAIRS.match(run)) or _looks_like_something_else(run):
+        return 0.0
+    return 0.5 if rules.cue_before(text, start) == "phone" else 0.0
+
+
+def in_context(text: str, start: int, end: int, score: float) -> bool:
+    """rules.RULES PHONE: the nearest cue word before a national number can make it something else."""
+    run = text[start:end]
+    if run.startswith(("+", "(+", "00")):
+        return True
+    cue = rules.cue_before(text, start)
+    if cue == "phone":
+        return True
+    if cue == "id":
+        return False
+    if _POSTAL.match(run) or _HOUSE_POSTCODE.match(run):
+        return False
+    return not (cue == "address" and score < 0.85)
+
+
 _CODE_BEFORE = re.compile(r"[A-Z]{2}\d{2}(?: [A-Z0-9]{4})* $")  # 'GB38 XWJM ' before digits: an IBAN-like code
 
 
-def find_phones(text: str) -> list[Finding]:
+def find_phones(text: str, taken: Sequence[tuple[int, int]] = ()) -> list[Finding]:
     """Each run is read whole when it is a number; otherwise its sub-runs that are valid numbers, longest first.
-    A run that starts with +CC keeps its start (a national number is not read out of an international one)."""
+    A run that starts with +CC keeps its start (a national number is not read out of an international one).
+    Runs that overlap a `taken` span (a surer finding: a card, an IBAN, an IP address) are skipped."""
     found: list[Finding] = []
     for m in CANDIDATE.finditer(text):
         run, start = m.group(0), m.start()
+        if any(s < m.end() and start < e for s, e in taken):
+            continue
         if _CODE_BEFORE.search(text, max(0, start - 40), start):
             continue
-        if (tail := _STRAY_TAIL.search(run)) and _classify(run[: tail.start()]):
+        if (tail := _STRAY_TAIL.search(run)) and not _classify(run) and _classify(run[: tail.start()]):
             run = run[: tail.start()]
         if run.count(")") > run.count("("):
             run = run.rstrip(")")
         elif run.startswith("(") and run.endswith(")") and run.count("(") == 1:  # (555-3476): the brackets are prose
             run, start = run[1:-1], start + 1
         score = _classify(run)
-        if score and _rank(run, score)[1]:
-            found.append(Finding(start, start + len(run), "PHONE", score, "phone"))
+        if not score:
+            score = _by_phone_word(text, start, run)
+        elif not _rank(run, score)[1] and rules.cue_before(text, start) == "phone":
+            score = max(score, 0.5)  # '90 12 34 56' after 'Phone:': the short lead is the number's own
+        else:
+            score = score if _rank(run, score)[1] else 0.0
+        if score:
+            if in_context(text, start, start + len(run), score):
+                found.append(Finding(start, start + len(run), "PHONE", score, "phone"))
             continue
         international = run.startswith(("+", "(+", "00"))
         scored = []
@@ -138,7 +211,7 @@ def find_phones(text: str) -> list[Finding]:
                 scored.append((_rank(piece, score), s, s + len(piece), score))
         taken: list[tuple[int, int]] = []
         for _, s, e, score in sorted(scored, reverse=True):
-            if not any(s < te and e > ts for ts, te in taken):
+            if not any(s < te and e > ts for ts, te in taken) and in_context(text, s, e, score):
                 found.append(Finding(s, e, "PHONE", score, "phone"))
                 taken.append((s, e))
     return found
