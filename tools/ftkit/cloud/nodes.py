@@ -5,7 +5,8 @@ SageMaker writes `/opt/ml/input/config/resourceconfig.json` (`hosts`, sorted, `c
 `PRIMARY_ADDR`, `PRIMARY_PORT` and `NUM_TRAINERS` (GPUs per node) on every node, with the cluster network on
 `ens1`. Both become a static rendezvous on node 0 (`ftkit recipe run --nodes … --rendezvous static`): the platform
 numbers the nodes, so rank 0 is on node 0, which publishes, and each node keeps checkpoints on its own disk (SageMaker
-syncs every instance's to one S3 prefix). Pure functions: the entrypoint reads the file and the environment. The platform contract: docs/cloud.md, "SageMaker multi-instance".
+syncs every instance's to one S3 prefix). Pure functions: the entrypoint reads the file and the environment. The
+platform contract: docs/cloud.md, "SageMaker multi-instance".
 """
 
 from __future__ import annotations
