@@ -189,3 +189,37 @@ def test_killing_one_node_stops_the_other_within_two_minutes_naming_it(hosts, tm
     assert waited < 120, f"node 0 took {waited:.0f} s to stop"
     assert f"losing contact with {hosts[1].addr}" in out, out[-3000:]
     assert hosts[1].name in out, "the lost node is named by its host name too"
+
+
+def test_a_two_instance_sagemaker_job_trains_like_one_node_and_only_the_first_instance_publishes(  # type: ignore[no-untyped-def]
+    hosts, recipe_copy: Path, one_node: Path, tmp_path: Path
+):
+    """Each host runs the image's entrypoint (`python -m ftkit.cloud.entrypoint train`) on its own /opt/ml tree
+    whose resourceconfig.json names both hosts, as SageMaker starts every instance of a job; one process each."""
+    edit_yaml(recipe_copy / "recipe.yaml", lambda d: d["profiles"]["smoke"].update(processes=1))
+    names = sorted(h.name for h in hosts)
+    procs, roots = [], []
+    for host in hosts:
+        root = tmp_path / f"ml-{host.name}"
+        (root / "input" / "config").mkdir(parents=True)
+        (root / "input" / "config" / "hyperparameters.json").write_text(json.dumps({"recipe": RECIPE,
+                                                                                 "profile": "smoke"}))  # fmt: skip
+        resource = {"current_host": host.name, "hosts": names, "network_interface_name": host.ifname}
+        (root / "input" / "config" / "resourceconfig.json").write_text(json.dumps(resource))
+        env = {**ENV, "FTKIT_SM_ROOT": str(root), "TRAINING_JOB_NAME": "ftkit-sm-test"}
+        env.pop("FTKIT_RUN_AS", None)
+        cmd = [sys.executable, "-m", "ftkit.cloud.entrypoint", "train"]
+        procs.append(host.popen(cmd, env, tmp_path / f"{host.name}.out", cwd=ROOT))
+        roots.append(root)
+    codes = [p.wait(timeout=1800) for p in procs]
+    outs = [(tmp_path / f"{h.name}.out").read_text(errors="replace") for h in hosts]
+    assert codes == [0, 0], outs[0][-3000:] + outs[1][-3000:]
+    first, second = roots if hosts[0].name == names[0] else roots[::-1]
+    assert (first / "model" / "config.json").is_file() and (first / "model" / "ftkit" / "metrics.json").is_file()
+    assert not (second / "model").is_dir() or not any((second / "model").iterdir()), "node 1 publishes nothing"
+    assert not (first / "output" / "failure").exists() and not (second / "output" / "failure").exists()
+    metrics = json.loads((first / "model" / "ftkit" / "metrics.json").read_text())
+    assert metrics["status"] == "passed" and metrics["cluster"]["rendezvous"] == "static"
+    sagemaker = train_losses(first / "checkpoints" / "sft" / "history.jsonl")
+    single = train_losses(one_node / "sft" / "history.jsonl")
+    assert [loss for _, loss in sagemaker] == pytest.approx([loss for _, loss in single], rel=1e-3)
