@@ -147,3 +147,13 @@ def test_make_recipe_passes_a_nodes_variables_to_ftkit(tmp_path: Path):
     line = next(ln for ln in done.stdout.splitlines() if ln.startswith("ARGS"))
     assert "--nodes 2 --node-rank 1 --master-addr 10.0.0.1 --master-port 29411 --rdzv-id run7" in line
     assert "--checkpoint-dir /shared/c" in line
+
+
+def test_a_profile_is_written_for_its_own_nodes_else_the_full_profile_for_the_recipes_hardware_nodes():
+    from ftkit.pipeline.run import _profile_nodes
+    from ftkit.recipes.load import load_recipe
+
+    seventy = load_recipe("llama70b-full-fsdp", check_profiles=False, quick=True)
+    assert seventy.recipe.hardware.nodes == 2
+    assert _profile_nodes(seventy, "full") == 2 and _profile_nodes(seventy, "smoke") == 1
+    assert _profile_nodes(load_recipe("llama8b-full-fsdp", check_profiles=False, quick=True), "full") == 1

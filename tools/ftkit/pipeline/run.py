@@ -131,6 +131,13 @@ def _check_hardware(loaded: LoadedRecipe, profile: str, hw: dict[str, Any]) -> N
         )
 
 
+def _profile_nodes(loaded: LoadedRecipe, profile: str) -> int:
+    """The nodes a profile is written for: its own `nodes`, else the recipe's hardware.nodes for the full profile
+    (1 for the others, which run on one machine)."""
+    own = loaded.recipe.profiles[profile].nodes if profile in loaded.recipe.profiles else None
+    return own or (loaded.recipe.hardware.nodes if profile == "full" else 1)
+
+
 def check_cluster(loaded: LoadedRecipe, opts: RunOptions, prev: dict[str, Any] | None) -> None:
     """Refuse (exit 2) a multi-node run this runner cannot carry: c10d rendezvous without a checkpoint dir every
     node shares (global rank 0 may be on any node, and a resume needs every rank's shards), and a stage that starts
@@ -238,8 +245,10 @@ def _vram_preflight(
     force: bool,
     config_file: str,
     events: RunEvents,
+    nodes: int = 1,
 ) -> dict[str, Any] | None:
-    """On a GPU machine: estimate the stage's peak memory and refuse (exit 5) what will not fit, unless forced."""
+    """On a GPU machine: estimate the stage's peak memory and refuse (exit 5) what will not fit, unless forced. A
+    sharded config shards over the GPUs of every node (`nodes` machines like this one)."""
     if not hw["gpus"]:
         return None
     from ftkit.estimate.from_engine import setting_from_facts
@@ -252,7 +261,7 @@ def _vram_preflight(
         events.message(f"vram: {resolved.name}: {base} is not in the estimator's catalog; memory not checked")
         return None
     # On the GPUs at hand (a sharded config on one GPU is no valid setting).
-    setting = setting_from_facts(engine.engine_facts(resolved.config), gpus=max(len(hw["gpus"]), 1))
+    setting = setting_from_facts(engine.engine_facts(resolved.config), gpus=max(len(hw["gpus"]), 1) * nodes)
     result = check_stage(arch, setting, hw["gpus"], stage=resolved.name,
                          config_file=config_file, force=force, engine=engine.name)  # fmt: skip
     events.message(f"vram: {resolved.name}: needs about {result['need_gib']} GiB of {result['budget_gib']} GiB "
@@ -417,6 +426,10 @@ def _preflight(run: _Run, sets: SetOverrides) -> _Plan:
     root_base = ""
     try:
         _check_hardware(loaded, opts.profile, run.hw)
+        if (written := _profile_nodes(loaded, opts.profile)) != opts.cluster.nodes:
+            events.message(f"nodes: the '{opts.profile}' profile is written for {written} node(s), this run has "
+                           f"{opts.cluster.nodes}: the global batch changes with it (micro batch x accumulation x "
+                           "GPUs of every node), and the memory check shards over this run's GPUs")  # fmt: skip
         for stage in loaded.recipe.stages:
             checking.stage, checking.what = stage.name, "checkpoints"
             ctx = run.ctx_for(stage.name)
@@ -451,7 +464,8 @@ def _preflight(run: _Run, sets: SetOverrides) -> _Plan:
             checking.what = "pii"
             pii_reports = _pii_gate(loaded, engine, resolved, ctx, opts.allow_pii, events)
             checking.what = "vram"
-            vram = _vram_preflight(engine, resolved, base, run.hw, opts.force, str(loaded.dir / stage.config), events)
+            vram = _vram_preflight(engine, resolved, base, run.hw, opts.force, str(loaded.dir / stage.config), events,
+                                   opts.cluster.nodes)  # fmt: skip
             planned[stage.name] = PlannedStage(ctx, data_reports, pii_reports, vram, resolved, init_model)
             train_files += [str(p) for p in engine.dataset_paths(resolved.config)]
         checking.stage, checking.what = None, "exports"
