@@ -119,6 +119,9 @@ _BASE36 = str.maketrans({chr(ord("A") + i): str(10 + i) for i in range(26)})  # 
 
 def ip_ok(text: str) -> bool:
     """A valid IPv4 (four octets 0-255, no leading zeros) or IPv6 address."""
+    octets = text.split(".")
+    if len(octets) == 4 and all(o.isascii() and o.isdigit() for o in octets):  # ipaddress's IPv4 rules, inline
+        return all(len(o) <= 3 and (o == "0" or o[0] != "0") and int(o) <= 255 for o in octets)
     try:
         ipaddress.ip_address(text)
     except ValueError:
