@@ -1,31 +1,16 @@
 """Throughput of `ftkit.pii.detect` against presidio's pattern recognizers, on the same text, in one run.
 
-Input: real conversation text from ../shared/data -- every turn of the FastChat ShareGPT sample
-(Apache-2.0) and of the hh-rlhf harmless-base test transcripts (MIT) -- one string per turn or
-message, as a dataset scanner sees one text field at a time. Into a few % of the strings (seeded)
-we plant Faker PII -- emails, phone numbers, Luhn-valid cards, SSNs, IBANs, IPv4/IPv6 addresses,
-URLs with credentials -- and AWS access key ids, then repeat the list (with fresh planted values)
-until it reaches `--mb`. Both sides scan exactly the same list of strings:
+Corpus: every turn of ../shared/data's FastChat ShareGPT sample and hh-rlhf test transcripts, one string
+per turn, with seeded Faker PII and AWS key ids planted into `--rate` of them, repeated to `--mb`. ftkit:
+detect(text), no NER. presidio: AnalyzerEngine with only its Email, Phone, CreditCard, UsSsn, Iban, Ip and
+Url recognizers over a blank spaCy pipeline (offline: ftkit.pii.offline). One process and thread, both
+warmed up, `--repeat` interleaved passes timed by wall clock and thread CPU time, ftkit's phone-verdict
+cache emptied before each; `--baseline-mb` limits presidio (and the compared ftkit figure) to a prefix.
+The same run scores ftkit on both eval splits (benchmarks/pii_eval, `--eval-n` per entity), times both
+sides the same way on the PII-dense held-out split, and measures phonenumbers' share of ftkit's time
+there. Writes raw numbers, hardware, load average, versions, commit and date to benchmarks/results/.
 
-  ftkit     ftkit.pii.detect(text) on each string (its structured entities and secrets; no NER).
-  presidio  AnalyzerEngine.analyze(text, language="en", entities=[EMAIL_ADDRESS, PHONE_NUMBER,
-            CREDIT_CARD, US_SSN, IBAN_CODE, IP_ADDRESS, URL]) with a registry holding only the
-            predefined recognizers for those entities (Email, Phone, CreditCard, UsSsn, Iban, Ip,
-            Url) over a blank spaCy "en" pipeline saved to a temp folder: no model download, no
-            statistical NER, what presidio costs when restricted to its pattern recognizers.
-
-One process, one thread, both warmed up on the first strings before timing. tldextract (presidio's
-email validation) reads its bundled public-suffix snapshot (ftkit.pii.offline), never the network.
-If presidio is too slow for the whole corpus, `--baseline-mb` limits it to a prefix; ftkit is then
-timed on that same prefix too and the ratio compares identical text. Findings per entity -- planted
-values found, and other findings in the real text -- are a sanity check that both sides did the job.
-Each pass is timed by wall clock and by this thread's CPU time (steadier on a shared machine); ftkit's
-phone-verdict cache is emptied before each. The same run scores ftkit on both splits of the eval set
-(benchmarks/pii_eval: `--eval-n` texts per entity) and times both sides on the PII-dense held-out text
-(`--repeat` interleaved passes, like the corpus).
-Writes the raw numbers with hardware, versions, commit and date to benchmarks/results/.
-
-    python benchmarks/pii_throughput.py                       # 8 MB, both sides on all of it
+    python benchmarks/pii_throughput.py --shared ../shared/data --eval-n 500
     python benchmarks/pii_throughput.py --mb 32 --baseline-mb 8
 """
 
