@@ -1,30 +1,16 @@
 """Throughput of `ftkit.pii.detect` against presidio's pattern recognizers, on the same text, in one run.
 
-Input: real conversation text from ../shared/data -- every turn of the FastChat ShareGPT sample
-(Apache-2.0) and of the hh-rlhf harmless-base test transcripts (MIT) -- one string per turn or
-message, as a dataset scanner sees one text field at a time. Into a few % of the strings (seeded)
-we plant Faker PII -- emails, phone numbers, Luhn-valid cards, SSNs, IBANs, IPv4/IPv6 addresses,
-URLs with credentials -- and AWS access key ids, then repeat the list (with fresh planted values)
-until it reaches `--mb`. Both sides scan exactly the same list of strings:
+Corpus: every turn of ../shared/data's FastChat ShareGPT sample and hh-rlhf test transcripts, one string
+per turn, with seeded Faker PII and AWS key ids planted into `--rate` of them, repeated to `--mb`. ftkit:
+detect(text), no NER. presidio: AnalyzerEngine with only its Email, Phone, CreditCard, UsSsn, Iban, Ip and
+Url recognizers over a blank spaCy pipeline (offline: ftkit.pii.offline). One process and thread, both
+warmed up, `--repeat` interleaved passes timed by wall clock and thread CPU time, ftkit's phone-verdict
+cache emptied before each; `--baseline-mb` limits presidio (and the compared ftkit figure) to a prefix.
+The same run scores ftkit on both eval splits (benchmarks/pii_eval, `--eval-n` per entity), times both
+sides the same way on the PII-dense held-out split, and measures phonenumbers' share of ftkit's time
+there. Writes raw numbers, hardware, load average, versions, commit and date to benchmarks/results/.
 
-  ftkit     ftkit.pii.detect(text) on each string (its structured entities and secrets; no NER).
-  presidio  AnalyzerEngine.analyze(text, language="en", entities=[EMAIL_ADDRESS, PHONE_NUMBER,
-            CREDIT_CARD, US_SSN, IBAN_CODE, IP_ADDRESS, URL]) with a registry holding only the
-            predefined recognizers for those entities (Email, Phone, CreditCard, UsSsn, Iban, Ip,
-            Url) over a blank spaCy "en" pipeline saved to a temp folder: no model download, no
-            statistical NER, what presidio costs when restricted to its pattern recognizers.
-
-One process, one thread, both warmed up on the first strings before timing. tldextract (presidio's
-email validation) reads its bundled public-suffix snapshot (ftkit.pii.offline), never the network.
-If presidio is too slow for the whole corpus, `--baseline-mb` limits it to a prefix; ftkit is then
-timed on that same prefix too and the ratio compares identical text. Findings per entity -- planted
-values found, and other findings in the real text -- are a sanity check that both sides did the job.
-Each pass is timed by wall clock and by this thread's CPU time (steadier on a shared machine); ftkit's
-phone-verdict cache is emptied before each. The same run scores ftkit on both splits of the eval set
-(benchmarks/pii_eval: `--eval-n` texts per entity) and times both sides on the PII-dense held-out text.
-Writes the raw numbers with hardware, versions, commit and date to benchmarks/results/.
-
-    python benchmarks/pii_throughput.py                       # 8 MB, both sides on all of it
+    python benchmarks/pii_throughput.py --shared ../shared/data --eval-n 500
     python benchmarks/pii_throughput.py --mb 32 --baseline-mb 8
 """
 
@@ -34,6 +20,7 @@ import argparse
 import datetime as dt
 import gzip
 import json
+import os
 import platform
 import random
 import re
@@ -369,28 +356,90 @@ def render(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def phonenumbers_share(scan: Callable[[str], list[tuple[int, int, str]]], texts: Sequence[str]) -> dict[str, Any]:
+    """One extra pass of `scan` with phonenumbers' parse / is_valid_number / is_possible_number wrapped in CPU
+    timers: how many calls, and how much of the pass they take (the wrappers add a little to both)."""
+    import phonenumbers
+
+    names = ("parse", "is_valid_number", "is_possible_number")
+    originals = {name: getattr(phonenumbers, name) for name in names}
+    calls: Counter[str] = Counter()
+    spent: Counter[str] = Counter()
+
+    def timed(name: str) -> Callable[..., Any]:
+        fn = originals[name]
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            calls[name] += 1
+            start = time.thread_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[name] += time.thread_time() - start
+
+        return wrapper
+
+    for name in names:
+        setattr(phonenumbers, name, timed(name))
+    try:
+        _, total, _ = timed_scan(scan, texts)
+    finally:
+        for name, fn in originals.items():
+            setattr(phonenumbers, name, fn)
+    return {
+        "cpu_seconds": round(total, 4),
+        "phonenumbers_cpu_seconds": round(sum(spent.values()), 4),
+        "phonenumbers_share": round(sum(spent.values()) / total, 3),
+        "calls": dict(calls),
+    }
+
+
 def eval_in_same_run(
-    ours: Callable[[str], list[tuple[int, int, str]]], theirs: Callable[[str], list[tuple[int, int, str]]], n: int
+    ours: Callable[[str], list[tuple[int, int, str]]],
+    theirs: Callable[[str], list[tuple[int, int, str]]],
+    n: int,
+    repeat: int,
 ) -> dict[str, Any]:
     """Accuracy of ftkit on both eval splits (benchmarks/pii_eval), and both sides' speed on the PII-dense
-    held-out text (one pass each, CPU time), so the tables and the ratio come from one run."""
+    held-out text (`repeat` interleaved passes each, median wall clock and CPU time), so the tables and the
+    ratio come from one run."""
     from ftkit.pii import detect
     from pii_eval.build import build
     from pii_eval_accuracy import compact, evaluate
 
     scored = evaluate(detect, n)
     heldout = [item.text for item in build("heldout", n)]
-    _, ours_cpu, _ = timed_scan(ours, heldout)
-    _, theirs_cpu, _ = timed_scan(theirs, heldout)
+    wall: dict[str, list[float]] = {"ours": [], "theirs": []}
+    cpu: dict[str, list[float]] = {"ours": [], "theirs": []}
+    for _ in range(repeat):
+        for name, scan in (("ours", ours), ("theirs", theirs)):
+            seconds, cpu_seconds, _ = timed_scan(scan, heldout)
+            wall[name].append(seconds)
+            cpu[name].append(cpu_seconds)
     size = mb(heldout)
+    share = phonenumbers_share(ours, heldout)
+    med = {k: statistics.median(v) for k, v in cpu.items()}
+    med_wall = {k: statistics.median(v) for k, v in wall.items()}
     return {
         "n_per_entity": n,
         "splits": {split: compact(result) for split, result in scored.items()},
         "heldout_speed": {
             "mb": round(size, 4),
-            "ftkit_cpu_mb_per_s": round(size / ours_cpu, 3),
-            "presidio_cpu_mb_per_s": round(size / theirs_cpu, 4),
-            "cpu_ratio": round(theirs_cpu / ours_cpu, 2),
+            "texts": len(heldout),
+            "passes": repeat,
+            "ftkit_cpu_mb_per_s": round(size / med["ours"], 3),
+            "presidio_cpu_mb_per_s": round(size / med["theirs"], 4),
+            "cpu_ratio": round(med["theirs"] / med["ours"], 2),
+            "cpu_ratio_range": [
+                round(min(cpu["theirs"]) / max(cpu["ours"]), 2),
+                round(max(cpu["theirs"]) / min(cpu["ours"]), 2),
+            ],
+            "ftkit_mb_per_s": round(size / med_wall["ours"], 3),
+            "presidio_mb_per_s": round(size / med_wall["theirs"], 4),
+            "ratio": round(med_wall["theirs"] / med_wall["ours"], 2),
+            "runs_cpu_seconds": {k: [round(x, 4) for x in v] for k, v in cpu.items()},
+            "runs_seconds": {k: [round(x, 4) for x in v] for k, v in wall.items()},
+            "ftkit_in_phonenumbers": share,
         },
     }
 
@@ -403,8 +452,15 @@ def render_eval(ev: dict[str, Any]) -> str:
         lines += [f"eval set, {split} split ({result['texts']} texts, ftkit.pii.detect):", format_table(result), ""]
     hs = ev["heldout_speed"]
     lines.append(
-        f"held-out text ({hs['mb']:.2f} MB, every string carries PII): ftkit {hs['ftkit_cpu_mb_per_s']:.2f} MB/s, "
-        f"presidio {hs['presidio_cpu_mb_per_s']:.3f} MB/s CPU time: {hs['cpu_ratio']:.1f}x"
+        f"held-out text ({hs['mb']:.2f} MB, every string carries PII; median of {hs['passes']} passes): CPU time "
+        f"ftkit {hs['ftkit_cpu_mb_per_s']:.2f} MB/s, presidio {hs['presidio_cpu_mb_per_s']:.3f} MB/s: "
+        f"{hs['cpu_ratio']:.1f}x (range {hs['cpu_ratio_range'][0]:.1f}-{hs['cpu_ratio_range'][1]:.1f}x); wall clock "
+        f"{hs['ftkit_mb_per_s']:.2f} vs {hs['presidio_mb_per_s']:.3f} MB/s: {hs['ratio']:.1f}x"
+    )
+    pn = hs["ftkit_in_phonenumbers"]
+    lines.append(
+        f"  of ftkit's CPU time there, phonenumbers took {pn['phonenumbers_share']:.0%} "
+        f"({', '.join(f'{k} x{v}' for k, v in pn['calls'].items())}; one instrumented pass)"
     )
     return "\n".join(lines)
 
@@ -423,6 +479,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results" / f"pii_throughput-{dt.date.today()}.json")
     args = ap.parse_args()
+    load_start = os.getloadavg()
     sys.path.insert(0, str(ROOT / "tools"))
     from ftkit import envinfo
 
@@ -452,7 +509,7 @@ def main() -> None:
                 cpu["full"].append(cpu_seconds)
         if n_base == len(texts):
             runs["full"], cpu["full"], found_full = runs["ours"], cpu["ours"], found_ours
-        evaluation = eval_in_same_run(ours, theirs, args.eval_n) if args.eval_n else None
+        evaluation = eval_in_same_run(ours, theirs, args.eval_n, args.repeat) if args.eval_n else None
 
     base_mb = mb(base_texts)
     results = {
@@ -478,6 +535,7 @@ def main() -> None:
         "benchmark": "pii_throughput",
         "date": str(dt.date.today()),
         "commit": envinfo.git_commit(ROOT),
+        "load_average": {"start": [round(x, 2) for x in load_start], "end": [round(x, 2) for x in os.getloadavg()]},
         "hardware": envinfo.hardware_label(hw),
         "cpu": {"model": hw["cpu"], "cores": hw["cpu_count"], "memory_gib": hw["memory_gib"]},
         "platform": hw["platform"],

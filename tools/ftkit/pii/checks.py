@@ -21,13 +21,13 @@ def luhn_ok(number: str) -> bool:
     """The Luhn (mod 10) checksum of a digit string: every card number passes it."""
     if not number.isdigit():
         return False
-    total = 0
-    for i, ch in enumerate(reversed(number)):
-        d = ord(ch) - 48
-        if i % 2:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
+    if not number.isascii():  # other scripts' digits: read by code point, as before
+        return sum((d * 2 - 9 if d > 4 else d * 2) if i % 2 else d
+                   for i, d in enumerate(ord(ch) - 48 for ch in reversed(number))) % 10 == 0  # fmt: skip
+    return (sum(map(int, number[-1::-2])) + sum(map(_DOUBLED.__getitem__, number[-2::-2]))) % 10 == 0
+
+
+_DOUBLED = {str(d): d * 2 - 9 if d > 4 else d * 2 for d in range(10)}  # every second digit from the right
 
 
 # Issuer prefixes (IIN ranges) and lengths of the card networks in use; a Luhn-valid number outside
@@ -56,15 +56,27 @@ _CARD_RANGES: tuple[tuple[int, int, tuple[int, ...]], ...] = (
 )
 
 
+def _card_prefixes() -> dict[str, frozenset[int]]:
+    """Each issuer prefix of _CARD_RANGES written out ('2221' ... '2720') -> the card lengths it allows."""
+    table: dict[str, set[int]] = {}
+    for lo, hi, lengths in _CARD_RANGES:
+        for prefix in range(lo, hi + 1):
+            table.setdefault(str(prefix), set()).update(lengths)
+    return {prefix: frozenset(lengths) for prefix, lengths in table.items()}
+
+
+_CARD_PREFIXES = _card_prefixes()
+_PREFIX_WIDTHS = sorted({len(p) for p in _CARD_PREFIXES})
+
+
 def card_ok(number: str) -> bool:
     """A card number: 12-19 digits in a known issuer range with that network's length, Luhn-valid."""
     if not 12 <= len(number) <= 19 or not luhn_ok(number):
         return False
-    for lo, hi, lengths in _CARD_RANGES:
-        width = len(str(lo))
-        if lo <= int(number[:width]) <= hi and len(number) in lengths:
-            return True
-    return False
+    n = len(number)
+    if not number.isascii():
+        return any(lo <= int(number[: len(str(lo))]) <= hi and n in lengths for lo, hi, lengths in _CARD_RANGES)
+    return any(n in _CARD_PREFIXES.get(number[:w], ()) for w in _PREFIX_WIDTHS)
 
 
 # Numbers the SSA never issues or published as examples (advertising, a wallet insert).
@@ -99,12 +111,17 @@ def iban_ok(iban: str) -> bool:
     if len(iban) < 15 or IBAN_LENGTHS.get(iban[:2]) != len(iban) or not iban.isalnum() or not iban.isascii():
         return False
     moved = iban[4:] + iban[:4]
-    number = "".join(str(int(ch, 36)) for ch in moved.upper())
-    return int(number) % 97 == 1
+    return int(moved.upper().translate(_BASE36)) % 97 == 1
+
+
+_BASE36 = str.maketrans({chr(ord("A") + i): str(10 + i) for i in range(26)})  # A=10 ... Z=35
 
 
 def ip_ok(text: str) -> bool:
     """A valid IPv4 (four octets 0-255, no leading zeros) or IPv6 address."""
+    octets = text.split(".")
+    if len(octets) == 4 and all(o.isascii() and o.isdigit() for o in octets):  # ipaddress's IPv4 rules, inline
+        return all(len(o) <= 3 and (o == "0" or o[0] != "0") and int(o) <= 255 for o in octets)
     try:
         ipaddress.ip_address(text)
     except ValueError:

@@ -100,8 +100,11 @@ def _structured(text: str, wanted: set[str] | None, found: list[Finding]) -> Non
                     continue
             _run(det, text, found)
     if long_digits and (wanted is None or "PHONE" in wanted):
-        # A phone (score <= 0.85) overlapping a surer finding would lose to it: such runs are not parsed.
-        found.extend(find_phones(text, [(f.start, f.end) for f in found if f.score > 0.85]))
+        # A phone (score <= 0.85) overlapping a surer finding, or inside an as sure one, would lose to it:
+        # such runs are not parsed.
+        taken = [(f.start, f.end) for f in found if f.score > 0.85]
+        within = [(f.start, f.end) for f in found if f.score == 0.85]
+        found.extend(find_phones(text, taken, within))
 
 
 __all__ = ["STRUCTURED", "Finding", "detect"]

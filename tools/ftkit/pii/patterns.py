@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 
 from ftkit.pii import checks, rules
 from ftkit.pii.findings import Finding
@@ -138,6 +139,12 @@ def _ssn_bare(m: re.Match[str]) -> Finding | None:
 IBAN_START = re.compile(r"[0-9]{2}(?<=\b[A-Za-z]{2}[0-9]{2})(?=[ -]?[A-Za-z0-9])")
 
 
+@cache
+def _iban_rest(n: int) -> re.Pattern[str]:
+    """`n` ASCII letters or digits, one space or dash allowed before each, and no letter or digit after."""
+    return re.compile(rf"(?:[ -]?[A-Za-z0-9]){{{n}}}(?![A-Za-z0-9])")
+
+
 def _iban(m: re.Match[str]) -> Finding | None:
     """Read the country's IBAN length of letters and digits after the check digits, allowing one space
     or dash between groups; confirm by mod 97."""
@@ -146,23 +153,12 @@ def _iban(m: re.Match[str]) -> Finding | None:
     length = checks.IBAN_LENGTHS.get(country)
     if length is None:
         return None
-    pos, chars = m.end(), [country, m.group(0)]
-    have = 4
-    while have < length and pos < len(text):
-        ch = text[pos]
-        if ch.isascii() and ch.isalnum():
-            chars.append(ch.upper())
-            have += 1
-            pos += 1
-        elif ch in " -" and pos + 1 < len(text) and text[pos + 1].isascii() and text[pos + 1].isalnum():
-            pos += 1
-        else:
-            break
-    if have != length or (pos < len(text) and text[pos].isascii() and text[pos].isalnum()):
+    rest = _iban_rest(length - 4).match(text, m.end())
+    if rest is None:
         return None
-    if not checks.iban_ok("".join(chars)):
+    if not checks.iban_ok(country + m.group(0) + rest.group(0).replace(" ", "").replace("-", "").upper()):
         return None
-    return Finding(start, pos, "IBAN", 0.95, "iban_mod97")
+    return Finding(start, rest.end(), "IBAN", 0.95, "iban_mod97")
 
 
 # ------------------------------------------------------------------ secrets

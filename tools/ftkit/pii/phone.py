@@ -13,11 +13,12 @@ house numbers, order and licence numbers). phonenumbers runs only on runs whose 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache, lru_cache
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneMetadata, re_util
+from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE
 
 from ftkit.pii import rules
 from ftkit.pii.findings import Finding
@@ -43,6 +44,39 @@ def _may_fit(region: str, digits: str) -> bool:
     region's plan allows (phonenumbers.parse is the expensive part of a phone check)."""
     lengths, trunk = _lengths(region)
     return len(digits) in lengths or (bool(trunk) and digits.startswith(trunk) and len(digits) - len(trunk) in lengths)
+
+
+_TRUNK_MAX = max(len(_lengths(r)[1]) for r in REGIONS)
+
+
+@lru_cache(maxsize=1024)
+def _fitting(n_digits: int, lead: str) -> tuple[str, ...]:
+    """The REGIONS whose plan fits a national number of `n_digits` digits starting with `lead` (_may_fit)."""
+    return tuple(r for r in REGIONS if _may_fit(r, lead + "0" * (n_digits - len(lead))))
+
+
+@cache
+def _valid_shape(region: str) -> tuple[Callable[[str], object], Callable[[str], object]] | None:
+    """What a number parsed for `region` must look like to be valid: a tail of its digits matches the general
+    pattern of some region of that country code, or it starts with the region's international prefix (then
+    it is read as another country's). None when the region rewrites national numbers (no cheap screen)."""
+    meta = PhoneMetadata.metadata_for_region(region)
+    if meta.national_prefix_transform_rule:
+        return None
+    patterns = []
+    for other in COUNTRY_CODE_TO_REGION_CODE.get(meta.country_code, ()):
+        desc = getattr(PhoneMetadata.metadata_for_region(other), "general_desc", None)
+        if desc is None or not desc.national_number_pattern:
+            return None
+        patterns.append(f"(?:{desc.national_number_pattern})")
+    tail = re.compile("(?:" + "|".join(patterns) + r")\Z").search
+    return tail, re.compile(meta.international_prefix or "(?!)").match
+
+
+def _may_be_valid(region: str, digits: str) -> bool:
+    """False when phonenumbers cannot find `digits` (ASCII, national, no extension) valid for `region`."""
+    shape = _valid_shape(region)
+    return shape is None or shape[0](digits) is not None or shape[1](digits) is not None
 
 
 # A run: optional + prefix, digit groups joined by one separator (a space, dot, dash or slash, or a bracket
@@ -99,14 +133,25 @@ def _classify(candidate: str) -> float:
     if not international and n_digits > 13:  # a card, account or order number: no national format is longer
         return 0.0
     text = "+" + candidate[2:] if candidate.startswith("00") else candidate
-    regions: tuple[str | None, ...] = (None,) if international else REGIONS
     formatted = bool(_GROUPED.search(candidate))
     if main.isdigit() and n_digits < 9:  # 6000000 is a number, not a phone
         return 0.0
-    possible = False
     digits = "".join(_DIGIT.findall(main))
+    if international:
+        return _parsed_score(text, digits, (None,), formatted, screen=False)
+    fits = _fitting(len(digits), digits[:_TRUNK_MAX])
+    return _parsed_score(text, digits, fits, formatted and n_digits <= 12, main == candidate and digits.isascii())
+
+
+def _parsed_score(text: str, digits: str, regions: Sequence[str | None], formatted: bool, screen: bool) -> float:
+    """0.85 when phonenumbers finds `text` valid for one of `regions`; else 0.6 when `formatted` and possible
+    for one; else 0. With `screen`, regions where the digits cannot be valid are parsed only if needed to
+    learn whether the number is possible."""
+    possible = False
+    skipped: list[str | None] = []
     for region in regions:
-        if region is not None and not _may_fit(region, digits):
+        if screen and not _may_be_valid(region, digits):  # type: ignore[arg-type]
+            skipped.append(region)
             continue
         try:
             number = phonenumbers.parse(text, region)
@@ -115,8 +160,13 @@ def _classify(candidate: str) -> float:
         if phonenumbers.is_valid_number(number):
             return 0.85
         possible = possible or (formatted and phonenumbers.is_possible_number(number))
-    # A national number (no +CC) of more than 12 digits is a card, account or order number, not a phone.
-    return 0.6 if possible and (international or n_digits <= 12) else 0.0
+    for region in skipped if formatted and not possible else ():
+        try:
+            if phonenumbers.is_possible_number(phonenumbers.parse(text, region)):
+                return 0.6
+        except NumberParseException:
+            continue
+    return 0.6 if possible else 0.0
 
 
 def _sub_runs(text: str, start: int) -> list[tuple[int, int]]:
@@ -144,21 +194,25 @@ _HOUSE_POSTCODE = re.compile(r"^[1-9]\d{0,3}[a-z]? (?:\d{4,6}|\d{3} \d{2}|\d{2}-
 _PAIRS = re.compile(r"^\d{2,3}(?:[ .-]\d{2,3})+$")  # 21 12 34, 05.00.12
 
 
-def _by_phone_word(text: str, start: int, run: str) -> float:
-    """A run of 7-15 digits (6 in groups of two or three) after a phone word is a phone even where no
+def _by_phone_word(run: str, cue: str | None) -> float:
+    """A run of 7-15 digits (6 in groups of two or three) after a phone word (`cue`) is a phone even where no
     region we parse for knows it (the numbering plans of 230 other regions): score 0.5."""
+    if cue != "phone":
+        return 0.0
     n_digits = len(_DIGIT.findall(run))
     if not 6 <= n_digits <= 15 or (n_digits == 6 and not _PAIRS.match(run)) or _looks_like_something_else(run):
         return 0.0
-    return 0.5 if rules.cue_before(text, start) == "phone" else 0.0
+    return 0.5
 
 
-def in_context(text: str, start: int, end: int, score: float) -> bool:
-    """rules.RULES PHONE: the nearest cue word before a national number can make it something else."""
+def in_context(text: str, start: int, end: int, score: float, cue: str | bool | None = False) -> bool:
+    """rules.RULES PHONE: the nearest cue word before a national number can make it something else.
+    `cue`: rules.cue_before(text, start) when the caller has it already."""
     run = text[start:end]
     if run.startswith(("+", "(+", "00")):
         return True
-    cue = rules.cue_before(text, start)
+    if cue is False:
+        cue = rules.cue_before(text, start)
     if cue == "phone":
         return True
     if cue == "id":
@@ -171,14 +225,28 @@ def in_context(text: str, start: int, end: int, score: float) -> bool:
 _CODE_BEFORE = re.compile(r"[A-Z]{2}\d{2}(?: [A-Z0-9]{4})* $")  # 'GB38 XWJM ' before digits: an IBAN-like code
 
 
-def find_phones(text: str, taken: Sequence[tuple[int, int]] = ()) -> list[Finding]:
+def _dropped_whole(text: str, start: int, run: str, cue: str | None) -> bool:
+    """The words before `run` make it no phone whatever phonenumbers says (in_context), and it has no part
+    that _sub_runs would read on its own: nothing to parse."""
+    if run.startswith(("+", "(+", "00")) or cue == "phone":
+        return False
+    if cue != "id" and not (_POSTAL.match(run) or _HOUSE_POSTCODE.match(run)):
+        return False
+    groups = run.split()
+    return len(groups) == 1 or (len(groups[0]) > 3 and len(groups[-1]) > 3)
+
+
+def find_phones(
+    text: str, taken: Sequence[tuple[int, int]] = (), within: Sequence[tuple[int, int]] = ()
+) -> list[Finding]:
     """Each run is read whole when it is a number; otherwise its sub-runs that are valid numbers, longest first.
     A run that starts with +CC keeps its start (a national number is not read out of an international one).
-    Runs that overlap a `taken` span (a surer finding: a card, an IBAN, an IP address) are skipped."""
+    Runs that overlap a `taken` span (a surer finding: a card, an IBAN, an IP address) are skipped, and so are
+    runs inside a `within` span (a finding at least as sure as a valid phone and as long: an SSN)."""
     found: list[Finding] = []
     for m in CANDIDATE.finditer(text):
-        run, start = m.group(0), m.start()
-        if any(s < m.end() and start < e for s, e in taken):
+        run, start, end = m.group(0), m.start(), m.end()
+        if any(s < end and start < e for s, e in taken) or any(s <= start and end <= e for s, e in within):
             continue
         if _CODE_BEFORE.search(text, max(0, start - 40), start):
             continue
@@ -188,15 +256,18 @@ def find_phones(text: str, taken: Sequence[tuple[int, int]] = ()) -> list[Findin
             run = run.rstrip(")")
         elif run.startswith("(") and run.endswith(")") and run.count("(") == 1:  # (555-3476): the brackets are prose
             run, start = run[1:-1], start + 1
+        cue = rules.cue_before(text, start)
+        if _dropped_whole(text, start, run, cue):
+            continue
         score = _classify(run)
         if not score:
-            score = _by_phone_word(text, start, run)
-        elif not _rank(run, score)[1] and rules.cue_before(text, start) == "phone":
+            score = _by_phone_word(run, cue)
+        elif not _rank(run, score)[1] and cue == "phone":
             score = max(score, 0.5)  # '90 12 34 56' after 'Phone:': the short lead is the number's own
         else:
             score = score if _rank(run, score)[1] else 0.0
         if score:
-            if in_context(text, start, start + len(run), score):
+            if in_context(text, start, start + len(run), score, cue):
                 found.append(Finding(start, start + len(run), "PHONE", score, "phone"))
             continue
         international = run.startswith(("+", "(+", "00"))

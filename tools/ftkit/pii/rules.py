@@ -72,7 +72,21 @@ ADDRESS_SUFFIXES = (
 
 
 def _alternation(words: tuple[str, ...]) -> str:
-    return "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+    """A pattern matching exactly `words`, written as a trie ('p(?:h(?:one|)|o)'): the regex engine follows
+    one branch per character instead of trying every word at every position. Longer words are tried first."""
+    trie: dict[str, dict] = {}  # type: ignore[type-arg]
+    for word in words:
+        node = trie
+        for ch in word.lower():
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def pattern(node: dict) -> str:  # type: ignore[type-arg]
+        branches = [re.escape(ch) + pattern(child) for ch, child in sorted(node.items()) if ch]
+        branches += [""] if "" in node else []
+        return branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+
+    return pattern(trie)
 
 
 _CUE = re.compile(
