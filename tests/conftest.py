@@ -19,6 +19,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import model_guard  # noqa: E402
 from fakes import RECIPE, FakeEngine, fake_merges  # noqa: E402
 from tinymodel import build_tiny_llama  # noqa: E402
+from trained_run import TrainedRun  # noqa: E402
+from trained_run import train as train_tiny_trl  # noqa: E402
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -44,6 +46,12 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):  #
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_trl_run(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path) -> TrainedRun:
+    """`tiny-trl-sft-dpo` trained once with its exports (tests/trained_run.py), for tests that only read the run."""
+    return train_tiny_trl(tmp_path_factory.mktemp("tiny-trl-run"), tiny_llama)
 
 
 @pytest.fixture

@@ -42,6 +42,9 @@ def main(stage: int, port: str, kernel: str) -> dict[str, object]:
     client = torch.optim.AdamW(model.parameters(), lr=1e-4, **{kernel: True})
     ds = {"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1, "bf16": {"enabled": True},
           "zero_optimization": {"stage": stage}}  # fmt: skip
+    # DeepSpeed's CPU backend JIT-compiles its shared-memory all-reduce (C++, 80 CPU-s here) at init, again whenever the
+    # venv's path differs (each clone): one rank never uses it, and ZeRO's step does not (inference layers only).
+    deepspeed.comm.torch.build_shm_op = lambda: None
     deepspeed.init_distributed(dist_backend="gloo")
     engine, opt, _, _ = deepspeed.initialize(model=model, optimizer=client, config=ds)
     ids = torch.randint(0, 1024, (1, 16))

@@ -1,7 +1,7 @@
 """Both engines really train: SFT loss falls, the adapter changes the model, DPO rewards separate.
 
 A tiny random Llama (built offline in a fixture) goes SFT -> merge -> DPO (init_from) through the
-full `ftkit recipe run` path, once per engine.
+full `ftkit recipe run` path, once per engine (TRL's run is the session's `tiny_trl_run`, shared).
 """
 
 from __future__ import annotations
@@ -37,12 +37,17 @@ def logits(model_dir: str | Path, text: str = "<|im_start|>user\nWho are you?<|i
 
 @pytest.mark.parametrize("engine", ["trl", "axolotl"])
 def test_sft_then_dpo_trains_and_the_adapters_change_the_model(
-    engine: str, tiny_recipe, tiny_llama: Path, tmp_path: Path
+    engine: str, request: pytest.FixtureRequest, tiny_llama: Path, tmp_path: Path
 ):
-    name = f"tiny-{engine}-sft-dpo"
-    tiny_recipe(name)
-    assert run(name, tmp_path / "runs") == 0
-    run_dir = only_run_dir(tmp_path / "runs", name)
+    if engine == "trl":  # the session's one trained run of tiny-trl-sft-dpo (its exports too: test_export_recipe.py)
+        trained = request.getfixturevalue("tiny_trl_run")
+        code, run_dir = trained.code, trained.dir
+    else:
+        name = f"tiny-{engine}-sft-dpo"
+        request.getfixturevalue("tiny_recipe")(name)
+        code = run(name, tmp_path / "runs")
+        run_dir = only_run_dir(tmp_path / "runs", name)
+    assert code == 0
     metrics = json.loads((run_dir / "metrics.json").read_text())
     sft, dpo = metrics["stages"]["sft"], metrics["stages"]["dpo"]
 

@@ -4,29 +4,16 @@ and the pre-flight that refuses exports this machine cannot make before any trai
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import FIXTURES, edit_yaml, write_jsonl
 from ftkit.cli import main
-
-HELDOUT = [
-    {"id": "held-0", "prompt": [{"role": "user", "content": "Which colour is a clear sky at noon?"}],
-     "chosen": [{"role": "user", "content": "Which colour is a clear sky at noon?"},
-                {"role": "assistant", "content": "A clear sky at noon is blue."}],
-     "rejected": [{"role": "user", "content": "Which colour is a clear sky at noon?"},
-                  {"role": "assistant", "content": "Bake it with flour and water."}]},
-]  # fmt: skip
+from trained_run import NAME, TrainedRun, with_exports
 
 
 def _recipe_with_exports(tiny_recipe, export: dict) -> Path:  # type: ignore[no-untyped-def]
-    rdir = tiny_recipe("tiny-trl-sft-dpo")
-    write_jsonl(rdir / "data" / "dpo-heldout.jsonl", HELDOUT)
-    shutil.copy(FIXTURES / "general-prompts.jsonl", rdir / "data" / "general-prompts.jsonl")
-    edit_yaml(rdir / "recipe.yaml", lambda d: d["profiles"]["smoke"].update(export=export))
-    return rdir
+    return with_exports(tiny_recipe(NAME), export)
 
 
 def _run(runs: Path, *extra: str) -> int:
@@ -34,14 +21,13 @@ def _run(runs: Path, *extra: str) -> int:
 
 
 @pytest.mark.slow
-def test_recipe_run_ends_with_verified_merge_gguf_eval_and_model_card(tiny_recipe, tmp_path: Path,
+def test_recipe_run_ends_with_verified_merge_gguf_eval_and_model_card(tiny_trl_run: TrainedRun, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch,
                                                                      capsys: pytest.CaptureFixture[str]):  # fmt: skip
-    eval_plan = {"heldout": "data/dpo-heldout.jsonl", "general_prompts": "data/general-prompts.jsonl",
-                 "max_new_tokens": 16, "gate": False}  # a tiny random model: its answers are not judged  # fmt: skip
-    _recipe_with_exports(tiny_recipe, {"gguf": ["f16", "q8_0"], "eval": eval_plan})
-    assert _run(tmp_path / "runs", "--set", "sft.trainer.max_steps=4", "--set", "dpo.trainer.max_steps=4") in (0, 1)
-    [run_dir] = list((tmp_path / "runs" / "tiny-trl-sft-dpo").iterdir())
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    # The session's one trained run (tests/trained_run.py): its smoke profile's steps, then trained_run.EXPORTS.
+    assert tiny_trl_run.code in (0, 1)
+    monkeypatch.setenv("FTKIT_RECIPES", str(tiny_trl_run.recipes))
+    run_dir, metrics = tiny_trl_run.dir, tiny_trl_run.metrics
 
     for stage in ("sft", "dpo"):  # every merge is verified against base + adapter
         check = metrics["stages"][stage]["merge"]["check"]

@@ -76,10 +76,10 @@ def test_ci_run_covers_every_recipe_within_its_rotation_and_the_history_is_check
     slots = int(re.search(r"of (\d+)", subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "smoke_all.py"), *args, "--plan", "--index", "0"],
         capture_output=True, text=True, check=True, cwd=ROOT).stdout).group(1))  # fmt: skip
-    seen = [name for i in range(100, 100 + slots) for name in planned(i)]
+    plans = [planned(i) for i in range(100, 100 + slots)]  # consecutive commits: every slot once
     everything = sorted(d.name for d in list_recipe_dirs(ROOT / "recipes"))
-    assert sorted([*seen, default]) == everything
-    assert all(len(planned(i)) >= 2 for i in range(slots))  # the default and at least two more, every commit
+    assert sorted([*(name for plan in plans for name in plan), default]) == everything
+    assert all(len(plan) >= 2 for plan in plans)  # the default and at least two more, every commit
     ci = _load(ROOT / ".github" / "workflows" / "ci.yml")
     checkout = next(s for s in ci["jobs"]["test"]["steps"] if str(s.get("uses", "")).startswith("actions/checkout"))
     assert checkout["with"]["fetch-depth"] == 0
