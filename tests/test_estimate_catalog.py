@@ -17,7 +17,6 @@ from ftkit.estimate.params import (
     resolve_lora_targets,
 )
 from ftkit.estimate.specs import Architecture
-from peft import LoraConfig, get_peft_model
 from transformers import AutoConfig, AutoModelForCausalLM
 
 MODEL_TYPE = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "gemma2": "gemma2", "phi3": "phi3"}
@@ -137,6 +136,9 @@ def test_aliases_point_at_catalog_keys() -> None:
 
 
 def peft_lora_count(arch: Architecture, rank: int, targets: str | list[str]) -> int:
+    """PEFT's own count (imported here: PEFT pulls in bitsandbytes and torchao, seconds the fast layer never needs)."""
+    from peft import LoraConfig, get_peft_model
+
     model = get_peft_model(meta_model(arch), LoraConfig(r=rank, target_modules=targets))
     trainable, _ = model.get_nb_trainable_parameters()
     return trainable
