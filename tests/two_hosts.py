@@ -21,14 +21,18 @@ def unavailable() -> str | None:
     """Why two hosts cannot be made here (None when they can): root, `ip` and `unshare` are needed."""
     if os.geteuid() != 0:
         return "needs root to create network namespaces"
-    for tool in ("ip", "unshare"):
+    for tool in ("ip", "unshare", "hostname"):
         if shutil.which(tool) is None:
             return f"`{tool}` is not installed"
     probe = f"ftk-probe-{os.getpid()}"
     made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
     if made.returncode != 0:
         return f"`ip netns add` failed: {made.stderr.strip()}"
+    named = subprocess.run(["ip", "netns", "exec", probe, "unshare", "--uts", "hostname", "ftk-probe"],
+                           capture_output=True, text=True)  # fmt: skip
     subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    if named.returncode != 0:
+        return f"a host of its own name cannot be made (`unshare --uts` + `hostname`): {named.stderr.strip()}"
     return None
 
 
