@@ -98,6 +98,8 @@ def test_a_gloo_connection_error_names_the_peer_it_lost():
            "Connection closed by peer [10.77.7.3]:29500\n")  # fmt: skip
     assert lost_peers(log) == ["10.77.7.2", "10.77.7.3"]
     assert lost_peers("loss 2.1\nstep 3") == []
+    later_pattern_first = "Connection closed by peer [10.0.0.9]:1\nRead error [10.0.0.8]:2: Connection reset by peer"
+    assert lost_peers(later_pattern_first) == ["10.0.0.9", "10.0.0.8"], "in order of first mention"
 
 
 def test_a_failed_log_says_which_node_was_lost_or_that_the_nodes_never_all_joined():

@@ -60,7 +60,7 @@ class Cluster:
 
     def torchrun_args(self, processes: int) -> list[str]:
         """torchrun's arguments for `processes` ranks per node: `--standalone` on one node (a free local port, so two
-        runs on one machine do not collide), else the c10d rendezvous every node joins."""
+        runs on one machine do not collide), else the c10d or static rendezvous every node joins."""
         if not self.multi:
             return ["--standalone", "--nnodes", "1", "--nproc_per_node", str(processes)]
         common = ["--nnodes", str(self.nodes), "--nproc_per_node", str(processes), "--max_restarts", "0"]
@@ -112,10 +112,8 @@ _LOST = (
 def lost_peers(log: str) -> list[str]:
     """The peers a training log says it lost (gloo's and NCCL's connection errors), in order of first mention, each
     with its host name where this machine can resolve it: `10.0.0.2 (node-b)`."""
-    found: list[str] = []
-    for pattern in _LOST:
-        found += [m.group(1) for m in pattern.finditer(log) if m.group(1) not in found]
-    return [_with_name(peer) for peer in dict.fromkeys(found)]
+    mentions = sorted((m.start(), m.group(1)) for pattern in _LOST for m in pattern.finditer(log))
+    return [_with_name(peer) for peer in dict.fromkeys(peer for _, peer in mentions)]
 
 
 def _with_name(addr: str) -> str:
