@@ -293,10 +293,12 @@ def _write_resolved(run_dir: Path, resolved: ResolvedStage) -> Path:
     return path
 
 
+def _read_log(path: Path) -> str:
+    return path.read_text(errors="replace") if path.is_file() else ""
+
+
 def _tail(path: Path, lines: int = 40) -> str:
-    if not path.is_file():
-        return ""
-    text = path.read_text(errors="replace").replace("\r", "\n")
+    text = _read_log(path).replace("\r", "\n")
     return "\n".join([ln for ln in text.splitlines() if ln.strip()][-lines:])
 
 
@@ -555,14 +557,12 @@ def _execute_worker(run: _Run, plan: _Plan) -> RunResult:
             continue
         if stop.requested:
             raise interrupted(stage.name, stop.signal, None, run.run_dir)
-        checkpoint = last_checkpoint(ctx.output_dir) if prev is not None else None
-        if checkpoint is not None:
-            resolved.set(engine.resume_key, str(checkpoint), f"resume: {checkpoint.name} of the interrupted run")
+        if (checkpoint := _resume_point(engine, resolved, ctx, prev)) is not None:
             events.message(f"resume: stage '{stage.name}' continues from {checkpoint}")
         events.stage_start(stage.name, f"{engine.name}, {node} of {run.opts.cluster.nodes}")
         events.stage_log(stage.name, ctx.log_path, ctx.history_path)
         result = engine.train(_write_resolved(run.run_dir, resolved), ctx, append_log=checkpoint is not None)
-        if result.returncode == ExitCode.INTERRUPTED or (stop.requested and result.returncode != 0):
+        if _stopped(result, stop):
             raise interrupted(stage.name, stop.signal or result.signal, last_checkpoint(ctx.output_dir), run.run_dir)
         if result.returncode != 0:
             raise _engine_failed(engine, ctx, stage.name, result.returncode, run.run_dir)
@@ -577,8 +577,7 @@ def _engine_failed(engine: Any, ctx: StageContext, stage: str, code: int, run_di
     problems = [Problem(tail, str(ctx.log_path), None, None, "read the log above; "
                         f"`ftkit doctor {run_dir}` names known failures and their fixes")]  # fmt: skip
     title = f"stage '{stage}': {engine.name} exited with code {code}"
-    log = ctx.log_path.read_text(errors="replace") if ctx.log_path.is_file() else ""
-    if ctx.cluster.multi and (cause := ctx.cluster.failure(log)):
+    if ctx.cluster.multi and (cause := ctx.cluster.failure(_read_log(ctx.log_path))):
         ending, message, fix = cause
         title += f" {ending}"
         problems.insert(0, Problem(message, str(ctx.log_path), None, "cluster", fix))
@@ -658,6 +657,19 @@ def _stopped_between(record: RunRecord, where: str, stop: StopRequest, run_dir: 
     return interrupted(where, stop.signal, None, run_dir)
 
 
+def _resume_point(engine: Any, resolved: ResolvedStage, ctx: StageContext, prev: dict[str, Any] | None) -> Path | None:
+    """When resuming, the stage's last checkpoint, set as the engine's resume key; None for a new run."""
+    checkpoint = last_checkpoint(ctx.output_dir) if prev is not None else None
+    if checkpoint is not None:
+        resolved.set(engine.resume_key, str(checkpoint), f"resume: {checkpoint.name} of the interrupted run")
+    return checkpoint
+
+
+def _stopped(result: ProcessResult, stop: StopRequest) -> bool:
+    """Whether the training process ended on a stop: its own clean stop (exit 6), or any exit after SIGTERM came."""
+    return result.returncode == ExitCode.INTERRUPTED or (stop.requested and result.returncode != 0)
+
+
 def _train_stage(
     engine: Any, resolved: ResolvedStage, ctx: StageContext, run_dir: Path, plan: PlannedStage,
     prev: dict[str, Any] | None, record: RunRecord, stop: StopRequest, events: RunEvents,
@@ -665,11 +677,10 @@ def _train_stage(
     """Train one stage (from its last checkpoint when resuming) and summarise it into record.stages. Raises
     `RunInterrupted` when SIGTERM stopped it, `FtkitError` when the engine failed."""
     name = resolved.name
-    checkpoint = last_checkpoint(ctx.output_dir) if prev is not None else None
+    checkpoint = _resume_point(engine, resolved, ctx, prev)
     attempt: dict[str, Any] = {"started": now(), "resumed_from": str(checkpoint) if checkpoint else None}
     if checkpoint is not None:
         step = checkpoint_step(checkpoint)
-        resolved.set(engine.resume_key, str(checkpoint), f"resume: {checkpoint.name} of the interrupted run")
         dropped = trim_history(ctx.history_path, step)
         record.resumes[-1] |= {"stage": name, "checkpoint": str(checkpoint), "step": step}
         events.message(f"resume: stage '{name}' continues from {checkpoint} (step {step}; {dropped} log records "
@@ -680,7 +691,7 @@ def _train_stage(
     config_path = _write_resolved(run_dir, resolved)
     events.stage_log(name, ctx.log_path, ctx.history_path)
     result = engine.train(config_path, ctx, lambda d, t: events.progress(name, d, t), append_log=checkpoint is not None)
-    stopped = result.returncode == ExitCode.INTERRUPTED or (stop.requested and result.returncode != 0)
+    stopped = _stopped(result, stop)
     attempt |= {"wall_seconds": round(result.wall_seconds, 1), "returncode": result.returncode}
     attempt |= attempt_work(engine.history(ctx)[len(before) :], before)
     if repeated := drop_repeated_evals(ctx.history_path):
