@@ -195,8 +195,6 @@ def cmd_recipe_run(args: argparse.Namespace) -> int:
 def _cluster(args: argparse.Namespace) -> Any:
     from ftkit.cluster import Cluster
 
-    if args.nodes == 1 and args.node_rank == 0:
-        return Cluster()
     return Cluster(nodes=args.nodes, node_rank=args.node_rank, rdzv_host=args.master_addr,
                    rdzv_port=args.master_port, rdzv_id=args.rdzv_id, rendezvous=args.rendezvous)  # fmt: skip
 
@@ -221,6 +219,7 @@ def cmd_metrics_check(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     from ftkit.cli.recipe_tools import register_recipe_tools
+    from ftkit.cluster import DEFAULT_PORT
 
     recipe = sub.add_parser("recipe", help="list, validate and run recipes")
     rsub = recipe.add_subparsers(dest="recipe_command", required=True)
@@ -271,7 +270,8 @@ def register(sub: Any) -> None:
     nodes.add_argument("--node-rank", type=int, default=0, help="this machine's place, 0..nodes-1 (node 0 writes "
                        "metrics.json, merges and exports)")  # fmt: skip
     nodes.add_argument("--master-addr", help="node 0's address, where the nodes meet (torchrun's rendezvous)")
-    nodes.add_argument("--master-port", type=int, default=29400, help="the rendezvous port on node 0 (default 29400)")
+    nodes.add_argument("--master-port", type=int, default=DEFAULT_PORT,
+                       help=f"the rendezvous port on node 0 (default {DEFAULT_PORT})")  # fmt: skip
     nodes.add_argument("--rdzv-id", default="ftkit", help="the run's id, the same on every node (default ftkit)")
     nodes.add_argument("--rendezvous", choices=("c10d", "static"), default="c10d",
                        help="c10d (default): nodes join in any order, the checkpoint dir must be shared; static: "
