@@ -28,6 +28,10 @@ QUIET_MIRRORS := 2>&1 | { grep -v "^WARNING: Location 'file:///opt/" || true; }
 
 # The test layers (pyproject.toml's markers, docs/testing.md): the fast layer is every test with none of them.
 FAST := not slow and not model and not recipe_smoke and not containers and not multinode
+# `make test` and `make test-fast` run on TEST_WORKERS processes (pytest-xdist; 1 = one process, as before).
+# 2 fits our 2-core CI machines; each worker may run one engine training (~3.5 GB), so raise it with the RAM.
+TEST_WORKERS ?= 2
+XDIST = $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup)
 
 .DEFAULT_GOAL := help
 .PHONY: help setup recipe test test-fast lint validate smoke smoke-fork lock clean-runs docker-engine containers test-containers test-multinode pin-images lock-images
@@ -73,10 +77,10 @@ recipe: ## run a recipe (full profile: in its pinned image when Docker is here; 
 	  MASTER_PORT=$(call q,$(MASTER_PORT)) RDZV_ID=$(call q,$(RDZV_ID)) CHECKPOINT_DIR=$(call q,$(CHECKPOINT_DIR))
 
 test: $(STAMP) ## every layer but whole-recipe runs and images: fast + model + slow (trains tiny models on CPU; docs/testing.md)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(XDIST)
 
 test-fast: $(STAMP) ## the fast layer: tests that load no model or tokenizer and train nothing (-m "not slow and not model")
-	$(BIN)/python -m pytest -q -m "$(FAST)"
+	$(BIN)/python -m pytest -q -m "$(FAST)" $(XDIST)
 
 lint: $(STAMP) ## ruff check and format check
 	$(BIN)/ruff check .
@@ -95,7 +99,7 @@ lock: $(STAMP) ## regenerate requirements*.lock from requirements*.in (needs net
 	$(BIN)/nox -s lock
 
 # ---- container images (containers/README.md). `containers` and `pin-images` need only python3 (stdlib) and Docker.
-IMAGES_PY := PYTHONPATH=tools $(PYTHON) -m ftkit.images
+IMAGES_PY := PYTHONPATH=tools $(PYTHON) -m ftkit_release.images
 REGISTRY ?= ghcr.io/finetune-recipes
 PUSH ?=
 IMAGES ?= base axolotl unsloth

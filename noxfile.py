@@ -41,7 +41,9 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=False)
 def tests(session: nox.Session) -> None:
     _setup(session)
-    session.run(str(BIN / "python"), "-m", "pytest", "-q", *session.posargs, external=True)
+    workers = os.environ.get("TEST_WORKERS", "2")  # as `make test`: pytest-xdist, 1 = one process
+    xdist = [] if workers == "1" else ["-n", workers, "--dist", "loadgroup"]
+    session.run(str(BIN / "python"), "-m", "pytest", "-q", *xdist, *session.posargs, external=True)
 
 
 @nox.session(python=False)

@@ -3,9 +3,11 @@
 Each commit is exported with `git archive` into a fresh folder (a fresh clone: no pytest cache, no built tiny
 model) that uses this checkout's `.venv`; pytest runs there as the Makefile runs it. CPU is user + system of pytest
 and every child it waited for (engines, probes), from wait4: on a shared machine it moves less than wall time.
-Prints each run and the ratio of the last commit to the first; writes the raw numbers to --out as JSON.
+`--workers 1 2` runs each selection in one process and on two pytest-xdist workers (`-n 2 --dist loadgroup`, as
+`make test` does since TEST_WORKERS). Prints each run and the ratio of the last run of a selection to its first;
+writes the raw numbers to --out as JSON. The fast layer's marker expression is read from each tree's Makefile.
 
-  .venv/bin/python benchmarks/test_suite_time.py --commits 1136c33 HEAD --selections fast collect \
+  .venv/bin/python benchmarks/test_suite_time.py --commits HEAD --workers 1 2 --selections make-test fast \
       --out benchmarks/results/test_suite_time-$(date +%F).json
 """
 
@@ -21,16 +23,25 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = "not slow and not model and not recipe_smoke and not containers"
-SELECTIONS = {
-    "make-test": [],  # pyproject.toml's addopts: fast + model + slow
-    "fast": ["-m", FAST],
-    "model-slow": ["-m", "(model or slow) and not recipe_smoke and not containers"],
-    "collect": ["-m", FAST, "--collect-only"],
-}
+SELECTIONS = ("make-test", "fast", "model-slow", "collect")
+
+
+def selection_args(tree: Path, selection: str, workers: int) -> list[str]:
+    """pytest's arguments for a selection in `tree`, as its Makefile runs them (the FAST expression is its own)."""
+    fast = re.search(r"^FAST := (.+)$", (tree / "Makefile").read_text(), re.M)
+    default = re.search(r"-m '([^']+)'", tomllib.loads((tree / "pyproject.toml").read_text())["tool"]["pytest"]
+                        ["ini_options"]["addopts"])  # fmt: skip
+    if fast is None or default is None:
+        raise SystemExit(f"{tree}: no `FAST := …` in its Makefile or no `-m '…'` in pyproject's pytest addopts")
+    args = {"make-test": [],  # pyproject.toml's addopts: fast + model + slow
+            "fast": ["-m", fast.group(1)],
+            "model-slow": ["-m", f"({default.group(1)}) and not ({fast.group(1)})"],
+            "collect": ["-m", fast.group(1), "--collect-only"]}[selection]  # fmt: skip
+    return [*args, "-n", str(workers), "--dist", "loadgroup"] if workers > 1 and selection != "collect" else args
 
 
 def export(commit: str, into: Path) -> Path:
@@ -100,7 +111,8 @@ def _run_selection(tree: Path, args: list[str]) -> dict[str, object]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--commits", nargs="+", default=["HEAD"], help="the first is the baseline")
-    ap.add_argument("--selections", nargs="+", choices=sorted(SELECTIONS), default=["fast", "collect"])
+    ap.add_argument("--selections", nargs="+", choices=SELECTIONS, default=["fast", "collect"])
+    ap.add_argument("--workers", nargs="+", type=int, default=[1], help="pytest-xdist workers per run (1: one process)")
     ap.add_argument("--out", type=Path)
     opts = ap.parse_args(argv)
     record: dict[str, object] = {
@@ -113,11 +125,11 @@ def main(argv: list[str] | None = None) -> int:
         trees = {c: export(c, Path(tmp)) for c in opts.commits}
         record["commits"] = {c: t.name for c, t in trees.items()}
         for selection in opts.selections:
-            for tree in trees.values():
-                got = run_selection(tree, SELECTIONS[selection])
-                got.update(selection=selection, commit=tree.name)
+            for tree, workers in ((t, w) for t in trees.values() for w in opts.workers):
+                got = run_selection(tree, selection_args(tree, selection, workers))
+                got.update(selection=selection, commit=tree.name, workers=workers)
                 record["runs"].append(got)  # type: ignore[union-attr]
-                print(f"{selection:10} {tree.name}  exit {got['exit']}  {got.get('passed', 0):.0f} passed  "
+                print(f"{selection:10} {tree.name} x{workers}  exit {got['exit']}  {got.get('passed', 0):.0f} passed  "
                       f"{got.get('collected', 0):.0f} collected  wall {got['wall_s']:.0f} s  cpu {got['cpu_s']:.0f} s  "
                       f"load {got['load_before'][0]:.1f}->{got['load_after'][0]:.1f}", flush=True)  # fmt: skip
                 if opts.out:
@@ -125,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
             runs = [r for r in record["runs"] if r["selection"] == selection]  # type: ignore[union-attr]
             if len(runs) > 1:
                 first, last = runs[0], runs[-1]
-                print(f"{selection:10} {last['commit']}/{first['commit']}: wall {last['wall_s'] / first['wall_s']:.2f}x"
+                print(f"{selection:10} {last['commit']} x{last['workers']} / {first['commit']} x{first['workers']}: "
+                      f"wall {last['wall_s'] / first['wall_s']:.2f}x"
                       f"  cpu {last['cpu_s'] / first['cpu_s']:.2f}x", flush=True)  # fmt: skip
     if opts.out:
         opts.out.write_text(json.dumps(record, indent=1) + "\n")

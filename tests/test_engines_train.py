@@ -35,7 +35,8 @@ def logits(model_dir: str | Path, text: str = "<|im_start|>user\nWho are you?<|i
         return model(**tok(text, return_tensors="pt")).logits
 
 
-@pytest.mark.parametrize("engine", ["trl", "axolotl"])
+# The TRL case reads the session's one trained run: under pytest-xdist it shares a worker with the other reader.
+@pytest.mark.parametrize("engine", [pytest.param("trl", marks=pytest.mark.xdist_group("tiny_trl_run")), "axolotl"])
 def test_sft_then_dpo_trains_and_the_adapters_change_the_model(
     engine: str, request: pytest.FixtureRequest, tiny_llama: Path, tmp_path: Path
 ):

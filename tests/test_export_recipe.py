@@ -21,6 +21,7 @@ def _run(runs: Path, *extra: str) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("tiny_trl_run")  # the session's trained run: one worker trains it (conftest.py)
 def test_recipe_run_ends_with_verified_merge_gguf_eval_and_model_card(tiny_trl_run: TrainedRun, tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch,
                                                                      capsys: pytest.CaptureFixture[str]):  # fmt: skip
