@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ftkit.cli import build_parser
+from ftkit_release.generated_file import generated_file_main
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "cli-reference.md"
@@ -101,25 +102,7 @@ def render(parser: argparse.ArgumentParser | None = None) -> str:
 
 
 def main(argv: list[str] | None = None, doc: Path = DOC) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    mode = ap.add_mutually_exclusive_group()
-    mode.add_argument("--write", action="store_true", help="write the page")
-    mode.add_argument("--check", action="store_true", help="exit 1 when the page is stale")
-    args = ap.parse_args(argv)
-    text = render()
-    if args.write:
-        doc.write_text(text, encoding="utf-8")
-        print(f"wrote {doc}")
-        return 0
-    if args.check:
-        current = doc.read_text(encoding="utf-8") if doc.is_file() else ""
-        if current != text:
-            print(f"{doc} is stale: run scripts/cli_reference.py --write", file=sys.stderr)
-            return 1
-        print(f"{doc} is up to date")
-        return 0
-    sys.stdout.write(text)
-    return 0
+    return generated_file_main(doc, render, "scripts/cli_reference.py", __doc__, argv)
 
 
 if __name__ == "__main__":
