@@ -52,7 +52,16 @@ def export(commit: str, into: Path) -> Path:
     dst.mkdir()
     archive = subprocess.run(["git", "archive", sha], cwd=ROOT, check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(dst)], input=archive, check=True)
-    (dst / ".venv").symlink_to(os.path.realpath(ROOT / ".venv"))
+    venv = Path(os.path.realpath(ROOT / ".venv"))
+    (dst / ".venv").symlink_to(venv)
+    # The Makefile reinstalls the venv when a lock or pyproject.toml is newer than its stamp, as the archive's
+    # commit-time mtimes may be: a test that runs `make` would then time a reinstall. The shared venv is what is
+    # measured, so the tree's inputs of the stamp get the stamp's own time.
+    stamp = venv / ".ftkit-installed"
+    if stamp.exists():
+        for name in ("requirements.lock", "requirements-models.lock", "pyproject.toml"):
+            if (dst / name).exists():
+                os.utime(dst / name, ns=(stamp.stat().st_atime_ns, stamp.stat().st_mtime_ns))
     return dst
 
 
