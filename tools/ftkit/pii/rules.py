@@ -98,20 +98,48 @@ _CUE = re.compile(
 _CARD_CUE = re.compile(rf"(?<!\w)(?:{_alternation(CARD_WORDS)})(?!\w)", re.I)
 
 
+# The same cues for an ASCII window, read token by token (a dict lookup per word instead of the pattern tried
+# at every position: several times faster, same verdicts). A cue is a whole word (`\w+`) or a word ending in
+# an address suffix after at least one more character; 'h.no' spans two words, so a window with it takes _CUE.
+_WORD = re.compile(r"\w+")
+_ASCII_CUES = {w: kind for kind, words in (("address", ADDRESS_WORDS), ("id", ID_WORDS), ("phone", PHONE_WORDS))
+               for w in words if w.isascii() and _WORD.fullmatch(w)}  # fmt: skip
+_ASCII_SUFFIXES = frozenset(s for s in ADDRESS_SUFFIXES if s.isascii())
+_SUFFIX_LENGTHS = tuple(sorted({len(s) for s in _ASCII_SUFFIXES}))
+
+
+def _last_cue(left: str) -> tuple[str, int] | None:
+    """The kind and end of the last cue in `left`, as the last match of _CUE would give them."""
+    if not left.isascii() or "h.no" in (low := left.lower()):
+        last = None
+        for last in _CUE.finditer(left):  # noqa: B007 -- the last match is the nearest
+            pass
+        if last is None:
+            return None
+        return ("address" if last.lastgroup == "suffix" else last.lastgroup), last.end()  # type: ignore[return-value]
+    for m in reversed(list(_WORD.finditer(low))):
+        word = m.group()
+        kind = _ASCII_CUES.get(word)
+        if kind is not None:
+            return kind, m.end()
+        n = len(word)
+        for length in _SUFFIX_LENGTHS:
+            if length < n and word[n - length :] in _ASCII_SUFFIXES:
+                return "address", m.end()
+    return None
+
+
 def cue_before(text: str, start: int, window: int = 40) -> str | None:
     """The kind of the nearest cue word in the `window` characters before `start`: 'phone', 'id',
     'address' (a street type or compound ending) or None. A sentence end in between cuts the window."""
     left = text[max(0, start - window) : start]
-    last = None
-    for last in _CUE.finditer(left):  # noqa: B007 -- the last match is the nearest
-        pass
-    if last is None:
+    cue = _last_cue(left)
+    if cue is None:
         return None
-    between = left[last.end() :].removeprefix(".")  # 'Tel. 555 1234': the cue's own abbreviation dot
+    between = left[cue[1] :].removeprefix(".")  # 'Tel. 555 1234': the cue's own abbreviation dot
     if any(stop in between for stop in (". ", "\n", "! ", "? ")):
         return None
-    kind = last.lastgroup
-    return "address" if kind == "suffix" else kind
+    return cue[0]
 
 
 def card_word_near(text: str, start: int, end: int, before: int = 60, after: int = 20) -> bool:
