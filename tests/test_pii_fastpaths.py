@@ -63,6 +63,8 @@ WINDOWS = [
     "the Ring", "Bahnhofstr", "h.no 12", "H.No.", "see unit 4, then phone", "phone. Then the order", "xring",
     "fax: ", "ORDER#", "ul. ", "Kungsgatan", "Nørregade", "Vej", "avenue\nthen", "id_card", "my_phone",
     "teléfono", "Tél", "☎", "call! ", "ZIP+4", "sector", "a sectors", "str", "astr", "Call ſt", "İd", "street 9",
+    "Begoña, TELÉFONO", "Hauptſtr", "Praça da Sé,", "ул.", "Rua São João 12, São Paulo", "Müllerstraße 3 ORDER",
+    "KUNGSVÄGEN", "call 📞", "a_b_c road_", "Ring_", "12th Ave", "H.NO. 5",
 ]  # fmt: skip
 
 
