@@ -82,3 +82,12 @@ def test_cue_before_finds_the_nearest_cue_and_stops_at_a_sentence_end():
     assert rules.cue_before("Call me. Order 555 1234", 15) == "id"
     assert rules.cue_before("Lives on Hauptstrasse 12", 22) == "address"
     assert rules.cue_before("Call me. It is 555 1234", 15) is None
+
+
+def test_issuer_ok_is_card_ok_without_the_luhn_check():
+    from ftkit.pii.checks import card_ok, issuer_ok, luhn_ok
+
+    assert issuer_ok("4111111111111112") and not card_ok("4111111111111112"), "a Visa prefix, Luhn broken"
+    assert not issuer_ok("0000000000000000") and luhn_ok("0000000000000000")
+    for number in ("4111111111111111", "378282246310005", "6011111111111117", "5555555555554444", "41111111111111"):
+        assert card_ok(number) == (luhn_ok(number) and issuer_ok(number))

@@ -80,9 +80,11 @@ def _may_be_valid(region: str, digits: str) -> bool:
 
 
 # A run: optional + prefix, digit groups joined by one separator (a space, dot, dash or slash, or a bracket
-# with an optional space), an optional extension.
+# with an optional space), an optional extension. Its first character (+, ( or a digit) comes before the
+# look-behind, so the regex engine skips to candidates (see ftkit.pii.patterns.IPV4).
 CANDIDATE = re.compile(
-    r"(?<![\w+/.-])(?:\+|\(\+?)?\d(?:\d|(?:[ .\-/]|\)[ -]?| ?\()(?=[\d(])){5,24}\d\)?"
+    r"(?:\+(?<![\w+/.-]\+)\d|\((?<![\w+/.-]\()\+?\d|\d(?<![\w+/.-]\d))"
+    r"(?:\d|(?:[ .\-/]|\)[ -]?| ?\()(?=[\d(])){5,24}\d\)?"
     r"(?:\s{0,2}(?:x|ext\.?|extension|#)\s{0,2}\d{1,6})?(?![\w]|[.-]\w)"
 )
 _DIGIT = re.compile(r"\d")
