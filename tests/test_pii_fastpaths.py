@@ -91,3 +91,22 @@ def test_issuer_ok_is_card_ok_without_the_luhn_check():
     assert not issuer_ok("0000000000000000") and luhn_ok("0000000000000000")
     for number in ("4111111111111111", "378282246310005", "6011111111111117", "5555555555554444", "41111111111111"):
         assert card_ok(number) == (luhn_ok(number) and issuer_ok(number))
+
+
+def test_phone_screen_never_rules_out_a_number_phonenumbers_finds_valid():
+    import phonenumbers
+    from ftkit.pii.phone import REGIONS, _may_be_valid
+
+    checked = 0
+    for region in REGIONS:
+        for kind in range(12):  # every PhoneNumberType with an example: fixed line, mobile, toll free...
+            example = phonenumbers.example_number_for_type(region, kind)
+            if example is None:
+                continue
+            national = phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.NATIONAL)
+            digits = "".join(c for c in national if c.isdigit())
+            if phonenumbers.is_valid_number(phonenumbers.parse(national, region)):
+                assert _may_be_valid(region, digits), (region, kind, national)
+                checked += 1
+    assert checked > 50
+    assert not _may_be_valid("DE", "1234"), "no German number type is four digits starting with 1"
