@@ -5,6 +5,7 @@ Builds one list of strings -- both eval splits (benchmarks/pii_eval) at three se
 and seeded random digit runs after phone, ID and street words -- runs each `tools/` folder's `detect` on it
 in its own process, and prints per source how many strings got different findings (start, end, entity,
 score, kind). Differences are shown only outside the held-out split (kept for reporting, not reading).
+`--entities` passes the same `entities=` filter to both (e.g. presidio's set, as pii_throughput times it).
 
     git archive e0bed23 tools | tar -x -C /tmp/old
     PYTHONPATH= .venv/bin/python benchmarks/pii_same_findings.py --old /tmp/old/tools --new tools
@@ -58,13 +59,16 @@ import pickle, sys
 sys.path.insert(0, sys.argv[1])
 from ftkit.pii import detect
 texts = pickle.load(open(sys.argv[2], "rb"))
-res = {k: [[(f.start, f.end, f.entity, f.score, f.kind) for f in detect(t)] for t in v] for k, v in texts.items()}
+wanted = sys.argv[4].split(",") if len(sys.argv) > 4 else None
+res = {k: [[(f.start, f.end, f.entity, f.score, f.kind) for f in detect(t, wanted)] for t in v]
+       for k, v in texts.items()}
 pickle.dump(res, open(sys.argv[3], "wb"))
 """
 
 
-def findings(tools: Path, texts_file: Path, out: Path) -> dict[str, list[list[tuple]]]:  # type: ignore[type-arg]
-    subprocess.run([sys.executable, "-c", _DUMP, str(tools.resolve()), str(texts_file), str(out)], check=True)
+def findings(tools: Path, texts_file: Path, out: Path, entities: str | None = None) -> dict[str, list[list[tuple]]]:  # type: ignore[type-arg]
+    extra = [entities] if entities else []
+    subprocess.run([sys.executable, "-c", _DUMP, str(tools.resolve()), str(texts_file), str(out), *extra], check=True)
     return pickle.loads(out.read_bytes())
 
 
@@ -74,13 +78,14 @@ def main() -> int:
     ap.add_argument("--new", type=Path, required=True, help="a tools/ folder (the change)")
     ap.add_argument("--shared", type=Path, default=HERE.parents[1] / "shared" / "data")
     ap.add_argument("--show", type=int, default=3, help="differing strings printed per source")
+    ap.add_argument("--entities", default=None, help="comma-separated entities= for both (default: all)")
     args = ap.parse_args()
     texts = corpus(args.shared)
     with tempfile.TemporaryDirectory() as tmp:
         texts_file = Path(tmp) / "texts.pkl"
         texts_file.write_bytes(pickle.dumps(texts))
-        old = findings(args.old, texts_file, Path(tmp) / "old.pkl")
-        new = findings(args.new, texts_file, Path(tmp) / "new.pkl")
+        old = findings(args.old, texts_file, Path(tmp) / "old.pkl", args.entities)
+        new = findings(args.new, texts_file, Path(tmp) / "new.pkl", args.entities)
     total = 0
     for source, strings in texts.items():
         differ = [i for i, (a, b) in enumerate(zip(old[source], new[source], strict=True)) if a != b]

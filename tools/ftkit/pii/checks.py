@@ -71,7 +71,12 @@ _PREFIX_WIDTHS = sorted({len(p) for p in _CARD_PREFIXES})
 
 def card_ok(number: str) -> bool:
     """A card number: 12-19 digits in a known issuer range with that network's length, Luhn-valid."""
-    if not 12 <= len(number) <= 19 or not luhn_ok(number):
+    return 12 <= len(number) <= 19 and luhn_ok(number) and issuer_ok(number)
+
+
+def issuer_ok(number: str) -> bool:
+    """12-19 digits in a known issuer range with that network's length (card_ok without the Luhn check)."""
+    if not 12 <= len(number) <= 19 or not number.isdigit():
         return False
     n = len(number)
     if not number.isascii():

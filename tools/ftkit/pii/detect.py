@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import lru_cache
 
 from ftkit.pii.findings import STRUCTURED, Finding, resolve_overlaps
 from ftkit.pii.patterns import AWS_PREFIXES, DETECTORS, Detector
@@ -22,8 +24,6 @@ def _search(pattern: str) -> Callable[[str], bool]:
 
 
 _DIGIT = re.compile(r"[0-9]").search
-# Every gate needs one of these: most strings have none and cost one scan.
-_ANY_GATE = re.compile(r"[0-9@:=_-]|eyJ|AIza|PRIVATE KEY|A(?:" + "|".join(p[1:] for p in AWS_PREFIXES) + ")").search
 _AWS = re.compile("|".join(AWS_PREFIXES)).search  # one literal prefix: a fast scan
 
 # name -> test of the whole text. The digit gates run only when the text has a digit at all.
@@ -53,6 +53,39 @@ def _grouped(detectors: Iterable[Detector]) -> tuple[tuple[str, tuple[Detector, 
 
 
 _GROUPS = _grouped(DETECTORS)
+# What each gate needs somewhere in the text (one of these characters, or a literal): a plan's first scan looks
+# for anything any of its gates needs, so most strings cost that one scan.
+_GATE_CHARS = {"at": "@", "scheme": ":", "long_digits": "0123456789", "dotted_digits": "0123456789",
+               "digit_pair": "0123456789", "colon": ":", "token_punct": "_-", "assign": "=:"}  # fmt: skip
+_GATE_LITERALS = {"aws_prefix": "A(?:" + "|".join(p[1:] for p in AWS_PREFIXES) + ")", "jwt": "eyJ", "google": "AIza",
+                  "pem": "PRIVATE KEY"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What `detect` runs for one set of wanted entities: the gates (in order) with their wanted detectors,
+    whether the phone reader runs, and one scan for anything any of those gates needs."""
+
+    groups: tuple[tuple[str, tuple[Detector, ...]], ...]
+    phones: bool
+    any_gate: Callable[[str], object]
+
+
+@lru_cache(maxsize=64)
+def plan(wanted: frozenset[str] | None) -> Plan:
+    """The gates and detectors for `wanted` (None: every structured entity). A gate none of whose detectors
+    is wanted is not evaluated (the phone reader needs the long_digits gate)."""
+    phones = wanted is None or "PHONE" in wanted
+    groups = []
+    for gate, dets in _GROUPS:
+        kept = tuple(d for d in dets if wanted is None or d.entity in wanted)
+        if kept or (phones and gate == "long_digits"):
+            groups.append((gate, kept))
+    gates = [gate for gate, _ in groups]
+    chars = "".join(sorted({c for g in gates for c in _GATE_CHARS.get(g, "")}))
+    needs = ([f"[{re.escape(chars)}]"] if chars else []) + [_GATE_LITERALS[g] for g in gates if g in _GATE_LITERALS]
+    any_gate = re.compile("|".join(needs)).search if needs else (lambda text: None)
+    return Plan(tuple(groups), phones, any_gate)
 
 
 def _run(det: Detector, text: str, found: list[Finding]) -> None:
@@ -65,21 +98,22 @@ def _run(det: Detector, text: str, found: list[Finding]) -> None:
 def detect(text: str, entities: Iterable[str] | None = None, ner: object | None = None) -> list[Finding]:
     """Findings in `text`, sorted by start, non-overlapping (of two overlapping, the surer and then
     the longer wins). `entities` limits what is looked for (default: all structured entities, plus
-    PERSON and ADDRESS when an available NER backend is passed as `ner`)."""
-    wanted = set(entities) if entities is not None else None
+    PERSON and ADDRESS when an available NER backend is passed as `ner`); unwanted detectors do not run."""
+    wanted = frozenset(entities) if entities is not None else None
     found: list[Finding] = []
-    if _ANY_GATE(text) is not None:
-        _structured(text, wanted, found)
+    steps = plan(wanted)
+    if steps.any_gate(text) is not None:
+        _structured(text, steps, found)
     if ner is not None and getattr(ner, "status", None) is not None and ner.status.available:  # type: ignore[attr-defined]
         found.extend(f for f in ner.detect(text) if wanted is None or f.entity in wanted)  # type: ignore[attr-defined]
     return resolve_overlaps(found) if len(found) > 1 else found
 
 
-def _structured(text: str, wanted: set[str] | None, found: list[Finding]) -> None:
+def _structured(text: str, steps: Plan, found: list[Finding]) -> None:
     folded: str | None = None
     has_digit = _DIGIT(text) is not None
     long_digits = False
-    for gate, dets in _GROUPS:
+    for gate, dets in steps.groups:
         if gate:
             if (gate in _NEEDS_DIGIT and not has_digit) or (gate in _NEEDS_COLON and ":" not in text):
                 continue
@@ -87,8 +121,6 @@ def _structured(text: str, wanted: set[str] | None, found: list[Finding]) -> Non
                 continue
             long_digits = long_digits or gate == "long_digits"
         for det in dets:
-            if wanted is not None and det.entity not in wanted:
-                continue
             if det.triggers:
                 if det.folded and folded is None:
                     folded = text.lower()
@@ -99,7 +131,7 @@ def _structured(text: str, wanted: set[str] | None, found: list[Finding]) -> Non
                 else:
                     continue
             _run(det, text, found)
-    if long_digits and (wanted is None or "PHONE" in wanted):
+    if long_digits and steps.phones:
         # A phone (score <= 0.85) overlapping a surer finding, or inside an as sure one, would lose to it:
         # such runs are not parsed.
         taken = [(f.start, f.end) for f in found if f.score > 0.85]

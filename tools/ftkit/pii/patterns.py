@@ -90,7 +90,10 @@ def _url(m: re.Match[str]) -> Finding | None:
     return None
 
 
-IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)")
+# The number patterns start with the digit and look behind it (`\d(?<![\w.]\d)`, not `(?<![\w.])\d`): a pattern
+# that starts with a character class lets the regex engine skip to the next digit instead of trying the
+# look-behind at every position (a third faster over real text; the same matches).
+IPV4 = re.compile(r"\d(?<![\w.]\d)\d{0,2}\.(?:\d{1,3}\.){2}\d{1,3}(?![\w]|\.\d)")
 IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{0,4})(?![\w:])")
 
 
@@ -103,22 +106,22 @@ def _ip(m: re.Match[str]) -> Finding | None:
 
 # ------------------------------------------------------------------ numbers: cards, SSNs, IBANs
 
-CARD = re.compile(r"(?<![\w.+-])\d(?:[ -]?\d){11,18}(?![\w-]|\.\d)")
+CARD = re.compile(r"\d(?<![\w.+-]\d)(?:[ -]?\d){11,18}(?![\w-]|\.\d)")
 
 
 def _card(m: re.Match[str]) -> Finding | None:
     """rules.RULES CREDIT_CARD: Luhn and a known issuer, or Luhn and a card word nearby."""
-    number = checks.digits(m.group(0))
+    number = m.group(0).replace(" ", "").replace("-", "")  # the pattern's only separators
     if not checks.luhn_ok(number):
         return None
-    if checks.card_ok(number):
+    if checks.issuer_ok(number):  # card_ok, Luhn already checked
         return _span(m, "CREDIT_CARD", 0.95, "card_luhn")
     if rules.card_word_near(m.string, m.start(), m.end()):
         return _span(m, "CREDIT_CARD", 0.9, "card_luhn_context")
     return None
 
 
-SSN = re.compile(r"(?<![\w.-])(\d{3})([- ])(\d{2})\2(\d{4})(?![\w-]|\.\d)")
+SSN = re.compile(r"(\d(?<![\w.-]\d)\d{2})([- ])(\d{2})\2(\d{4})(?![\w-]|\.\d)")
 SSN_BARE = re.compile(
     r"(?i)\b(?:ssn|social security)(?:\W+\w+){0,3}?\W+(\d{9})\b"  # SSN is 123456789
     r"|\b(\d{9})\b(?=(?:\W+\w+){0,4}?\W+(?:ssn|social security))"  # 123456789 is the social security number
@@ -126,7 +129,7 @@ SSN_BARE = re.compile(
 
 
 def _ssn(m: re.Match[str]) -> Finding | None:
-    return _span(m, "US_SSN", 0.85, "ssn") if checks.ssn_ok(checks.digits(m.group(0))) else None
+    return _span(m, "US_SSN", 0.85, "ssn") if checks.ssn_ok(m.group(1) + m.group(3) + m.group(4)) else None
 
 
 def _ssn_bare(m: re.Match[str]) -> Finding | None:

@@ -55,21 +55,30 @@ def _fitting(n_digits: int, lead: str) -> tuple[str, ...]:
     return tuple(r for r in REGIONS if _may_fit(r, lead + "0" * (n_digits - len(lead))))
 
 
+# The number types phonenumbers tries in turn (its _number_type_helper): a valid number matches one of them.
+_TYPES = ("premium_rate", "toll_free", "shared_cost", "voip", "personal_number", "pager", "uan", "voicemail",
+          "fixed_line", "mobile")  # fmt: skip
+
+
 @cache
 def _valid_shape(region: str) -> tuple[Callable[[str], object], Callable[[str], object]] | None:
-    """What a number parsed for `region` must look like to be valid: a tail of its digits matches the general
-    pattern of some region of that country code, or it starts with the region's international prefix (then
-    it is read as another country's). None when the region rewrites national numbers (no cheap screen)."""
+    """What a number parsed for `region` must look like to be valid: a tail of its digits (the national number)
+    matches the pattern of a number type (fixed line, mobile, toll free...) of some region of that country code,
+    or it starts with the region's international prefix (then it is read as another country's). None when the
+    region rewrites national numbers (no cheap screen)."""
     meta = PhoneMetadata.metadata_for_region(region)
     if meta.national_prefix_transform_rule:
         return None
     patterns = []
     for other in COUNTRY_CODE_TO_REGION_CODE.get(meta.country_code, ()):
-        desc = getattr(PhoneMetadata.metadata_for_region(other), "general_desc", None)
-        if desc is None or not desc.national_number_pattern:
+        other_meta = PhoneMetadata.metadata_for_region(other)
+        if other_meta is None:
             return None
-        patterns.append(f"(?:{desc.national_number_pattern})")
-    tail = re.compile("(?:" + "|".join(patterns) + r")\Z").search
+        for kind in _TYPES:
+            desc = getattr(other_meta, kind, None)
+            if desc is not None and desc.national_number_pattern:
+                patterns.append(f"(?:{desc.national_number_pattern})")
+    tail = re.compile("(?:" + ("|".join(patterns) or "(?!)") + r")\Z").search
     return tail, re.compile(meta.international_prefix or "(?!)").match
 
 
@@ -80,9 +89,11 @@ def _may_be_valid(region: str, digits: str) -> bool:
 
 
 # A run: optional + prefix, digit groups joined by one separator (a space, dot, dash or slash, or a bracket
-# with an optional space), an optional extension.
+# with an optional space), an optional extension. Its first character (+, ( or a digit) comes before the
+# look-behind, so the regex engine skips to candidates (see ftkit.pii.patterns.IPV4).
 CANDIDATE = re.compile(
-    r"(?<![\w+/.-])(?:\+|\(\+?)?\d(?:\d|(?:[ .\-/]|\)[ -]?| ?\()(?=[\d(])){5,24}\d\)?"
+    r"(?:\+(?<![\w+/.-]\+)\d|\((?<![\w+/.-]\()\+?\d|\d(?<![\w+/.-]\d))"
+    r"(?:\d|(?:[ .\-/]|\)[ -]?| ?\()(?=[\d(])){5,24}\d\)?"
     r"(?:\s{0,2}(?:x|ext\.?|extension|#)\s{0,2}\d{1,6})?(?![\w]|[.-]\w)"
 )
 _DIGIT = re.compile(r"\d")
@@ -112,6 +123,7 @@ def isbn_ok(text: str) -> bool:
     return False
 
 
+_PLAIN = re.compile(r"[0-9 ().\-/]*")
 _EXTENSION = re.compile(r"\s{0,2}(?:x|ext\.?|extension|#)\s{0,2}\d{1,6}$")
 _SHORT_LEAD = re.compile(r"^\d{1,2} ")
 _STRAY_TAIL = re.compile(r"(?<=\d{3}) \d{1,2}$")  # '123456789 10': the next list number, not the phone's
@@ -140,7 +152,10 @@ def _classify(candidate: str) -> float:
     if international:
         return _parsed_score(text, digits, (None,), formatted, screen=False)
     fits = _fitting(len(digits), digits[:_TRUNK_MAX])
-    return _parsed_score(text, digits, fits, formatted and n_digits <= 12, main == candidate and digits.isascii())
+    # The screen reads the digits as the number: only for a run of ASCII digits and punctuation (phonenumbers
+    # reads letters as keypad digits, 'ext' as 398, and an extension is not part of the number).
+    screen = _PLAIN.fullmatch(candidate) is not None
+    return _parsed_score(text, digits, fits, formatted and n_digits <= 12, screen)
 
 
 def _parsed_score(text: str, digits: str, regions: Sequence[str | None], formatted: bool, screen: bool) -> float:

@@ -1,0 +1,112 @@
+"""ftkit.pii's fast paths: the entity filter skips unwanted work, and the shortcuts read text as the slow way does."""
+
+from __future__ import annotations
+
+import pytest
+from ftkit.pii import detect as detect_fn
+from ftkit.pii import rules
+
+detect_module = __import__("ftkit.pii.detect", fromlist=["plan"])
+PRESIDIO_SET = frozenset({"EMAIL", "PHONE", "CREDIT_CARD", "US_SSN", "IBAN", "IP_ADDRESS", "URL"})
+MIXED = (
+    "mail bob@example.com, key AKIAIOSFODNN7EXAMPLE, token=ghp_" + "a1B2c3D4e5" * 4
+    + ", card 4111 1111 1111 1111, call +1 415 555 2671"
+)  # fmt: skip
+
+
+def test_plan_for_presidio_entities_has_no_secret_detector_or_secret_gate():
+    steps = detect_module.plan(PRESIDIO_SET)
+    entities = {d.entity for _, dets in steps.groups for d in dets}
+    gates = {gate for gate, _ in steps.groups}
+    assert entities == PRESIDIO_SET - {"PHONE"} and steps.phones
+    assert not gates & {"aws_prefix", "token_punct", "assign", "jwt", "google", "pem"}
+
+
+def test_plan_for_phone_alone_keeps_only_the_long_digits_gate():
+    steps = detect_module.plan(frozenset({"PHONE"}))
+    assert [(gate, dets) for gate, dets in steps.groups] == [("long_digits", ())] and steps.phones
+
+
+def test_plan_without_phone_does_not_read_phones():
+    assert not detect_module.plan(frozenset({"EMAIL"})).phones
+
+
+def test_detect_with_entities_runs_no_unwanted_detector_or_gate(monkeypatch: pytest.MonkeyPatch):
+    ran: list[str] = []
+    gates: list[str] = []
+    real_run = detect_module._run
+
+    def run(det, text, found):  # type: ignore[no-untyped-def]
+        ran.append(det.entity)
+        real_run(det, text, found)
+
+    monkeypatch.setattr(detect_module, "_run", run)
+    for name, test in list(detect_module.GATES.items()):
+        monkeypatch.setitem(detect_module.GATES, name, lambda text, n=name, t=test: (gates.append(n), t(text))[1])
+    found = detect_fn(MIXED, entities=["EMAIL"])
+    assert {f.entity for f in found} == {"EMAIL"}
+    assert set(ran) == {"EMAIL"} and set(gates) == {"at"}
+
+
+def test_detect_with_every_entity_named_finds_what_the_default_finds():
+    assert detect_fn(MIXED, entities=[*PRESIDIO_SET, "SECRET"]) == detect_fn(MIXED)
+    assert {f.entity for f in detect_fn(MIXED)} == {"EMAIL", "SECRET", "CREDIT_CARD", "PHONE"}
+
+
+def test_presidio_entities_drop_only_the_secrets():
+    same = detect_fn(MIXED, entities=PRESIDIO_SET)
+    assert same == [f for f in detect_fn(MIXED) if f.entity != "SECRET"]
+
+
+WINDOWS = [
+    "Call me on", "my TEL.", "order no", "Ship to 12 Hauptstraße", "Ship to 12 Hauptstrasse", "Main St.",
+    "the Ring", "Bahnhofstr", "h.no 12", "H.No.", "see unit 4, then phone", "phone. Then the order", "xring",
+    "fax: ", "ORDER#", "ul. ", "Kungsgatan", "Nørregade", "Vej", "avenue\nthen", "id_card", "my_phone",
+    "teléfono", "Tél", "☎", "call! ", "ZIP+4", "sector", "a sectors", "str", "astr", "Call ſt", "İd", "street 9",
+    "Begoña, TELÉFONO", "Hauptſtr", "Praça da Sé,", "ул.", "Rua São João 12, São Paulo", "Müllerstraße 3 ORDER",
+    "KUNGSVÄGEN", "call 📞", "a_b_c road_", "Ring_", "12th Ave", "H.NO. 5",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("left", WINDOWS)
+def test_last_cue_reads_a_window_like_the_cue_pattern(left: str):
+    last = None
+    for last in rules._CUE.finditer(left):  # noqa: B007
+        pass
+    expected = None if last is None else ("address" if last.lastgroup == "suffix" else last.lastgroup, last.end())
+    assert rules._last_cue(left) == expected
+
+
+def test_cue_before_finds_the_nearest_cue_and_stops_at_a_sentence_end():
+    assert rules.cue_before("Order no 5, call 555 1234", 18) == "phone"
+    assert rules.cue_before("Call me. Order 555 1234", 15) == "id"
+    assert rules.cue_before("Lives on Hauptstrasse 12", 22) == "address"
+    assert rules.cue_before("Call me. It is 555 1234", 15) is None
+
+
+def test_issuer_ok_is_card_ok_without_the_luhn_check():
+    from ftkit.pii.checks import card_ok, issuer_ok, luhn_ok
+
+    assert issuer_ok("4111111111111112") and not card_ok("4111111111111112"), "a Visa prefix, Luhn broken"
+    assert not issuer_ok("0000000000000000") and luhn_ok("0000000000000000")
+    for number in ("4111111111111111", "378282246310005", "6011111111111117", "5555555555554444", "41111111111111"):
+        assert card_ok(number) == (luhn_ok(number) and issuer_ok(number))
+
+
+def test_phone_screen_never_rules_out_a_number_phonenumbers_finds_valid():
+    import phonenumbers
+    from ftkit.pii.phone import REGIONS, _may_be_valid
+
+    checked = 0
+    for region in REGIONS:
+        for kind in range(12):  # every PhoneNumberType with an example: fixed line, mobile, toll free...
+            example = phonenumbers.example_number_for_type(region, kind)
+            if example is None:
+                continue
+            national = phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.NATIONAL)
+            digits = "".join(c for c in national if c.isdigit())
+            if phonenumbers.is_valid_number(phonenumbers.parse(national, region)):
+                assert _may_be_valid(region, digits), (region, kind, national)
+                checked += 1
+    assert checked > 50
+    assert not _may_be_valid("DE", "1234"), "no German number type is four digits starting with 1"
