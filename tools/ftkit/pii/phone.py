@@ -17,8 +17,8 @@ from collections.abc import Callable, Sequence
 from functools import cache, lru_cache
 
 import phonenumbers
-from phonenumbers import NumberParseException, PhoneMetadata, re_util
-from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE
+from phonenumbers import NumberParseException, PhoneMetadata, PhoneNumber, re_util
+from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE, region_code_for_country_code
 
 from ftkit.pii import rules
 from ftkit.pii.findings import Finding
@@ -88,6 +88,75 @@ def _may_be_valid(region: str, digits: str) -> bool:
     return shape is None or shape[0](digits) is not None or shape[1](digits) is not None
 
 
+_PLAIN = re.compile(r"[0-9 ().\-/]*")  # ASCII digits and phone punctuation
+_PLUS_PLAIN = re.compile(r"\(?\+[0-9 ().\-/]*")  # +CC and ASCII digits and punctuation: no letters, no extension
+_MAX_NSN = 17  # phonenumbers' longest national number
+
+
+@cache
+def _strip_prefix(country_code: int) -> Callable[[str], object] | None:
+    """How phonenumbers would look for a national prefix in a number of `country_code` (a match: it may strip
+    it); None when the country has no metadata (the caller parses)."""
+    meta = PhoneMetadata.metadata_for_region_or_calling_code(country_code, region_code_for_country_code(country_code))
+    if meta is None:
+        return None
+    prefix = meta.national_prefix_for_parsing
+    return re.compile(prefix).match if prefix else (lambda digits: None)
+
+
+def international_number(text: str) -> PhoneNumber | None:
+    """The number `phonenumbers.parse(text)` returns for a +CC run of ASCII digits and punctuation, read
+    without parsing; None when parse could do more than split off the country code (a leading zero, a
+    national prefix, an extension, letters, an unknown code, a length it rejects): then parse it."""
+    if _PLUS_PLAIN.fullmatch(text) is None:
+        return None
+    digits = "".join(c for c in text if "0" <= c <= "9")
+    if len(digits) <= 2 or digits[0] == "0":
+        return None
+    for i in (1, 2, 3):
+        if int(digits[:i]) in COUNTRY_CODE_TO_REGION_CODE:
+            country_code, national = int(digits[:i]), digits[i:]
+            break
+    else:
+        return None
+    if not 2 <= len(national) <= _MAX_NSN or national[0] == "0":
+        return None
+    prefix = _strip_prefix(country_code)
+    if prefix is None or prefix(national) is not None:
+        return None
+    return PhoneNumber(country_code=country_code, national_number=int(national))
+
+
+@cache
+def _national_reading(region: str) -> tuple[int, str, Callable[[str], object], Callable[[str], object]]:
+    """For national numbers of `region`: its country code, and how phonenumbers looks for an international
+    prefix and a national prefix at the start of the digits."""
+    meta = PhoneMetadata.metadata_for_region(region)
+    prefix = meta.national_prefix_for_parsing
+    return (
+        meta.country_code,
+        str(meta.country_code),
+        re.compile(meta.international_prefix or "(?!)").match,
+        re.compile(prefix).match if prefix else (lambda digits: None),
+    )
+
+
+def national_number(text: str, region: str) -> PhoneNumber | None:
+    """The number `phonenumbers.parse(text, region)` returns for a run of ASCII digits and punctuation, read
+    without parsing; None when parse could do more than take the digits as the national number (a leading
+    zero, the region's international or national prefix or its country code in front, letters, a length
+    it rejects): then parse it."""
+    if _PLAIN.fullmatch(text) is None:
+        return None
+    digits = "".join(c for c in text if "0" <= c <= "9")
+    if not 3 <= len(digits) <= _MAX_NSN or digits[0] == "0":
+        return None
+    country_code, code, international, national = _national_reading(region)
+    if digits.startswith(code) or international(digits) is not None or national(digits) is not None:
+        return None
+    return PhoneNumber(country_code=country_code, national_number=int(digits))
+
+
 # A run: optional + prefix, digit groups joined by one separator (a space, dot, dash or slash, or a bracket
 # with an optional space), an optional extension. Its first character (+, ( or a digit) comes before the
 # look-behind, so the regex engine skips to candidates (see ftkit.pii.patterns.IPV4).
@@ -123,7 +192,6 @@ def isbn_ok(text: str) -> bool:
     return False
 
 
-_PLAIN = re.compile(r"[0-9 ().\-/]*")
 _EXTENSION = re.compile(r"\s{0,2}(?:x|ext\.?|extension|#)\s{0,2}\d{1,6}$")
 _SHORT_LEAD = re.compile(r"^\d{1,2} ")
 _STRAY_TAIL = re.compile(r"(?<=\d{3}) \d{1,2}$")  # '123456789 10': the next list number, not the phone's
@@ -168,10 +236,12 @@ def _parsed_score(text: str, digits: str, regions: Sequence[str | None], formatt
         if screen and not _may_be_valid(region, digits):  # type: ignore[arg-type]
             skipped.append(region)
             continue
-        try:
-            number = phonenumbers.parse(text, region)
-        except NumberParseException:
-            continue
+        number = international_number(text) if region is None else national_number(text, region)
+        if number is None:
+            try:
+                number = phonenumbers.parse(text, region)
+            except NumberParseException:
+                continue
         if phonenumbers.is_valid_number(number):
             return 0.85
         possible = possible or (formatted and phonenumbers.is_possible_number(number))
