@@ -176,3 +176,18 @@ def test_national_number_leaves_trunk_and_international_prefixes_to_parse():
     assert national_number("1 415 555 2671", "US") is None, "the country code (and NANPA's trunk prefix) in front"
     assert national_number("011 44 20 7946 0958", "US") is None, "an international prefix"
     assert national_number("415 555 2671 x12", "US") is None, "an extension"
+
+
+@pytest.mark.parametrize(
+    ("gate", "plain"), [("dotted_digits", r"[0-9]\.[0-9]"), ("colon", r"::|[0-9A-Fa-f]:[0-9A-Fa-f]")]
+)
+def test_punctuation_led_gates_pass_the_strings_the_plain_patterns_find(gate: str, plain: str):
+    import random
+    import re
+
+    rng = random.Random(3)
+    search = re.compile(plain).search
+    strings = ["".join(rng.choice("0123456789aF:.: x-") for _ in range(rng.randint(0, 12))) for _ in range(20000)]
+    assert sum(search(s) is not None for s in strings) > 1000
+    for s in strings:
+        assert detect_module.GATES[gate](s) == (search(s) is not None), s

@@ -341,21 +341,23 @@ def find_phones(
             run = run.rstrip(")")
         elif run.startswith("(") and run.endswith(")") and run.count("(") == 1:  # (555-3476): the brackets are prose
             run, start = run[1:-1], start + 1
-        cue = rules.cue_before(text, start)
-        if _dropped_whole(text, start, run, cue):
+        international = run.startswith(("+", "(+", "00"))
+        # The words before an international run matter only when it is no number or starts with a short figure.
+        cue: str | bool | None = False if international else rules.cue_before(text, start)
+        if not international and _dropped_whole(text, start, run, cue):  # type: ignore[arg-type]
             continue
         score = _classify(run)
         if not score:
-            score = _by_phone_word(run, cue)
-        elif not _rank(run, score)[1] and cue == "phone":
-            score = max(score, 0.5)  # '90 12 34 56' after 'Phone:': the short lead is the number's own
-        else:
-            score = score if _rank(run, score)[1] else 0.0
+            score = _by_phone_word(run, rules.cue_before(text, start) if cue is False else cue)  # type: ignore[arg-type]
+        elif not _rank(run, score)[1]:
+            if cue is False:
+                cue = rules.cue_before(text, start)
+            # '90 12 34 56' after 'Phone:': the short lead is the number's own
+            score = max(score, 0.5) if cue == "phone" else 0.0
         if score:
             if in_context(text, start, start + len(run), score, cue):
                 found.append(Finding(start, start + len(run), "PHONE", score, "phone"))
             continue
-        international = run.startswith(("+", "(+", "00"))
         scored = []
         for s, e in _sub_runs(run, start):
             if (international and s != start) or e - s == len(run):
