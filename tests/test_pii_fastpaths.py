@@ -191,3 +191,19 @@ def test_punctuation_led_gates_pass_the_strings_the_plain_patterns_find(gate: st
     assert sum(search(s) is not None for s in strings) > 1000
     for s in strings:
         assert detect_module.GATES[gate](s) == (search(s) is not None), s
+
+
+def test_luhn_ok_agrees_with_the_textbook_digit_by_digit_checksum():
+    import random
+
+    from ftkit.pii.checks import luhn_ok
+
+    def textbook(number: str) -> bool:
+        digits = [int(c) for c in reversed(number)]
+        return sum(d if i % 2 == 0 else (d * 2 - 9 if d > 4 else d * 2) for i, d in enumerate(digits)) % 10 == 0
+
+    rng = random.Random(4)
+    numbers = ["".join(rng.choice("0123456789") for _ in range(rng.randint(1, 19))) for _ in range(20000)]
+    assert sum(map(luhn_ok, numbers)) > 1000, "about one in ten passes"
+    for number in numbers:
+        assert luhn_ok(number) == textbook(number), number
