@@ -90,6 +90,7 @@ def _may_be_valid(region: str, digits: str) -> bool:
 
 _PLAIN = re.compile(r"[0-9 ().\-/]*")  # ASCII digits and phone punctuation
 _PLUS_PLAIN = re.compile(r"\(?\+[0-9 ().\-/]*")  # +CC and ASCII digits and punctuation: no letters, no extension
+_NOT_DIGITS = str.maketrans("", "", "+ ().-/")  # what is left of a _PLAIN or _PLUS_PLAIN run: its digits
 _MAX_NSN = 17  # phonenumbers' longest national number
 
 
@@ -110,7 +111,7 @@ def international_number(text: str) -> PhoneNumber | None:
     national prefix, an extension, letters, an unknown code, a length it rejects): then parse it."""
     if _PLUS_PLAIN.fullmatch(text) is None:
         return None
-    digits = "".join(c for c in text if "0" <= c <= "9")
+    digits = text.translate(_NOT_DIGITS)
     if len(digits) <= 2 or digits[0] == "0":
         return None
     for i in (1, 2, 3):
@@ -148,7 +149,7 @@ def national_number(text: str, region: str) -> PhoneNumber | None:
     it rejects): then parse it."""
     if _PLAIN.fullmatch(text) is None:
         return None
-    digits = "".join(c for c in text if "0" <= c <= "9")
+    digits = text.translate(_NOT_DIGITS)
     if not 3 <= len(digits) <= _MAX_NSN or digits[0] == "0":
         return None
     country_code, code, international, national = _national_reading(region)
@@ -205,8 +206,9 @@ def _looks_like_something_else(text: str) -> bool:
 @lru_cache(maxsize=4096)
 def _classify(candidate: str) -> float:
     """0 when `candidate` is not a phone number, else the finding's score."""
-    main = _EXTENSION.sub("", candidate)
-    n_digits = len(_DIGIT.findall(main))  # E.164: at most 15 digits
+    main = _EXTENSION.sub("", candidate) if "x" in candidate or "#" in candidate else candidate  # its markers
+    digits = "".join(_DIGIT.findall(main))
+    n_digits = len(digits)  # E.164: at most 15 digits
     if not 7 <= n_digits <= 15 or _looks_like_something_else(main):
         return 0.0
     international = candidate.startswith(("+", "(+")) or candidate.startswith("00")
@@ -216,7 +218,6 @@ def _classify(candidate: str) -> float:
     formatted = bool(_GROUPED.search(candidate))
     if main.isdigit() and n_digits < 9:  # 6000000 is a number, not a phone
         return 0.0
-    digits = "".join(_DIGIT.findall(main))
     if international:
         return _parsed_score(text, digits, (None,), formatted, screen=False)
     fits = _fitting(len(digits), digits[:_TRUNK_MAX])
@@ -331,7 +332,9 @@ def find_phones(
     found: list[Finding] = []
     for m in CANDIDATE.finditer(text):
         run, start, end = m.group(0), m.start(), m.end()
-        if any(s < end and start < e for s, e in taken) or any(s <= start and end <= e for s, e in within):
+        if (taken and any(s < end and start < e for s, e in taken)) or (
+            within and any(s <= start and end <= e for s, e in within)
+        ):
             continue
         if _CODE_BEFORE.search(text, max(0, start - 40), start):
             continue
