@@ -110,3 +110,100 @@ def test_phone_screen_never_rules_out_a_number_phonenumbers_finds_valid():
                 checked += 1
     assert checked > 50
     assert not _may_be_valid("DE", "1234"), "no German number type is four digits starting with 1"
+
+
+def _parsed(text: str, region: str | None):  # type: ignore[no-untyped-def]
+    import phonenumbers
+
+    try:
+        return phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None
+
+
+def _runs(seed: int, lead: tuple[str, ...], n: int) -> list[str]:
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        s = rng.choice(lead)
+        for _ in range(rng.randint(1, 6)):
+            s += "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 5)))
+            s += rng.choice([" ", "-", ".", "/", "", ") ", "(", ")"])
+        out.append(s.rstrip())
+    return out
+
+
+def test_international_number_is_what_parse_returns_whenever_it_reads_one():
+    from ftkit.pii.phone import international_number
+
+    read = 0
+    for text in _runs(11, ("+", "(+", "+ "), 20000):
+        number = international_number(text)
+        if number is not None:
+            assert number == _parsed(text, None), text
+            read += 1
+    assert read > 5000, "the fast reading applies to most +CC runs"
+
+
+def test_international_number_leaves_prefixes_zeros_extensions_and_letters_to_parse():
+    from ftkit.pii.phone import international_number
+
+    assert international_number("+44 20 7946 0958") == _parsed("+44 20 7946 0958", None)
+    for text in ("+44 (0)20 7946 0958", "+39 06 6988 4000", "+1 415 555 2671 ext 12", "+1 800 FLOWERS", "+0 123 4567"):
+        assert international_number(text) is None, text
+
+
+def test_national_number_is_what_parse_returns_whenever_it_reads_one():
+    from ftkit.pii.phone import REGIONS, national_number
+
+    read = 0
+    for text in _runs(12, ("", "("), 3000):
+        for region in REGIONS:
+            number = national_number(text, region)
+            if number is not None:
+                assert number == _parsed(text, region), (text, region)
+                read += 1
+    assert read > 10000, "the fast reading applies to most national runs"
+
+
+def test_national_number_leaves_trunk_and_international_prefixes_to_parse():
+    from ftkit.pii.phone import national_number
+
+    assert national_number("(415) 555-2671", "US") == _parsed("(415) 555-2671", "US")
+    assert national_number("020 7946 0958", "GB") is None, "a trunk prefix: parse strips it"
+    assert national_number("1 415 555 2671", "US") is None, "the country code (and NANPA's trunk prefix) in front"
+    assert national_number("011 44 20 7946 0958", "US") is None, "an international prefix"
+    assert national_number("415 555 2671 x12", "US") is None, "an extension"
+
+
+@pytest.mark.parametrize(
+    ("gate", "plain"), [("dotted_digits", r"[0-9]\.[0-9]"), ("colon", r"::|[0-9A-Fa-f]:[0-9A-Fa-f]")]
+)
+def test_punctuation_led_gates_pass_the_strings_the_plain_patterns_find(gate: str, plain: str):
+    import random
+    import re
+
+    rng = random.Random(3)
+    search = re.compile(plain).search
+    strings = ["".join(rng.choice("0123456789aF:.: x-") for _ in range(rng.randint(0, 12))) for _ in range(20000)]
+    assert sum(search(s) is not None for s in strings) > 1000
+    for s in strings:
+        assert detect_module.GATES[gate](s) == (search(s) is not None), s
+
+
+def test_luhn_ok_agrees_with_the_textbook_digit_by_digit_checksum():
+    import random
+
+    from ftkit.pii.checks import luhn_ok
+
+    def textbook(number: str) -> bool:
+        digits = [int(c) for c in reversed(number)]
+        return sum(d if i % 2 == 0 else (d * 2 - 9 if d > 4 else d * 2) for i, d in enumerate(digits)) % 10 == 0
+
+    rng = random.Random(4)
+    numbers = ["".join(rng.choice("0123456789") for _ in range(rng.randint(1, 19))) for _ in range(20000)]
+    assert sum(map(luhn_ok, numbers)) > 1000, "about one in ten passes"
+    for number in numbers:
+        assert luhn_ok(number) == textbook(number), number

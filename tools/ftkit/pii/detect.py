@@ -31,9 +31,9 @@ GATES: dict[str, Callable[[str], bool]] = {
     "at": lambda text: "@" in text,
     "scheme": lambda text: "://" in text,
     "long_digits": _search(r"[0-9](?:[ .()/-]{0,3}[0-9]){6}"),  # phones (7+ digits), SSNs, cards
-    "dotted_digits": _search(r"[0-9]\.[0-9]"),
+    "dotted_digits": _search(r"\.(?<=[0-9]\.)[0-9]"),  # a digit, a dot, a digit: led by the dot (rarer than digits)
     "digit_pair": _search(r"[0-9][0-9]"),
-    "colon": _search(r"::|[0-9A-Fa-f]:[0-9A-Fa-f]"),  # run only when the text has a colon
+    "colon": _search(r":(?::|(?<=[0-9A-Fa-f]:)[0-9A-Fa-f])"),  # '::' or hex:hex; only when the text has a colon
     "aws_prefix": lambda text: _AWS(text) is not None,
     "token_punct": lambda text: "_" in text or "-" in text,
     "assign": lambda text: "=" in text or ":" in text,
@@ -134,6 +134,9 @@ def _structured(text: str, steps: Plan, found: list[Finding]) -> None:
     if long_digits and steps.phones:
         # A phone (score <= 0.85) overlapping a surer finding, or inside an as sure one, would lose to it:
         # such runs are not parsed.
+        if not found:
+            found.extend(find_phones(text))
+            return
         taken = [(f.start, f.end) for f in found if f.score > 0.85]
         within = [(f.start, f.end) for f in found if f.score == 0.85]
         found.extend(find_phones(text, taken, within))

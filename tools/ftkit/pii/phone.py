@@ -17,8 +17,8 @@ from collections.abc import Callable, Sequence
 from functools import cache, lru_cache
 
 import phonenumbers
-from phonenumbers import NumberParseException, PhoneMetadata, re_util
-from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE
+from phonenumbers import NumberParseException, PhoneMetadata, PhoneNumber, re_util
+from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE, region_code_for_country_code
 
 from ftkit.pii import rules
 from ftkit.pii.findings import Finding
@@ -88,6 +88,76 @@ def _may_be_valid(region: str, digits: str) -> bool:
     return shape is None or shape[0](digits) is not None or shape[1](digits) is not None
 
 
+_PLAIN = re.compile(r"[0-9 ().\-/]*")  # ASCII digits and phone punctuation
+_PLUS_PLAIN = re.compile(r"\(?\+[0-9 ().\-/]*")  # +CC and ASCII digits and punctuation: no letters, no extension
+_NOT_DIGITS = str.maketrans("", "", "+ ().-/")  # what is left of a _PLAIN or _PLUS_PLAIN run: its digits
+_MAX_NSN = 17  # phonenumbers' longest national number
+
+
+@cache
+def _strip_prefix(country_code: int) -> Callable[[str], object] | None:
+    """How phonenumbers would look for a national prefix in a number of `country_code` (a match: it may strip
+    it); None when the country has no metadata (the caller parses)."""
+    meta = PhoneMetadata.metadata_for_region_or_calling_code(country_code, region_code_for_country_code(country_code))
+    if meta is None:
+        return None
+    prefix = meta.national_prefix_for_parsing
+    return re.compile(prefix).match if prefix else (lambda digits: None)
+
+
+def international_number(text: str) -> PhoneNumber | None:
+    """The number `phonenumbers.parse(text)` returns for a +CC run of ASCII digits and punctuation, read
+    without parsing; None when parse could do more than split off the country code (a leading zero, a
+    national prefix, an extension, letters, an unknown code, a length it rejects): then parse it."""
+    if _PLUS_PLAIN.fullmatch(text) is None:
+        return None
+    digits = text.translate(_NOT_DIGITS)
+    if len(digits) <= 2 or digits[0] == "0":
+        return None
+    for i in (1, 2, 3):
+        if int(digits[:i]) in COUNTRY_CODE_TO_REGION_CODE:
+            country_code, national = int(digits[:i]), digits[i:]
+            break
+    else:
+        return None
+    if not 2 <= len(national) <= _MAX_NSN or national[0] == "0":
+        return None
+    prefix = _strip_prefix(country_code)
+    if prefix is None or prefix(national) is not None:
+        return None
+    return PhoneNumber(country_code=country_code, national_number=int(national))
+
+
+@cache
+def _national_reading(region: str) -> tuple[int, str, Callable[[str], object], Callable[[str], object]]:
+    """For national numbers of `region`: its country code, and how phonenumbers looks for an international
+    prefix and a national prefix at the start of the digits."""
+    meta = PhoneMetadata.metadata_for_region(region)
+    prefix = meta.national_prefix_for_parsing
+    return (
+        meta.country_code,
+        str(meta.country_code),
+        re.compile(meta.international_prefix or "(?!)").match,
+        re.compile(prefix).match if prefix else (lambda digits: None),
+    )
+
+
+def national_number(text: str, region: str) -> PhoneNumber | None:
+    """The number `phonenumbers.parse(text, region)` returns for a run of ASCII digits and punctuation, read
+    without parsing; None when parse could do more than take the digits as the national number (a leading
+    zero, the region's international or national prefix or its country code in front, letters, a length
+    it rejects): then parse it."""
+    if _PLAIN.fullmatch(text) is None:
+        return None
+    digits = text.translate(_NOT_DIGITS)
+    if not 3 <= len(digits) <= _MAX_NSN or digits[0] == "0":
+        return None
+    country_code, code, international, national = _national_reading(region)
+    if digits.startswith(code) or international(digits) is not None or national(digits) is not None:
+        return None
+    return PhoneNumber(country_code=country_code, national_number=int(digits))
+
+
 # A run: optional + prefix, digit groups joined by one separator (a space, dot, dash or slash, or a bracket
 # with an optional space), an optional extension. Its first character (+, ( or a digit) comes before the
 # look-behind, so the regex engine skips to candidates (see ftkit.pii.patterns.IPV4).
@@ -123,7 +193,6 @@ def isbn_ok(text: str) -> bool:
     return False
 
 
-_PLAIN = re.compile(r"[0-9 ().\-/]*")
 _EXTENSION = re.compile(r"\s{0,2}(?:x|ext\.?|extension|#)\s{0,2}\d{1,6}$")
 _SHORT_LEAD = re.compile(r"^\d{1,2} ")
 _STRAY_TAIL = re.compile(r"(?<=\d{3}) \d{1,2}$")  # '123456789 10': the next list number, not the phone's
@@ -137,8 +206,9 @@ def _looks_like_something_else(text: str) -> bool:
 @lru_cache(maxsize=4096)
 def _classify(candidate: str) -> float:
     """0 when `candidate` is not a phone number, else the finding's score."""
-    main = _EXTENSION.sub("", candidate)
-    n_digits = len(_DIGIT.findall(main))  # E.164: at most 15 digits
+    main = _EXTENSION.sub("", candidate) if "x" in candidate or "#" in candidate else candidate  # its markers
+    digits = "".join(_DIGIT.findall(main))
+    n_digits = len(digits)  # E.164: at most 15 digits
     if not 7 <= n_digits <= 15 or _looks_like_something_else(main):
         return 0.0
     international = candidate.startswith(("+", "(+")) or candidate.startswith("00")
@@ -148,7 +218,6 @@ def _classify(candidate: str) -> float:
     formatted = bool(_GROUPED.search(candidate))
     if main.isdigit() and n_digits < 9:  # 6000000 is a number, not a phone
         return 0.0
-    digits = "".join(_DIGIT.findall(main))
     if international:
         return _parsed_score(text, digits, (None,), formatted, screen=False)
     fits = _fitting(len(digits), digits[:_TRUNK_MAX])
@@ -168,10 +237,12 @@ def _parsed_score(text: str, digits: str, regions: Sequence[str | None], formatt
         if screen and not _may_be_valid(region, digits):  # type: ignore[arg-type]
             skipped.append(region)
             continue
-        try:
-            number = phonenumbers.parse(text, region)
-        except NumberParseException:
-            continue
+        number = international_number(text) if region is None else national_number(text, region)
+        if number is None:
+            try:
+                number = phonenumbers.parse(text, region)
+            except NumberParseException:
+                continue
         if phonenumbers.is_valid_number(number):
             return 0.85
         possible = possible or (formatted and phonenumbers.is_possible_number(number))
@@ -261,7 +332,9 @@ def find_phones(
     found: list[Finding] = []
     for m in CANDIDATE.finditer(text):
         run, start, end = m.group(0), m.start(), m.end()
-        if any(s < end and start < e for s, e in taken) or any(s <= start and end <= e for s, e in within):
+        if (taken and any(s < end and start < e for s, e in taken)) or (
+            within and any(s <= start and end <= e for s, e in within)
+        ):
             continue
         if _CODE_BEFORE.search(text, max(0, start - 40), start):
             continue
@@ -271,21 +344,23 @@ def find_phones(
             run = run.rstrip(")")
         elif run.startswith("(") and run.endswith(")") and run.count("(") == 1:  # (555-3476): the brackets are prose
             run, start = run[1:-1], start + 1
-        cue = rules.cue_before(text, start)
-        if _dropped_whole(text, start, run, cue):
+        international = run.startswith(("+", "(+", "00"))
+        # The words before an international run matter only when it is no number or starts with a short figure.
+        cue: str | bool | None = False if international else rules.cue_before(text, start)
+        if not international and _dropped_whole(text, start, run, cue):  # type: ignore[arg-type]
             continue
         score = _classify(run)
         if not score:
-            score = _by_phone_word(run, cue)
-        elif not _rank(run, score)[1] and cue == "phone":
-            score = max(score, 0.5)  # '90 12 34 56' after 'Phone:': the short lead is the number's own
-        else:
-            score = score if _rank(run, score)[1] else 0.0
+            score = _by_phone_word(run, rules.cue_before(text, start) if cue is False else cue)  # type: ignore[arg-type]
+        elif not _rank(run, score)[1]:
+            if cue is False:
+                cue = rules.cue_before(text, start)
+            # '90 12 34 56' after 'Phone:': the short lead is the number's own
+            score = max(score, 0.5) if cue == "phone" else 0.0
         if score:
             if in_context(text, start, start + len(run), score, cue):
                 found.append(Finding(start, start + len(run), "PHONE", score, "phone"))
             continue
-        international = run.startswith(("+", "(+", "00"))
         scored = []
         for s, e in _sub_runs(run, start):
             if (international and s != start) or e - s == len(run):
