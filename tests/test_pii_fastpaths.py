@@ -207,3 +207,13 @@ def test_luhn_ok_agrees_with_the_textbook_digit_by_digit_checksum():
     assert sum(map(luhn_ok, numbers)) > 1000, "about one in ten passes"
     for number in numbers:
         assert luhn_ok(number) == textbook(number), number
+
+
+def test_a_run_after_one_read_in_parts_is_still_skipped_when_it_overlaps_a_surer_finding():
+    # The first run is no number whole, so its parts are read; the surer span must still hold for the runs after it.
+    from ftkit.pii.phone import find_phones
+
+    text = "Numbers: 415 555 2671 020 7946 0958 and later 212 555 0147."
+    start = text.index("212")
+    assert [(f.start, f.end) for f in find_phones(text)][-1] == (start, start + 12)
+    assert all(f.end <= start for f in find_phones(text, taken=[(start, start + 12)]))

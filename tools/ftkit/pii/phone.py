@@ -370,9 +370,9 @@ def find_phones(
                 piece = piece.rstrip(")")
             if (score := _classify(piece)) >= 0.85:  # a part of a run must be a valid number on its own
                 scored.append((_rank(piece, score), s, s + len(piece), score))
-        taken: list[tuple[int, int]] = []
+        picked: list[tuple[int, int]] = []  # not `taken`: that is the surer findings, for the runs after this one
         for _, s, e, score in sorted(scored, reverse=True):
-            if not any(s < te and e > ts for ts, te in taken) and in_context(text, s, e, score):
+            if not any(s < te and e > ts for ts, te in picked) and in_context(text, s, e, score):
                 found.append(Finding(s, e, "PHONE", score, "phone"))
-                taken.append((s, e))
+                picked.append((s, e))
     return found
