@@ -103,11 +103,12 @@ _CARD_CUE = re.compile(rf"(?<!\w)(?:{_alternation(CARD_WORDS)})(?!\w)", re.I)
 # after at least one more character; a word with other than ASCII letters is matched by _CUE_WORD under re.I,
 # as _CUE matches it. '☎', '📞' and 'h.no' are not single words: a window with one of them takes _CUE.
 _WORD = re.compile(r"\w+")
-_ASCII_CUES = {w: kind for kind, words in (("address", ADDRESS_WORDS), ("id", ID_WORDS), ("phone", PHONE_WORDS))
-               for w in words if w.isascii() and _WORD.fullmatch(w)}  # fmt: skip
-_ASCII_SUFFIXES = frozenset(s for s in ADDRESS_SUFFIXES if s.isascii())
-_SUFFIX_TAILS = frozenset(s[-3:] for s in _ASCII_SUFFIXES)  # every suffix has 3 letters or more
-_SUFFIX_LENGTHS = tuple(sorted({len(s) for s in _ASCII_SUFFIXES}))
+# ASCII cue words and address suffixes as lower-case bytes: a word of an ASCII window is read from bytes.
+_BYTE_CUES = {w.encode(): kind for kind, words in (("address", ADDRESS_WORDS), ("id", ID_WORDS), ("phone", PHONE_WORDS))
+              for w in words if w.isascii() and _WORD.fullmatch(w)}  # fmt: skip
+_BYTE_SUFFIXES = frozenset(s.encode() for s in ADDRESS_SUFFIXES if s.isascii())
+_BYTE_TAILS = frozenset(s[-3:] for s in _BYTE_SUFFIXES)  # every suffix has 3 letters or more
+_SUFFIX_LENGTHS = tuple(sorted({len(s) for s in _BYTE_SUFFIXES}))
 _CUE_WORD = re.compile(
     rf"(?P<phone>{_alternation(PHONE_WORDS)})|(?P<id>{_alternation(ID_WORDS)})"
     rf"|(?P<address>{_alternation(ADDRESS_WORDS)})|\w+(?P<suffix>{_alternation(ADDRESS_SUFFIXES)})",
@@ -116,28 +117,25 @@ _CUE_WORD = re.compile(
 _NOT_WORDS = ("☎", "📞")  # and h.no, in any case
 
 
+def _ascii_word_cue(low: bytes) -> str | None:
+    """The kind of cue an ASCII word (lower-cased bytes) is: a cue word, or a word ending in an address suffix
+    after at least one more character."""
+    kind = _BYTE_CUES.get(low)
+    if kind is None and (n := len(low)) > 3 and low[-3:] in _BYTE_TAILS:
+        kind = next(("address" for k in _SUFFIX_LENGTHS if k < n and low[n - k :] in _BYTE_SUFFIXES), None)
+    return kind
+
+
 def _word_cue(word: str) -> str | None:
     r"""The kind of cue `word` (a whole `\w+` run) is, as _CUE reads it, or None."""
-    if not word.isascii():
-        m = _CUE_WORD.fullmatch(word)
-        return None if m is None else "address" if m.lastgroup == "suffix" else m.lastgroup
-    low = word.lower()
-    kind = _ASCII_CUES.get(low)
-    if kind is not None:
-        return kind
-    n = len(low)
-    if n > 3 and low[-3:] in _SUFFIX_TAILS:
-        for length in _SUFFIX_LENGTHS:
-            if length < n and low[n - length :] in _ASCII_SUFFIXES:
-                return "address"
-    return None
+    if word.isascii():
+        return _ascii_word_cue(word.lower().encode())
+    m = _CUE_WORD.fullmatch(word)
+    return None if m is None else "address" if m.lastgroup == "suffix" else m.lastgroup
 
 
 # An ASCII window is read as bytes: its non-`\w` characters turned to spaces, lower-cased, split.
 _ASCII_NON_WORD = bytes(c if _WORD.fullmatch(chr(c)) else 32 for c in range(256))
-_BYTE_CUES = {w.encode(): kind for w, kind in _ASCII_CUES.items()}
-_BYTE_SUFFIXES = frozenset(s.encode() for s in _ASCII_SUFFIXES)
-_BYTE_TAILS = frozenset(s[-3:] for s in _BYTE_SUFFIXES)
 
 
 def _last_cue(left: str) -> tuple[str, int] | None:
@@ -154,10 +152,7 @@ def _last_cue(left: str) -> tuple[str, int] | None:
         end = len(low)
         for word in reversed(low.translate(_ASCII_NON_WORD).split()):
             end = low.rfind(word, 0, end)  # the rightmost word left of the last one read is this one
-            kind = _BYTE_CUES.get(word)
-            if kind is None and (n := len(word)) > 3 and word[-3:] in _BYTE_TAILS:
-                kind = next(("address" for k in _SUFFIX_LENGTHS if k < n and word[n - k :] in _BYTE_SUFFIXES), None)
-            if kind is not None:
+            if (kind := _ascii_word_cue(word)) is not None:
                 return kind, end + len(word)
         return None
     for m in reversed(list(_WORD.finditer(left))):
