@@ -79,7 +79,7 @@ def _valid_shape(region: str) -> tuple[Callable[[str], object], Callable[[str], 
             if desc is not None and desc.national_number_pattern:
                 patterns.append(f"(?:{desc.national_number_pattern})")
     tail = re.compile("(?:" + ("|".join(patterns) or "(?!)") + r")\Z").search
-    return tail, re.compile(meta.international_prefix or "(?!)").match
+    return tail, _national_reading(region)[2]  # the region's international prefix
 
 
 def _may_be_valid(region: str, digits: str) -> bool:
