@@ -71,7 +71,7 @@ def main() -> None:
     try:
         module.find_phones = lambda *a, **k: []
         no_phones = best_cpu(detect, texts, args.repeat)
-        module._run = lambda det, text, found: None
+        module._run = lambda det, text, found, pos=0: None
         gates_only = best_cpu(detect, texts, args.repeat)
     finally:
         module.find_phones, module._run = find_phones, plan

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from ftkit.pii import detect as detect_fn
 from ftkit.pii import rules
+from ftkit.pii.patterns import DETECTORS
 
 detect_module = __import__("ftkit.pii.detect", fromlist=["plan"])
 PRESIDIO_SET = frozenset({"EMAIL", "PHONE", "CREDIT_CARD", "US_SSN", "IBAN", "IP_ADDRESS", "URL"})
@@ -36,13 +37,15 @@ def test_detect_with_entities_runs_no_unwanted_detector_or_gate(monkeypatch: pyt
     gates: list[str] = []
     real_run = detect_module._run
 
-    def run(det, text, found):  # type: ignore[no-untyped-def]
+    def run(det, text, found, pos=0):  # type: ignore[no-untyped-def]
         ran.append(det.entity)
-        real_run(det, text, found)
+        real_run(det, text, found, pos)
 
     monkeypatch.setattr(detect_module, "_run", run)
     for name, test in list(detect_module.GATES.items()):
-        monkeypatch.setitem(detect_module.GATES, name, lambda text, n=name, t=test: (gates.append(n), t(text))[1])
+        monkeypatch.setitem(
+            detect_module.GATES, name, lambda text, *pos, n=name, t=test: (gates.append(n), t(text, *pos))[1]
+        )
     found = detect_fn(MIXED, entities=["EMAIL"])
     assert {f.entity for f in found} == {"EMAIL"}
     assert set(ran) == {"EMAIL"} and set(gates) == {"at"}
@@ -217,3 +220,129 @@ def test_a_run_after_one_read_in_parts_is_still_skipped_when_it_overlaps_a_surer
     start = text.index("212")
     assert [(f.start, f.end) for f in find_phones(text)][-1] == (start, start + 12)
     assert all(f.end <= start for f in find_phones(text, taken=[(start, start + 12)]))
+
+
+def _numbers_for_validity(seed: int, n: int):  # type: ignore[no-untyped-def]
+    """Every region's example numbers of every type, then `n` seeded others: examples with a digit changed,
+    added or dropped, and random national numbers (some with Italian leading zeros) of every country code."""
+    import random
+
+    import phonenumbers
+    from phonenumbers import PhoneNumber
+    from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE, SUPPORTED_REGIONS
+
+    examples = [
+        number
+        for region in sorted(SUPPORTED_REGIONS)
+        for kind in range(12)
+        if (number := phonenumbers.example_number_for_type(region, kind)) is not None
+    ]
+    examples += [
+        number
+        for code in sorted(phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS)
+        if (number := phonenumbers.example_number_for_non_geo_entity(code)) is not None
+    ]
+    rng = random.Random(seed)
+    codes = [*sorted(COUNTRY_CODE_TO_REGION_CODE), 0, 42, 999]
+    others = []
+    for _ in range(n):
+        if rng.random() < 0.5:
+            base = rng.choice(examples)
+            digits = str(base.national_number)
+            i = rng.randrange(len(digits))
+            digits = digits[:i] + str(rng.randrange(10)) + digits[i + 1 :] + ("7" if rng.random() < 0.15 else "")
+            number = PhoneNumber(country_code=base.country_code, national_number=int(digits))
+            if base.italian_leading_zero:
+                number.italian_leading_zero, number.number_of_leading_zeros = True, base.number_of_leading_zeros
+        else:
+            number = PhoneNumber(
+                country_code=rng.choice(codes), national_number=rng.randrange(1, 10 ** rng.randint(1, 17))
+            )
+            if rng.random() < 0.1:
+                number.italian_leading_zero, number.number_of_leading_zeros = True, rng.choice([None, 1, 2])
+        others.append(number)
+    return examples + others
+
+
+def test_phone_validity_is_what_phonenumbers_says_for_examples_and_random_numbers():
+    import phonenumbers
+    from ftkit.pii.phone_validity import is_valid_number
+
+    numbers = _numbers_for_validity(5, 30000)
+    verdicts = [phonenumbers.is_valid_number(n) for n in numbers]
+    assert 3000 < sum(verdicts) < len(numbers) - 3000, "both verdicts are well represented"
+    assert [is_valid_number(n) for n in numbers] == verdicts
+
+
+def test_phone_validity_places_a_shared_country_code_by_region_like_phonenumbers():
+    import phonenumbers
+    from ftkit.pii.phone_validity import is_valid_number
+
+    for text in ("+1 268 464 1234", "+1 415 555 2671", "+1 204 555 0123", "+7 701 123 4567", "+44 1624 456789"):
+        number = phonenumbers.parse(text)
+        assert is_valid_number(number) == phonenumbers.is_valid_number(number), text
+    assert is_valid_number(phonenumbers.parse("+1 268 464 1234")), "Antigua, told by its leading digits"
+    assert not is_valid_number(phonenumbers.parse("+1 268 000 1234"))
+
+
+@pytest.mark.parametrize("det", [d for d in DETECTORS if d.numeric], ids=lambda d: d.kind)
+def test_a_number_pattern_matches_nothing_before_two_characters_ahead_of_the_first_digit(det):  # type: ignore[no-untyped-def]
+    import random
+
+    rng = random.Random(7)
+    pieces = ["4111", "1111", "123", "45", "6789", "10", "0", "255", "123-45-6789", "10.0.0.1", "192.168.", " ", "-", ".", "+", "(", ")", "/", ":", "GB",
+              "de", "x", "Tel ", "card ", "ip ", "\n"]  # fmt: skip
+    checked = 0
+    for _ in range(20000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 12)))
+        matches = [m.span() for m in det.pattern.finditer(text)]
+        first = next((i for i, c in enumerate(text) if c.isdigit()), None)
+        if first is None:
+            assert not matches
+            continue
+        assert all(s >= first for s, _ in matches), text
+        assert [m.span() for m in det.pattern.finditer(text, max(0, first - 2))] == matches, text
+        checked += bool(matches)
+    assert checked > 200, "the strings give the pattern matches to compare"
+
+
+def test_the_phone_pattern_starts_at_most_two_characters_ahead_of_the_first_digit():
+    from ftkit.pii.phone import CANDIDATE
+
+    assert CANDIDATE.search("call (+44 20 7946 0958)").start() == 5
+    assert CANDIDATE.search("call (+44 20 7946 0958)", 5) is not None
+
+
+def test_a_number_in_another_script_before_the_ascii_digits_is_still_read():
+    # An SSN in Arabic-Indic digits, then ASCII digits: the scan of a non-ASCII text starts at 0, not at the
+    # first ASCII digit (which would skip the SSN).
+    ssn = "١٢٣-٤٥-٦٧٨٩"
+    found = detect_fn(f"SSN {ssn}, call 415 555 2671", entities=["US_SSN"])
+    assert [(f.start, f.end) for f in found] == [(4, 4 + len(ssn))]
+
+
+def test_ssn_words_without_nine_bare_digits_skip_the_bare_ssn_pattern():
+    from ftkit.pii.patterns import NINE_DIGITS, SSN_BARE
+
+    assert detect_fn("SSN 123456780 on file", entities=["US_SSN"])[0].kind == "ssn_with_context"
+    assert detect_fn("my SSN is 636-61-2682", entities=["US_SSN"])[0].kind == "ssn"
+    import random
+
+    rng = random.Random(9)
+    words = [
+        "ssn",
+        "SSN",
+        "social security",
+        "is",
+        "number",
+        "123456789",
+        "636612682",
+        "12345678",
+        "1234567890",
+        ",",
+        " ",
+    ]
+    for _ in range(20000):
+        text = " ".join(rng.choice(words) for _ in range(rng.randint(1, 8)))
+        if SSN_BARE.search(text):
+            assert NINE_DIGITS.search(text), text

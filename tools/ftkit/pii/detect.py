@@ -18,16 +18,17 @@ from ftkit.pii.patterns import AWS_PREFIXES, DETECTORS, Detector
 from ftkit.pii.phone import find_phones
 
 
-def _search(pattern: str) -> Callable[[str], bool]:
+def _search(pattern: str) -> Callable[..., bool]:
     search = re.compile(pattern).search
-    return lambda text: search(text) is not None
+    return lambda text, pos=0: search(text, pos) is not None
 
 
 _DIGIT = re.compile(r"[0-9]").search
 _AWS = re.compile("|".join(AWS_PREFIXES)).search  # one literal prefix: a fast scan
 
-# name -> test of the whole text. The digit gates run only when the text has a digit at all.
-GATES: dict[str, Callable[[str], bool]] = {
+# name -> test of the whole text. The digit gates run only when the text has a digit at all, and read it from
+# a position (its first digit, or a little before) on.
+GATES: dict[str, Callable[..., bool]] = {
     "at": lambda text: "@" in text,
     "scheme": lambda text: "://" in text,
     "long_digits": _search(r"[0-9](?:[ .()/-]{0,3}[0-9]){6}"),  # phones (7+ digits), SSNs, cards
@@ -88,8 +89,9 @@ def plan(wanted: frozenset[str] | None) -> Plan:
     return Plan(tuple(groups), phones, any_gate)
 
 
-def _run(det: Detector, text: str, found: list[Finding]) -> None:
-    for m in det.pattern.finditer(text):
+def _run(det: Detector, text: str, found: list[Finding], pos: int = 0) -> None:
+    """Confirm each match of `det` in `text` from `pos` on (its look-behinds still see the text before it)."""
+    for m in det.pattern.finditer(text, pos):
         f = det.confirm(m)
         if f is not None:
             found.append(f)
@@ -111,13 +113,18 @@ def detect(text: str, entities: Iterable[str] | None = None, ner: object | None 
 
 def _structured(text: str, steps: Plan, found: list[Finding]) -> None:
     folded: str | None = None
-    has_digit = _DIGIT(text) is not None
+    digit = _DIGIT(text)
+    has_digit = digit is not None
+    # Where a number pattern can match: in an ASCII text, from two characters before its first digit on (the
+    # phone pattern may start with '(+'). In other texts a digit of another script may come first.
+    numbers_from = max(0, digit.start() - 2) if digit is not None and text.isascii() else 0
     long_digits = False
     for gate, dets in steps.groups:
         if gate:
-            if (gate in _NEEDS_DIGIT and not has_digit) or (gate in _NEEDS_COLON and ":" not in text):
-                continue
-            if not GATES[gate](text):
+            if gate in _NEEDS_DIGIT:
+                if not has_digit or not GATES[gate](text, numbers_from):
+                    continue
+            elif (gate in _NEEDS_COLON and ":" not in text) or not GATES[gate](text):
                 continue
             long_digits = long_digits or gate == "long_digits"
         for det in dets:
@@ -130,16 +137,18 @@ def _structured(text: str, steps: Plan, found: list[Finding]) -> None:
                         break
                 else:
                     continue
-            _run(det, text, found)
+            if det.requires is not None and det.requires.search(text, numbers_from) is None:
+                continue
+            _run(det, text, found, numbers_from if det.numeric else 0)
     if long_digits and steps.phones:
         # A phone (score <= 0.85) overlapping a surer finding, or inside an as sure one, would lose to it:
         # such runs are not parsed.
         if not found:
-            found.extend(find_phones(text))
+            found.extend(find_phones(text, pos=numbers_from))
             return
         taken = [(f.start, f.end) for f in found if f.score > 0.85]
         within = [(f.start, f.end) for f in found if f.score == 0.85]
-        found.extend(find_phones(text, taken, within))
+        found.extend(find_phones(text, taken, within, numbers_from))
 
 
 __all__ = ["STRUCTURED", "Finding", "detect"]

@@ -28,6 +28,11 @@ class Detector:
     triggers: tuple[str, ...] = ()  # run only when one of these occurs in the text (lower-cased if `folded`)
     folded: bool = False
     gate: str = ""  # a cheap test of the whole text, shared by detectors (ftkit.pii.detect.GATES)
+    # Every match starts at a digit (a number pattern): the scan of an ASCII text starts at its first digit.
+    numeric: bool = False
+    requires: re.Pattern[str] | None = (
+        None  # a number pattern every match contains: the detector runs only if it occurs
+    )
 
 
 def _span(m: re.Match[str], entity: str, score: float, kind: str, group: int = 0) -> Finding:
@@ -126,6 +131,8 @@ SSN_BARE = re.compile(
     r"(?i)\b(?:ssn|social security)(?:\W+\w+){0,3}?\W+(\d{9})\b"  # SSN is 123456789
     r"|\b(\d{9})\b(?=(?:\W+\w+){0,4}?\W+(?:ssn|social security))"  # 123456789 is the social security number
 )
+
+NINE_DIGITS = re.compile(r"\d(?<!\w\d)\d{8}\b")  # SSN_BARE's `\b(\d{9})\b`, as a number pattern
 
 
 def _ssn(m: re.Match[str]) -> Finding | None:
@@ -240,13 +247,13 @@ _SECRET_GATES = {"aws_access_key_id": "aws_prefix", "slack_webhook": "scheme", "
 DETECTORS: tuple[Detector, ...] = (
     Detector("EMAIL", "email", EMAIL, _plain("EMAIL", 0.9, "email"), gate="at"),
     Detector("URL", "url", URL, _url, gate="scheme"),
-    Detector("IP_ADDRESS", "ipv4", IPV4, _ip, gate="dotted_digits"),
+    Detector("IP_ADDRESS", "ipv4", IPV4, _ip, gate="dotted_digits", numeric=True),
     Detector("IP_ADDRESS", "ipv6", IPV6, _ip, gate="colon"),
-    Detector("CREDIT_CARD", "card", CARD, _card, gate="long_digits"),
-    Detector("US_SSN", "ssn", SSN, _ssn, gate="long_digits"),
+    Detector("CREDIT_CARD", "card", CARD, _card, gate="long_digits", numeric=True),
+    Detector("US_SSN", "ssn", SSN, _ssn, gate="long_digits", numeric=True),
     Detector("US_SSN", "ssn_with_context", SSN_BARE, _ssn_bare, ("ssn", "social security"), folded=True,
-             gate="long_digits"),
-    Detector("IBAN", "iban", IBAN_START, _iban, gate="digit_pair"),
+             gate="long_digits", requires=NINE_DIGITS),
+    Detector("IBAN", "iban", IBAN_START, _iban, gate="digit_pair", numeric=True),
     *(Detector("SECRET", kind, re.compile(rx), _secret(kind), trig, gate=_SECRET_GATES.get(kind, "token_punct"))
       for kind, rx, trig in _SECRET_FORMATS),
     Detector("SECRET", "aws_secret_access_key", AWS_SECRET,

@@ -22,6 +22,7 @@ from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE, region_cod
 
 from ftkit.pii import rules
 from ftkit.pii.findings import Finding
+from ftkit.pii.phone_validity import is_valid_number
 
 REGIONS = ("US", "GB", "DE", "FR", "IN", "BR", "IT", "ES", "NL", "CA", "AU", "MX", "JP", "CN", "RU", "PL")
 
@@ -243,7 +244,7 @@ def _parsed_score(text: str, digits: str, regions: Sequence[str | None], formatt
                 number = phonenumbers.parse(text, region)
             except NumberParseException:
                 continue
-        if phonenumbers.is_valid_number(number):
+        if is_valid_number(number):
             return 0.85
         possible = possible or (formatted and phonenumbers.is_possible_number(number))
     for region in skipped if formatted and not possible else ():
@@ -323,14 +324,18 @@ def _dropped_whole(text: str, start: int, run: str, cue: str | None) -> bool:
 
 
 def find_phones(
-    text: str, taken: Sequence[tuple[int, int]] = (), within: Sequence[tuple[int, int]] = ()
+    text: str,
+    taken: Sequence[tuple[int, int]] = (),
+    within: Sequence[tuple[int, int]] = (),
+    pos: int = 0,
 ) -> list[Finding]:
     """Each run is read whole when it is a number; otherwise its sub-runs that are valid numbers, longest first.
     A run that starts with +CC keeps its start (a national number is not read out of an international one).
     Runs that overlap a `taken` span (a surer finding: a card, an IBAN, an IP address) are skipped, and so are
-    runs inside a `within` span (a finding at least as sure as a valid phone and as long: an SSN)."""
+    runs inside a `within` span (a finding at least as sure as a valid phone and as long: an SSN). Runs are
+    looked for from `pos` on (the caller knows none starts before it)."""
     found: list[Finding] = []
-    for m in CANDIDATE.finditer(text):
+    for m in CANDIDATE.finditer(text, pos):
         run, start, end = m.group(0), m.start(), m.end()
         if (taken and any(s < end and start < e for s, e in taken)) or (
             within and any(s <= start and end <= e for s, e in within)
