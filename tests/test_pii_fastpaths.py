@@ -142,7 +142,7 @@ def test_international_number_is_what_parse_returns_whenever_it_reads_one():
     from ftkit.pii.phone import international_number
 
     read = 0
-    for text in _runs(11, ("+", "(+", "+ "), 20000):
+    for text in _runs(11, ("+", "(+", "+ ", "+39 0", "+44 (0)"), 20000):
         number = international_number(text)
         if number is not None:
             assert number == _parsed(text, None), text
@@ -150,11 +150,14 @@ def test_international_number_is_what_parse_returns_whenever_it_reads_one():
     assert read > 5000, "the fast reading applies to most +CC runs"
 
 
-def test_international_number_leaves_prefixes_zeros_extensions_and_letters_to_parse():
+def test_international_number_reads_national_prefixes_and_leading_zeros_and_leaves_the_rest_to_parse():
     from ftkit.pii.phone import international_number
 
-    assert international_number("+44 20 7946 0958") == _parsed("+44 20 7946 0958", None)
-    for text in ("+44 (0)20 7946 0958", "+39 06 6988 4000", "+1 415 555 2671 ext 12", "+1 800 FLOWERS", "+0 123 4567"):
+    for text in ("+44 20 7946 0958", "+44 (0)20 7946 0958", "+39 06 6988 4000", "+43 (0) 3194 07342991"):
+        assert international_number(text) == _parsed(text, None), text
+    assert international_number("+39 06 6988 4000").italian_leading_zero, "Rome's 0 is part of the number"
+    assert international_number("+44 (0)20 7946 0958").national_number == 2079460958, "the trunk 0 is not"
+    for text in ("+1 415 555 2671 ext 12", "+1 800 FLOWERS", "+0 123 4567"):
         assert international_number(text) is None, text
 
 
@@ -162,7 +165,7 @@ def test_national_number_is_what_parse_returns_whenever_it_reads_one():
     from ftkit.pii.phone import REGIONS, national_number
 
     read = 0
-    for text in _runs(12, ("", "("), 3000):
+    for text in _runs(12, ("", "(", "0", "(0", "8 "), 3000):
         for region in REGIONS:
             number = national_number(text, region)
             if number is not None:
@@ -171,11 +174,14 @@ def test_national_number_is_what_parse_returns_whenever_it_reads_one():
     assert read > 10000, "the fast reading applies to most national runs"
 
 
-def test_national_number_leaves_trunk_and_international_prefixes_to_parse():
+def test_national_number_reads_trunk_prefixes_and_leaves_international_prefixes_to_parse():
     from ftkit.pii.phone import national_number
 
-    assert national_number("(415) 555-2671", "US") == _parsed("(415) 555-2671", "US")
-    assert national_number("020 7946 0958", "GB") is None, "a trunk prefix: parse strips it"
+    cases = (("(415) 555-2671", "US"), ("020 7946 0958", "GB"), ("(06)14/872-9106", "DE"), ("06 12 34 56 78", "FR"),
+             ("06 6988 4000", "IT"), ("(011) 2345-6789", "BR"), ("8 (495) 123-45-67", "RU"))  # fmt: skip
+    for text, region in cases:
+        assert national_number(text, region) == _parsed(text, region), (text, region)
+    assert national_number("020 7946 0958", "GB").national_number == 2079460958, "parse strips the trunk 0"
     assert national_number("1 415 555 2671", "US") is None, "the country code (and NANPA's trunk prefix) in front"
     assert national_number("011 44 20 7946 0958", "US") is None, "an international prefix"
     assert national_number("415 555 2671 x12", "US") is None, "an extension"
@@ -290,8 +296,8 @@ def test_a_number_pattern_matches_nothing_before_two_characters_ahead_of_the_fir
     import random
 
     rng = random.Random(7)
-    pieces = ["4111", "1111", "123", "45", "6789", "10", "0", "255", "123-45-6789", "10.0.0.1", "192.168.", " ", "-", ".", "+", "(", ")", "/", ":", "GB",
-              "de", "x", "Tel ", "card ", "ip ", "\n"]  # fmt: skip
+    pieces = ["4111", "1111", "123", "45", "6789", "10", "0", "255", "123-45-6789", "10.0.0.1", "192.168.", " ",
+              "-", ".", "+", "(", ")", "/", ":", "GB", "de", "x", "Tel ", "card ", "ip ", "\n"]  # fmt: skip
     checked = 0
     for _ in range(20000):
         text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 12)))
@@ -346,3 +352,18 @@ def test_ssn_words_without_nine_bare_digits_skip_the_bare_ssn_pattern():
         text = " ".join(rng.choice(words) for _ in range(rng.randint(1, 8)))
         if SSN_BARE.search(text):
             assert NINE_DIGITS.search(text), text
+
+
+def test_iban_start_matches_where_two_digits_follow_two_letters_that_start_a_word():
+    import random
+    import re
+
+    from ftkit.pii.patterns import IBAN_START
+
+    plain = re.compile(r"(?<=\b[A-Za-z]{2})[0-9]{2}(?=[ -]?[A-Za-z0-9])")
+    rng = random.Random(4)
+    pieces = ["GB", "de", "x", "12", "3", "45", " ", "-", "é", "_", "KZ9", "a1"]
+    strings = ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 10))) for _ in range(20000)]
+    assert sum(plain.search(s) is not None for s in strings) > 1000
+    for s in strings:
+        assert [m.span() for m in IBAN_START.finditer(s)] == [m.span() for m in plain.finditer(s)], s

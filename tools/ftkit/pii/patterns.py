@@ -145,8 +145,9 @@ def _ssn_bare(m: re.Match[str]) -> Finding | None:
 
 
 # The check digits, after a word's first two letters (any case): a digit-led pattern, so the regex engine
-# skips ahead to digits instead of trying every letter.
-IBAN_START = re.compile(r"[0-9]{2}(?<=\b[A-Za-z]{2}[0-9]{2})(?=[ -]?[A-Za-z0-9])")
+# skips ahead to digits instead of trying every letter, and its first look-behind (a letter right before the
+# digit) rules out most digits at once (a third fewer instructions than matching two digits first).
+IBAN_START = re.compile(r"[0-9](?<=[A-Za-z][0-9])(?<=\b[A-Za-z]{2}[0-9])[0-9](?=[ -]?[A-Za-z0-9])")
 
 
 @cache

@@ -18,7 +18,14 @@ from functools import cache, lru_cache
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneMetadata, PhoneNumber, re_util
-from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE, region_code_for_country_code
+from phonenumbers.phonenumberutil import (
+    COUNTRY_CODE_TO_REGION_CODE,
+    ValidationResult,
+    _maybe_strip_national_prefix_carrier_code,
+    _set_italian_leading_zeros_for_phone_number,
+    _test_number_length,
+    region_code_for_country_code,
+)
 
 from ftkit.pii import rules
 from ftkit.pii.findings import Finding
@@ -92,24 +99,37 @@ def _may_be_valid(region: str, digits: str) -> bool:
 _PLAIN = re.compile(r"[0-9 ().\-/]*")  # ASCII digits and phone punctuation
 _PLUS_PLAIN = re.compile(r"\(?\+[0-9 ().\-/]*")  # +CC and ASCII digits and punctuation: no letters, no extension
 _NOT_DIGITS = str.maketrans("", "", "+ ().-/")  # what is left of a _PLAIN or _PLUS_PLAIN run: its digits
-_MAX_NSN = 17  # phonenumbers' longest national number
+_MIN_NSN, _MAX_NSN = 2, 17  # phonenumbers' shortest and longest national number
 
 
 @cache
-def _strip_prefix(country_code: int) -> Callable[[str], object] | None:
-    """How phonenumbers would look for a national prefix in a number of `country_code` (a match: it may strip
-    it); None when the country has no metadata (the caller parses)."""
-    meta = PhoneMetadata.metadata_for_region_or_calling_code(country_code, region_code_for_country_code(country_code))
-    if meta is None:
+def _metadata_for_code(country_code: int) -> PhoneMetadata | None:
+    """The metadata parse reads the national part of a +CC number with."""
+    return PhoneMetadata.metadata_for_region_or_calling_code(country_code, region_code_for_country_code(country_code))
+
+
+# Lengths after which parse keeps the national prefix it found (the digits without it are no number).
+_KEEP_PREFIX = (ValidationResult.TOO_SHORT, ValidationResult.IS_POSSIBLE_LOCAL_ONLY, ValidationResult.INVALID_LENGTH)
+
+
+def _read_national(digits: str, meta: PhoneMetadata) -> PhoneNumber | None:
+    """What parse makes of the national digits of a number of `meta`'s plan, by its own steps: the national
+    prefix (and carrier code) stripped where its helper strips it and the rest has a length the plan allows,
+    leading zeros kept as such; None where parse would raise (a length it rejects)."""
+    _, stripped, _ = _maybe_strip_national_prefix_carrier_code(digits, meta)
+    if _test_number_length(stripped, meta) not in _KEEP_PREFIX:
+        digits = stripped
+    if not _MIN_NSN <= len(digits) <= _MAX_NSN:
         return None
-    prefix = meta.national_prefix_for_parsing
-    return re.compile(prefix).match if prefix else (lambda digits: None)
+    number = PhoneNumber(country_code=meta.country_code, national_number=int(digits))
+    _set_italian_leading_zeros_for_phone_number(digits, number)
+    return number
 
 
 def international_number(text: str) -> PhoneNumber | None:
     """The number `phonenumbers.parse(text)` returns for a +CC run of ASCII digits and punctuation, read
-    without parsing; None when parse could do more than split off the country code (a leading zero, a
-    national prefix, an extension, letters, an unknown code, a length it rejects): then parse it."""
+    without parsing; None when parse could do more than split off the country code and a national prefix
+    (an extension, letters, an unknown code, a length it rejects): then parse it."""
     if _PLUS_PLAIN.fullmatch(text) is None:
         return None
     digits = text.translate(_NOT_DIGITS)
@@ -121,42 +141,34 @@ def international_number(text: str) -> PhoneNumber | None:
             break
     else:
         return None
-    if not 2 <= len(national) <= _MAX_NSN or national[0] == "0":
+    meta = _metadata_for_code(country_code)
+    if meta is None or not _MIN_NSN <= len(national) <= _MAX_NSN:
         return None
-    prefix = _strip_prefix(country_code)
-    if prefix is None or prefix(national) is not None:
-        return None
-    return PhoneNumber(country_code=country_code, national_number=int(national))
+    return _read_national(national, meta)
 
 
 @cache
-def _national_reading(region: str) -> tuple[int, str, Callable[[str], object], Callable[[str], object]]:
-    """For national numbers of `region`: its country code, and how phonenumbers looks for an international
-    prefix and a national prefix at the start of the digits."""
+def _national_reading(region: str) -> tuple[PhoneMetadata, str, Callable[[str], object]]:
+    """For national numbers of `region`: its metadata, its country code, and how phonenumbers looks for an
+    international prefix at the start of the digits."""
     meta = PhoneMetadata.metadata_for_region(region)
-    prefix = meta.national_prefix_for_parsing
-    return (
-        meta.country_code,
-        str(meta.country_code),
-        re.compile(meta.international_prefix or "(?!)").match,
-        re.compile(prefix).match if prefix else (lambda digits: None),
-    )
+    return meta, str(meta.country_code), re.compile(meta.international_prefix or "(?!)").match
 
 
 def national_number(text: str, region: str) -> PhoneNumber | None:
     """The number `phonenumbers.parse(text, region)` returns for a run of ASCII digits and punctuation, read
-    without parsing; None when parse could do more than take the digits as the national number (a leading
-    zero, the region's international or national prefix or its country code in front, letters, a length
-    it rejects): then parse it."""
+    without parsing; None when parse could do more than take the digits, less a national prefix, as the
+    national number (the region's international prefix or its country code in front, letters, a length it
+    rejects): then parse it."""
     if _PLAIN.fullmatch(text) is None:
         return None
     digits = text.translate(_NOT_DIGITS)
-    if not 3 <= len(digits) <= _MAX_NSN or digits[0] == "0":
+    if not 3 <= len(digits) <= _MAX_NSN:
         return None
-    country_code, code, international, national = _national_reading(region)
-    if digits.startswith(code) or international(digits) is not None or national(digits) is not None:
+    meta, code, international = _national_reading(region)
+    if digits.startswith(code) or international(digits) is not None:
         return None
-    return PhoneNumber(country_code=country_code, national_number=int(digits))
+    return _read_national(digits, meta)
 
 
 # A run: optional + prefix, digit groups joined by one separator (a space, dot, dash or slash, or a bracket
