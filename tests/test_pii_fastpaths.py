@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from ftkit.pii import detect as detect_fn
 from ftkit.pii import rules
@@ -37,9 +39,9 @@ def test_detect_with_entities_runs_no_unwanted_detector_or_gate(monkeypatch: pyt
     gates: list[str] = []
     real_run = detect_module._run
 
-    def run(det, text, found, pos=0):  # type: ignore[no-untyped-def]
+    def run(det, text, found, *where):  # type: ignore[no-untyped-def]
         ran.append(det.entity)
-        real_run(det, text, found, pos)
+        real_run(det, text, found, *where)
 
     monkeypatch.setattr(detect_module, "_run", run)
     for name, test in list(detect_module.GATES.items()):
@@ -367,3 +369,45 @@ def test_iban_start_matches_where_two_digits_follow_two_letters_that_start_a_wor
     assert sum(plain.search(s) is not None for s in strings) > 1000
     for s in strings:
         assert [m.span() for m in IBAN_START.finditer(s)] == [m.span() for m in plain.finditer(s)], s
+
+
+def _ascii_strings(seed: int, n: int) -> list[str]:
+    """Seeded ASCII strings built from pieces of the things the detectors look for, and every ASCII character."""
+    import random
+
+    rng = random.Random(seed)
+    pieces = ["4111 1111 1111 1111", "123-45-6789", "SSN", "10.0.0.1", "fe80::1", "GB82 WEST 1234 5698 7654 32",
+              "+44 20 7946 0958", "(415) 555-2671", " ext 12", "x12", "bob@example.com", "https://u:p@h.io/a?token=",
+              "AKIA", "ghp_", "api_key=", "-----BEGIN RSA PRIVATE KEY-----", "\x1c", "\x1f", "\t", "\n", " ", "_",
+              "é"[:0], "a", "Z", "9", "0", ".", "-", ":", "/", "(", ")", "'", '"', "="]  # fmt: skip
+    every = [chr(c) for c in range(128)]
+    return ["".join(rng.choice(pieces if rng.random() < 0.8 else every) for _ in range(rng.randint(1, 14)))
+            for _ in range(n)]  # fmt: skip
+
+
+def test_every_detector_pattern_has_an_ascii_twin_with_the_same_matches_on_ascii_text():
+    from ftkit.pii.phone import _CANDIDATE_ASCII, CANDIDATE
+
+    pairs = [(d.pattern, d.ascii_pattern) for d in DETECTORS] + [(CANDIDATE, _CANDIDATE_ASCII)]
+    pairs += [(d.requires, d.ascii_requires) for d in DETECTORS if d.requires is not None]
+    strings = _ascii_strings(6, 4000)
+    matched = 0
+    for plain, twin in pairs:
+        assert twin.flags & re.ASCII and not plain.flags & re.ASCII
+        for s in strings:
+            expected = [(m.span(), m.groups()) for m in plain.finditer(s)]
+            assert [(m.span(), m.groups()) for m in twin.finditer(s)] == expected, (plain.pattern, s)
+            matched += bool(expected)
+    assert matched > 2000, "the strings give the patterns matches to compare"
+
+
+@pytest.mark.parametrize(
+    ("source", "text"),
+    [(r"a\sb", "a\x1cb"), (r"a[\s]b", "a\x1fb"), (r"a[^\s]b", "a\x1db"), (r"a\Sb", "a\x1eb"), (r"[\s\S]", "\x1c"),
+     (r"[]\s]", "\x1c"), (r"[^]\s]", "x"), (r"\\s", "\\s"), (r"a\Wb", "a\x1cb")],
+)  # fmt: skip
+def test_ascii_twin_reads_the_unicode_separators_as_unicode_does(source: str, text: str):
+    from ftkit.pii.ascii_regex import ascii_twin
+
+    plain = re.compile(source)
+    assert [m.span() for m in ascii_twin(plain).finditer(text)] == [m.span() for m in plain.finditer(text)]

@@ -89,9 +89,10 @@ def plan(wanted: frozenset[str] | None) -> Plan:
     return Plan(tuple(groups), phones, any_gate)
 
 
-def _run(det: Detector, text: str, found: list[Finding], pos: int = 0) -> None:
-    """Confirm each match of `det` in `text` from `pos` on (its look-behinds still see the text before it)."""
-    for m in det.pattern.finditer(text, pos):
+def _run(det: Detector, text: str, found: list[Finding], pos: int = 0, ascii: bool = False) -> None:
+    """Confirm each match of `det` in `text` from `pos` on (its look-behinds still see the text before it);
+    `ascii`: the text is all ASCII (the pattern's ASCII twin reads it)."""
+    for m in (det.ascii_pattern if ascii else det.pattern).finditer(text, pos):
         f = det.confirm(m)
         if f is not None:
             found.append(f)
@@ -117,7 +118,8 @@ def _structured(text: str, steps: Plan, found: list[Finding]) -> None:
     has_digit = digit is not None
     # Where a number pattern can match: in an ASCII text, from two characters before its first digit on (the
     # phone pattern may start with '(+'). In other texts a digit of another script may come first.
-    numbers_from = max(0, digit.start() - 2) if digit is not None and text.isascii() else 0
+    ascii = text.isascii()
+    numbers_from = max(0, digit.start() - 2) if digit is not None and ascii else 0
     long_digits = False
     for gate, dets in steps.groups:
         if gate:
@@ -137,9 +139,15 @@ def _structured(text: str, steps: Plan, found: list[Finding]) -> None:
                         break
                 else:
                     continue
-            if det.requires is not None and det.requires.search(text, numbers_from) is None:
+            if (
+                det.requires is not None
+                and (det.ascii_requires if ascii else det.requires).search(  # type: ignore[union-attr]
+                    text, numbers_from
+                )
+                is None
+            ):
                 continue
-            _run(det, text, found, numbers_from if det.numeric else 0)
+            _run(det, text, found, numbers_from if det.numeric else 0, ascii)
     if long_digits and steps.phones:
         # A phone (score <= 0.85) overlapping a surer finding, or inside an as sure one, would lose to it:
         # such runs are not parsed.

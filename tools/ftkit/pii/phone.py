@@ -28,6 +28,7 @@ from phonenumbers.phonenumberutil import (
 )
 
 from ftkit.pii import rules
+from ftkit.pii.ascii_regex import ascii_twin
 from ftkit.pii.findings import Finding
 from ftkit.pii.phone_validity import is_valid_number
 
@@ -179,6 +180,7 @@ CANDIDATE = re.compile(
     r"(?:\d|(?:[ .\-/]|\)[ -]?| ?\()(?=[\d(])){5,24}\d\)?"
     r"(?:\s{0,2}(?:x|ext\.?|extension|#)\s{0,2}\d{1,6})?(?![\w]|[.-]\w)"
 )
+_CANDIDATE_ASCII = ascii_twin(CANDIDATE)  # the same matches on ASCII text (ftkit.pii.ascii_regex)
 _DIGIT = re.compile(r"\d")
 _DATE_TIME = re.compile(
     r"^(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}|\d{1,2}:\d{2}(?::\d{2})?)(?:[ T].*)?$"
@@ -347,7 +349,7 @@ def find_phones(
     runs inside a `within` span (a finding at least as sure as a valid phone and as long: an SSN). Runs are
     looked for from `pos` on (the caller knows none starts before it)."""
     found: list[Finding] = []
-    for m in CANDIDATE.finditer(text, pos):
+    for m in (_CANDIDATE_ASCII if text.isascii() else CANDIDATE).finditer(text, pos):
         run, start, end = m.group(0), m.start(), m.end()
         if (taken and any(s < end and start < e for s, e in taken)) or (
             within and any(s <= start and end <= e for s, e in within)
