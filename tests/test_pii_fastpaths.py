@@ -411,3 +411,32 @@ def test_ascii_twin_reads_the_unicode_separators_as_unicode_does(source: str, te
 
     plain = re.compile(source)
     assert [m.span() for m in ascii_twin(plain).finditer(text)] == [m.span() for m in plain.finditer(text)]
+
+
+def test_ip_ok_is_what_the_ipaddress_module_accepts():
+    import ipaddress
+    import random
+
+    from ftkit.pii.checks import ip_ok
+
+    def accepted(text: str) -> bool:
+        try:
+            ipaddress.ip_address(text)
+        except ValueError:
+            return False
+        return True
+
+    rng = random.Random(8)
+    pieces = ["1", "0", "25", "255", "256", "01", "192", "168", ".", ":", "::", "fe80", "db8", "a", "%eth0", "٣", " "]
+    strings = ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 12))) for _ in range(30000)]
+    strings += [
+        "192.168.0.1",
+        "0.0.0.0",
+        "255.255.255.255",
+        "1.2.3.04",
+        "::1",
+        "2001:db8::8a2e:370:7334",
+        "::ffff:1.2.3.4",
+    ]
+    assert sum(map(accepted, strings)) > 500
+    assert [ip_ok(s) for s in strings] == [accepted(s) for s in strings]

@@ -125,13 +125,18 @@ def iban_ok(iban: str) -> bool:
 _BASE36 = str.maketrans({chr(ord("A") + i): str(10 + i) for i in range(26)})  # A=10 ... Z=35
 
 
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"  # 0-255, no leading zero
+_IPV4_OK = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}").fullmatch
+
+
 def ip_ok(text: str) -> bool:
-    """A valid IPv4 (four octets 0-255, no leading zeros) or IPv6 address."""
-    octets = text.split(".")
-    if len(octets) == 4 and all(o.isascii() and o.isdigit() for o in octets):  # ipaddress's IPv4 rules, inline
-        return all(len(o) <= 3 and (o == "0" or o[0] != "0") and int(o) <= 255 for o in octets)
+    """A valid IPv4 (four octets 0-255, no leading zeros: ipaddress's rules) or IPv6 address."""
+    if _IPV4_OK(text) is not None:
+        return True
+    if ":" not in text:  # ipaddress reads it as IPv4 and finds it invalid (its IPv6 parser wants a colon)
+        return False
     try:
-        ipaddress.ip_address(text)
+        ipaddress.IPv6Address(text)  # what ipaddress.ip_address tries once IPv4 fails
     except ValueError:
         return False
     return True

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from functools import cache, lru_cache
 
 import phonenumbers
-from phonenumbers import NumberParseException, PhoneMetadata, PhoneNumber, re_util
+from phonenumbers import NumberParseException, PhoneMetadata, PhoneNumber, national_significant_number, re_util
 from phonenumbers.phonenumberutil import (
     COUNTRY_CODE_TO_REGION_CODE,
     ValidationResult,
@@ -30,7 +30,7 @@ from phonenumbers.phonenumberutil import (
 from ftkit.pii import rules
 from ftkit.pii.ascii_regex import ascii_twin
 from ftkit.pii.findings import Finding
-from ftkit.pii.phone_validity import is_valid_number
+from ftkit.pii.phone_validity import is_valid_reading
 
 REGIONS = ("US", "GB", "DE", "FR", "IN", "BR", "IT", "ES", "NL", "CA", "AU", "MX", "JP", "CN", "RU", "PL")
 
@@ -88,7 +88,7 @@ def _valid_shape(region: str) -> tuple[Callable[[str], object], Callable[[str], 
             if desc is not None and desc.national_number_pattern:
                 patterns.append(f"(?:{desc.national_number_pattern})")
     tail = re.compile("(?:" + ("|".join(patterns) or "(?!)") + r")\Z").search
-    return tail, _national_reading(region)[2]  # the region's international prefix
+    return tail, _region_reading(region)[2]  # the region's international prefix
 
 
 def _may_be_valid(region: str, digits: str) -> bool:
@@ -113,24 +113,21 @@ def _metadata_for_code(country_code: int) -> PhoneMetadata | None:
 _KEEP_PREFIX = (ValidationResult.TOO_SHORT, ValidationResult.IS_POSSIBLE_LOCAL_ONLY, ValidationResult.INVALID_LENGTH)
 
 
-def _read_national(digits: str, meta: PhoneMetadata) -> PhoneNumber | None:
-    """What parse makes of the national digits of a number of `meta`'s plan, by its own steps: the national
-    prefix (and carrier code) stripped where its helper strips it and the rest has a length the plan allows,
-    leading zeros kept as such; None where parse would raise (a length it rejects)."""
+def _significant(digits: str, meta: PhoneMetadata) -> str | None:
+    """The national significant number parse makes of the national digits of a number of `meta`'s plan, by its
+    own steps: the national prefix (and carrier code) stripped where its helper strips it and the rest has a
+    length the plan allows; None where parse would raise (a length it rejects)."""
     _, stripped, _ = _maybe_strip_national_prefix_carrier_code(digits, meta)
     if _test_number_length(stripped, meta) not in _KEEP_PREFIX:
         digits = stripped
-    if not _MIN_NSN <= len(digits) <= _MAX_NSN:
-        return None
-    number = PhoneNumber(country_code=meta.country_code, national_number=int(digits))
-    _set_italian_leading_zeros_for_phone_number(digits, number)
-    return number
+    return digits if _MIN_NSN <= len(digits) <= _MAX_NSN else None
 
 
-def international_number(text: str) -> PhoneNumber | None:
-    """The number `phonenumbers.parse(text)` returns for a +CC run of ASCII digits and punctuation, read
-    without parsing; None when parse could do more than split off the country code and a national prefix
-    (an extension, letters, an unknown code, a length it rejects): then parse it."""
+Reading = tuple[int, str]  # a number as (country code, national significant number)
+
+
+def _international_reading(text: str) -> Reading | None:
+    """international_number's reading, without building the PhoneNumber."""
     if _PLUS_PLAIN.fullmatch(text) is None:
         return None
     digits = text.translate(_NOT_DIGITS)
@@ -145,15 +142,47 @@ def international_number(text: str) -> PhoneNumber | None:
     meta = _metadata_for_code(country_code)
     if meta is None or not _MIN_NSN <= len(national) <= _MAX_NSN:
         return None
-    return _read_national(national, meta)
+    nsn = _significant(national, meta)
+    return None if nsn is None else (country_code, nsn)
 
 
 @cache
-def _national_reading(region: str) -> tuple[PhoneMetadata, str, Callable[[str], object]]:
+def _region_reading(region: str) -> tuple[PhoneMetadata, str, Callable[[str], object]]:
     """For national numbers of `region`: its metadata, its country code, and how phonenumbers looks for an
     international prefix at the start of the digits."""
     meta = PhoneMetadata.metadata_for_region(region)
     return meta, str(meta.country_code), re.compile(meta.international_prefix or "(?!)").match
+
+
+def _national_reading(text: str, region: str) -> Reading | None:
+    """national_number's reading, without building the PhoneNumber."""
+    if _PLAIN.fullmatch(text) is None:
+        return None
+    digits = text.translate(_NOT_DIGITS)
+    if not 3 <= len(digits) <= _MAX_NSN:
+        return None
+    meta, code, international = _region_reading(region)
+    if digits.startswith(code) or international(digits) is not None:
+        return None
+    nsn = _significant(digits, meta)
+    return None if nsn is None else (meta.country_code, nsn)
+
+
+def _phone_number(reading: Reading) -> PhoneNumber:
+    """The PhoneNumber parse returns for a reading (leading zeros of the national number kept as parse keeps
+    them)."""
+    country_code, nsn = reading
+    number = PhoneNumber(country_code=country_code, national_number=int(nsn))
+    _set_italian_leading_zeros_for_phone_number(nsn, number)
+    return number
+
+
+def international_number(text: str) -> PhoneNumber | None:
+    """The number `phonenumbers.parse(text)` returns for a +CC run of ASCII digits and punctuation, read
+    without parsing; None when parse could do more than split off the country code and a national prefix
+    (an extension, letters, an unknown code, a length it rejects): then parse it."""
+    reading = _international_reading(text)
+    return None if reading is None else _phone_number(reading)
 
 
 def national_number(text: str, region: str) -> PhoneNumber | None:
@@ -161,15 +190,8 @@ def national_number(text: str, region: str) -> PhoneNumber | None:
     without parsing; None when parse could do more than take the digits, less a national prefix, as the
     national number (the region's international prefix or its country code in front, letters, a length it
     rejects): then parse it."""
-    if _PLAIN.fullmatch(text) is None:
-        return None
-    digits = text.translate(_NOT_DIGITS)
-    if not 3 <= len(digits) <= _MAX_NSN:
-        return None
-    meta, code, international = _national_reading(region)
-    if digits.startswith(code) or international(digits) is not None:
-        return None
-    return _read_national(digits, meta)
+    reading = _national_reading(text, region)
+    return None if reading is None else _phone_number(reading)
 
 
 # A run: optional + prefix, digit groups joined by one separator (a space, dot, dash or slash, or a bracket
@@ -252,15 +274,18 @@ def _parsed_score(text: str, digits: str, regions: Sequence[str | None], formatt
         if screen and not _may_be_valid(region, digits):  # type: ignore[arg-type]
             skipped.append(region)
             continue
-        number = international_number(text) if region is None else national_number(text, region)
-        if number is None:
+        number = None
+        reading = _international_reading(text) if region is None else _national_reading(text, region)
+        if reading is None:
             try:
                 number = phonenumbers.parse(text, region)
             except NumberParseException:
                 continue
-        if is_valid_number(number):
+            reading = (number.country_code, national_significant_number(number))
+        if is_valid_reading(*reading):
             return 0.85
-        possible = possible or (formatted and phonenumbers.is_possible_number(number))
+        if formatted and not possible:
+            possible = phonenumbers.is_possible_number(number or _phone_number(reading))
     for region in skipped if formatted and not possible else ():
         try:
             if phonenumbers.is_possible_number(phonenumbers.parse(text, region)):

@@ -97,18 +97,23 @@ def _metadata(country_code: int, region: str) -> PhoneMetadata | None:
 
 def is_valid_number(number: PhoneNumber) -> bool:
     """phonenumbers.is_valid_number(number)."""
-    regions = COUNTRY_CODE_TO_REGION_CODE.get(number.country_code)
+    return is_valid_reading(number.country_code, national_significant_number(number))
+
+
+def is_valid_reading(country_code: int, nsn: str) -> bool:
+    """phonenumbers.is_valid_number of the number with `country_code` and national significant number `nsn`
+    (its national_significant_number: digits, leading zeros included)."""
+    regions = COUNTRY_CODE_TO_REGION_CODE.get(country_code)
     if regions is None:
         return False
-    nsn = national_significant_number(number)
     region: str | None = regions[0]
     if len(regions) > 1:
         region = None
-        for name, leading, meta in _regions(number.country_code):
+        for name, leading, meta in _regions(country_code):
             if (leading(nsn) is not None) if leading is not None else _of_some_type(meta, nsn):
                 region = name
                 break
         if region is None:
             return False
-    meta = _metadata(number.country_code, region)
+    meta = _metadata(country_code, region)
     return meta is not None and _of_some_type(meta, nsn)
