@@ -26,14 +26,14 @@ def _search(pattern: str) -> Callable[..., bool]:
 _DIGIT = re.compile(r"[0-9]").search
 _AWS = re.compile("|".join(AWS_PREFIXES)).search  # one literal prefix: a fast scan
 
-# name -> test of the whole text. The digit gates run only when the text has a digit at all, and read it from
-# a position (its first digit, or a little before) on.
+# name -> test of the whole text. The digit gates run only when the text has an ASCII digit at all, and read it
+# from a position (its first digit, or a little before) on; "digit" is that first test alone.
 GATES: dict[str, Callable[..., bool]] = {
     "at": lambda text: "@" in text,
     "scheme": lambda text: "://" in text,
     "long_digits": _search(r"[0-9](?:[ .()/-]{0,3}[0-9]){6}"),  # phones (7+ digits), SSNs, cards
     "dotted_digits": _search(r"\.(?<=[0-9]\.)[0-9]"),  # a digit, a dot, a digit: led by the dot (rarer than digits)
-    "digit_pair": _search(r"[0-9][0-9]"),
+    "digit": lambda text, pos=0: _DIGIT(text, pos) is not None,
     "colon": _search(r":(?::|(?<=[0-9A-Fa-f]:)[0-9A-Fa-f])"),  # '::' or hex:hex; only when the text has a colon
     "aws_prefix": lambda text: _AWS(text) is not None,
     "token_punct": lambda text: "_" in text or "-" in text,
@@ -42,8 +42,7 @@ GATES: dict[str, Callable[..., bool]] = {
     "google": lambda text: "AIza" in text,
     "pem": lambda text: "PRIVATE KEY" in text,
 }
-_NEEDS_DIGIT = frozenset({"long_digits", "dotted_digits", "digit_pair"})
-_NEEDS_COLON = frozenset({"colon"})
+_NEEDS_DIGIT = frozenset({"long_digits", "dotted_digits", "digit"})
 
 
 def _grouped(detectors: Iterable[Detector]) -> tuple[tuple[str, tuple[Detector, ...]], ...]:
@@ -57,7 +56,7 @@ _GROUPS = _grouped(DETECTORS)
 # What each gate needs somewhere in the text (one of these characters, or a literal): a plan's first scan looks
 # for anything any of its gates needs, so most strings cost that one scan.
 _GATE_CHARS = {"at": "@", "scheme": ":", "long_digits": "0123456789", "dotted_digits": "0123456789",
-               "digit_pair": "0123456789", "colon": ":", "token_punct": "_-", "assign": "=:"}  # fmt: skip
+               "digit": "0123456789", "colon": ":", "token_punct": "_-", "assign": "=:"}  # fmt: skip
 _GATE_LITERALS = {"aws_prefix": "A(?:" + "|".join(p[1:] for p in AWS_PREFIXES) + ")", "jwt": "eyJ", "google": "AIza",
                   "pem": "PRIVATE KEY"}  # fmt: skip
 
@@ -70,6 +69,10 @@ class Plan:
     groups: tuple[tuple[str, tuple[Detector, ...]], ...]
     phones: bool
     any_gate: Callable[[str], object]
+    # `groups` as `_structured` reads them: the gate's test (None: none, or only "has an ASCII digit"), what
+    # the text must hold before it is run (1: an ASCII digit, 2: a colon, 0: nothing), whether it is the phone
+    # reader's gate, and the detectors. Read from GATES when the plan is made.
+    flow: tuple[tuple[Callable[..., bool] | None, int, bool, tuple[Detector, ...]], ...] = ()
 
 
 @lru_cache(maxsize=64)
@@ -86,7 +89,12 @@ def plan(wanted: frozenset[str] | None) -> Plan:
     chars = "".join(sorted({c for g in gates for c in _GATE_CHARS.get(g, "")}))
     needs = ([f"[{re.escape(chars)}]"] if chars else []) + [_GATE_LITERALS[g] for g in gates if g in _GATE_LITERALS]
     any_gate = re.compile("|".join(needs)).search if needs else (lambda text: None)
-    return Plan(tuple(groups), phones, any_gate)
+    flow = tuple(
+        (None if gate in ("", "digit") else GATES[gate], 1 if gate in _NEEDS_DIGIT else 2 if gate == "colon" else 0,
+         gate == "long_digits", dets)
+        for gate, dets in groups
+    )  # fmt: skip
+    return Plan(tuple(groups), phones, any_gate, flow)
 
 
 def _run(det: Detector, text: str, found: list[Finding], pos: int = 0, ascii: bool = False) -> None:
@@ -121,14 +129,13 @@ def _structured(text: str, steps: Plan, found: list[Finding]) -> None:
     ascii = text.isascii()
     numbers_from = max(0, digit.start() - 2) if digit is not None and ascii else 0
     long_digits = False
-    for gate, dets in steps.groups:
-        if gate:
-            if gate in _NEEDS_DIGIT:
-                if not has_digit or not GATES[gate](text, numbers_from):
-                    continue
-            elif (gate in _NEEDS_COLON and ":" not in text) or not GATES[gate](text):
+    for test, needs, phone_gate, dets in steps.flow:
+        if needs == 1:
+            if not has_digit or (test is not None and not test(text, numbers_from)):
                 continue
-            long_digits = long_digits or gate == "long_digits"
+        elif test is not None and ((needs == 2 and ":" not in text) or not test(text)):
+            continue
+        long_digits = long_digits or phone_gate
         for det in dets:
             if det.triggers:
                 if det.folded and folded is None:

@@ -109,6 +109,19 @@ def _metadata_for_code(country_code: int) -> PhoneMetadata | None:
     return PhoneMetadata.metadata_for_region_or_calling_code(country_code, region_code_for_country_code(country_code))
 
 
+_PREFIXES: dict[int, tuple[PhoneMetadata, Callable[[str], object]]] = {}  # id(meta) -> (meta, its prefix test)
+
+
+def _may_have_prefix(digits: str, meta: PhoneMetadata) -> bool:
+    """Whether `meta`'s national_prefix_for_parsing matches at the start of `digits` (else phonenumbers strips
+    nothing); metadata objects are not hashable, so the compiled test is kept by identity, with the object."""
+    held = _PREFIXES.get(id(meta))
+    if held is None or held[0] is not meta:
+        prefix = meta.national_prefix_for_parsing
+        held = _PREFIXES[id(meta)] = (meta, re.compile(prefix).match if prefix else (lambda digits: None))
+    return held[1](digits) is not None
+
+
 # Lengths after which parse keeps the national prefix it found (the digits without it are no number).
 _KEEP_PREFIX = (ValidationResult.TOO_SHORT, ValidationResult.IS_POSSIBLE_LOCAL_ONLY, ValidationResult.INVALID_LENGTH)
 
@@ -117,9 +130,10 @@ def _significant(digits: str, meta: PhoneMetadata) -> str | None:
     """The national significant number parse makes of the national digits of a number of `meta`'s plan, by its
     own steps: the national prefix (and carrier code) stripped where its helper strips it and the rest has a
     length the plan allows; None where parse would raise (a length it rejects)."""
-    _, stripped, _ = _maybe_strip_national_prefix_carrier_code(digits, meta)
-    if _test_number_length(stripped, meta) not in _KEEP_PREFIX:
-        digits = stripped
+    if _may_have_prefix(digits, meta):  # else the helper returns the digits as they are
+        _, stripped, _ = _maybe_strip_national_prefix_carrier_code(digits, meta)
+        if _test_number_length(stripped, meta) not in _KEEP_PREFIX:
+            digits = stripped
     return digits if _MIN_NSN <= len(digits) <= _MAX_NSN else None
 
 
