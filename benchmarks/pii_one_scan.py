@@ -69,7 +69,7 @@ def number_runs(text: str) -> NumberRuns:
 def one_scan_structured(module: Any) -> Callable[..., None]:
     """`_structured` of ftkit.pii.detect with the digit gates and number detectors driven by number_runs."""
     gates, run, find_phones = module.GATES, module._run, module.find_phones
-    digit_gates = {"long_digits": "long_digits", "dotted_digits": "dotted", "digit": "pair"}
+    digit_gates = {"long_digits": "long_digits", "dotted_digits": "dotted", "iban_word": "pair"}
 
     def structured(text: str, steps: Any, found: list[Any]) -> None:
         folded = None
@@ -156,7 +156,7 @@ def main() -> int:
     for name, seconds in best.items():
         each = seconds / len(texts) * 1e6
         print(f"{name:<20} {seconds * 1e3:7.1f} ms CPU for {len(texts)} dev strings, {each:5.1f} us each")
-    digit_gates = [module.GATES[k] for k in ("long_digits", "dotted_digits", "digit")]
+    digit_gates = [module.GATES[k] for k in ("long_digits", "dotted_digits", "iban_word")]
     scan_only = min(best_cpu(number_runs, texts) for _ in range(args.repeat))
     gate_only = min(best_cpu(lambda t: [g(t) for g in digit_gates], texts) for _ in range(args.repeat))
     print(f"number_runs alone {scan_only / len(texts) * 1e6:.2f} us/string; the three digit gates it replaces "

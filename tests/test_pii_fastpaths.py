@@ -444,3 +444,15 @@ def test_ip_ok_is_what_the_ipaddress_module_accepts():
     ]
     assert sum(map(accepted, strings)) > 500
     assert [ip_ok(s) for s in strings] == [accepted(s) for s in strings]
+
+
+def test_the_iban_gate_passes_every_string_where_the_iban_pattern_matches():
+    from ftkit.pii.patterns import IBAN_START
+
+    gate = detect_module.GATES["iban_word"]
+    strings = [*_ascii_strings(10, 20000), "GB82 WEST", "x gb82", "_GB82", "aGB82", "GB8", "é GB82 x", "(DE89"]
+    hits = [s for s in strings if IBAN_START.search(s)]
+    assert len(hits) > 300
+    assert all(gate(s) for s in hits)
+    assert not gate("order 12345, call 555 1234") and not gate("_GB82") and not gate("aGB82")
+    assert gate("pay to (DE89 3704 0044") and gate("é GB82"), "other characters: the pattern decides"

@@ -24,6 +24,20 @@ def _search(pattern: str) -> Callable[..., bool]:
 
 
 _DIGIT = re.compile(r"[0-9]").search
+# An ASCII text's characters as classes, one byte each: letter 'a', digit '0', '_' itself, anything else a space.
+_CLASSES = bytes(97 if chr(c).isalpha() else 48 if chr(c).isdigit() else 95 if c == 95 else 32 for c in range(128))
+_CLASSES += b" " * 128
+
+
+def _word_of_two_letters_and_two_digits(text: str, pos: int = 0) -> bool:
+    """Whether a word starts with two ASCII letters and two digits (where an IBAN's check digits can be),
+    read from the text's character classes in C; a text with other characters passes (its scan decides)."""
+    if not text.isascii():
+        return True
+    classes = text.encode().translate(_CLASSES)
+    return b" aa00" in classes or classes.startswith(b"aa00")
+
+
 _AWS = re.compile("|".join(AWS_PREFIXES)).search  # one literal prefix: a fast scan
 
 # name -> test of the whole text. The digit gates run only when the text has an ASCII digit at all, and read it
@@ -33,7 +47,7 @@ GATES: dict[str, Callable[..., bool]] = {
     "scheme": lambda text: "://" in text,
     "long_digits": _search(r"[0-9](?:[ .()/-]{0,3}[0-9]){6}"),  # phones (7+ digits), SSNs, cards
     "dotted_digits": _search(r"\.(?<=[0-9]\.)[0-9]"),  # a digit, a dot, a digit: led by the dot (rarer than digits)
-    "digit": lambda text, pos=0: _DIGIT(text, pos) is not None,
+    "iban_word": _word_of_two_letters_and_two_digits,
     "colon": _search(r":(?::|(?<=[0-9A-Fa-f]:)[0-9A-Fa-f])"),  # '::' or hex:hex; only when the text has a colon
     "aws_prefix": lambda text: _AWS(text) is not None,
     "token_punct": lambda text: "_" in text or "-" in text,
@@ -42,7 +56,7 @@ GATES: dict[str, Callable[..., bool]] = {
     "google": lambda text: "AIza" in text,
     "pem": lambda text: "PRIVATE KEY" in text,
 }
-_NEEDS_DIGIT = frozenset({"long_digits", "dotted_digits", "digit"})
+_NEEDS_DIGIT = frozenset({"long_digits", "dotted_digits", "iban_word"})
 
 
 def _grouped(detectors: Iterable[Detector]) -> tuple[tuple[str, tuple[Detector, ...]], ...]:
@@ -56,7 +70,7 @@ _GROUPS = _grouped(DETECTORS)
 # What each gate needs somewhere in the text (one of these characters, or a literal): a plan's first scan looks
 # for anything any of its gates needs, so most strings cost that one scan.
 _GATE_CHARS = {"at": "@", "scheme": ":", "long_digits": "0123456789", "dotted_digits": "0123456789",
-               "digit": "0123456789", "colon": ":", "token_punct": "_-", "assign": "=:"}  # fmt: skip
+               "iban_word": "0123456789", "colon": ":", "token_punct": "_-", "assign": "=:"}  # fmt: skip
 _GATE_LITERALS = {"aws_prefix": "A(?:" + "|".join(p[1:] for p in AWS_PREFIXES) + ")", "jwt": "eyJ", "google": "AIza",
                   "pem": "PRIVATE KEY"}  # fmt: skip
 
@@ -90,7 +104,7 @@ def plan(wanted: frozenset[str] | None) -> Plan:
     needs = ([f"[{re.escape(chars)}]"] if chars else []) + [_GATE_LITERALS[g] for g in gates if g in _GATE_LITERALS]
     any_gate = re.compile("|".join(needs)).search if needs else (lambda text: None)
     flow = tuple(
-        (None if gate in ("", "digit") else GATES[gate], 1 if gate in _NEEDS_DIGIT else 2 if gate == "colon" else 0,
+        (GATES[gate] if gate else None, 1 if gate in _NEEDS_DIGIT else 2 if gate == "colon" else 0,
          gate == "long_digits", dets)
         for gate, dets in groups
     )  # fmt: skip

@@ -246,8 +246,8 @@ def _assigned(m: re.Match[str]) -> Finding | None:
 # ------------------------------------------------------------------ the list
 
 # Gates (ftkit.pii.detect.GATES): "at" an @; "scheme" ://; "long_digits" 7+ digits in a run; "dotted_digits"
-# d.d; "digit" an ASCII digit; "colon" a colon; "aws_prefix" AKIA/ASIA/...; "token_punct" _ or -; "assign" = or :;
-# "jwt" eyJ; "google" AIza; "pem" PRIVATE KEY.
+# d.d; "iban_word" a word starting with two letters and two digits; "colon" a colon; "aws_prefix" AKIA/ASIA/...;
+# "token_punct" _ or -; "assign" = or :; "jwt" eyJ; "google" AIza; "pem" PRIVATE KEY.
 _SECRET_GATES = {"aws_access_key_id": "aws_prefix", "slack_webhook": "scheme", "google_api_key": "google",
                  "jwt": "jwt", "private_key": "pem"}  # fmt: skip
 
@@ -260,7 +260,7 @@ DETECTORS: tuple[Detector, ...] = (
     Detector("US_SSN", "ssn", SSN, _ssn, gate="long_digits", numeric=True),
     Detector("US_SSN", "ssn_with_context", SSN_BARE, _ssn_bare, ("ssn", "social security"), folded=True,
              gate="long_digits", requires=NINE_DIGITS),
-    Detector("IBAN", "iban", IBAN_START, _iban, gate="digit", numeric=True),
+    Detector("IBAN", "iban", IBAN_START, _iban, gate="iban_word", numeric=True),
     *(Detector("SECRET", kind, re.compile(rx), _secret(kind), trig, gate=_SECRET_GATES.get(kind, "token_punct"))
       for kind, rx, trig in _SECRET_FORMATS),
     Detector("SECRET", "aws_secret_access_key", AWS_SECRET,

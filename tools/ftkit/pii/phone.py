@@ -70,31 +70,43 @@ _TYPES = ("premium_rate", "toll_free", "shared_cost", "voip", "personal_number",
 
 
 @cache
-def _valid_shape(region: str) -> tuple[Callable[[str], object], Callable[[str], object]] | None:
-    """What a number parsed for `region` must look like to be valid: a tail of its digits (the national number)
-    matches the pattern of a number type (fixed line, mobile, toll free...) of some region of that country code,
-    or it starts with the region's international prefix (then it is read as another country's). None when the
-    region rewrites national numbers (no cheap screen)."""
+def _valid_shape(
+    region: str,
+) -> tuple[Callable[[str, int], object], tuple[int, ...], Callable[[str], object]] | None:
+    """What a number parsed for `region` must look like to be valid: a tail of its digits (the national number),
+    of a length the general description of some region of that country code allows, matches the pattern of a
+    number type (fixed line, mobile, toll free...) of such a region; or it starts with the region's
+    international prefix (then it is read as another country's). None when the region rewrites national
+    numbers (no cheap screen)."""
     meta = PhoneMetadata.metadata_for_region(region)
     if meta.national_prefix_transform_rule:
         return None
-    patterns = []
+    patterns, lengths = [], set()
     for other in COUNTRY_CODE_TO_REGION_CODE.get(meta.country_code, ()):
         other_meta = PhoneMetadata.metadata_for_region(other)
         if other_meta is None:
             return None
+        lengths |= set(other_meta.general_desc.possible_length or range(1, _MAX_NSN + 1))  # none listed: any
         for kind in _TYPES:
             desc = getattr(other_meta, kind, None)
             if desc is not None and desc.national_number_pattern:
                 patterns.append(f"(?:{desc.national_number_pattern})")
-    tail = re.compile("(?:" + ("|".join(patterns) or "(?!)") + r")\Z").search
-    return tail, _region_reading(region)[2]  # the region's international prefix
+    tail = re.compile("|".join(patterns) or "(?!)").fullmatch
+    return tail, tuple(sorted(lengths)), _region_reading(region)[2]  # the region's international prefix
 
 
 def _may_be_valid(region: str, digits: str) -> bool:
-    """False when phonenumbers cannot find `digits` (ASCII, national, no extension) valid for `region`."""
+    """False when phonenumbers cannot find `digits` (ASCII, national, no extension) valid for `region`: each
+    tail of a length the plans allow is matched whole (a few anchored matches instead of a search)."""
     shape = _valid_shape(region)
-    return shape is None or shape[0](digits) is not None or shape[1](digits) is not None
+    if shape is None:
+        return True
+    tail, lengths, international = shape
+    n = len(digits)
+    for length in lengths:
+        if length <= n and tail(digits, n - length) is not None:
+            return True
+    return international(digits) is not None
 
 
 _PLAIN = re.compile(r"[0-9 ().\-/]*")  # ASCII digits and phone punctuation
