@@ -456,3 +456,18 @@ def test_the_iban_gate_passes_every_string_where_the_iban_pattern_matches():
     assert all(gate(s) for s in hits)
     assert not gate("order 12345, call 555 1234") and not gate("_GB82") and not gate("aGB82")
     assert gate("pay to (DE89 3704 0044") and gate("é GB82"), "other characters: the pattern decides"
+
+
+def test_no_match_or_passing_gate_holds_fewer_ascii_digits_than_its_minimum():
+    strings = _ascii_strings(12, 20000)
+    checked = 0
+    for det in DETECTORS:
+        for s in strings if det.min_digits else ():
+            for m in det.pattern.finditer(s):
+                assert sum(c.isdigit() for c in m.group()) >= det.min_digits, (det.kind, s)
+                checked += 1
+    for gate, least in detect_module._GATE_MIN_DIGITS.items():
+        for s in strings:
+            if detect_module.GATES[gate](s):
+                assert sum(c.isdigit() for c in s) >= least, (gate, s)
+    assert checked > 500

@@ -24,18 +24,25 @@ def _search(pattern: str) -> Callable[..., bool]:
 
 
 _DIGIT = re.compile(r"[0-9]").search
+_ENOUGH = 1 << 30  # digits a text that is not ASCII counts as holding
 # An ASCII text's characters as classes, one byte each: letter 'a', digit '0', '_' itself, anything else a space.
 _CLASSES = bytes(97 if chr(c).isalpha() else 48 if chr(c).isdigit() else 95 if c == 95 else 32 for c in range(128))
 _CLASSES += b" " * 128
 
 
-def _word_of_two_letters_and_two_digits(text: str, pos: int = 0) -> bool:
-    """Whether a word starts with two ASCII letters and two digits (where an IBAN's check digits can be),
-    read from the text's character classes in C; a text with other characters passes (its scan decides)."""
-    if not text.isascii():
-        return True
-    classes = text.encode().translate(_CLASSES)
+def _classes(text: str) -> bytes:
+    """`text` (ASCII) as one class byte per character (_CLASSES), translated in C."""
+    return text.encode().translate(_CLASSES)
+
+
+def _iban_word_in(classes: bytes) -> bool:
+    """Whether a word starts with two letters and two digits (where an IBAN's check digits can be)."""
     return b" aa00" in classes or classes.startswith(b"aa00")
+
+
+def _iban_word(text: str, pos: int = 0) -> bool:
+    """_iban_word_in for any text: one with other than ASCII characters passes (its scan decides)."""
+    return not text.isascii() or _iban_word_in(_classes(text))
 
 
 _AWS = re.compile("|".join(AWS_PREFIXES)).search  # one literal prefix: a fast scan
@@ -47,7 +54,7 @@ GATES: dict[str, Callable[..., bool]] = {
     "scheme": lambda text: "://" in text,
     "long_digits": _search(r"[0-9](?:[ .()/-]{0,3}[0-9]){6}"),  # phones (7+ digits), SSNs, cards
     "dotted_digits": _search(r"\.(?<=[0-9]\.)[0-9]"),  # a digit, a dot, a digit: led by the dot (rarer than digits)
-    "iban_word": _word_of_two_letters_and_two_digits,
+    "iban_word": _iban_word,
     "colon": _search(r":(?::|(?<=[0-9A-Fa-f]:)[0-9A-Fa-f])"),  # '::' or hex:hex; only when the text has a colon
     "aws_prefix": lambda text: _AWS(text) is not None,
     "token_punct": lambda text: "_" in text or "-" in text,
@@ -56,7 +63,9 @@ GATES: dict[str, Callable[..., bool]] = {
     "google": lambda text: "AIza" in text,
     "pem": lambda text: "PRIVATE KEY" in text,
 }
-_NEEDS_DIGIT = frozenset({"long_digits", "dotted_digits", "iban_word"})
+_NEEDS_DIGIT = frozenset({"long_digits", "dotted_digits"})
+_CLASS_GATES = {"iban_word": _iban_word_in}  # read from an ASCII text's classes (another text passes them)
+_GATE_MIN_DIGITS = {"long_digits": 7, "dotted_digits": 2, "iban_word": 2}  # ASCII digits a passing text holds
 
 
 def _grouped(detectors: Iterable[Detector]) -> tuple[tuple[str, tuple[Detector, ...]], ...]:
@@ -83,10 +92,11 @@ class Plan:
     groups: tuple[tuple[str, tuple[Detector, ...]], ...]
     phones: bool
     any_gate: Callable[[str], object]
-    # `groups` as `_structured` reads them: the gate's test (None: none, or only "has an ASCII digit"), what
-    # the text must hold before it is run (1: an ASCII digit, 2: a colon, 0: nothing), whether it is the phone
-    # reader's gate, and the detectors. Read from GATES when the plan is made.
-    flow: tuple[tuple[Callable[..., bool] | None, int, bool, tuple[Detector, ...]], ...] = ()
+    # `groups` as `_structured` reads them: the gate's test (None: no gate), what it reads (0: the text, 1: the
+    # text from its first digit, once it has an ASCII digit, 2: the text, once it has a colon, 3: an ASCII
+    # text's classes, once it has an ASCII digit), whether it is the phone reader's gate, how many ASCII digits
+    # a text that passes it holds, and the detectors. Read from GATES when the plan is made.
+    flow: tuple[tuple[Callable[..., bool] | None, int, bool, int, tuple[Detector, ...]], ...] = ()
 
 
 @lru_cache(maxsize=64)
@@ -104,8 +114,9 @@ def plan(wanted: frozenset[str] | None) -> Plan:
     needs = ([f"[{re.escape(chars)}]"] if chars else []) + [_GATE_LITERALS[g] for g in gates if g in _GATE_LITERALS]
     any_gate = re.compile("|".join(needs)).search if needs else (lambda text: None)
     flow = tuple(
-        (GATES[gate] if gate else None, 1 if gate in _NEEDS_DIGIT else 2 if gate == "colon" else 0,
-         gate == "long_digits", dets)
+        (_CLASS_GATES.get(gate) or GATES[gate] if gate else None,
+         1 if gate in _NEEDS_DIGIT else 2 if gate == "colon" else 3 if gate in _CLASS_GATES else 0,
+         gate == "long_digits", _GATE_MIN_DIGITS.get(gate, 0), dets)
         for gate, dets in groups
     )  # fmt: skip
     return Plan(tuple(groups), phones, any_gate, flow)
@@ -142,15 +153,29 @@ def _structured(text: str, steps: Plan, found: list[Finding]) -> None:
     # phone pattern may start with '(+'). In other texts a digit of another script may come first.
     ascii = text.isascii()
     numbers_from = max(0, digit.start() - 2) if digit is not None and ascii else 0
+    # An ASCII text's character classes, and its digits counted from them: a gate or detector that needs more
+    # digits than the text holds is not run (another text counts as having enough).
+    classes = _classes(text) if has_digit and ascii else None
+    n_digits = classes.count(48) if classes is not None else _ENOUGH
     long_digits = False
-    for test, needs, phone_gate, dets in steps.flow:
-        if needs == 1:
-            if not has_digit or (test is not None and not test(text, numbers_from)):
+    for test, needs, phone_gate, min_digits, dets in steps.flow:
+        if needs:
+            if min_digits > n_digits:
                 continue
-        elif test is not None and ((needs == 2 and ":" not in text) or not test(text)):
+            if needs == 1:
+                if not has_digit or not test(text, numbers_from):  # type: ignore[misc]
+                    continue
+            elif needs == 3:
+                if not has_digit or (classes is not None and not test(classes)):  # type: ignore[misc]
+                    continue
+            elif ":" not in text or not test(text):  # type: ignore[misc]
+                continue
+        elif test is not None and not test(text):
             continue
         long_digits = long_digits or phone_gate
         for det in dets:
+            if det.min_digits > n_digits:
+                continue
             if det.triggers:
                 if det.folded and folded is None:
                     folded = text.lower()

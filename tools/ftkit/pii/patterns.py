@@ -32,6 +32,7 @@ class Detector:
     # Every match starts at a digit (a number pattern): the scan of an ASCII text starts at its first digit.
     numeric: bool = False
     requires: re.Pattern[str] | None = None  # a number pattern in every match: the detector runs only where it is
+    min_digits: int = 0  # ASCII digits every match holds: an ASCII text with fewer is not scanned
     # The two patterns for ASCII text (ftkit.pii.ascii_regex): the same matches, cheaper.
     ascii_pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
     ascii_requires: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
@@ -254,12 +255,12 @@ _SECRET_GATES = {"aws_access_key_id": "aws_prefix", "slack_webhook": "scheme", "
 DETECTORS: tuple[Detector, ...] = (
     Detector("EMAIL", "email", EMAIL, _plain("EMAIL", 0.9, "email"), gate="at"),
     Detector("URL", "url", URL, _url, gate="scheme"),
-    Detector("IP_ADDRESS", "ipv4", IPV4, _ip, gate="dotted_digits", numeric=True),
+    Detector("IP_ADDRESS", "ipv4", IPV4, _ip, gate="dotted_digits", numeric=True, min_digits=4),
     Detector("IP_ADDRESS", "ipv6", IPV6, _ip, gate="colon"),
-    Detector("CREDIT_CARD", "card", CARD, _card, gate="long_digits", numeric=True),
-    Detector("US_SSN", "ssn", SSN, _ssn, gate="long_digits", numeric=True),
+    Detector("CREDIT_CARD", "card", CARD, _card, gate="long_digits", numeric=True, min_digits=12),
+    Detector("US_SSN", "ssn", SSN, _ssn, gate="long_digits", numeric=True, min_digits=9),
     Detector("US_SSN", "ssn_with_context", SSN_BARE, _ssn_bare, ("ssn", "social security"), folded=True,
-             gate="long_digits", requires=NINE_DIGITS),
+             gate="long_digits", requires=NINE_DIGITS, min_digits=9),
     Detector("IBAN", "iban", IBAN_START, _iban, gate="iban_word", numeric=True),
     *(Detector("SECRET", kind, re.compile(rx), _secret(kind), trig, gate=_SECRET_GATES.get(kind, "token_punct"))
       for kind, rx, trig in _SECRET_FORMATS),
