@@ -471,3 +471,17 @@ def test_no_match_or_passing_gate_holds_fewer_ascii_digits_than_its_minimum():
             if detect_module.GATES[gate](s):
                 assert sum(c.isdigit() for c in s) >= least, (gate, s)
     assert checked > 500
+
+
+def test_digits_in_counts_each_digit_of_overlapping_spans_once():
+    classes = detect_module._classes("ab 1234 5678 x9")
+    assert detect_module._digits_in(classes, [(3, 7), (5, 12)]) == 8
+    assert detect_module._digits_in(classes, [(5, 12), (3, 7), (13, 15)]) == 9
+    assert detect_module._digits_in(classes, []) == 0
+
+
+def test_the_phone_reader_is_skipped_only_when_surer_findings_hold_every_digit():
+    card_only = detect_fn("card 4111 1111 1111 1111 thanks", entities=PRESIDIO_SET)
+    assert [f.entity for f in card_only] == ["CREDIT_CARD"]
+    both = detect_fn("card 4111 1111 1111 1111, call +1 415 555 2671", entities=PRESIDIO_SET)
+    assert [f.entity for f in both] == ["CREDIT_CARD", "PHONE"]

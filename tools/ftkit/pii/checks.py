@@ -84,7 +84,10 @@ def issuer_ok(number: str) -> bool:
     n = len(number)
     if not number.isascii():
         return any(lo <= int(number[: len(str(lo))]) <= hi and n in lengths for lo, hi, lengths in _CARD_RANGES)
-    return any(n in _CARD_PREFIXES.get(number[:w], ()) for w in _PREFIX_WIDTHS)
+    for w in _PREFIX_WIDTHS:  # noqa: SIM110 -- a loop, not any(generator): it runs for every Luhn-valid number
+        if n in _CARD_PREFIXES.get(number[:w], ()):
+            return True
+    return False
 
 
 # Numbers the SSA never issues or published as examples (advertising, a wallet insert).

@@ -201,8 +201,21 @@ def _structured(text: str, steps: Plan, found: list[Finding]) -> None:
             found.extend(find_phones(text, pos=numbers_from))
             return
         taken = [(f.start, f.end) for f in found if f.score > 0.85]
+        if classes is not None and taken and _digits_in(classes, taken) == n_digits:
+            return  # every digit lies in a surer finding: each phone run overlaps one and would be skipped
         within = [(f.start, f.end) for f in found if f.score == 0.85]
         found.extend(find_phones(text, taken, within, numbers_from))
+
+
+def _digits_in(classes: bytes, spans: list[tuple[int, int]]) -> int:
+    """The digits of an ASCII text (its classes) inside the union of `spans`."""
+    count = last = 0
+    for start, end in sorted(spans):
+        start = max(start, last)
+        if end > start:
+            count += classes.count(48, start, end)
+            last = end
+    return count
 
 
 __all__ = ["STRUCTURED", "Finding", "detect"]

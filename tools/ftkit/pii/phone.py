@@ -112,6 +112,7 @@ def _may_be_valid(region: str, digits: str) -> bool:
 _PLAIN = re.compile(r"[0-9 ().\-/]*")  # ASCII digits and phone punctuation
 _PLUS_PLAIN = re.compile(r"\(?\+[0-9 ().\-/]*")  # +CC and ASCII digits and punctuation: no letters, no extension
 _NOT_DIGITS = str.maketrans("", "", "+ ().-/")  # what is left of a _PLAIN or _PLUS_PLAIN run: its digits
+_NOT_PHONE_DIGITS = str.maketrans({chr(c): None for c in range(128) if not chr(c).isdigit()})  # ASCII
 _MIN_NSN, _MAX_NSN = 2, 17  # phonenumbers' shortest and longest national number
 
 
@@ -241,6 +242,8 @@ _NOT_PHONE = re.compile(
     r"|\d{1,3}(?:\.\d{1,3}){3})$"  # a dotted quad (an IP address, valid or not)
 )
 _ISBN_SHAPE = re.compile(r"^(?:97[89]-)?\d{1,5}-\d{1,7}-\d{1,7}-[\dX]$")
+# The three shapes in one pattern (a match of an alternation is a match of one branch): one call, not three.
+_DATE_SSN_OR_NOT_PHONE = re.compile("|".join(f"(?:{p.pattern})" for p in (_DATE_TIME, _SSN_SHAPE, _NOT_PHONE)))
 
 
 def isbn_ok(text: str) -> bool:
@@ -263,14 +266,15 @@ _STRAY_TAIL = re.compile(r"(?<=\d{3}) \d{1,2}$")  # '123456789 10': the next lis
 
 def _looks_like_something_else(text: str) -> bool:
     """A date, time, SSN, year range, decimal, dotted quad or ISBN with phone-like digits."""
-    return bool(_DATE_TIME.match(text) or _SSN_SHAPE.match(text) or _NOT_PHONE.match(text)) or isbn_ok(text)
+    return _DATE_SSN_OR_NOT_PHONE.match(text) is not None or isbn_ok(text)
 
 
 @lru_cache(maxsize=4096)
 def _classify(candidate: str) -> float:
     """0 when `candidate` is not a phone number, else the finding's score."""
     main = _EXTENSION.sub("", candidate) if "x" in candidate or "#" in candidate else candidate  # its markers
-    digits = "".join(_DIGIT.findall(main))
+    # A run of an ASCII text holds ASCII digits and phone punctuation once its extension is cut: translated.
+    digits = main.translate(_NOT_PHONE_DIGITS) if main.isascii() else "".join(_DIGIT.findall(main))
     n_digits = len(digits)  # E.164: at most 15 digits
     if not 7 <= n_digits <= 15 or _looks_like_something_else(main):
         return 0.0
@@ -406,7 +410,8 @@ def find_phones(
             within and any(s <= start and end <= e for s, e in within)
         ):
             continue
-        if _CODE_BEFORE.search(text, max(0, start - 40), start):
+        # The code pattern ends with a space (or the newline `$` can stand before) right before the run.
+        if start and text[start - 1] in " \n" and _CODE_BEFORE.search(text, max(0, start - 40), start):
             continue
         if (tail := _STRAY_TAIL.search(run)) and not _classify(run) and _classify(run[: tail.start()]):
             run = run[: tail.start()]
