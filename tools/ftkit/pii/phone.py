@@ -116,34 +116,29 @@ _NOT_PHONE_DIGITS = str.maketrans({chr(c): None for c in range(128) if not chr(c
 _MIN_NSN, _MAX_NSN = 2, 17  # phonenumbers' shortest and longest national number
 
 
+def _prefix_test(meta: PhoneMetadata) -> Callable[[str], object]:
+    """Where `meta`'s national_prefix_for_parsing matches at the start of some digits (no match: phonenumbers
+    strips nothing)."""
+    prefix = meta.national_prefix_for_parsing
+    return re.compile(prefix).match if prefix else (lambda digits: None)
+
+
 @cache
-def _metadata_for_code(country_code: int) -> PhoneMetadata | None:
-    """The metadata parse reads the national part of a +CC number with."""
-    return PhoneMetadata.metadata_for_region_or_calling_code(country_code, region_code_for_country_code(country_code))
-
-
-_PREFIXES: dict[int, tuple[PhoneMetadata, Callable[[str], object]]] = {}  # id(meta) -> (meta, its prefix test)
-
-
-def _may_have_prefix(digits: str, meta: PhoneMetadata) -> bool:
-    """Whether `meta`'s national_prefix_for_parsing matches at the start of `digits` (else phonenumbers strips
-    nothing); metadata objects are not hashable, so the compiled test is kept by identity, with the object."""
-    held = _PREFIXES.get(id(meta))
-    if held is None or held[0] is not meta:
-        prefix = meta.national_prefix_for_parsing
-        held = _PREFIXES[id(meta)] = (meta, re.compile(prefix).match if prefix else (lambda digits: None))
-    return held[1](digits) is not None
+def _metadata_for_code(country_code: int) -> tuple[PhoneMetadata, Callable[[str], object]] | None:
+    """The metadata parse reads the national part of a +CC number with, and its national-prefix test."""
+    meta = PhoneMetadata.metadata_for_region_or_calling_code(country_code, region_code_for_country_code(country_code))
+    return None if meta is None else (meta, _prefix_test(meta))
 
 
 # Lengths after which parse keeps the national prefix it found (the digits without it are no number).
 _KEEP_PREFIX = (ValidationResult.TOO_SHORT, ValidationResult.IS_POSSIBLE_LOCAL_ONLY, ValidationResult.INVALID_LENGTH)
 
 
-def _significant(digits: str, meta: PhoneMetadata) -> str | None:
+def _significant(digits: str, meta: PhoneMetadata, prefix: Callable[[str], object]) -> str | None:
     """The national significant number parse makes of the national digits of a number of `meta`'s plan, by its
     own steps: the national prefix (and carrier code) stripped where its helper strips it and the rest has a
-    length the plan allows; None where parse would raise (a length it rejects)."""
-    if _may_have_prefix(digits, meta):  # else the helper returns the digits as they are
+    length the plan allows; None where parse would raise (a length it rejects). `prefix`: _prefix_test(meta)."""
+    if prefix(digits) is not None:  # else the helper returns the digits as they are
         _, stripped, _ = _maybe_strip_national_prefix_carrier_code(digits, meta)
         if _test_number_length(stripped, meta) not in _KEEP_PREFIX:
             digits = stripped
@@ -166,19 +161,21 @@ def _international_reading(text: str) -> Reading | None:
             break
     else:
         return None
-    meta = _metadata_for_code(country_code)
-    if meta is None or not _MIN_NSN <= len(national) <= _MAX_NSN:
+    plan = _metadata_for_code(country_code)
+    if plan is None or not _MIN_NSN <= len(national) <= _MAX_NSN:
         return None
-    nsn = _significant(national, meta)
+    nsn = _significant(national, *plan)
     return None if nsn is None else (country_code, nsn)
 
 
 @cache
-def _region_reading(region: str) -> tuple[PhoneMetadata, str, Callable[[str], object]]:
+def _region_reading(
+    region: str,
+) -> tuple[PhoneMetadata, str, Callable[[str], object], Callable[[str], object]]:
     """For national numbers of `region`: its metadata, its country code, and how phonenumbers looks for an
-    international prefix at the start of the digits."""
+    international prefix and a national prefix at the start of the digits."""
     meta = PhoneMetadata.metadata_for_region(region)
-    return meta, str(meta.country_code), re.compile(meta.international_prefix or "(?!)").match
+    return meta, str(meta.country_code), re.compile(meta.international_prefix or "(?!)").match, _prefix_test(meta)
 
 
 def _national_reading(text: str, region: str) -> Reading | None:
@@ -188,10 +185,10 @@ def _national_reading(text: str, region: str) -> Reading | None:
     digits = text.translate(_NOT_DIGITS)
     if not 3 <= len(digits) <= _MAX_NSN:
         return None
-    meta, code, international = _region_reading(region)
+    meta, code, international, prefix = _region_reading(region)
     if digits.startswith(code) or international(digits) is not None:
         return None
-    nsn = _significant(digits, meta)
+    nsn = _significant(digits, meta, prefix)
     return None if nsn is None else (meta.country_code, nsn)
 
 

@@ -57,42 +57,40 @@ def _type_test(meta: PhoneMetadata) -> tuple[Callable[[str], object] | None, ...
     return tuple(tests)
 
 
-_TESTS: dict[int, tuple[PhoneMetadata, tuple[Callable[[str], object] | None, ...]]] = {}  # id(meta) -> tests
+TypeTests = tuple[Callable[[str], object] | None, ...]  # _type_test's answer: one test per number length
 
 
-def _of_some_type(meta: PhoneMetadata, nsn: str) -> bool:
-    """phonenumbers' `_number_type_helper(nsn, meta) != UNKNOWN` (metadata objects are not hashable: the
-    tests are kept by identity, with the object)."""
-    held = _TESTS.get(id(meta))
-    if held is None or held[0] is not meta:
-        held = _TESTS[id(meta)] = (meta, _type_test(meta))
-    tests = held[1]
+def _of_some_type(tests: TypeTests, nsn: str) -> bool:
+    """phonenumbers' `_number_type_helper(nsn, meta) != UNKNOWN`, with `tests` = _type_test(meta)."""
     test = tests[len(nsn)] if len(nsn) < len(tests) else None
     return test is not None and bool(test(nsn))
 
 
 @cache
-def _regions(country_code: int) -> tuple[tuple[str, Callable[[str], object] | None, PhoneMetadata], ...]:
-    """The regions of a shared country code in phonenumbers' order, each with its leading-digits test (None:
-    the region is told by validity) and metadata (phonenumbers' _region_code_for_number_from_list)."""
-    out = []
-    for region in COUNTRY_CODE_TO_REGION_CODE.get(country_code, ()):
-        meta = PhoneMetadata.metadata_for_region(region.upper(), None)
-        if meta is not None:
-            out.append((region, None if meta.leading_digits is None else re.compile(meta.leading_digits).match, meta))
-    return tuple(out)
-
-
-@cache
-def _metadata(country_code: int, region: str) -> PhoneMetadata | None:
-    """The metadata phonenumbers validates a number of `country_code` against once it is placed in `region`
-    (None: it calls such a number invalid)."""
+def _placed(country_code: int, region: str) -> TypeTests | None:
+    """The type tests of the metadata phonenumbers validates a number of `country_code` against once it is
+    placed in `region` (None: it calls such a number invalid). Metadata objects are not hashable: the tests
+    are kept under the (country code, region) they come from."""
     meta = PhoneMetadata.metadata_for_region_or_calling_code(country_code, region.upper())
     if meta is None or (
         region != REGION_CODE_FOR_NON_GEO_ENTITY and country_code != country_code_for_valid_region(region)
     ):
         return None
-    return meta
+    return _type_test(meta)
+
+
+@cache
+def _regions(country_code: int) -> tuple[tuple[str, Callable[[str], object] | None, TypeTests | None], ...]:
+    """The regions of a shared country code in phonenumbers' order, each with its leading-digits test (None:
+    the region is told by validity) and type tests (phonenumbers' _region_code_for_number_from_list; a
+    region of the code's own list is placed with its own metadata, so _placed's tests are those)."""
+    out = []
+    for region in COUNTRY_CODE_TO_REGION_CODE.get(country_code, ()):
+        meta = PhoneMetadata.metadata_for_region(region.upper(), None)
+        if meta is not None:
+            leading = None if meta.leading_digits is None else re.compile(meta.leading_digits).match
+            out.append((region, leading, _placed(country_code, region)))
+    return tuple(out)
 
 
 def is_valid_number(number: PhoneNumber) -> bool:
@@ -109,11 +107,11 @@ def is_valid_reading(country_code: int, nsn: str) -> bool:
     region: str | None = regions[0]
     if len(regions) > 1:
         region = None
-        for name, leading, meta in _regions(country_code):
-            if (leading(nsn) is not None) if leading is not None else _of_some_type(meta, nsn):
+        for name, leading, tests in _regions(country_code):
+            if (leading(nsn) is not None) if leading is not None else tests is not None and _of_some_type(tests, nsn):
                 region = name
                 break
         if region is None:
             return False
-    meta = _metadata(country_code, region)
-    return meta is not None and _of_some_type(meta, nsn)
+    tests = _placed(country_code, region)
+    return tests is not None and _of_some_type(tests, nsn)
