@@ -19,6 +19,8 @@ from functools import cache, lru_cache
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneMetadata, PhoneNumber, national_significant_number, re_util
 from phonenumbers.phonenumberutil import (
+    _MAX_LENGTH_FOR_NSN,
+    _MIN_LENGTH_FOR_NSN,
     COUNTRY_CODE_TO_REGION_CODE,
     ValidationResult,
     _maybe_strip_national_prefix_carrier_code,
@@ -30,7 +32,7 @@ from phonenumbers.phonenumberutil import (
 from ftkit.pii import rules
 from ftkit.pii.ascii_regex import ascii_twin
 from ftkit.pii.findings import Finding
-from ftkit.pii.phone_validity import is_valid_reading
+from ftkit.pii.phone_validity import NUMBER_TYPES, is_valid_reading
 
 REGIONS = ("US", "GB", "DE", "FR", "IN", "BR", "IT", "ES", "NL", "CA", "AU", "MX", "JP", "CN", "RU", "PL")
 
@@ -64,11 +66,6 @@ def _fitting(n_digits: int, lead: str) -> tuple[str, ...]:
     return tuple(r for r in REGIONS if _may_fit(r, lead + "0" * (n_digits - len(lead))))
 
 
-# The number types phonenumbers tries in turn (its _number_type_helper): a valid number matches one of them.
-_TYPES = ("premium_rate", "toll_free", "shared_cost", "voip", "personal_number", "pager", "uan", "voicemail",
-          "fixed_line", "mobile")  # fmt: skip
-
-
 @cache
 def _valid_shape(
     region: str,
@@ -87,7 +84,7 @@ def _valid_shape(
         if other_meta is None:
             return None
         lengths |= set(other_meta.general_desc.possible_length or range(1, _MAX_NSN + 1))  # none listed: any
-        for kind in _TYPES:
+        for kind in NUMBER_TYPES:
             desc = getattr(other_meta, kind, None)
             if desc is not None and desc.national_number_pattern:
                 patterns.append(f"(?:{desc.national_number_pattern})")
@@ -113,7 +110,7 @@ _PLAIN = re.compile(r"[0-9 ().\-/]*")  # ASCII digits and phone punctuation
 _PLUS_PLAIN = re.compile(r"\(?\+[0-9 ().\-/]*")  # +CC and ASCII digits and punctuation: no letters, no extension
 _NOT_DIGITS = str.maketrans("", "", "+ ().-/")  # what is left of a _PLAIN or _PLUS_PLAIN run: its digits
 _NOT_PHONE_DIGITS = str.maketrans({chr(c): None for c in range(128) if not chr(c).isdigit()})  # ASCII
-_MIN_NSN, _MAX_NSN = 2, 17  # phonenumbers' shortest and longest national number
+_MIN_NSN, _MAX_NSN = _MIN_LENGTH_FOR_NSN, _MAX_LENGTH_FOR_NSN  # phonenumbers' shortest and longest national number
 
 
 def _prefix_test(meta: PhoneMetadata) -> Callable[[str], object]:

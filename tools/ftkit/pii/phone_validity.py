@@ -16,16 +16,16 @@ from functools import cache
 
 from phonenumbers import PhoneMetadata, PhoneNumber, national_significant_number
 from phonenumbers.phonenumberutil import (
+    _MAX_LENGTH_FOR_NSN,
     COUNTRY_CODE_TO_REGION_CODE,
     REGION_CODE_FOR_NON_GEO_ENTITY,
     country_code_for_valid_region,
 )
 
 # The number types phonenumbers tries in turn (its _number_type_helper): a valid number matches one of them.
-# Mobile counts only where its pattern differs from fixed line's (else phonenumbers never reads it).
-_TYPES = ("premium_rate", "toll_free", "shared_cost", "voip", "personal_number", "pager", "uan", "voicemail",
-          "fixed_line")  # fmt: skip
-_MAX_NSN = 17  # phonenumbers' longest national significant number
+# Mobile (last) counts only where its pattern differs from fixed line's (else phonenumbers never reads it).
+NUMBER_TYPES = ("premium_rate", "toll_free", "shared_cost", "voip", "personal_number", "pager", "uan", "voicemail",
+                "fixed_line", "mobile")  # fmt: skip
 
 
 def _fits(desc: object, length: int) -> str | None:
@@ -42,10 +42,10 @@ def _fits(desc: object, length: int) -> str | None:
 def _type_test(meta: PhoneMetadata) -> tuple[Callable[[str], object] | None, ...]:
     """For each national number length: a test that a number of that length is of some type of `meta`
     (None: none can be), phonenumbers' `_number_type_helper(...) != UNKNOWN`."""
-    kinds = [getattr(meta, k, None) for k in _TYPES]
+    kinds = [getattr(meta, k, None) for k in NUMBER_TYPES[:-1]]
     kinds += [] if meta.same_mobile_and_fixed_line_pattern else [meta.mobile]
     tests: list[Callable[[str], object] | None] = []
-    for length in range(_MAX_NSN + 1):
+    for length in range(_MAX_LENGTH_FOR_NSN + 1):
         general = _fits(meta.general_desc, length)
         types = [p for p in (_fits(d, length) for d in kinds) if p is not None]
         if general is None or not types:
